@@ -1,0 +1,47 @@
+"""Root command group and the commands of the core engine.
+
+Other commands (ingest, merge, serve, bench, model) register themselves in `commands()` below;
+heavy imports happen inside the command that needs them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import SeqVaultError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="seqvault")
+def cli() -> None:
+    """SeqVault: a storage engine for user behaviour sequences (last-N reads in milliseconds).
+
+    Exit codes: 0 ok, 1 error, 2 usage, 3 schema/validation error, 4 store locked,
+    5 corruption found, 6 format version not supported, 7 not found, 8 read-only store,
+    9 duplicate ingest.
+    """
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except SeqVaultError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        # `seqvault get u1 --nl | head` must exit quietly.
+        sys.stderr.close()
+        sys.exit(0)

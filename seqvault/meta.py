@@ -1,0 +1,152 @@
+"""Durable metadata in LMDB: settings, schema versions, file catalog, index checkpoint and
+deltas, string dictionaries, the ingest ledger.
+
+LMDB gives us atomic multi-key commits and crash consistency without a hand-rolled B-tree: a
+flush publishes new extents, the index delta, the dictionary entries and the new log file in
+one transaction, so a crash leaves either the whole flush or none of it
+(docs/format/manifest.md).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import msgpack
+
+from .errors import CorruptionError, FormatVersionError
+
+STORE_FORMAT_VERSION = 1
+MAP_SIZE = 1 << 40  # virtual address space only; the file grows as needed
+DB_NAMES = ("meta", "schemas", "files", "ckpt", "delta", "dicts", "ledger", "readers")
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_DELTA_KEY = struct.Struct(">QQ")
+_DICT_KEY = struct.Struct(">HI")
+
+
+def u32(n: int) -> bytes:
+    return _U32.pack(n)
+
+
+def delta_key(seq: int, h: int) -> bytes:
+    return _DELTA_KEY.pack(seq, h)
+
+
+def parse_delta_key(k: bytes) -> tuple[int, int]:
+    seq, h = _DELTA_KEY.unpack(k)
+    return int(seq), int(h)
+
+
+def dict_key(col_id: int, code: int) -> bytes:
+    return _DICT_KEY.pack(col_id, code)
+
+
+def pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def unpack(raw: bytes | memoryview | None) -> Any:
+    if raw is None:
+        return None
+    return msgpack.unpackb(bytes(raw), raw=False, strict_map_key=False)
+
+
+# LMDB forbids opening one environment twice in a process, but a process may hold a writer and
+# read-only opens of the same store (tests, an HTTP server with writes on). So environments are
+# shared per path with a reference count. They are always opened read-write at the LMDB level;
+# a read-only SeqVault simply never starts a write transaction.
+_ENVS: dict[str, tuple[Any, dict[str, Any], int]] = {}
+_ENVS_LOCK = threading.Lock()
+
+
+class Meta:
+    """Thin wrapper over the LMDB environment and its named databases."""
+
+    def __init__(self, path: Path, *, read_only: bool) -> None:
+        self.path = path
+        self.read_only = read_only
+        if read_only and not (path / "data.mdb").exists():
+            from .errors import NotFound
+
+            raise NotFound(f"{path.parent} is not a SeqVault store (no metadata)")
+        self._key = os.path.realpath(path)
+        with _ENVS_LOCK:
+            entry = _ENVS.get(self._key)
+            if entry is None:
+                try:
+                    env = lmdb.open(str(path), map_size=MAP_SIZE, max_dbs=len(DB_NAMES) + 2,
+                                    subdir=True, lock=True, sync=True, metasync=True,
+                                    max_readers=1024, create=not read_only)
+                except lmdb.Error as exc:
+                    raise CorruptionError(f"{path}: cannot open metadata: {exc}",
+                                          path=str(path)) from exc
+                dbs = {name: env.open_db(name.encode()) for name in DB_NAMES}
+                entry = (env, dbs, 0)
+            env, dbs, refs = entry
+            _ENVS[self._key] = (env, dbs, refs + 1)
+        self.env = env
+        self.dbs: dict[str, Any] = dbs
+        self._open = True
+
+    def begin(self, write: bool = False) -> lmdb.Transaction:
+        return self.env.begin(write=write, buffers=False)
+
+    # -------------------------------------------------------------- helpers within a txn
+    def get(self, txn: lmdb.Transaction, db: str, key: bytes) -> bytes | None:
+        handle = self.dbs[db]
+        if handle is None:
+            return None
+        value = txn.get(key, db=handle)
+        return None if value is None else bytes(value)
+
+    def put(self, txn: lmdb.Transaction, db: str, key: bytes, value: bytes) -> None:
+        txn.put(key, value, db=self.dbs[db])
+
+    def delete(self, txn: lmdb.Transaction, db: str, key: bytes) -> None:
+        txn.delete(key, db=self.dbs[db])
+
+    def get_meta(self, txn: lmdb.Transaction, key: str, default: Any = None) -> Any:
+        raw = self.get(txn, "meta", key.encode())
+        return default if raw is None else unpack(raw)
+
+    def set_meta(self, txn: lmdb.Transaction, key: str, value: Any) -> None:
+        self.put(txn, "meta", key.encode(), pack(value))
+
+    def items(self, txn: lmdb.Transaction, db: str, start: bytes | None = None
+              ) -> Iterator[tuple[bytes, bytes]]:
+        handle = self.dbs[db]
+        if handle is None:
+            return
+        cur = txn.cursor(db=handle)
+        ok = cur.set_range(start) if start is not None else cur.first()
+        while ok:
+            yield bytes(cur.key()), bytes(cur.value())
+            ok = cur.next()
+
+    def check_version(self, txn: lmdb.Transaction) -> None:
+        version = self.get_meta(txn, "format_version")
+        if version is None:
+            raise CorruptionError(f"{self.path}: metadata has no format version", path=str(self.path))
+        if version > STORE_FORMAT_VERSION:
+            raise FormatVersionError(
+                f"{self.path.parent}: store format version {version} is newer than this SeqVault "
+                f"supports ({STORE_FORMAT_VERSION}); upgrade seqvault to open it")
+
+    def close(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        with _ENVS_LOCK:
+            env, dbs, refs = _ENVS[self._key]
+            if refs <= 1:
+                del _ENVS[self._key]
+                env.close()
+            else:
+                _ENVS[self._key] = (env, dbs, refs - 1)

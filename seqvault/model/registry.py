@@ -1,0 +1,39 @@
+"""Model names → classes, and the LASER ablation variants of the paper's tables."""
+
+from __future__ import annotations
+
+from .baselines import Base, Din, Hstu, Transformer, Twin
+from .laser import Laser
+from .layers import ModelConfig, SeqModel
+
+MODELS: dict[str, type[SeqModel]] = {
+    "base": Base,
+    "din": Din,
+    "twin": Twin,
+    "hstu": Hstu,
+    "transformer": Transformer,
+    "laser": Laser,
+}
+
+# name → changes to the LASER configuration (the paper's ablation table)
+ABLATIONS: dict[str, dict[str, object]] = {
+    "laser": {},
+    "laser-softmax": {"gate": "softmax"},
+    "laser-no-recency": {"recency": False},
+    "laser-no-fusion": {"fusion": False},
+    "laser-no-ffn-ln": {"gsta_ffn": False, "gsta_norm": False},
+    "laser-no-ln": {"gsta_norm": False},
+}
+
+
+def build_model(name: str, cfg: ModelConfig) -> SeqModel:
+    """A model by name: one of MODELS, an ABLATIONS variant, or `laser-w<N>` / `laser-m<N>`."""
+    if name in MODELS:
+        return MODELS[name](cfg)
+    if name in ABLATIONS:
+        return Laser(cfg.with_(**ABLATIONS[name]))
+    for prefix, field in (("laser-w", "segment"), ("laser-m", "gsta_layers")):
+        if name.startswith(prefix) and name[len(prefix):].isdigit():
+            return Laser(cfg.with_(**{field: int(name[len(prefix):])}))
+    known = sorted(MODELS) + sorted(set(ABLATIONS) - set(MODELS)) + ["laser-w<N>", "laser-m<N>"]
+    raise ValueError(f"model: got {name!r}, expected one of {', '.join(known)}")

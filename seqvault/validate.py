@@ -1,0 +1,254 @@
+"""Input validation: turn user-supplied columns into arrays of the schema's types, or refuse.
+
+Every check names the column, the row (0-based within the call) and the offending value, and
+says what was expected. Validation happens before anything is written, so a refused call
+leaves no trace (appends are atomic).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .errors import ValidationError
+from .schema import Column, Schema
+
+
+def _fail(column: str, row: int | None, value: Any, expected: str) -> ValidationError:
+    where = f"column {column!r}" + (f" row {row}" if row is not None else "")
+    return ValidationError(f"{where}: value {value!r} {expected}", column=column, row=row,
+                           value=value)
+
+
+def _to_numpy(column: str, values: Any) -> np.ndarray:
+    """Array-likes (lists, numpy, pyarrow arrays/chunked arrays, pandas series) → numpy."""
+    if hasattr(values, "to_numpy") and hasattr(values, "null_count"):  # pyarrow
+        if values.null_count:
+            import pyarrow.compute as pc
+
+            row = int(pc.index(pc.is_null(values), True).as_py())
+            raise _fail(column, row, None, "is null (nulls are not allowed)")
+        arr = values.to_numpy(zero_copy_only=False)
+        return np.asarray(arr)
+    if isinstance(values, np.ndarray):
+        return values
+    if isinstance(values, str | bytes) or not hasattr(values, "__len__"):
+        raise ValidationError(f"column {column!r}: expected a list or array of values, got "
+                              f"{type(values).__name__}", column=column, value=values)
+    try:
+        return np.asarray(values)
+    except (ValueError, TypeError) as exc:
+        raise ValidationError(f"column {column!r}: cannot read values as an array: {exc}",
+                              column=column) from exc
+
+
+def _first(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def _check_none(column: str, arr: np.ndarray) -> None:
+    if arr.dtype == object:
+        nones = np.fromiter((v is None for v in arr), dtype=bool, count=arr.size)
+        if nones.any():
+            raise _fail(column, _first(nones), None, "is None (missing values are not allowed)")
+
+
+def coerce_int(column: str, arr: np.ndarray, target: np.dtype[Any], *, lo: int | None = None,
+               hi: int | None = None, expected: str | None = None) -> np.ndarray:
+    info = np.iinfo(target)
+    lo = info.min if lo is None else lo
+    hi = info.max if hi is None else hi
+    expected = expected or f"does not fit {target.name} (expected an integer in {lo}..{hi})"
+    if arr.dtype == object:
+        _check_none(column, arr)
+        for i, v in enumerate(arr):
+            if isinstance(v, bool | np.bool_):
+                continue
+            if isinstance(v, int | np.integer):
+                if not lo <= int(v) <= hi:
+                    raise _fail(column, i, v, expected)
+                continue
+            if isinstance(v, float | np.floating):
+                if not np.isfinite(v) or v != int(v) or not lo <= int(v) <= hi:
+                    raise _fail(column, i, v, expected)
+                continue
+            raise _fail(column, i, v, f"is a {type(v).__name__}, not an integer")
+        return np.array([int(v) for v in arr], dtype=target) if arr.size else arr.astype(target)
+    kind = arr.dtype.kind
+    if kind == "b":
+        return arr.astype(target)
+    if kind == "f":
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            i = _first(bad)
+            raise _fail(column, i, arr[i].item(), expected)
+        frac = arr != np.floor(arr)
+        if frac.any():
+            i = _first(frac)
+            raise _fail(column, i, arr[i].item(), f"is fractional; {expected}")
+        out_of = (arr < lo) | (arr > hi)
+        if out_of.any():
+            i = _first(out_of)
+            raise _fail(column, i, arr[i].item(), expected)
+        return arr.astype(target)
+    if kind in "iu":
+        if arr.size:
+            # Compare in Python ints where int64/uint64 mix would lose precision.
+            mn, mx = int(arr.min()), int(arr.max())
+            if mn < lo or mx > hi:
+                bad = (arr < lo) if mn < lo else (arr > hi)
+                if arr.dtype.kind == "u" and mx > hi:
+                    bad = arr > np.uint64(hi) if hi >= 0 else np.ones(arr.size, bool)
+                i = _first(bad)
+                raise _fail(column, i, arr[i].item(), expected)
+        return arr.astype(target, copy=False)
+    if kind in "US":
+        i = 0
+        raise _fail(column, i, arr[0].item() if arr.size else "", "is a string, not an integer")
+    raise ValidationError(f"column {column!r}: dtype {arr.dtype} cannot be read as {target.name}",
+                          column=column)
+
+
+def coerce_float(column: str, arr: np.ndarray, target: np.dtype[Any], allow_nan: bool) -> np.ndarray:
+    if arr.dtype == object:
+        _check_none(column, arr)
+        for i, v in enumerate(arr):
+            if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
+                raise _fail(column, i, v, f"is a {type(v).__name__}, not a number")
+        arr = arr.astype(np.float64)
+    if arr.dtype.kind not in "iufb":
+        raise _fail(column, 0, arr[0].item() if arr.size else None, f"is not a number ({arr.dtype})")
+    out = arr.astype(target)
+    if not allow_nan and out.dtype.kind == "f":
+        bad = np.isnan(out)
+        if bad.any():
+            i = _first(bad)
+            raise _fail(column, i, float("nan"), "is NaN (declare allow_nan = true to store NaN)")
+    if arr.dtype.kind == "f" and target.itemsize < arr.dtype.itemsize:
+        over = np.isinf(out) & np.isfinite(arr)
+        if over.any():
+            i = _first(over)
+            raise _fail(column, i, arr[i].item(), f"overflows {target.name}")
+    return out
+
+
+def coerce_bool(column: str, arr: np.ndarray) -> np.ndarray:
+    if arr.dtype.kind == "b":
+        return arr
+    if arr.dtype == object:
+        _check_none(column, arr)
+        for i, v in enumerate(arr):
+            if not isinstance(v, bool | np.bool_) and v not in (0, 1):
+                raise _fail(column, i, v, "is not a bool (expected true/false or 0/1)")
+        return arr.astype(bool)
+    if arr.dtype.kind in "iuf":
+        bad = (arr != 0) & (arr != 1)
+        if bad.any():
+            i = _first(bad)
+            raise _fail(column, i, arr[i].item(), "is not a bool (expected true/false or 0/1)")
+        return arr.astype(bool)
+    raise _fail(column, 0, arr[0].item() if arr.size else None, "is not a bool")
+
+
+def coerce_strings(column: str, arr: np.ndarray) -> np.ndarray:
+    """String column → numpy object array of str (dictionary codes are assigned later)."""
+    if arr.dtype.kind == "U":
+        return arr.astype(object)
+    if arr.dtype == object:
+        _check_none(column, arr)
+        for i, v in enumerate(arr):
+            if not isinstance(v, str):
+                raise _fail(column, i, v, f"is a {type(v).__name__}, not a string")
+        return arr
+    raise _fail(column, 0, arr[0].item() if arr.size else None,
+                f"is not a string (column dtype {arr.dtype})")
+
+
+def coerce_column(col: Column, values: Any) -> np.ndarray:
+    arr = _to_numpy(col.name, values)
+    if arr.ndim != 1:
+        raise ValidationError(f"column {col.name!r}: expected a flat list, got shape {arr.shape}",
+                              column=col.name)
+    if col.is_string:
+        return coerce_strings(col.name, arr)
+    if col.type == "bool":
+        return coerce_bool(col.name, arr)
+    if col.type.startswith("float"):
+        return coerce_float(col.name, arr, col.dtype, col.allow_nan)
+    return coerce_int(col.name, arr, col.dtype)
+
+
+def coerce_time(schema: Schema, values: Any) -> np.ndarray:
+    name = schema.time_column
+    arr = _to_numpy(name, values)
+    if arr.dtype.kind == "M":  # numpy datetime64 → the schema's unit
+        arr = arr.astype(f"datetime64[{schema.time_unit}]").astype(np.int64)
+    if arr.ndim != 1:
+        raise ValidationError(f"column {name!r}: expected a flat list, got shape {arr.shape}",
+                              column=name)
+    return coerce_int(name, arr, np.dtype(np.int64), lo=0, hi=schema.max_ts,
+                      expected=f"is not a timestamp in {schema.time_unit} "
+                               f"(expected an integer in 0..{schema.max_ts})")
+
+
+def coerce_user(schema: Schema, user: Any) -> int | str:
+    """A single user key, checked against the schema's user type."""
+    if schema.user_type == "string":
+        if not isinstance(user, str):
+            raise ValidationError(f"user id {user!r} is a {type(user).__name__}; this store's "
+                                  f"user column {schema.user_column!r} is a string",
+                                  column=schema.user_column, value=user)
+        if len(user.encode("utf-8")) > 4096:
+            raise ValidationError(f"user id of {len(user)} characters is longer than 4096 bytes",
+                                  column=schema.user_column, value=user[:32] + "...")
+        return user
+    if isinstance(user, bool) or not isinstance(user, int | np.integer):
+        raise ValidationError(f"user id {user!r} is a {type(user).__name__}; this store's user "
+                              f"column {schema.user_column!r} is int64",
+                              column=schema.user_column, value=user)
+    u = int(user)
+    if not -(1 << 63) <= u < (1 << 63):
+        raise ValidationError(f"user id {u} does not fit int64", column=schema.user_column, value=u)
+    return u
+
+
+def coerce_users(schema: Schema, values: Any) -> np.ndarray:
+    """The user column of a batch: int64 array, or object array of str."""
+    name = schema.user_column
+    arr = _to_numpy(name, values)
+    if schema.user_type == "string":
+        out = coerce_strings(name, arr)
+        return out
+    if arr.dtype.kind in "US":
+        raise _fail(name, 0, arr[0].item() if arr.size else "", "is a string; user ids are int64")
+    return coerce_int(name, arr, np.dtype(np.int64))
+
+
+def validate_events(schema: Schema, columns: Mapping[str, Any], *,
+                    skip: tuple[str, ...] = ()) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Check a columnar batch of events against the schema: every column present, no unknown
+    column, equal lengths, every value fits. Returns (ts, {column: array})."""
+    if not isinstance(columns, Mapping):
+        raise ValidationError(f"events must be a mapping of column name to values, got "
+                              f"{type(columns).__name__}")
+    expected = set(schema.column_names) | set(skip)
+    unknown = sorted(set(columns) - expected)
+    if unknown:
+        raise ValidationError(f"unknown column(s) {unknown}; the schema has {schema.column_names}",
+                              column=unknown[0])
+    missing = [c for c in schema.column_names if c not in columns]
+    if missing:
+        raise ValidationError(f"missing column(s) {missing}; every append needs all of "
+                              f"{schema.column_names}", column=missing[0])
+    ts = coerce_time(schema, columns[schema.time_column])
+    out: dict[str, np.ndarray] = {}
+    for col in schema.columns:
+        arr = coerce_column(col, columns[col.name])
+        if arr.size != ts.size:
+            raise ValidationError(
+                f"column {col.name!r} has {arr.size} values but {schema.time_column!r} has "
+                f"{ts.size}; all columns of one call must have the same length", column=col.name)
+        out[col.name] = arr
+    return ts, out
