@@ -20,6 +20,7 @@ import msgpack
 import numpy as np
 
 from . import wal as wal_mod
+from .bulk import BulkWriter
 from .errors import (
     CorruptionError,
     NotFound,
@@ -50,6 +51,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "tail_events": 16_384,  # ... or one user's unsealed tail reaches this ...
     "wal_bytes": 64 << 20,  # ... or the log reaches this size
     "segment_events": 65_536,  # split a user's flush into segments of at most this many events
+    "lifetime_segment_events": 32_768,  # target size of lifetime segments (merge, ingest)
     "max_file_bytes": DEFAULT_MAX_FILE,
     "checkpoint_deltas": 50_000,  # write a full index checkpoint after this many delta records
     "batch_interval": 0.005,  # seconds between fsyncs in durability="batch"
@@ -587,6 +589,10 @@ class SeqVault:
             self.ckpt_seq = self.seq
             self._deltas_since_ckpt = 0
             self._counters["checkpoints"] += 1
+
+    def bulk_writer(self, **kwargs: Any) -> BulkWriter:
+        """A writer of lifetime segments published in one transaction (ingest, merge)."""
+        return BulkWriter(self, **kwargs)
 
     def sync(self) -> None:
         """Make every acknowledged append durable now (fsync the log)."""
