@@ -1,0 +1,472 @@
+"""The report: Markdown tables with SeqVault/baseline ratios, the BRIEF's targets, PNG plots.
+
+Ratios are SeqVault ÷ baseline from the *same run* (below 1 = SeqVault smaller/faster for
+latency, CPU and bytes; above 1 = more for throughput). Targets are phrased as the BRIEF phrases
+them ("20x faster" = baseline ÷ SeqVault >= 20) and each says met/missed and by how much.
+
+When publishing to docs/benchmarks.md, everything below ``HAND_WRITTEN_MARKER`` in the existing
+file is kept, so analysis written by hand survives a rerun.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+SV, BLOB, EVENT = "seqvault", "rocks_blob", "rocks_event"
+BASELINES = (BLOB, EVENT)
+LABEL = {SV: "SeqVault", BLOB: "RocksDB blob/user", EVENT: "RocksDB key/event"}
+HAND_WRITTEN_MARKER = "<!-- hand-written below: kept when the report is regenerated -->"
+
+
+def _f(x: Any, nd: int = 2) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, int):
+        return f"{x:,}"
+    ax = abs(x)
+    if ax >= 1000:
+        return f"{x:,.0f}"
+    if ax >= 100:
+        return f"{x:.0f}"
+    if ax >= 10:
+        return f"{x:.1f}"
+    if ax >= 0.01 or ax == 0:
+        return f"{x:.{nd}f}"
+    return f"{x:.2g}"
+
+
+def _ratio(a: Any, b: Any) -> float | None:
+    if a is None or b is None or not b or (isinstance(a, float) and math.isnan(a)):
+        return None
+    return a / b
+
+
+def _x(r: float | None) -> str:
+    return "–" if r is None else f"{r:.2f}×" if r < 10 else f"{r:.1f}×"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _find(rows: list[dict], **match: Any) -> dict | None:
+    for r in rows:
+        if all(r.get(k) == v for k, v in match.items()):
+            return r
+    return None
+
+
+def _target_read_history(systems: dict) -> int | None:
+    """The sweep cohort used for the "read last 10,000" targets: 10,000 events a user (the
+    BRIEF's anchor), or the nearest longer cohort."""
+    any_sys = next(iter(systems.values()), None)
+    if not any_sys:
+        return None
+    lengths = sorted({r["history"] for r in any_sys.get("sweep", []) if r["last"] == 10_000})
+    longer = [h for h in lengths if h >= 10_000]
+    return longer[0] if longer else (lengths[-1] if lengths else None)
+
+
+# --------------------------------------------------------------------------- targets
+def targets(results: dict) -> list[dict]:
+    s = results["systems"]
+    out: list[dict] = []
+    if SV not in s:
+        return out
+    sv = s[SV]
+    hist = _target_read_history(s)
+
+    def add(name: str, measured: float | None, goal: float, higher_is_better: bool, unit: str,
+            detail: str) -> None:
+        if measured is None:
+            out.append({"target": name, "measured": None, "goal": goal, "met": None,
+                        "unit": unit, "detail": detail, "margin": "not measured"})
+            return
+        met = measured >= goal if higher_is_better else measured <= goal
+        # Margin: how far from the goal, as a factor (>1 = headroom when met, shortfall when not)
+        factor = measured / goal if higher_is_better else goal / measured if measured else math.inf
+        out.append({"target": name, "measured": measured, "goal": goal, "met": met, "unit": unit,
+                    "detail": detail,
+                    "margin": (f"{factor:.2f}× the goal" if met
+                               else f"missed: reaches {factor:.0%} of the goal")})
+
+    if hist is not None:
+        sv_row = _find(sv["sweep"], history=hist, last=10_000)
+        for base, goal in ((EVENT, 20.0), (BLOB, 8.0)):
+            if base not in s:
+                continue
+            b_row = _find(s[base]["sweep"], history=hist, last=10_000)
+            for p in ("p50_ms", "p99_ms"):
+                add(f"read last 10,000 ({hist:,}-event users) {p[:3]}: faster than {LABEL[base]}",
+                    _ratio(b_row and b_row[p], sv_row and sv_row[p]), goal, True, "×",
+                    f"{LABEL[base]} {_f(b_row and b_row[p])} ms vs SeqVault "
+                    f"{_f(sv_row and sv_row[p])} ms")
+    if EVENT in s:
+        for a in sv.get("appends", []):
+            b = _find(s[EVENT].get("appends", []), durability=a["durability"], batch=a["batch"])
+            add(f"append throughput, durability={a['durability']}, batch {a['batch']}: "
+                f"× {LABEL[EVENT]}", _ratio(a["units_per_s"], b and b["units_per_s"]), 2.0, True,
+                "×", f"{_f(a['units_per_s'])} vs {_f(b and b['units_per_s'])} events/s")
+    base_disk = [(s[b]["load"]["disk_bytes_per_event"], b) for b in BASELINES if b in s]
+    if base_disk:
+        best, who = min(base_disk)
+        mine = sv["load"]["disk_bytes_per_event"]
+        add(f"bytes on disk per event ÷ best RocksDB layout ({LABEL[who]})",
+            _ratio(mine, best), 0.6, False, "×", f"{_f(mine)} vs {_f(best)} B/event")
+    # CPU per read against the *cheaper* RocksDB layout for that read: the strict reading.
+    cpu_cases = [("reads", {"last": n, "users": "zipf"}, f"last {n:,}, Zipf users")
+                 for n in (100, 1_000, 10_000)]
+    if hist is not None:
+        cpu_cases.append(("sweep", {"history": hist, "last": 10_000},
+                          f"last 10,000 of {hist:,}-event users"))
+    for section, match, label in cpu_cases:
+        mine_row = _find(sv.get(section, []), **match)
+        cands = [(_find(s[b].get(section, []), **match), b) for b in BASELINES if b in s]
+        cands = [(r["cpu_ms_per_op"], b) for r, b in cands if r]
+        if mine_row is None or not cands:
+            continue
+        best, who = min(cands)
+        add(f"CPU per read ({label}) ÷ cheaper RocksDB layout ({LABEL[who]})",
+            _ratio(mine_row["cpu_ms_per_op"], best), 0.25, False, "×",
+            f"{_f(mine_row['cpu_ms_per_op'], 3)} vs {_f(best, 3)} CPU ms/read")
+    return out
+
+
+# --------------------------------------------------------------------------- plots
+def _plots(results: dict, out: Path) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    s = results["systems"]
+    made = []
+    lasts = sorted({r["last"] for sys in s.values() for r in sys.get("sweep", [])})
+    if lasts:
+        fig, axes = plt.subplots(1, len(lasts), figsize=(5.5 * len(lasts), 4.2), squeeze=False)
+        for ax, last in zip(axes[0], lasts, strict=True):
+            for name, sys in s.items():
+                rows = sorted((r for r in sys["sweep"] if r["last"] == last),
+                              key=lambda r: r["history"])
+                xs = [r["history"] for r in rows]
+                line, = ax.plot(xs, [r["p50_ms"] for r in rows], "o-", label=f"{LABEL[name]} p50")
+                ax.plot(xs, [r["p99_ms"] for r in rows], "x--", color=line.get_color(),
+                        label=f"{LABEL[name]} p99")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("events in the user's history")
+            ax.set_ylabel("latency (ms)")
+            ax.set_title(f"read last {last:,}")
+            ax.grid(True, which="both", alpha=0.3)
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "latency_vs_history.png", dpi=110)
+        plt.close(fig)
+        made.append("latency_vs_history.png")
+    if s:
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        names = list(s)
+        vals = [s[n]["load"]["disk_bytes_per_event"] for n in names]
+        bars = ax.bar([LABEL[n] for n in names], vals, color=["C0", "C1", "C2"][: len(names)])
+        ax.bar_label(bars, fmt="%.1f")
+        ax.set_ylabel("bytes on disk per stored event")
+        ax.set_title("disk footprint after load + compaction/merge")
+        fig.tight_layout()
+        fig.savefig(out / "bytes_per_event.png", dpi=110)
+        plt.close(fig)
+        made.append("bytes_per_event.png")
+    appends = [(n, r) for n, sys in s.items() for r in sys.get("appends", [])]
+    if appends:
+        combos = sorted({(r["durability"], r["batch"]) for _, r in appends})
+        fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(combos)), 3.8))
+        width = 0.8 / max(len(s), 1)
+        for k, name in enumerate(s):
+            ys = [(_find(s[name].get("appends", []), durability=d, batch=b) or {}).get(
+                "units_per_s", 0) for d, b in combos]
+            ax.bar([i + k * width for i in range(len(combos))], ys, width, label=LABEL[name])
+        ax.set_xticks([i + width * (len(s) - 1) / 2 for i in range(len(combos))])
+        ax.set_xticklabels([f"{d}\nbatch {b}" for d, b in combos], fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("events/s")
+        ax.set_title("append throughput (interleaved users)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "append_throughput.png", dpi=110)
+        plt.close(fig)
+        made.append("append_throughput.png")
+    return made
+
+
+# --------------------------------------------------------------------------- markdown
+def render(results: dict, image_prefix: str = "") -> str:
+    s = results["systems"]
+    names = [n for n in (SV, BLOB, EVENT) if n in s]
+    m = results["machine"]
+    cfg = results["config"]
+    w = cfg["workload"]
+    md: list[str] = []
+    add = md.append
+    add("# Benchmarks: SeqVault against RocksDB LastN\n")
+    add(f"Generated by `{results['command']}` ({results['preset']} preset) at commit "
+        f"`{results['commit']}`, {results['started']} → {results['finished']}. "
+        "Every ratio compares systems measured in this same run.\n")
+    add("## Machine\n")
+    v = m["versions"]
+    add(f"- CPU: {m['cpu_model']}, {m['usable_cpus']} usable of {m['logical_cpus']} logical CPUs; "
+        f"{m['memory_gib']} GiB RAM; disk: {m['filesystem']}")
+    add(f"- {m['platform']}, Python {m['python']}; numpy {v['numpy']}, pyarrow {v['pyarrow']}, "
+        f"rocksdict {v['rocksdict']}, zstandard {v['zstandard']}, msgpack {v['msgpack']}, "
+        f"lmdb {v['lmdb']}\n")
+    for sysname, why in results.get("skipped", {}).items():
+        add(f"> **{LABEL.get(sysname, sysname)} not measured:** {why}\n")
+
+    tg = targets(results)
+    if tg:
+        add("## Targets (BRIEF.md)\n")
+        rows = [[t["target"], _x(t["measured"]) if t["unit"] == "×" else _f(t["measured"]),
+                 ("≥ " if t["goal"] >= 1 else "≤ ") + f"{t['goal']:g}×",
+                 "—" if t["met"] is None else "**met**" if t["met"] else "**missed**",
+                 t["margin"], t["detail"]] for t in tg]
+        add(_table(["target", "measured", "goal", "verdict", "margin", "numbers"], rows) + "\n")
+
+    add("## Data set\n")
+    add(f"Seed {w['seed']}. {w['n_users']:,} population users with log-normal history lengths "
+        f"(median {w['median_len']}, σ {w['len_sigma']}, clipped to {w['max_len']:,}), plus sweep "
+        f"cohorts of exactly {', '.join(f'{n:,}' for n in w['sweep_lengths'])} events "
+        f"({', '.join(map(str, w['sweep_users']))} users). Six columns: ts (int64 ms), item_id "
+        f"(int64, Zipf a={w['item_zipf_a']} over {w['n_items']:,} items), action (int8), category "
+        f"(int32), dwell_ms (int32), scenario (int8). {w['burst_prob']:.0%} of gaps are zero "
+        f"(equal-timestamp bursts); {w['late_frac']:.0%} of events arrive late. The blob layout "
+        f"keeps the newest {w['blob_cap']:,} events a user.\n")
+
+    if names:
+        add("## Correctness cross-check\n")
+        add("Before timing, each system's answers for a sample of users (last 1, 100 and 10,000) "
+            "are compared with the generator's reference (time order, ties in arrival order).\n")
+        add(_table(["system", "reads checked", "mismatches"],
+                   [[LABEL[n], _f(s[n]["verify"]["reads_checked"]),
+                     _f(s[n]["verify"]["n_mismatches"])
+                     + ("" if not s[n]["verify"]["mismatches"]
+                        else " — " + "; ".join(s[n]["verify"]["mismatches"][:3]))]
+                    for n in names]) + "\n")
+
+        add("## Bulk load, disk and memory\n")
+        rows = []
+        for n in names:
+            ld = s[n]["load"]
+            rows.append([LABEL[n], ld.get("method", ""), _f(ld["events"]), _f(ld["events_per_s"]),
+                         _f(ld["cpu_us_per_event"]), _f(ld["quiesce_seconds"]),
+                         _f(ld["stored_events"]), _f(ld["disk_bytes_per_event"]),
+                         _f(ld.get("index_bytes_per_user")), _f(s[n].get("open_seconds"), 3),
+                         _f(s[n]["peak_rss_bytes"] / 2**20),
+                         _f((ld["rss_after_load_bytes"] - s[n]["rss_start_bytes"]) / 2**20)])
+        add(_table(["system", "load path", "events", "events/s", "CPU µs/event",
+                    "flush+compact/merge s", "stored events", "disk B/event",
+                    "DRAM index B/user", "reopen s", "peak RSS MiB", "RSS growth MiB"], rows))
+        add("\nDisk is bytes allocated under the store directory after the load and a "
+            "flush + full compaction (RocksDB) or flush + merge (SeqVault), divided by the events "
+            "the store holds. Peak RSS includes the generator and Python (~same for all).\n")
+        if SV in s:
+            rr = [[f"SeqVault ÷ {LABEL[b]}",
+                   _x(_ratio(s[SV]["load"]["events_per_s"], s[b]["load"]["events_per_s"])),
+                   _x(_ratio(s[SV]["load"]["disk_bytes_per_event"],
+                             s[b]["load"]["disk_bytes_per_event"])),
+                   _x(_ratio(s[SV]["peak_rss_bytes"], s[b]["peak_rss_bytes"]))]
+                  for b in BASELINES if b in s]
+            if rr:
+                add(_table(["ratio", "load events/s", "disk B/event", "peak RSS"], rr) + "\n")
+        for img in ("bytes_per_event.png",):
+            add(f"![bytes per event]({image_prefix}{img})\n")
+
+        add("## Reads: last N events of one user\n")
+        add("Users drawn from the population uniformly or Zipf-skewed (a few hot users get most "
+            "reads); most population users have fewer than N events, so *events/read* shows what "
+            "a read returned. Latency per `read_last` call, returning numpy columns.\n")
+        rows = []
+        for r0 in s[names[0]]["reads"]:
+            for n in names:
+                r = _find(s[n]["reads"], last=r0["last"], users=r0["users"])
+                if r is None:
+                    continue
+                rows.append([f"{r['last']:,}", r["users"], LABEL[n], _f(r["units_per_op"], 0),
+                             _f(r["p50_ms"], 3), _f(r["p95_ms"], 3), _f(r["p99_ms"], 3),
+                             _f(r["max_ms"], 3), _f(r["cpu_ms_per_op"], 3), _f(r["ops_per_s"]),
+                             _f(r["ops"])])
+        add(_table(["last", "users", "system", "events/read", "p50 ms", "p95 ms", "p99 ms",
+                    "max ms", "CPU ms/read", "reads/s", "reads"], rows) + "\n")
+        if SV in s:
+            add(_ratio_table(s, "reads", ("last", "users"),
+                             lambda r: f"last {r['last']:,}, {r['users']}") + "\n")
+
+        add("## History length sweep\n")
+        add("Reads of users holding exactly the given number of events: how cost grows with "
+            "history. The blob layout stores only the newest "
+            f"{w['blob_cap']:,}, so its reads stop growing there.\n")
+        add(f"![latency vs history length]({image_prefix}latency_vs_history.png)\n")
+        rows = []
+        for r0 in s[names[0]]["sweep"]:
+            for n in names:
+                r = _find(s[n]["sweep"], history=r0["history"], last=r0["last"])
+                if r is None:
+                    continue
+                rows.append([f"{r['history']:,}", f"{r['last']:,}", LABEL[n],
+                             _f(r["units_per_op"], 0), _f(r["p50_ms"], 3), _f(r["p99_ms"], 3),
+                             _f(r["max_ms"], 3), _f(r["cpu_ms_per_op"], 3), _f(r["ops"])])
+        add(_table(["history", "last", "system", "events/read", "p50 ms", "p99 ms", "max ms",
+                    "CPU ms/read", "reads"], rows) + "\n")
+        if SV in s:
+            add(_ratio_table(s, "sweep", ("history", "last"),
+                             lambda r: f"{r['history']:,} events, last {r['last']:,}") + "\n")
+
+        add("## Real-time appends\n")
+        add("Events interleaved across Zipf-active users, appended in calls of 1, 20 or 100 "
+            "events (one acknowledged write each: `append` for one event, `append_batch` "
+            "otherwise; a RocksDB WriteBatch). Latency is per call.\n")
+        add(f"![append throughput]({image_prefix}append_throughput.png)\n")
+        rows = []
+        for r0 in s[names[0]].get("appends", []):
+            for n in names:
+                r = _find(s[n].get("appends", []), durability=r0["durability"],
+                          batch=r0["batch"])
+                if r is None:
+                    continue
+                rows.append([r["durability"], str(r["batch"]), LABEL[n], _f(r["units_per_s"]),
+                             _f(r["p50_ms"], 3), _f(r["p99_ms"], 3), _f(r["max_ms"], 3),
+                             _f(r["cpu_us_per_unit"]), _f(r["units"])])
+        add(_table(["durability", "batch", "system", "events/s", "p50 ms/call", "p99 ms/call",
+                    "max ms/call", "CPU µs/event", "events"], rows) + "\n")
+        if SV in s:
+            rr = []
+            for a in s[SV].get("appends", []):
+                cells = [a["durability"], str(a["batch"])]
+                for b in BASELINES:
+                    br = _find(s[b].get("appends", []) if b in s else [],
+                               durability=a["durability"], batch=a["batch"])
+                    cells += [_x(_ratio(a["units_per_s"], br and br["units_per_s"])),
+                              _x(_ratio(a["cpu_us_per_unit"], br and br["cpu_us_per_unit"]))]
+                rr.append(cells)
+            hdr = ["durability", "batch"]
+            for b in BASELINES:
+                hdr += [f"events/s ÷ {LABEL[b]}", f"CPU/event ÷ {LABEL[b]}"]
+            add(_table(hdr, rr) + "\n")
+
+        add("## 90/10 read/append mix\n")
+        mx = s[names[0]]["mix"]
+        add(f"90% reads of the last {mx['read_last']:,} events of Zipf users, 10% appends of "
+            f"{mx['append_batch']} interleaved events, one thread, load durability.\n")
+        rows = [[LABEL[n], _f(s[n]["mix"]["ops_per_s"]), _f(s[n]["mix"]["read_p50_ms"], 3),
+                 _f(s[n]["mix"]["read_p99_ms"], 3), _f(s[n]["mix"]["append_p50_ms"], 3),
+                 _f(s[n]["mix"]["append_p99_ms"], 3), _f(s[n]["mix"]["cpu_ms_per_op"], 3),
+                 _f(s[n]["mix"]["ops"])] for n in names]
+        add(_table(["system", "ops/s", "read p50 ms", "read p99 ms", "append p50 ms",
+                    "append p99 ms", "CPU ms/op", "ops"], rows) + "\n")
+
+        add("## Reads during merge / compaction\n")
+        add("Zipf reads while background maintenance runs in another thread: SeqVault's "
+            "`merge()`, RocksDB's full manual compaction; then the same reads on a quiet store.\n")
+        rows = []
+        for n in names:
+            mg = s[n]["merge"]
+            if "skipped" in mg:
+                rows.append([LABEL[n], "skipped: " + mg["skipped"]] + ["–"] * 6)
+                continue
+            rows.append([LABEL[n], _f(mg["merge_seconds"], 3), _f(mg["during_ops"]),
+                         _f(mg["during_p50_ms"], 3), _f(mg["during_p99_ms"], 3),
+                         _f(mg["during_max_ms"], 3), _f(mg["quiet_p50_ms"], 3),
+                         _f(mg["quiet_p99_ms"], 3)])
+        add(_table(["system", "merge/compaction s", "reads during", "p50 ms during",
+                    "p99 ms during", "max ms during", "quiet p50 ms", "quiet p99 ms"], rows) + "\n")
+
+        missed = [t for t in tg if t["met"] is False]
+        if missed and SV in s and s[SV].get("profiles"):
+            add("## Where SeqVault's time goes (profiles for missed targets)\n")
+            add("cProfile of SeqVault in the same run, sorted by own time (tottime); "
+                "profiling overhead inflates the totals, the proportions are what matter.\n")
+            for name, text in s[SV]["profiles"].items():
+                add(f"### {name}\n\n```\n{text}\n```\n")
+
+    add(METHOD.format(rerun=results["command"]))
+    return "\n".join(md)
+
+
+def _ratio_table(s: dict, section: str, keys: tuple[str, ...], label) -> str:
+    rows = []
+    for r in s[SV][section]:
+        cells = [label(r)]
+        for b in BASELINES:
+            br = _find(s[b][section], **{k: r[k] for k in keys}) if b in s else None
+            cells += [_x(_ratio(r["p50_ms"], br and br["p50_ms"])),
+                      _x(_ratio(r["p99_ms"], br and br["p99_ms"])),
+                      _x(_ratio(r["cpu_ms_per_op"], br and br["cpu_ms_per_op"]))]
+        rows.append(cells)
+    hdr = ["SeqVault ÷ baseline"]
+    for b in BASELINES:
+        short = "blob" if b == BLOB else "key/event"
+        hdr += [f"p50 ÷ {short}", f"p99 ÷ {short}", f"CPU ÷ {short}"]
+    return _table(hdr, rows)
+
+
+METHOD = """## Method
+
+- One subprocess per system, run one after the other on the same data (same seed, same
+  generated events), so peak RSS and CPU belong to one system; page cache is warm for all
+  (the data set fits in RAM): this measures CPU and software overhead, not SSD latency.
+- Latency: `time.perf_counter_ns` around each call, after a short untimed warm-up; percentiles
+  over all timed calls. CPU: `time.process_time()` over the whole workload (all threads of the
+  process, so RocksDB's background compaction threads and SeqVault's own background work are
+  charged to them) divided by operations.
+- Durability: the load, reads and mix run at `batch` (SeqVault fsyncs the log at most every
+  few ms; RocksDB writes its WAL without sync, its closest mode). Appends run at each listed
+  durability; `sync` means SeqVault acknowledges after fsync and RocksDB uses
+  `WriteOptions.sync = True`.
+- RocksDB tuning: raw byte keys and values, zstd on all levels, 256 MiB LRU block cache,
+  10-bit bloom filters, index and filter blocks cached and L0's pinned, 16 KiB blocks, 64 MiB
+  memtable, 2 background jobs; the key-per-event layout adds an 8-byte prefix extractor
+  (prefix bloom) and reverse-scans with SeekForPrev. Reads return the same numpy columns as
+  SeqVault (the conversion cost is part of every system's read).
+- Steady state: after the load, RocksDB is flushed and fully compacted, SeqVault is flushed
+  (and merged when `merge()` exists) before reads are timed.
+
+## Caveats
+
+- Two cores: a background compaction or merge competes with the foreground thread.
+- Python on both sides: rocksdict's per-key call overhead (one Python call per event in
+  scans and WriteBatch puts) is part of the RocksDB numbers, as it is for any Python user.
+- Zipf-skewed reads hit a few users repeatedly, so they measure the cached path.
+- Reads of "last 10,000" on population users mostly return whole (short) histories; the
+  targets use the sweep cohort holding 10,000 events a user, as in the BRIEF's anchors.
+
+## Rerun
+
+```
+make bench                      # = {rerun}
+.venv/bin/python -m bench.run --full            # the big sweep (tens of minutes)
+.venv/bin/python -m bench.run --publish docs/benchmarks.md   # regenerate this page
+.venv/bin/python -m pytest bench/micro --benchmark-only      # micro-benchmarks
+```
+"""
+
+
+def write_report(results: dict, out: Path, publish: Path | None = None) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    _plots(results, out)
+    path = out / "report.md"
+    path.write_text(render(results))
+    if publish is not None:
+        prefix = os.path.relpath(out, publish.parent).replace(os.sep, "/") + "/"
+        text = render(results, image_prefix=prefix)
+        kept = ""
+        if publish.exists():
+            old = publish.read_text()
+            if HAND_WRITTEN_MARKER in old:
+                kept = old.split(HAND_WRITTEN_MARKER, 1)[1]
+        publish.parent.mkdir(parents=True, exist_ok=True)
+        publish.write_text(text.rstrip() + "\n\n" + HAND_WRITTEN_MARKER + (kept or "\n"))
+    return path

@@ -1,0 +1,387 @@
+"""The workloads, run against one store in one process (``run.py`` gives each system its own).
+
+Order matters and is the same for every system: load -> quiesce -> verify -> reads -> sweep ->
+profiles -> appends (per durability, per batch size) -> 90/10 mix -> reads during merge. The
+appends change the data the later phases see, identically for every system, because every
+system receives the same generated events.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import pstats
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from bench import measure
+from bench import workload as wl
+from bench.workload import WorkloadConfig
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Sizes and time limits of one benchmark run (the data set is ``workload``)."""
+
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    load_durability: str = "batch"
+    durabilities: tuple[str, ...] = ("batch", "sync")
+    batch_sizes: tuple[int, ...] = (1, 20, 100)
+    append_events_max: int = 200_000  # events generated per append workload
+    append_seconds: float = 3.0
+    read_lasts: tuple[int, ...] = (100, 1_000, 10_000)
+    read_ops: int = 5_000
+    read_seconds: float = 3.0
+    sweep_lasts: tuple[int, ...] = (100, 10_000)
+    sweep_ops: int = 2_000
+    sweep_seconds: float = 1.5
+    mix_ops: int = 5_000
+    mix_seconds: float = 4.0
+    mix_read_last: int = 1_000
+    mix_append_batch: int = 20
+    merge_read_last: int = 1_000
+    merge_min_seconds: float = 1.0
+    verify_users: int = 24
+    profile_ops: int = 40
+    warmup: int = 20
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        d = dict(d)
+        d["workload"] = WorkloadConfig.from_dict(d["workload"])
+        for k, v in d.items():
+            if isinstance(v, list):
+                d[k] = tuple(v)
+        return cls(**d)
+
+
+PRESETS: dict[str, RunConfig] = {
+    "default": RunConfig(),
+    "full": RunConfig(
+        workload=WorkloadConfig(
+            n_users=20_000,
+            sweep_lengths=(100, 300, 1_000, 3_000, 10_000, 30_000, 100_000),
+            sweep_users=(64, 64, 64, 32, 32, 8, 4),
+        ),
+        durabilities=("none", "batch", "sync"),
+        append_events_max=1_000_000,
+        append_seconds=10.0,
+        read_ops=20_000,
+        read_seconds=10.0,
+        sweep_ops=5_000,
+        sweep_seconds=5.0,
+        mix_ops=50_000,
+        mix_seconds=15.0,
+        merge_min_seconds=3.0,
+        verify_users=200,
+    ),
+    # Seconds, not minutes: the smoke test (tests/test_bench_smoke.py) runs this one.
+    "tiny": RunConfig(
+        workload=WorkloadConfig(n_users=40, median_len=50, max_len=3_000,
+                                sweep_lengths=(100, 2_000), sweep_users=(2, 1)),
+        durabilities=("batch",),
+        batch_sizes=(1, 20),
+        append_events_max=400,
+        append_seconds=0.2,
+        read_lasts=(100, 1_000),
+        read_ops=30,
+        read_seconds=0.2,
+        sweep_lasts=(100,),
+        sweep_ops=20,
+        sweep_seconds=0.2,
+        mix_ops=40,
+        mix_seconds=0.2,
+        merge_min_seconds=0.05,
+        verify_users=6,
+        profile_ops=3,
+        warmup=2,
+    ),
+}
+
+
+def open_store(system: str, path: str, durability: str, cap: int):
+    if system == "seqvault":
+        from bench.seqvault_adapter import SeqVaultStore
+
+        return SeqVaultStore(path, durability, cap)
+    from bench.rocks_baselines import RocksBlobStore, RocksEventStore
+
+    cls = {"rocks_blob": RocksBlobStore, "rocks_event": RocksEventStore}[system]
+    return cls(path, durability, cap)
+
+
+def _n(result: dict) -> int:
+    return len(result["ts"])
+
+
+def _profile(fn: Callable[[], Any], top: int = 18) -> str:
+    prof = cProfile.Profile()
+    prof.enable()
+    fn()
+    prof.disable()
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(top)
+    # Keep the table, drop pstats' preamble and absolute paths' noise.
+    lines = [ln.rstrip() for ln in buf.getvalue().splitlines() if ln.strip()]
+    start = next((i for i, ln in enumerate(lines) if "ncalls" in ln), 0)
+    return "\n".join(lines[max(0, start - 1):])
+
+
+class Runner:
+    """Runs every workload of ``cfg`` against ``system``, storing into ``path``."""
+
+    def __init__(self, system: str, cfg: RunConfig, path: str) -> None:
+        self.system, self.cfg, self.path = system, cfg, path
+        self.w = cfg.workload
+        self.users, self.lengths = wl.all_users(self.w)
+        self.population, _ = wl.population_users(self.w)
+        self.cohorts = wl.sweep_users(self.w)
+        self.out: dict[str, Any] = {"system": system, "notes": []}
+        self.store = None
+
+    def run(self) -> dict[str, Any]:
+        self.out["rss_start_bytes"] = measure.current_rss_bytes()
+        self.store = open_store(self.system, self.path, self.cfg.load_durability, self.w.blob_cap)
+        self.phase_load()
+        self.phase_verify()
+        self.phase_reads()
+        self.phase_sweep()
+        self.phase_profiles()
+        self.phase_appends()
+        self.phase_mix()
+        self.phase_merge()
+        self.out["disk_bytes_end"] = self.store.disk_bytes()
+        self.store.close()
+        self.out["peak_rss_bytes"] = measure.peak_rss_bytes()
+        return self.out
+
+    # ------------------------------------------------------------------ phases
+    def phase_load(self) -> None:
+        hist = wl.iter_histories(self.w, self.users, self.lengths)
+        gen_cpu = self._generation_cpu()
+        events, wall, cpu = measure.timed(lambda: self.store.load(hist))
+        _, q_wall, q_cpu = measure.timed(self.store.quiesce)
+        disk = self.store.disk_bytes()
+        stats = self.store.stats()
+        self.out["load"] = {
+            "events": events,
+            "users": len(self.users),
+            "stored_events": self.store.stored_events,
+            "method": getattr(self.store, "load_method", "write batches"),
+            "seconds": wall,
+            # The generator runs inside the timed load (streamed, to keep memory flat); its
+            # CPU, measured separately, is subtracted so only the store's work is charged.
+            "events_per_s": events / max(wall - gen_cpu, 1e-9),
+            "cpu_us_per_event": 1e6 * max(cpu - gen_cpu, 0.0) / max(events, 1),
+            "generator_seconds": gen_cpu,
+            "quiesce_seconds": q_wall,
+            "quiesce_cpu_seconds": q_cpu,
+            "disk_bytes": disk,
+            "disk_bytes_per_event": disk / max(self.store.stored_events, 1),
+            "index_bytes_per_user": stats.get("index_bytes_per_user"),
+            "stats": stats.get("raw", {}),
+            "rss_after_load_bytes": measure.current_rss_bytes(),
+        }
+
+    def _generation_cpu(self) -> float:
+        t0 = time.process_time()
+        for _ in wl.iter_histories(self.w, self.users, self.lengths):
+            pass
+        return time.process_time() - t0
+
+    def phase_verify(self) -> None:
+        """Every system must return the reference answer, or its timings mean nothing."""
+        rng = np.random.default_rng(self.w.seed + 5)
+        k = min(self.cfg.verify_users, len(self.users))
+        idx = rng.choice(len(self.users), k, replace=False)
+        idx = np.union1d(idx, [len(self.users) - 1])  # always include the longest cohort user
+        checked, mismatches = 0, []
+        for i in idx.tolist():
+            user, n = int(self.users[i]), int(self.lengths[i])
+            hist = wl.user_history(self.w, user, n)
+            for last in (1, 100, 10_000):
+                want_n = min(last, n, self.w.blob_cap) if self.system == "rocks_blob" else last
+                want = wl.expected_last(hist, min(want_n, n))
+                got = self.store.read_last(user, last)
+                checked += 1
+                for c in wl.EVENT_COLUMNS:
+                    if not np.array_equal(np.asarray(got[c]), want[c]):
+                        mismatches.append(f"user {user} last {last} column {c}")
+                        break
+        unknown = self.store.read_last(-987_654_321, 10)
+        if _n(unknown) != 0:
+            mismatches.append("unknown user is not empty")
+        self.out["verify"] = {"reads_checked": checked + 1, "mismatches": mismatches[:20],
+                              "n_mismatches": len(mismatches)}
+
+    def _reads(self, users: np.ndarray, last: int, max_ops: int, seconds: float) -> dict:
+        store = self.store
+        return measure.run_ops(lambda u: store.read_last(u, last), users.tolist(),
+                               max_seconds=seconds, warmup=self.cfg.warmup,
+                               units=lambda _a, r: _n(r))
+
+    def phase_reads(self) -> None:
+        rows = []
+        for j, last in enumerate(self.cfg.read_lasts):
+            for skew in ("uniform", "zipf"):
+                rng = np.random.default_rng([self.w.seed, 10, j, skew == "zipf"])
+                n_ops = self.cfg.read_ops + self.cfg.warmup
+                users = wl.pick_users(rng, self.population, n_ops, skew, self.w.user_zipf_a)
+                r = self._reads(users, last, n_ops, self.cfg.read_seconds)
+                rows.append({"last": last, "users": skew, **r})
+        self.out["reads"] = rows
+
+    def phase_sweep(self) -> None:
+        rows = []
+        for length, uids in self.cohorts:
+            for last in self.cfg.sweep_lasts:
+                n_ops = self.cfg.sweep_ops + self.cfg.warmup
+                users = np.resize(uids, n_ops)
+                r = self._reads(users, last, n_ops, self.cfg.sweep_seconds)
+                rows.append({"history": length, "last": last, **r})
+        self.out["sweep"] = rows
+
+    def phase_profiles(self) -> None:
+        """cProfile of the target workloads, shown in the report where a target is missed."""
+        long_users = self._cohort_at_least(10_000)
+        store, k = self.store, self.cfg.profile_ops
+        profiles = {}
+        if long_users is not None:
+            users = np.resize(long_users, k).tolist()
+            profiles["read_last_10000"] = _profile(
+                lambda: [store.read_last(u, 10_000) for u in users])
+        stream = wl.event_stream(self.w, self.population, 100 * k, salt=999)
+        profiles["append_batch_100"] = _profile(lambda: [
+            store.append_events(wl.slice_columns(stream, i, i + 100))
+            for i in range(0, 100 * k, 100)])
+        self.out["profiles"] = profiles
+
+    def _cohort_at_least(self, n: int) -> np.ndarray | None:
+        for length, uids in self.cohorts:
+            if length >= n:
+                return uids
+        return None
+
+    def _reopen(self, durability: str) -> float:
+        _, wall, _ = measure.timed(lambda: self.store.close())
+        t0 = time.perf_counter()
+        self.store = open_store(self.system, self.path, durability, self.w.blob_cap)
+        return time.perf_counter() - t0
+
+    def phase_appends(self) -> None:
+        rows = []
+        salt = 0
+        for durability in self.cfg.durabilities:
+            open_s = self._reopen(durability)
+            self.out.setdefault("open_seconds", open_s)
+            for batch in self.cfg.batch_sizes:
+                salt += 1
+                n_events = min(self.cfg.append_events_max, batch * 20_000)
+                stream = wl.event_stream(self.w, self.population, n_events, salt)
+                slices = (wl.slice_columns(stream, i, i + batch)
+                          for i in range(0, n_events - batch + 1, batch))
+                store = self.store
+                r = measure.run_ops(store.append_events, slices,
+                                    max_seconds=self.cfg.append_seconds,
+                                    warmup=self.cfg.warmup, units=lambda a, _r: len(a["ts"]))
+                rows.append({"durability": durability, "batch": batch, **r})
+        self.out["appends"] = rows
+        self._reopen(self.cfg.load_durability)
+
+    def phase_mix(self) -> None:
+        """90% reads of the last ``mix_read_last`` of Zipf users, 10% appends of a batch."""
+        cfg = self.cfg
+        rng = np.random.default_rng([self.w.seed, 20])
+        n = cfg.mix_ops
+        is_read = rng.random(n) < 0.9
+        readers = wl.pick_users(rng, self.population, n, "zipf", self.w.user_zipf_a)
+        stream = wl.event_stream(self.w, self.population, cfg.mix_append_batch * n, salt=77)
+        store, b, last = self.store, cfg.mix_append_batch, cfg.mix_read_last
+        lat: dict[str, list[int]] = {"read": [], "append": []}
+        perf = time.perf_counter_ns
+        cpu0, wall0 = time.process_time(), perf()
+        deadline = wall0 + int(cfg.mix_seconds * 1e9)
+        done = 0
+        for i in range(n):
+            t0 = perf()
+            if is_read[i]:
+                store.read_last(int(readers[i]), last)
+                kind = "read"
+            else:
+                store.append_events(wl.slice_columns(stream, i * b, (i + 1) * b))
+                kind = "append"
+            t1 = perf()
+            lat[kind].append(t1 - t0)
+            done += 1
+            if t1 > deadline:
+                break
+        wall, cpu = (perf() - wall0) / 1e9, time.process_time() - cpu0
+        self.out["mix"] = {
+            "ops": done, "ops_per_s": done / wall, "cpu_ms_per_op": 1e3 * cpu / max(done, 1),
+            "read_last": last, "append_batch": b,
+            **{f"{kind}_{k}": v for kind, ls in lat.items()
+               for k, v in measure.percentiles_ms(np.asarray(ls, dtype=np.float64)).items()},
+            "reads": len(lat["read"]), "appends": len(lat["append"]),
+        }
+
+    def phase_merge(self) -> None:
+        """Zipf reads while the store's background maintenance runs, then the same reads quiet."""
+        work = self.store.maintenance()
+        if work is None:
+            self.out["merge"] = {"skipped": "SeqVault.merge() not available yet (lifetime merge "
+                                            "issue); rerun when it lands"}
+            return
+        rng = np.random.default_rng([self.w.seed, 30])
+        users = wl.pick_users(rng, self.population, 200_000, "zipf", self.w.user_zipf_a)
+        store, last = self.store, self.cfg.merge_read_last
+        state: dict[str, Any] = {}
+
+        def background() -> None:
+            t0 = time.perf_counter()
+            try:
+                work()
+            except Exception as exc:  # reported, and the reads still stop
+                state["error"] = repr(exc)
+            state["seconds"] = time.perf_counter() - t0
+
+        thread = threading.Thread(target=background, daemon=True)
+        lat: list[int] = []
+        perf = time.perf_counter_ns
+        min_end = perf() + int(self.cfg.merge_min_seconds * 1e9)
+        thread.start()
+        i = 0
+        while thread.is_alive() or perf() < min_end:
+            t0 = perf()
+            store.read_last(int(users[i % len(users)]), last)
+            lat.append(perf() - t0)
+            i += 1
+            if not thread.is_alive() and "during_ops" not in state:
+                state["during_ops"] = len(lat)
+        thread.join()
+        during = np.asarray(lat[: state.get("during_ops", len(lat))], dtype=np.float64)
+        quiet = self._reads(users[: self.cfg.read_ops], last, self.cfg.read_ops,
+                            self.cfg.read_seconds)
+        self.out["merge"] = {
+            "read_last": last,
+            "merge_seconds": state.get("seconds"),
+            "error": state.get("error"),
+            "during_ops": len(during),
+            **{f"during_{k}": v for k, v in measure.percentiles_ms(during).items()},
+            **{f"quiet_{k}": quiet[k] for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")},
+        }
+
+
+def run_system(system: str, cfg: RunConfig, path: str) -> dict[str, Any]:
+    return Runner(system, cfg, path).run()
+
+
+def scaled(cfg: RunConfig, **changes: Any) -> RunConfig:
+    return replace(cfg, **changes)

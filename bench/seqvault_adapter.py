@@ -1,0 +1,146 @@
+"""SeqVault behind the benchmark's store interface, through its public API only.
+
+The interface every benchmarked store offers (see also ``rocks_baselines``):
+
+- ``load(histories) -> events``   bulk load of (user, columns) pairs
+- ``append_events(columns)``      one acknowledged append call: a batch of interleaved events
+- ``read_last(user, n)``          the newest ``n`` events as numpy columns, ascending time
+- ``quiesce()``                   reach the steady state reads are measured in
+- ``maintenance()``               a callable doing background merge work, or None
+- ``disk_bytes()``, ``stats()``, ``close()``
+
+Features that later issues add (bulk ``ingest``, lifetime ``merge``) are detected, not assumed:
+while missing, the workloads that need them are skipped with a note in the report.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from bench.rocks_baselines import dir_bytes
+from bench.workload import ARROW_SCHEMA, EVENT_COLUMNS, USER_COLUMN
+
+# Users are grouped into append_batch calls of about this many rows during the bulk load:
+# large enough to amortise per-call costs, small enough to keep the loader's memory flat.
+LOAD_CHUNK_ROWS = 250_000
+
+
+def available() -> str | None:
+    """None when the engine is importable, else why not (shown in the report)."""
+    try:
+        from seqvault import Schema, SeqVault  # noqa: F401
+    except Exception as exc:  # any import failure means "not benchmarkable yet"
+        return f"seqvault not importable: {exc!r}"
+    return None
+
+
+def features() -> dict[str, bool]:
+    from seqvault import SeqVault
+
+    return {
+        "merge": callable(getattr(SeqVault, "merge", None)),
+        "ingest": callable(getattr(SeqVault, "ingest", None)),
+    }
+
+
+class SeqVaultStore:
+    name = "seqvault"
+
+    def __init__(self, path: str, durability: str, cap: int = 10_000) -> None:
+        from seqvault import Schema, SeqVault
+
+        self.path = path
+        self.durability = durability
+        schema = Schema.from_arrow(ARROW_SCHEMA, user_column=USER_COLUMN, time_column="ts")
+        self.vault = SeqVault.open(path, schema=schema, durability=durability)
+        self.features = features()
+        self.stored_events = 0
+        self.load_method = "append_batch"
+
+    def load(self, histories) -> int:
+        # TODO(issue: bulk ingest): when SeqVault.ingest lands, load through it (via a Parquet
+        # file or an Arrow table, whichever it accepts) and report it as the bulk-load path.
+        n = 0
+        parts: list[tuple[int, dict]] = []
+        pending = 0
+        for user, cols in histories:
+            parts.append((user, cols))
+            pending += len(cols["ts"])
+            if pending >= LOAD_CHUNK_ROWS:
+                n += self._append_users(parts)
+                parts, pending = [], 0
+        if parts:
+            n += self._append_users(parts)
+        self.stored_events += n
+        return n
+
+    def _append_users(self, parts: list[tuple[int, dict]]) -> int:
+        users = np.concatenate(
+            [np.full(len(cols["ts"]), user, dtype=np.int64) for user, cols in parts]
+        )
+        table = {USER_COLUMN: users}
+        for c in EVENT_COLUMNS:
+            table[c] = np.concatenate([cols[c] for _, cols in parts])
+        self.vault.append_batch(pa.table(table, schema=ARROW_SCHEMA))
+        return len(users)
+
+    def append_events(self, cols: dict) -> None:
+        users = cols[USER_COLUMN]
+        if len(users) == 1:
+            # A single event is the plain per-user append call a feature logger would make.
+            self.vault.append(int(users[0]), {c: cols[c] for c in EVENT_COLUMNS})
+        else:
+            self.vault.append_batch(cols)
+
+    def read_last(self, user: int, n: int) -> dict[str, np.ndarray]:
+        return self.vault.read(user, last=n)
+
+    def quiesce(self) -> None:
+        self.vault.flush()
+        if self.features["merge"]:
+            self.vault.merge()
+
+    def maintenance(self):
+        return self.vault.merge if self.features["merge"] else None
+
+    def disk_bytes(self) -> int:
+        return dir_bytes(self.path)
+
+    def stats(self) -> dict:
+        raw = self.vault.stats()
+        flat = _flatten(raw)
+        out: dict = {"raw": {k: v for k, v in flat.items() if isinstance(v, int | float | str)}}
+        out["index_bytes_per_user"] = _index_bytes_per_user(flat)
+        return out
+
+    def close(self) -> None:
+        self.vault.close()
+
+
+def _flatten(d, prefix: str = "") -> dict:
+    out = {}
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _index_bytes_per_user(flat: dict) -> float | None:
+    """DRAM index bytes per user from whatever stats() names them; None when absent."""
+    for key, value in flat.items():
+        if "index" in key and "per_user" in key and isinstance(value, int | float):
+            return float(value)
+    index_bytes = next(
+        (v for k, v in flat.items() if "index" in k and "bytes" in k and isinstance(v, int)),
+        None,
+    )
+    users = next(
+        (v for k, v in flat.items() if k.split(".")[-1] in ("users", "n_users") and v), None
+    )
+    if index_bytes is None or not users:
+        return None
+    return index_bytes / users
