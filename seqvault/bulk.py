@@ -63,7 +63,8 @@ class BulkWriter:
         if not extents:
             return None
         ids = [c.id for c in v.schema.columns]
-        ts_parts, col_parts = [], {c.name: [] for c in v.schema.columns}
+        ts_parts: list[np.ndarray] = []
+        col_parts: dict[str, list[np.ndarray]] = {c.name: [] for c in v.schema.columns}
         from .vault import _Source
 
         for i, e in enumerate(reversed(extents)):

@@ -31,7 +31,9 @@ FLAG_SHUFFLE = 1
 FLAG_ZSTD = 2
 
 DEFAULT_LEVEL = 3
-_WIDTH_DTYPES = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
+_WIDTH_DTYPES: dict[int, np.dtype[Any]] = {
+    1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")
+}
 
 _local = threading.local()
 

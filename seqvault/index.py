@@ -228,7 +228,7 @@ class HashIndex:
     # ------------------------------------------------------------------ checkpoint
     def to_bytes(self) -> bytes:
         n, m = self.n_users, self.n_ext
-        parts = [self.slots, self.u_hash[:n], self.u_head[:n], self.u_count[:n], self.e_file[:m],
+        parts: list[np.ndarray] = [self.slots, self.u_hash[:n], self.u_head[:n], self.u_count[:n], self.e_file[:m],
                  self.e_off[:m], self.e_len[:m], self.e_count[:m], self.e_min[:m], self.e_max[:m],
                  self.e_next[:m]]
         body = b"".join(np.ascontiguousarray(p).astype(p.dtype.newbyteorder("<")).tobytes()

@@ -10,6 +10,7 @@ column is refused (`SchemaError`) because old segments would then be read wrongl
 from __future__ import annotations
 
 import json
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -136,7 +137,7 @@ class Schema:
 
     # ----------------------------------------------------------------- construction
     @classmethod
-    def load(cls, path: str | Path) -> Schema:
+    def load(cls, path: str | os.PathLike[str]) -> Schema:
         """Load a schema from a TOML file (see schema/behavior.toml)."""
         path = Path(path)
         try:

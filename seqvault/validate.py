@@ -88,7 +88,9 @@ def coerce_int(column: str, arr: np.ndarray, target: np.dtype[Any], *, lo: int |
         if frac.any():
             i = _first(frac)
             raise _fail(column, i, arr[i].item(), f"is fractional; {expected}")
-        out_of = (arr < lo) | (arr > hi)
+        # Above 2**53 floats are coarse: float(2**63 - 1) == 2**63, so compare against hi + 1.
+        over = (arr > hi) if hi < (1 << 53) else (arr >= float(hi + 1))
+        out_of = (arr < lo) | over
         if out_of.any():
             i = _first(out_of)
             raise _fail(column, i, arr[i].item(), expected)
@@ -167,7 +169,12 @@ def coerce_strings(column: str, arr: np.ndarray) -> np.ndarray:
 
 
 def coerce_column(col: Column, values: Any) -> np.ndarray:
-    arr = _to_numpy(col.name, values)
+    if col.is_string and isinstance(values, list | tuple):
+        # np.asarray(["a", 3]) would quietly turn 3 into "3"; keep the objects to check them.
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = values
+    else:
+        arr = _to_numpy(col.name, values)
     if arr.ndim != 1:
         raise ValidationError(f"column {col.name!r}: expected a flat list, got shape {arr.shape}",
                               column=col.name)
@@ -217,7 +224,11 @@ def coerce_user(schema: Schema, user: Any) -> int | str:
 def coerce_users(schema: Schema, values: Any) -> np.ndarray:
     """The user column of a batch: int64 array, or object array of str."""
     name = schema.user_column
-    arr = _to_numpy(name, values)
+    if schema.user_type == "string" and isinstance(values, list | tuple):
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = values
+    else:
+        arr = _to_numpy(name, values)
     if schema.user_type == "string":
         out = coerce_strings(name, arr)
         return out

@@ -33,7 +33,16 @@ from .errors import (
 from .files import DEFAULT_MAX_FILE, ExtentFiles, FileAppender, file_name, parse_file_name
 from .index import Extent, HashIndex, pack_extents, unpack_extents, user_hash
 from .memtable import MemTable, StringDict
-from .meta import STORE_FORMAT_VERSION, Meta, delta_key, dict_key, pack, parse_delta_key, u32, unpack
+from .meta import (
+    STORE_FORMAT_VERSION,
+    Meta,
+    delta_key,
+    dict_key,
+    pack,
+    parse_delta_key,
+    u32,
+    unpack,
+)
 from .schema import TIME_UNITS, Schema
 from .segment import (
     TIME_COLUMN_ID,
@@ -738,12 +747,12 @@ class SeqVault:
             ts, by_id = self._decode_source(src, kb, key, [c.id for c in event_cols])
             ts_parts.append(ts)
             for c in event_cols:
-                arr = by_id.get(c.id)
-                if arr is None:  # a column added after this segment was written
-                    arr = np.full(ts.size, c.default, dtype=object if c.is_string else c.dtype)
+                got = by_id.get(c.id)
+                if got is None:  # a column added after this segment was written
+                    got = np.full(ts.size, c.default, dtype=object if c.is_string else c.dtype)
                 elif c.is_string:
-                    arr = dicts[c.name].decode(arr)
-                col_parts[c.name].append(arr)
+                    got = dicts[c.name].decode(got)
+                col_parts[c.name].append(got)
         if not ts_parts:
             empty = {n: (np.zeros(0, dtype=np.int64) if n == schema.time_column else
                          np.zeros(0, dtype=object if schema.column(n).is_string

@@ -1,0 +1,55 @@
+"""Shared fixtures: a small behaviour schema and event generators."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from seqvault import Schema
+
+SCHEMA_DICT: dict[str, Any] = {
+    "user": {"column": "user_id", "type": "int64"},
+    "time": {"column": "ts", "unit": "ms"},
+    "columns": [
+        {"name": "item_id", "type": "int64", "default": 0},
+        {"name": "action", "type": "string", "default": "view"},
+        {"name": "dwell", "type": "uint32", "default": 0},
+        {"name": "score", "type": "float32", "default": 0.0},
+        {"name": "liked", "type": "bool", "default": False},
+    ],
+}
+ACTIONS = ["view", "click", "like", "share"]
+
+
+@pytest.fixture
+def schema() -> Schema:
+    return Schema.from_dict(SCHEMA_DICT)
+
+
+@pytest.fixture
+def string_schema() -> Schema:
+    d = dict(SCHEMA_DICT)
+    d["user"] = {"column": "user_id", "type": "string"}
+    return Schema.from_dict(d)
+
+
+def make_events(rng: np.random.Generator, n: int, *, t0: int = 1_000_000, span: int = 10_000,
+                ties: bool = True) -> dict[str, Any]:
+    ts = rng.integers(t0, t0 + span, n)
+    if ties and n > 3:
+        ts[rng.integers(0, n, n // 3)] = t0 + span // 2  # bursts of equal timestamps
+    return {
+        "ts": ts,
+        "item_id": rng.integers(0, 1 << 40, n),
+        "action": [ACTIONS[i] for i in rng.integers(0, len(ACTIONS), n)],
+        "dwell": rng.integers(0, 100_000, n).astype(np.uint32),
+        "score": rng.random(n).astype(np.float32),
+        "liked": rng.random(n) < 0.2,
+    }
+
+
+def expected_order(ts_lists: list[np.ndarray]) -> np.ndarray:
+    """Ground truth: concatenate in arrival order, stable sort by ts."""
+    return np.argsort(np.concatenate(ts_lists), kind="stable")
