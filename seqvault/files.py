@@ -8,8 +8,10 @@ A file's committed size lives in the LMDB catalog; bytes past it are an unpublis
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
+from collections.abc import Container
 from pathlib import Path
 
 from .errors import CorruptionError
@@ -39,6 +41,11 @@ class ExtentFiles:
         self._fds: dict[int, int] = {}
         self._names: dict[int, str] = {}
         self._lock = threading.Lock()
+        # Files deleted by space reclamation (docs/design/merge.md, "Deleting files"): opening
+        # one raises FileNotFoundError (the caller retries on a newer snapshot); an open fd is
+        # closed once no pread is using it, so a number is never reused under a reader.
+        self._retired: set[int] = set()
+        self._busy: dict[int, int] = {}
 
     def register(self, file_id: int, kind: str) -> None:
         self._names[file_id] = file_name(kind, file_id)
@@ -47,25 +54,58 @@ class ExtentFiles:
         return self.dir / self._names[file_id]
 
     def _fd(self, file_id: int) -> int:
+        """The open fd of `file_id` (caller holds self._lock)."""
         fd = self._fds.get(file_id)
         if fd is None:
-            with self._lock:
-                fd = self._fds.get(file_id)
-                if fd is None:
-                    if file_id not in self._names:
-                        raise CorruptionError(f"extent refers to file {file_id}, which is not in "
-                                              "the catalog")
-                    fd = os.open(self.path(file_id), os.O_RDONLY)
-                    self._fds[file_id] = fd
+            if file_id in self._retired:
+                raise FileNotFoundError(errno.ENOENT, "extent file was deleted by reclamation",
+                                        str(self.path(file_id)))
+            if file_id not in self._names:
+                raise CorruptionError(f"extent refers to file {file_id}, which is not in "
+                                      "the catalog")
+            fd = os.open(self.path(file_id), os.O_RDONLY)  # FileNotFoundError: deleted
+            self._fds[file_id] = fd
         return fd
 
     def pread(self, file_id: int, offset: int, length: int) -> bytes:
-        data = os.pread(self._fd(file_id), length, offset)
+        with self._lock:
+            fd = self._fd(file_id)
+            self._busy[file_id] = self._busy.get(file_id, 0) + 1
+        try:
+            data = os.pread(fd, length, offset)
+        finally:
+            with self._lock:
+                left = self._busy[file_id] - 1
+                if left:
+                    self._busy[file_id] = left
+                else:
+                    del self._busy[file_id]
+                    if file_id in self._retired:
+                        self._close_locked(file_id)
         if len(data) != length:
             raise CorruptionError(
                 f"{self.path(file_id)}: extent at offset {offset} wants {length} bytes, file "
                 f"has only {len(data)} there (truncated?)", path=str(self.path(file_id)))
         return data
+
+    def retire(self, file_id: int) -> None:
+        """The file was deleted (or is about to be): refuse new opens, close the fd when idle."""
+        with self._lock:
+            self._retired.add(file_id)
+            if file_id not in self._busy:
+                self._close_locked(file_id)
+
+    def retire_missing(self, live_ids: Container[int]) -> list[int]:
+        """Retire every known file that is not in `live_ids` (a reader's new catalog)."""
+        gone = [fid for fid in list(self._names) if fid not in live_ids and fid not in self._retired]
+        for fid in gone:
+            self.retire(fid)
+        return gone
+
+    def _close_locked(self, file_id: int) -> None:
+        fd = self._fds.pop(file_id, None)
+        if fd is not None:
+            os.close(fd)
 
     def forget(self, file_id: int) -> None:
         with self._lock:
