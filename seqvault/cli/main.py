@@ -45,3 +45,10 @@ def main() -> None:
         # `seqvault get u1 --nl | head` must exit quietly.
         sys.stderr.close()
         sys.exit(0)
+
+
+# Commands of the other issues (ingest, get, serve, bench, model, ...) are listed in
+# registry.py; their modules import only click at module level.
+from .registry import register_all  # noqa: E402
+
+register_all(cli)

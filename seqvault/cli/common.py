@@ -1,0 +1,138 @@
+"""Shared pieces of the commands: the --store option, output options, store opening, progress.
+
+Only click (and the engine) are imported here; pyarrow and rich are imported inside the
+functions that need them, so `seqvault --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import click
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..schema import Schema
+    from ..vault import SeqVault
+
+DEFAULT_STORE = "./seqvault-store"
+
+store_option = click.option(
+    "--store", "-s", "store", envvar="SEQVAULT_STORE", default=DEFAULT_STORE,
+    show_default=True, type=click.Path(file_okay=False),
+    help="Store directory (else $SEQVAULT_STORE, else ./seqvault-store).")
+
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Machine-readable JSON on stdout.")
+nl_option = click.option("--nl", "as_nl", is_flag=True,
+                         help="Newline-delimited JSON: one object per line.")
+
+
+def ci_or_pipe() -> bool:
+    """True when progress bars must stay quiet: stderr is not a terminal, or CI is set."""
+    if os.environ.get("CI") or os.environ.get("SEQVAULT_NO_PROGRESS"):
+        return True
+    try:
+        return not sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return True
+
+
+def stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, bytes):
+        return o.hex()
+    return str(o)
+
+
+def dumps(obj: Any, *, indent: int | None = None) -> str:
+    return json.dumps(obj, default=_default, indent=indent, ensure_ascii=False)
+
+
+def echo_json(obj: Any) -> None:
+    click.echo(dumps(obj, indent=2 if stdout_is_terminal() else None))
+
+
+def open_store(path: str, *, read_only: bool = True, create: bool = False,
+               schema: Schema | None = None) -> SeqVault:
+    from ..vault import SeqVault
+
+    return SeqVault.open(path, schema=schema, read_only=read_only, create=create)
+
+
+def parse_user(schema: Schema, text: str) -> int | str:
+    """A user id from the command line, typed by the store's schema."""
+    if schema.user_type == "string":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an integer; this store's user column "
+                                 f"{schema.user_column!r} is int64", param_hint="USER") from None
+
+
+def parse_columns(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+@contextmanager
+def progress_bar(enabled: bool) -> Iterator[Callable[[str, int, int | None], None]]:
+    """A rich progress bar on stderr with one task per phase; a no-op when disabled.
+
+    Yields `update(phase, done, total)`.
+    """
+    if not enabled:
+        yield lambda phase, done, total: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    labels = {"fingerprint": "fingerprint (bytes)", "read": "read + partition",
+              "write": "sort + write", "verify": "verify"}
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                  transient=False) as prog:
+        tasks: dict[str, Any] = {}
+
+        def update(phase: str, done: int, total: int | None) -> None:
+            task = tasks.get(phase)
+            if task is None:
+                task = tasks[phase] = prog.add_task(labels.get(phase, phase), total=total)
+            prog.update(task, completed=done, total=total)
+
+        yield update
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

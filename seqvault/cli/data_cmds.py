@@ -1,0 +1,297 @@
+"""Bulk data commands: ingest (files → store), export (store → Parquet), verify (checksums).
+
+These are the long-running commands: each shows a progress bar on a terminal (stderr) and is
+quiet in pipes and CI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .common import (
+    ci_or_pipe,
+    echo_json,
+    human_bytes,
+    json_option,
+    open_store,
+    parse_columns,
+    progress_bar,
+    store_option,
+)
+
+
+def _schema_for_new_store(paths: list[str], schema_path: str | None, user_column: str,
+                          time_column: str, time_unit: str | None) -> Any:
+    from ..ingest.sources import InputFile, expand_paths
+    from ..schema import Schema
+
+    if schema_path:
+        return Schema.load(schema_path)
+    files = expand_paths(list(paths))
+    f = InputFile.open(files[0])
+    arrow_schema = f.arrow_schema
+    if arrow_schema is None:  # CSV / JSON lines: infer from the first block
+        first = next(f.batches(None, 1 << 16), None)
+        if first is None:
+            raise click.ClickException(f"{files[0]} is empty: cannot infer a schema; "
+                                       "pass --schema FILE")
+        arrow_schema = first.data.schema
+    schema = Schema.from_arrow(arrow_schema, user_column=user_column, time_column=time_column,
+                               time_unit=time_unit)
+    click.echo(f"Inferred a schema from {files[0]} (user {user_column!r}, time {time_column!r},"
+               f" {len(schema.columns)} columns); see it with `seqvault schema show`", err=True)
+    return schema
+
+
+@click.command("ingest")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@store_option
+@click.option("--schema", "schema_path", type=click.Path(dir_okay=False, exists=True),
+              help="Schema TOML (else the store's, else inferred from the data).")
+@click.option("--user-column", default="user_id", show_default=True,
+              help="User column, when inferring the schema.")
+@click.option("--time-column", default="ts", show_default=True,
+              help="Time column, when inferring the schema.")
+@click.option("--time-unit", type=click.Choice(["s", "ms", "us", "ns"]), default=None,
+              help="Unit of an integer time column, when inferring (default ms).")
+@click.option("--force", is_flag=True,
+              help="Ingest even files whose content is already in the ledger (stored twice).")
+@click.option("--progress/--no-progress", "show_progress", default=None,
+              help="Progress bar on stderr (default: on a terminal, off in pipes and CI).")
+@click.option("--partition-rows", type=click.IntRange(10_000, None), default=2_000_000,
+              show_default=True, help="Rows per spill partition (bounds memory).")
+@json_option
+def ingest_cmd(paths: tuple[str, ...], store: str, schema_path: str | None, user_column: str,
+               time_column: str, time_unit: str | None, force: bool,
+               show_progress: bool | None, partition_rows: int, as_json: bool) -> None:
+    """Load Parquet files or directories (also CSV, JSON lines) into the store, atomically.
+
+    Rows may come in any order; each user's events are stored by time, ties in input order
+    (files in the order given). The store is created when missing. A file whose content was
+    ingested before is refused (exit 9) unless --force. Nothing is published unless the whole
+    ingest succeeds.
+    """
+    from pathlib import Path
+
+    from ..ingest import ingest
+    from ..vault import SeqVault
+
+    exists = (Path(store) / "meta" / "data.mdb").exists()
+    schema = None
+    if not exists or schema_path:
+        schema = _schema_for_new_store(list(paths), schema_path, user_column, time_column,
+                                       time_unit)
+    enabled = (not ci_or_pipe()) if show_progress is None else show_progress
+    with SeqVault.open(store, schema=schema) as vault, progress_bar(enabled) as update:
+        summary = ingest(vault, list(paths), force=force, progress=update,
+                         rows_per_partition=partition_rows)
+    data = summary.to_dict()
+    data["store"] = store
+    if as_json:
+        echo_json(data)
+        return
+    s = summary
+    click.echo(
+        f"Ingested {s.events:,} events for {s.users:,} users from {len(s.files)} file(s) "
+        f"in {s.elapsed_s:.1f} s ({s.events_per_s:,.0f} events/s)\n"
+        f"  read {human_bytes(s.input_bytes)}, wrote {human_bytes(s.bytes_written)} "
+        f"(compression {s.compression_ratio:.1f}x of {human_bytes(s.raw_bytes)} raw columns), "
+        f"peak memory {human_bytes(s.peak_rss_bytes)}", err=True)
+    if s.ignored_columns:
+        click.echo(f"  ignored columns not in the schema: {', '.join(s.ignored_columns)}",
+                   err=True)
+
+
+@click.command("export")
+@click.argument("out", type=click.Path(dir_okay=False))
+@store_option
+@click.option("--user", "-u", "users", multiple=True, help="Only this user (repeatable).")
+@click.option("--users-file", type=click.File("r"), default=None,
+              help="Only the users listed in this file, one per line.")
+@click.option("--columns", "-c", default=None, help="Comma-separated columns (default: all).")
+@click.option("--since", type=int, default=None, help="Only events with ts >= TS.")
+@click.option("--before", type=int, default=None, help="Only events with ts < TS.")
+@click.option("--progress/--no-progress", "show_progress", default=None,
+              help="Progress bar on stderr (default: on a terminal).")
+@json_option
+def export_cmd(out: str, store: str, users: tuple[str, ...], users_file: Any,
+               columns: str | None, since: int | None, before: int | None,
+               show_progress: bool | None, as_json: bool) -> None:
+    """Write users' events to a Parquet file OUT (all users, or some).
+
+    One row per event with the user column first; users are written one after another, each
+    in ascending time (what `get` returns, retention applied).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .common import parse_user
+
+    enabled = (not ci_or_pipe()) if show_progress is None else show_progress
+    with open_store(store) as vault, progress_bar(enabled) as update:
+        schema = vault.schema
+        wanted = list(users)
+        if users_file is not None:
+            wanted += [line.strip() for line in users_file if line.strip()]
+        keys: list[Any] = ([parse_user(schema, u) for u in wanted] if wanted
+                           else list(vault.users()))
+        names = parse_columns(columns) or schema.column_names
+        if schema.time_column not in names:
+            names = [schema.time_column, *names]
+        by_name = schema.by_name
+        fields = [pa.field(schema.user_column, pa.string() if schema.user_type == "string"
+                           else pa.int64())]
+        for n in names:
+            if n == schema.time_column:
+                fields.append(pa.field(n, pa.int64()))
+            elif n in by_name:
+                c = by_name[n]
+                fields.append(pa.field(n, pa.string() if c.is_string
+                                       else pa.from_numpy_dtype(c.dtype)))
+            else:
+                raise click.BadParameter(f"unknown column {n!r}; the schema has "
+                                         f"{schema.column_names}", param_hint="--columns")
+        arrow_schema = pa.schema(fields)
+        rows = 0
+        pending: list[Any] = []
+        pending_rows = 0
+        with pq.ParquetWriter(out, arrow_schema, compression="zstd") as writer:
+            for i, key in enumerate(keys):
+                seq = vault.read(key, columns=names, since=since, before=before)
+                if len(seq):
+                    arrays = [pa.array([key] * len(seq), type=fields[0].type)]
+                    arrays += [pa.array(seq[n], type=f.type) for n, f in zip(names, fields[1:])]
+                    pending.append(pa.RecordBatch.from_arrays(arrays, schema=arrow_schema))
+                    pending_rows += len(seq)
+                    rows += len(seq)
+                if pending_rows >= 262_144:
+                    writer.write_table(pa.Table.from_batches(pending))
+                    pending, pending_rows = [], 0
+                update("export", i + 1, len(keys))
+            if pending:
+                writer.write_table(pa.Table.from_batches(pending))
+    result = {"path": out, "users": len(keys), "events": rows}
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(f"Exported {rows:,} events of {len(keys):,} users to {out}", err=True)
+
+
+def verify_store(vault: Any, update: Any = None) -> dict[str, Any]:
+    """Check every extent of every user against its file: bounds, header, every column
+    checksum, sortedness, and agreement with the index (count, min/max ts, user hash).
+    Also checks file sizes against the catalog and the write-ahead log's record checksums."""
+    import os
+
+    from .. import wal as wal_mod
+    from ..errors import CorruptionError
+    from ..files import file_name
+    from ..index import user_hash
+    from ..segment import key_from_bytes, verify_segment
+
+    problems: list[dict[str, Any]] = []
+    data_dir = vault.path / "data"
+    for fid, info in sorted(vault.catalog.items()):
+        p = data_dir / file_name(info["kind"], fid)
+        if not p.exists():
+            if info["size"] > 0:
+                problems.append({"path": str(p), "error": "file in the catalog is missing"})
+        elif p.stat().st_size < info["size"]:
+            problems.append({"path": str(p), "error": f"file has {p.stat().st_size} bytes, the "
+                             f"catalog published {info['size']}"})
+    idx = vault.index
+    n_users = len(idx)
+    segments = 0
+    checked_bytes = 0
+    for r in idx.rows():
+        h = int(idx.u_hash[r])
+        total = 0
+        user: Any = None
+        for e in idx.extents(r):
+            segments += 1
+            total += e.count
+            info = vault.catalog.get(e.file)
+            path = str(data_dir / file_name(info["kind"], e.file)) if info else f"file {e.file}"
+            where = f"{path} @ {e.off}"
+            if info is None:
+                problems.append({"path": path, "offset": e.off, "user_hash": h,
+                                 "error": "extent points to a file not in the catalog"})
+                continue
+            if e.off + e.length > info["size"]:
+                problems.append({"path": path, "offset": e.off, "user_hash": h,
+                                 "error": f"extent [{e.off}, {e.off + e.length}) passes the "
+                                          f"published size {info['size']}"})
+                continue
+            try:
+                buf = vault.files.pread(e.file, e.off, e.length)
+                checked_bytes += len(buf)
+                if len(buf) != e.length:
+                    raise CorruptionError(f"{where}: short read ({len(buf)} of {e.length} bytes)")
+                header = verify_segment(buf, where=where)
+                user = key_from_bytes(header.key_type, header.key)
+                if user_hash(header.key) != h:
+                    raise CorruptionError(f"{where}: segment of user {user!r} is indexed under "
+                                          "another user's hash")
+                if (header.count, header.min_ts, header.max_ts) != (e.count, e.min_ts,
+                                                                    e.max_ts):
+                    raise CorruptionError(
+                        f"{where}: header says {header.count} events in "
+                        f"[{header.min_ts}, {header.max_ts}], the index says {e.count} in "
+                        f"[{e.min_ts}, {e.max_ts}]")
+            except (CorruptionError, OSError) as exc:
+                problems.append({"path": path, "offset": e.off, "length": e.length,
+                                 "user": user, "user_hash": h, "error": str(exc)})
+        if total != int(idx.u_count[r]):
+            problems.append({"user": user, "user_hash": h,
+                             "error": f"index counts {int(idx.u_count[r])} events, its extents "
+                                      f"hold {total}"})
+        if update is not None and (r % 1024 == 0 or r == n_users - 1):
+            update("verify", r + 1, n_users)
+    wal_path = vault.path / "wal" / wal_mod.wal_name(vault.wal_id)
+    wal_records = 0
+    try:
+        if os.path.exists(wal_path):
+            wal_records = len(wal_mod.scan(wal_path).records)
+    except CorruptionError as exc:
+        problems.append({"path": str(wal_path), "error": str(exc)})
+    return {"ok": not problems, "users": n_users, "segments": segments,
+            "bytes_checked": checked_bytes, "wal_records": wal_records, "problems": problems}
+
+
+@click.command("verify")
+@store_option
+@click.option("--progress/--no-progress", "show_progress", default=None,
+              help="Progress bar on stderr (default: on a terminal).")
+@json_option
+def verify_cmd(store: str, show_progress: bool | None, as_json: bool) -> None:
+    """Check every checksum of every segment, and the index, against the files.
+
+    Exit code 5 when corruption is found (each bad file/user is listed); 0 when all is well.
+    """
+    from ..errors import CorruptionError
+
+    enabled = (not ci_or_pipe()) if show_progress is None else show_progress
+    with open_store(store) as vault, progress_bar(enabled) as update:
+        report = verify_store(vault, update)
+    report["store"] = store
+    if as_json:
+        echo_json(report)
+    else:
+        for p in report["problems"]:
+            who = f" user {p['user']!r}" if p.get("user") is not None else ""
+            click.echo(f"CORRUPT {p.get('path', '')}{who}: {p['error']}")
+        status = "OK" if report["ok"] else f"{len(report['problems'])} problem(s)"
+        click.echo(f"{status}: {report['users']:,} users, {report['segments']:,} segments, "
+                   f"{human_bytes(report['bytes_checked'])} checked", err=True)
+    if not report["ok"]:
+        raise click.exceptions.Exit(CorruptionError.exit_code)
+
+
+COMMANDS = (ingest_cmd, export_cmd, verify_cmd)
+
+
+def register(cli: click.Group) -> None:
+    for cmd in COMMANDS:
+        cli.add_command(cmd)
