@@ -99,6 +99,38 @@ def current_rss_bytes() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
+class NoiseMeter:
+    """How busy the machine was with *other* work while a benchmark child ran.
+
+    The benchmark machine may be shared (CI, other jobs): CPU used by other processes and time
+    stolen by the hypervisor both inflate latency tails, so the report shows them per system.
+    """
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self.t0 = time.perf_counter()
+        self.cpu0 = psutil.cpu_times()
+        self.child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.load0 = os.getloadavg()[0]
+
+    def stop(self) -> dict[str, float]:
+        wall = time.perf_counter() - self.t0
+        cpu1 = self._psutil.cpu_times()
+        child1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+
+        def busy(c) -> float:
+            return sum(getattr(c, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq"))
+
+        mine = (child1.ru_utime + child1.ru_stime) - (self.child0.ru_utime + self.child0.ru_stime)
+        other = busy(cpu1) - busy(self.cpu0) - mine
+        steal = getattr(cpu1, "steal", 0.0) - getattr(self.cpu0, "steal", 0.0)
+        return {"wall_seconds": wall, "own_cpu_cores": mine / wall,
+                "other_cpu_cores": max(other, 0.0) / wall, "steal_cores": steal / wall,
+                "loadavg_start": self.load0, "loadavg_end": os.getloadavg()[0]}
+
+
 def machine_info() -> dict[str, Any]:
     import psutil
 

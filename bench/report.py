@@ -224,6 +224,16 @@ def render(results: dict, image_prefix: str = "") -> str:
     add(f"- {m['platform']}, Python {m['python']}; numpy {v['numpy']}, pyarrow {v['pyarrow']}, "
         f"rocksdict {v['rocksdict']}, zstandard {v['zstandard']}, msgpack {v['msgpack']}, "
         f"lmdb {v['lmdb']}\n")
+    cond = [(n, s[n]["conditions"]) for n in names if "conditions" in s[n]]
+    if cond:
+        add("Machine load while each system ran (other processes' CPU and hypervisor steal "
+            "inflate tails; compare systems only under similar conditions):\n")
+        add(_table(["system", "wall s", "own CPU (cores)", "other processes (cores)",
+                    "steal (cores)", "load avg start → end"],
+                   [[LABEL[n], _f(c["wall_seconds"]), _f(c["own_cpu_cores"]),
+                     _f(c["other_cpu_cores"]), _f(c["steal_cores"]),
+                     f"{c['loadavg_start']:.2f} → {c['loadavg_end']:.2f}"] for n, c in cond])
+            + "\n")
     for sysname, why in results.get("skipped", {}).items():
         add(f"> **{LABEL.get(sysname, sysname)} not measured:** {why}\n")
 

@@ -72,6 +72,7 @@ def run_all(preset: str, out: Path, systems: tuple[str, ...] = SYSTEMS,
             log(f"[bench] {system} ...")
             t0 = time.perf_counter()
             result_path = os.path.join(scratch, f"{system}.json")
+            noise = measure.NoiseMeter()
             proc = subprocess.run(
                 [sys.executable, "-m", "bench.run", "--worker", system, "--config", config_path,
                  "--result", result_path, "--data-dir", scratch],
@@ -82,6 +83,7 @@ def run_all(preset: str, out: Path, systems: tuple[str, ...] = SYSTEMS,
                 log(f"[bench] {system} FAILED:\n{proc.stderr[-4000:]}")
                 continue
             results["systems"][system] = json.loads(Path(result_path).read_text())
+            results["systems"][system]["conditions"] = noise.stop()
             shutil.rmtree(os.path.join(scratch, system), ignore_errors=True)
             log(f"[bench] {system} done in {time.perf_counter() - t0:.1f}s")
     finally:
