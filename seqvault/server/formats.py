@@ -1,0 +1,293 @@
+"""Wire formats: content negotiation, response encoders, request-body decoders, compression.
+
+Pure transforms (no I/O, no store access) so they can be tested alone and run in a worker
+thread. Encoders are vectorised: numeric columns go numpy → list (`tolist`, one C call per
+column) for JSON and MessagePack, and numpy → Arrow without copying; no per-event Python loop.
+
+Formats (docs/design/http.md has the full contract):
+
+- ``application/json`` — columnar: ``{"user_id", "count", "columns": {name: [...]}}``.
+- ``application/vnd.msgpack`` (also ``application/x-msgpack``) — the same map, MessagePack.
+- ``application/vnd.apache.arrow.stream`` — an Arrow IPC stream with one record batch whose
+  columns are the requested columns; user id, count and time unit in the schema metadata.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import numpy as np
+import pyarrow as pa
+import zstandard
+
+from ..schema import Schema
+from .problems import Problem
+
+JSON = "application/json"
+MSGPACK = "application/vnd.msgpack"
+MSGPACK_ALT = "application/x-msgpack"
+ARROW = "application/vnd.apache.arrow.stream"
+MEDIA_TYPES = {"json": JSON, "msgpack": MSGPACK, "arrow": ARROW}
+_BY_MEDIA = {JSON: "json", MSGPACK: "msgpack", MSGPACK_ALT: "msgpack", ARROW: "arrow"}
+OFFERED = (JSON, MSGPACK, ARROW)
+
+ZSTD_LEVEL = 1  # fast: on a LAN the wire is rarely slower than level-1 zstd (~500 MB/s)
+GZIP_LEVEL = 4
+
+
+# ============================================================ negotiation
+def _parse_header_list(value: str) -> list[tuple[str, float, int]]:
+    """`a/b;q=0.5, c/d` → [(token, q, position)], tokens lower-cased, q clamped to 0..1."""
+    out = []
+    for pos, part in enumerate(value.split(",")):
+        items = [p.strip() for p in part.split(";")]
+        token = items[0].lower()
+        if not token:
+            continue
+        q = 1.0
+        for param in items[1:]:
+            name, _, val = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = min(max(float(val.strip()), 0.0), 1.0)
+                except ValueError:
+                    q = 0.0
+        out.append((token, q, pos))
+    return out
+
+
+def negotiate(accept: str | None) -> str:
+    """The response format for an Accept header: "json", "msgpack" or "arrow".
+
+    No header (or */*) → JSON. Exact media types beat `application/*` beat `*/*`; among equals
+    the higher q wins, then the client's order. Nothing acceptable → 406.
+    """
+    if not accept or not accept.strip():
+        return "json"
+    best: tuple[float, int, int, str] | None = None  # (q, specificity, -position, format)
+    for token, q, pos in _parse_header_list(accept):
+        if q <= 0:
+            continue
+        if token in _BY_MEDIA:
+            cand = (q, 2, -pos, _BY_MEDIA[token])
+        elif token in ("*/*", "application/*"):
+            cand = (q, 1 if token == "application/*" else 0, -pos, "json")
+        else:
+            continue
+        if best is None or cand[:3] > best[:3]:
+            best = cand
+    if best is None:
+        raise Problem(406, "not-acceptable",
+                      f"Accept: {accept!r} matches none of the offered media types "
+                      f"{list(OFFERED)} (MessagePack is also served as {MSGPACK_ALT})",
+                      available=list(OFFERED))
+    return best[3]
+
+
+def choose_encoding(accept_encoding: str | None) -> str | None:
+    """"zstd", "gzip" or None (identity) for an Accept-Encoding header; zstd wins ties."""
+    if not accept_encoding:
+        return None
+    q = {"zstd": 0.0, "gzip": 0.0}
+    star = None
+    for token, qv, _pos in _parse_header_list(accept_encoding):
+        if token in q:
+            q[token] = qv
+        elif token == "*":
+            star = qv
+    if star is not None:
+        for k in q:
+            if not any(t == k for t, _, _ in _parse_header_list(accept_encoding)):
+                q[k] = star
+    best = max(q, key=lambda k: (q[k], k == "zstd"))
+    return best if q[best] > 0 else None
+
+
+def compress(body: bytes, encoding: str | None) -> bytes:
+    if encoding == "zstd":
+        return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(body)
+    if encoding == "gzip":
+        return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+    return body
+
+
+# ============================================================ responses
+def _json_list(arr: np.ndarray) -> list[Any]:
+    """A column as a JSON-safe list: NaN/±inf (not JSON) become null."""
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            obj = arr.astype(object)
+            obj[bad] = None
+            return obj.tolist()
+    return arr.tolist()
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False,
+                      check_circular=False).encode("utf-8")
+
+
+def arrow_type(schema: Schema, name: str) -> pa.DataType:
+    if name == schema.time_column:
+        return pa.int64()
+    col = schema.column(name)
+    if col.is_string:
+        return pa.string()
+    return pa.from_numpy_dtype(col.dtype)
+
+
+def _arrow_array(arr: np.ndarray, typ: pa.DataType) -> pa.Array:
+    return pa.array(arr, type=typ)  # numeric: zero-copy view of the numpy buffer
+
+
+def _ipc_stream(batch: pa.RecordBatch) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def user_out(user: Any, ids_as_string: bool) -> Any:
+    return str(user) if ids_as_string and user is not None else user
+
+
+def encode_sequence(fmt: str, schema: Schema, user: Any, columns: Mapping[str, np.ndarray],
+                    count: int, *, ids_as_string: bool = False) -> bytes:
+    """One user's sequence in `fmt`; `columns` in the order they should appear."""
+    uid = user_out(user, ids_as_string)
+    if fmt == "json":
+        return _dumps({"user_id": uid, "count": count,
+                       "columns": {k: _json_list(v) for k, v in columns.items()}})
+    if fmt == "msgpack":
+        return msgpack.packb({"user_id": uid, "count": count,
+                              "columns": {k: v.tolist() for k, v in columns.items()}},
+                             use_bin_type=True)
+    names = list(columns)
+    fields = [pa.field(n, arrow_type(schema, n), nullable=False) for n in names]
+    meta = {b"seqvault.user_id": str(user).encode(), b"seqvault.count": str(count).encode(),
+            b"seqvault.time_column": schema.time_column.encode(),
+            b"seqvault.time_unit": schema.time_unit.encode()}
+    arrow_schema = pa.schema(fields, metadata=meta)
+    arrays = [_arrow_array(columns[n], f.type) for n, f in zip(names, fields)]
+    return _ipc_stream(pa.RecordBatch.from_arrays(arrays, schema=arrow_schema))
+
+
+@dataclass
+class BatchItem:
+    """One user's result in a batch: status 200 with columns, or an error problem."""
+
+    user_id: Any
+    status: int
+    count: int = 0
+    columns: Mapping[str, np.ndarray] | None = None
+    problem: dict[str, Any] | None = None
+
+
+def encode_batch(fmt: str, schema: Schema, names: Sequence[str], items: Sequence[BatchItem],
+                 *, ids_as_string: bool = False) -> bytes:
+    """Per-user results. JSON/msgpack: ``{"results": [...]}``; Arrow: one row per user with
+    ``user_id``, ``status``, ``count``, ``error`` and one list column per requested column."""
+    if fmt in ("json", "msgpack"):
+        results = []
+        for it in items:
+            r: dict[str, Any] = {"user_id": user_out(it.user_id, ids_as_string),
+                                 "status": it.status}
+            if it.status == 200 and it.columns is not None:
+                conv = _json_list if fmt == "json" else (lambda a: a.tolist())
+                r["count"] = it.count
+                r["columns"] = {k: conv(v) for k, v in it.columns.items()}
+            else:
+                r["problem"] = it.problem
+            results.append(r)
+        body = {"results": results}
+        return _dumps(body) if fmt == "json" else msgpack.packb(body, use_bin_type=True)
+    ok = np.array([it.status == 200 and it.columns is not None for it in items], dtype=bool)
+    counts = np.array([it.count if o else 0 for it, o in zip(items, ok)], dtype=np.int64)
+    offsets = np.zeros(len(items) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    if schema.user_type == "string" or ids_as_string:
+        uids = pa.array([None if u is None else str(u) for u in (it.user_id for it in items)],
+                        type=pa.string())
+    else:
+        uids = pa.array([it.user_id if isinstance(it.user_id, int) else None for it in items],
+                        type=pa.int64())
+    arrays: list[pa.Array] = [
+        uids,
+        pa.array(np.array([it.status for it in items], dtype=np.int16)),
+        pa.array(counts),
+        pa.array([None if o else (it.problem or {}).get("detail", "") for it, o in
+                  zip(items, ok)], type=pa.string()),
+    ]
+    fields = [pa.field("user_id", uids.type), pa.field("status", pa.int16(), nullable=False),
+              pa.field("count", pa.int64(), nullable=False), pa.field("error", pa.string())]
+    mask = pa.array(~ok)
+    for n in names:
+        typ = arrow_type(schema, n)
+        parts = [it.columns[n] for it, o in zip(items, ok) if o and it.columns is not None]
+        if parts:
+            flat = np.concatenate(parts)
+        else:
+            flat = np.zeros(0, dtype=object if typ == pa.string() else typ.to_pandas_dtype())
+        values = _arrow_array(flat, typ)
+        arrays.append(pa.LargeListArray.from_arrays(pa.array(offsets), values, mask=mask))
+        fields.append(pa.field(n, pa.large_list(pa.field("item", typ, nullable=False))))
+    meta = {b"seqvault.time_column": schema.time_column.encode(),
+            b"seqvault.time_unit": schema.time_unit.encode()}
+    batch = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields, metadata=meta))
+    return _ipc_stream(batch)
+
+
+# ============================================================ request bodies
+def body_format(content_type: str | None) -> str:
+    """Request Content-Type → "json" | "msgpack" | "arrow", or 415."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    if not media:
+        media = JSON
+    fmt = _BY_MEDIA.get(media)
+    if fmt is None:
+        raise Problem(415, "unsupported-media-type",
+                      f"Content-Type: {content_type!r} is not one of "
+                      f"{[JSON, MSGPACK, MSGPACK_ALT, ARROW]}",
+                      accepted=[JSON, MSGPACK, MSGPACK_ALT, ARROW])
+    return fmt
+
+
+def decode_columns(fmt: str, raw: bytes) -> Mapping[str, Any]:
+    """A write body → mapping of column name → values (lists, or Arrow arrays).
+
+    JSON and MessagePack bodies are ``{"columns": {name: [...], ...}}`` (the shape reads
+    return); Arrow bodies are an IPC stream whose columns are the event columns.
+    """
+    if fmt == "arrow":
+        try:
+            table = pa.ipc.open_stream(pa.py_buffer(raw)).read_all()
+        except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
+            raise Problem(400, "malformed-body",
+                          f"body: not an Arrow IPC stream ({exc})") from None
+        return {name: table.column(name) for name in table.column_names}
+    try:
+        if fmt == "json":
+            doc = json.loads(raw)
+        else:
+            doc = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise Problem(400, "malformed-body", f"body: not valid {fmt.upper()} ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("columns"), dict):
+        raise Problem(422, "validation",
+                      'body: expected an object {"columns": {name: [values...], ...}}, got '
+                      f"{type(doc).__name__}" + (f" with keys {sorted(doc)[:5]}"
+                                                 if isinstance(doc, dict) else ""),
+                      column="columns")
+    cols = doc["columns"]
+    bad = [k for k, v in cols.items() if not isinstance(v, list)]
+    if bad:
+        raise Problem(422, "validation",
+                      f"body: column {bad[0]!r} must be a list of values, got "
+                      f"{type(cols[bad[0]]).__name__}", column=bad[0])
+    return cols
