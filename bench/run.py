@@ -46,7 +46,7 @@ def run_all(preset: str, out: Path, systems: tuple[str, ...] = SYSTEMS,
             log=print) -> dict:
     """Run ``systems`` on the ``preset`` config; write results.json, report.md and plots."""
     from bench import report
-    from bench.seqvault_adapter import available
+    from bench.seqvault_adapter import BULK_FILE, available, features, write_bulk_file
 
     cfg = PRESETS[preset]
     out.mkdir(parents=True, exist_ok=True)
@@ -69,6 +69,12 @@ def run_all(preset: str, out: Path, systems: tuple[str, ...] = SYSTEMS,
                 results["skipped"][system] = why
                 log(f"[bench] skip {system}: {why}")
                 continue
+            if system == "seqvault" and features()["ingest"]:
+                from bench import workload as wl
+
+                users, lengths = wl.all_users(cfg.workload)
+                write_bulk_file(wl.iter_histories(cfg.workload, users, lengths),
+                                os.path.join(scratch, BULK_FILE))
             log(f"[bench] {system} ...")
             t0 = time.perf_counter()
             result_path = os.path.join(scratch, f"{system}.json")

@@ -15,6 +15,8 @@ while missing, the workloads that need them are skipped with a note in the repor
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pyarrow as pa
 
@@ -24,6 +26,7 @@ from bench.workload import ARROW_SCHEMA, EVENT_COLUMNS, USER_COLUMN
 # Users are grouped into append_batch calls of about this many rows during the bulk load:
 # large enough to amortise per-call costs, small enough to keep the loader's memory flat.
 LOAD_CHUNK_ROWS = 250_000
+BULK_FILE = "bulk-load.parquet"
 
 
 def available() -> str | None:
@@ -35,13 +38,46 @@ def available() -> str | None:
     return None
 
 
+def _ingest_function():
+    """``seqvault.ingest.ingest(vault, paths)`` when the bulk-ingest issue has landed."""
+    try:
+        from seqvault.ingest import ingest
+    except ImportError:
+        return None
+    return ingest if callable(ingest) else None
+
+
 def features() -> dict[str, bool]:
     from seqvault import SeqVault
 
     return {
         "merge": callable(getattr(SeqVault, "merge", None)),
-        "ingest": callable(getattr(SeqVault, "ingest", None)),
+        "ingest": _ingest_function() is not None,
     }
+
+
+def write_bulk_file(histories, path: str) -> int:
+    """The bulk-load input as a Parquet file. ``run.py`` writes it in the parent process so the
+    worker's peak RSS is the ingest's, not the generator's."""
+    import pyarrow.parquet as pq
+
+    table = interleaved_table(histories)
+    pq.write_table(table, path, row_group_size=1 << 20, compression="zstd")
+    return table.num_rows
+
+
+def interleaved_table(histories) -> pa.Table:
+    """All histories as one table, users interleaved as in a real log, each user's events kept
+    in arrival order (so equal timestamps must come back in the same order)."""
+    rng = np.random.default_rng(11)
+    parts, keys = [], []
+    for user, cols in histories:
+        n = len(cols["ts"])
+        parts.append({USER_COLUMN: np.full(n, user, dtype=np.int64), **cols})
+        keys.append(np.sort(rng.random(n)))  # monotone within a user: arrival order survives
+    order = np.argsort(np.concatenate(keys), kind="stable")
+    table = {c: np.concatenate([p[c] for p in parts])[order] for c in (USER_COLUMN,) + EVENT_COLUMNS}
+    return pa.table(table, schema=ARROW_SCHEMA)
 
 
 class SeqVaultStore:
@@ -58,9 +94,30 @@ class SeqVaultStore:
         self.stored_events = 0
         self.load_method = "append_batch"
 
+    def prepare_bulk(self, histories, scratch: str):
+        """With bulk ingest available: return (the timed load callable, events) over the
+        Parquet log ``run.py`` wrote beforehand (written here if missing). Otherwise None, and
+        ``load`` appends in batches."""
+        ingest = _ingest_function()
+        if ingest is None:
+            return None
+        import pyarrow.parquet as pq
+
+        path = os.path.join(scratch, BULK_FILE)
+        if not os.path.exists(path):
+            write_bulk_file(histories, path)
+        rows = pq.ParquetFile(path).metadata.num_rows
+        self.load_method = "ingest (Parquet, users interleaved)"
+        self.stored_events += rows
+
+        def run() -> int:
+            summary = ingest(self.vault, [path])
+            return int(getattr(summary, "events", rows))
+
+        return run, rows
+
     def load(self, histories) -> int:
-        # TODO(issue: bulk ingest): when SeqVault.ingest lands, load through it (via a Parquet
-        # file or an Arrow table, whichever it accepts) and report it as the bulk-load path.
+        """Bulk load through ``append_batch`` in large multi-user calls (no ingest needed)."""
         n = 0
         parts: list[tuple[int, dict]] = []
         pending = 0

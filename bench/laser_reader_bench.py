@@ -1,0 +1,133 @@
+"""laser_reader throughput against plain `read_many` (issue 7).
+
+    .venv/bin/python -m bench.laser_reader_bench [--users 1024] [--events 1000] [--repeat 7]
+                                                 [--json out.json]
+
+Builds a store of `users` × `events` events (behaviour-log columns: item_id int64, action
+string, category uint16, dwell_ms uint32), sealed in segments, then times one batch of all users:
+
+- read_many        vault.read_many(users, last=max_len, columns=...)  (the floor)
+- read_jagged      LaserReader.read_jagged (read + concatenate + string map + time features)
+- read_batch       LaserReader.read_batch (numpy, left padded [B, T])
+- read_batch+torch read_batch(...).to_torch()
+- read_batch@before  the same with one point-in-time `before` per user (training reads)
+
+Reports median / p90 seconds per batch, users/s and events/s (median), and the overhead of each
+over read_many. Timings belong here, never in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seqvault import Schema, SeqVault
+from seqvault.laser_reader import LaserReader
+
+ACTIONS = np.array(["impression", "click", "like", "collect", "share", "comment", "follow"],
+                   dtype=object)
+
+
+def schema() -> Schema:
+    return Schema.from_dict({
+        "user": {"column": "user_id", "type": "int64"},
+        "time": {"column": "ts", "unit": "ms"},
+        "columns": [
+            {"name": "item_id", "type": "int64", "default": 0},
+            {"name": "action", "type": "string", "default": "impression"},
+            {"name": "category", "type": "uint16", "default": 0},
+            {"name": "dwell_ms", "type": "uint32", "default": 0},
+        ],
+    })
+
+
+def build(path: Path, users: int, events: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    with SeqVault.open(path, schema=schema()) as v:
+        for u in range(users):
+            ts = 1_700_000_000_000 + np.sort(rng.integers(0, 86_400_000 * 30, size=events))
+            v.append(u, {"ts": ts, "item_id": rng.integers(1, 10_000_000, size=events),
+                         "action": ACTIONS[rng.integers(0, len(ACTIONS), size=events)],
+                         "category": rng.integers(0, 500, size=events).astype(np.uint16),
+                         "dwell_ms": rng.integers(0, 60_000, size=events).astype(np.uint32)})
+        v.flush()
+
+
+def timed(fn: Any, repeat: int) -> list[float]:
+    fn()  # warm-up (page cache, dictionaries)
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--users", type=int, default=1024)
+    ap.add_argument("--events", type=int, default=1000)
+    ap.add_argument("--max-len", type=int, default=1000)
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "store"
+        t0 = time.perf_counter()
+        build(path, args.users, args.events)
+        build_s = time.perf_counter() - t0
+        users = list(range(args.users))
+        cols = ["item_id", "action", "category", "dwell_ms"]
+        with SeqVault.open(path, read_only=True) as v:
+            reader = LaserReader(v, cols, max_len=args.max_len, string_maps={"action": "store"})
+            before = np.full(args.users, 1_700_000_000_000 + 86_400_000 * 15, dtype=np.int64)
+            n_events = sum(len(s) for s in v.read_many(users, last=args.max_len, columns=cols))
+            n_before = int(reader.read_batch(users, before=before).lengths.sum())
+            cases = {
+                "read_many": lambda: v.read_many(users, last=args.max_len, columns=cols),
+                "read_many+ts": lambda: v.read_many(users, last=args.max_len,
+                                                    columns=[*cols, "ts"]),
+                "read_jagged": lambda: reader.read_jagged(users),
+                "read_batch": lambda: reader.read_batch(users),
+                "read_batch+torch": lambda: reader.read_batch(users).to_torch(),
+                "read_many@before": lambda: v.read_many(users, last=args.max_len, columns=cols,
+                                                        before=before.tolist()),
+                "read_batch@before": lambda: reader.read_batch(users, before=before),
+            }
+            results: dict[str, Any] = {}
+            for name, fn in cases.items():
+                secs = timed(fn, args.repeat)
+                med = float(np.median(secs))
+                ev = n_before if "@before" in name else n_events
+                results[name] = {"median_s": med, "p90_s": float(np.percentile(secs, 90)),
+                                 "users_per_s": args.users / med, "events_per_s": ev / med,
+                                 "events": ev}
+    base = results["read_many"]["median_s"]
+    base_b = results["read_many@before"]["median_s"]
+    for name, r in results.items():
+        r["vs_read_many"] = r["median_s"] / (base_b if "@before" in name else base)
+    report = {"users": args.users, "events_per_user": args.events, "max_len": args.max_len,
+              "repeat": args.repeat, "build_s": build_s, "python": sys.version.split()[0],
+              "machine": platform.machine(), "numpy": np.__version__, "results": results}
+    print(f"{args.users} users x {args.events} events, max_len {args.max_len}, "
+          f"median of {args.repeat} (store built in {build_s:.1f} s)")
+    print(f"{'case':<20}{'median ms':>11}{'p90 ms':>9}{'users/s':>10}{'Mevents/s':>11}"
+          f"{'x read_many':>13}")
+    for name, r in results.items():
+        print(f"{name:<20}{r['median_s'] * 1e3:>11.1f}{r['p90_s'] * 1e3:>9.1f}"
+              f"{r['users_per_s']:>10.0f}{r['events_per_s'] / 1e6:>11.2f}{r['vs_read_many']:>13.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
