@@ -25,6 +25,37 @@ if TYPE_CHECKING:
     from .vault import SeqVault
 
 DEFAULT_LIFETIME_EVENTS = 32_768
+RECENT_SEGMENT_EVENTS = 2_048
+
+
+def segment_bounds(ts: np.ndarray, max_events: int, recent: int = RECENT_SEGMENT_EVENTS
+                   ) -> list[int]:
+    """Where to cut one user's sorted events into lifetime segments.
+
+    Recency-tiered: counting from the newest event, segments hold `recent`, 4×, 16×, ... events,
+    capped at `max_events`; the oldest segment takes the remainder. Reads want the newest
+    events, so "last 100" decodes ~2k events and "last 10,000" ~10k, however long the history
+    (docs/design/architecture.md has the measurements). Cuts move to the start of a run of equal
+    timestamps so adjacent segments do not overlap in time, which lets reads skip old segments.
+    """
+    n = int(ts.size)
+    cuts = [n]
+    size = min(recent, max_events)
+    end = n
+    while end - size > 0:
+        cut = end - size
+        tie_start = int(np.searchsorted(ts, ts[cut], side="left"))
+        if tie_start > 0:
+            cut = tie_start
+        elif int(np.searchsorted(ts, ts[cut], side="right")) < end:
+            cut = int(np.searchsorted(ts, ts[cut], side="right"))
+        if cut >= end or cut <= 0:
+            break
+        cuts.append(cut)
+        end = cut
+        size = min(size * 4, max_events)
+    cuts.append(0)
+    return sorted(set(cuts))
 
 
 class BulkWriter:
@@ -118,13 +149,8 @@ class BulkWriter:
         self.replaced_bytes += sum(e.length for e in prior)
         fresh: list[Extent] = []
         n = int(ts.size)
-        # Even split into segments of at most `segment_events`, so no tiny trailing segment.
-        parts = max(1, -(-n // self.segment_events))
-        bounds = np.linspace(0, n, parts + 1).astype(np.int64)
+        bounds = segment_bounds(ts, self.segment_events)
         for lo, hi in zip(bounds[:-1], bounds[1:]):
-            lo, hi = int(lo), int(hi)
-            if hi <= lo:
-                continue
             blob = v._encode_user_segment(key, ts[lo:hi], {k: a[lo:hi] for k, a in cols.items()})
             app = v._appender("lt", len(blob))
             off = app.append(blob)

@@ -109,10 +109,21 @@ class StringDict:
     def code_of(self, s: str) -> int | None:
         return self.codes.get(s)
 
-    def decode(self, codes: np.ndarray) -> np.ndarray:
+    def decode(self, codes: np.ndarray, missing: str | None = None) -> np.ndarray:
+        """Codes → numpy unicode array. Code 0xFFFFFFFF (a column absent from an old segment)
+        becomes `missing`."""
         if self._lookup is None or self._lookup.size != len(self.values):
-            self._lookup = np.array(self.values, dtype=object) if self.values else np.array(
-                [], dtype=object)
+            self._lookup = np.array(self.values, dtype=np.str_) if self.values else np.array(
+                [], dtype=np.str_)
+        if missing is not None and codes.size:
+            absent = codes == 0xFFFF_FFFF
+            if absent.any():
+                base = self.decode(np.where(absent, 0, codes)) if self.values else np.array(
+                    [""] * codes.size, dtype=np.str_)
+                width = max(base.dtype.itemsize // 4, len(missing), 1)
+                out = base.astype(f"<U{width}")
+                out[absent] = missing
+                return out
         if codes.size and int(codes.max()) >= self._lookup.size:
             from .errors import CorruptionError
 

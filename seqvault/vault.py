@@ -33,6 +33,7 @@ from .errors import (
 from .files import DEFAULT_MAX_FILE, ExtentFiles, FileAppender, file_name, parse_file_name
 from .index import Extent, HashIndex, pack_extents, unpack_extents, user_hash
 from .memtable import MemTable, StringDict
+from .merge import MERGE_DEFAULTS, BackgroundMerger, Merger, merge_stats
 from .meta import (
     STORE_FORMAT_VERSION,
     Meta,
@@ -66,13 +67,20 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "batch_interval": 0.005,  # seconds between fsyncs in durability="batch"
     "refresh_interval": 0.05,  # read-only opens look for new commits at most this often
     "zstd_level": 3,
+    **MERGE_DEFAULTS,  # lifetime merge, reclamation, background merge (seqvault/merge.py)
 }
+
+
+# Dictionary code standing for "column absent from this segment" (reads back the default).
+_MISSING_CODE = 0xFFFF_FFFF
 
 
 class UserSequence(Mapping[str, np.ndarray]):
     """One user's events: a mapping of column name → numpy array, ascending by timestamp.
 
     ``len(seq)`` is the number of events (not the number of columns); iterate for column names.
+    String columns are numpy unicode arrays (dtype ``<U…``): a fixed-width copy per read,
+    several times cheaper than object arrays of Python strings.
     """
 
     __slots__ = ("user_id", "columns", "count")
@@ -157,6 +165,8 @@ class SeqVault:
         self._appenders: dict[str, FileAppender] = {}
         self.wal: wal_mod.WalWriter | None = None
         self._last_refresh = 0.0
+        self._merger: Merger | None = None
+        self._bg_merge: BackgroundMerger | None = None
         self._counters = {"appends": 0, "appended_events": 0, "flushes": 0, "reads": 0,
                           "checkpoints": 0, "recovered_events": 0, "torn_tail_bytes": 0}
         exists = (path / "meta" / "data.mdb").exists()
@@ -178,6 +188,9 @@ class SeqVault:
                 self._open_writer(settings)
                 if exists and schema is not None:
                     self.evolve_schema(schema)
+                if settings.get("auto_merge"):
+                    self._bg_merge = BackgroundMerger(self, self._get_merger())
+                    self._bg_merge.start()
         except BaseException:
             self._release()
             raise
@@ -240,6 +253,7 @@ class SeqVault:
             info = unpack(v)
             self.catalog[fid] = info
             self.files.register(fid, info["kind"])
+        self.files.retire_missing(self.catalog)  # dropped by space reclamation
         self._load_dicts(txn)
         self.index = self._load_index(txn)
 
@@ -395,6 +409,8 @@ class SeqVault:
         wal.commit(end)
         if need_flush:
             self.flush()
+        if self._bg_merge is not None:
+            self._bg_merge.throttle()  # waits only while merge is far behind (merge.py)
         return int(ts.size)
 
     def _needs_flush(self) -> bool:
@@ -443,11 +459,12 @@ class SeqVault:
             start = end
 
     # ================================================================== flush
-    def flush(self) -> None:
-        """Seal every user's in-memory events into real-time segments and start a new log."""
+    def flush(self, *, rotate: bool = False) -> None:
+        """Seal every user's in-memory events into real-time segments and start a new log
+        (`rotate=True`: start a new log even when nothing is in memory)."""
         self._writable()
         with self._lock:
-            if self.mem.events == 0:
+            if self.mem.events == 0 and not rotate:
                 return
             assert self.wal is not None
             new_wal_id = self.wal_id + 1
@@ -519,7 +536,8 @@ class SeqVault:
             app = None
         if app is None:
             # Reuse the newest file of this kind while it has room (a reopened store).
-            candidates = [fid for fid, info in self.catalog.items() if info["kind"] == kind]
+            candidates = [fid for fid, info in self.catalog.items()
+                          if info["kind"] == kind and not info.get("sealed")]
             fid = max(candidates) if candidates else None
             if fid is None or self.catalog[fid]["size"] + need > self.settings["max_file_bytes"]:
                 fid = self._new_file_id(kind)
@@ -548,7 +566,9 @@ class SeqVault:
                 record = {"kind": info.get("kind", "rt"), "size": size,
                           "created_ns": info.get("created_ns", time.time_ns())}
                 self.meta.put(txn, "files", fid.to_bytes(4, "big"), pack(record))
-            self.meta.set_meta(txn, "next_file_id", max(self.catalog, default=0) + 1)
+            self.meta.set_meta(txn, "next_file_id", max(  # never decreases: ids are not reused
+                max(self.catalog, default=0) + 1,
+                int(self.meta.get_meta(txn, "next_file_id", 1) or 1)))
             for h, extents in new_lists.items():
                 self.meta.put(txn, "delta", delta_key(seq, h), pack_extents(extents))
             for name, d in self.dicts.items():
@@ -598,6 +618,29 @@ class SeqVault:
             self.ckpt_seq = self.seq
             self._deltas_since_ckpt = 0
             self._counters["checkpoints"] += 1
+
+    # ================================================================== lifetime merge
+    def merge(self, users: Iterable[Any] | None = None, *, reclaim: bool = True
+              ) -> dict[str, Any]:
+        """Fold real-time segments (and small lifetime ones) into lifetime segments of
+        `lifetime_segment_events`, sorted by timestamp (ties keep arrival order); apply the
+        schema's retention; with `reclaim`, rewrite the live extents of files whose live ratio
+        is below `reclaim_ratio` and delete files nothing refers to any more.
+
+        `users`: only these users (default: every user with work to do). Never blocks readers;
+        appends wait only for the short publish of each batch. Crash-safe at every step
+        (docs/design/merge.md). Returns a JSON-able summary (users, events, bytes, retention
+        drops, files reclaimed, seconds, events_per_s). Raises CorruptionError naming the file
+        and the user if a segment to merge fails its checksums (nothing of that batch is
+        published).
+        """
+        self._writable()
+        return self._get_merger().run(users, reclaim=reclaim)
+
+    def _get_merger(self) -> Merger:
+        if self._merger is None:
+            self._merger = Merger(self)
+        return self._merger
 
     def bulk_writer(self, **kwargs: Any) -> BulkWriter:
         """A writer of lifetime segments published in one transaction (ingest, merge)."""
@@ -649,21 +692,37 @@ class SeqVault:
             self._maybe_refresh()
         key = coerce_user(self.schema, user_id)
         names = self._check_read_args(last, columns, before, since)
+        # Retention keeps the newest max_events (of those not older than max_age) whatever
+        # `before` asks: with `before`, find that window first (`keep`), as merge would.
+        keep = self.schema.retention.max_events if before is not None else None
         last, since = self._apply_retention(last, since)
         kb = key_bytes(key)[1]
-        with self._lock:
-            schema = self.schema
-            sources = [_Source(i, e.count, e.min_ts, e.max_ts, extent=e) for i, e in
-                       enumerate(reversed(self.index.extents_of(user_hash(kb))))]
-            tail = self.mem.get(key)
-            if tail is not None and tail.count:
-                ts_m, cols_m = tail.arrays()
-                sources.append(_Source(len(sources), int(ts_m.size), int(ts_m.min()),
-                                       int(ts_m.max()), mem=(ts_m, cols_m)))
-            dicts = dict(self.dicts)
         self._counters["reads"] += 1
-        chosen = _choose_sources(sources, last, before, since)
-        return self._assemble(key, kb, schema, dicts, chosen, names, last, before, since)
+        for _attempt in range(20):
+            with self._lock:
+                schema = self.schema
+                sources = [_Source(i, e.count, e.min_ts, e.max_ts, extent=e) for i, e in
+                           enumerate(reversed(self.index.extents_of(user_hash(kb))))]
+                tail = self.mem.get(key)
+                if tail is not None and tail.count:
+                    ts_m, cols_m = tail.arrays()
+                    sources.append(_Source(len(sources), int(ts_m.size), int(ts_m.min()),
+                                           int(ts_m.max()), mem=(ts_m, cols_m)))
+                dicts = dict(self.dicts)
+            if keep is not None:
+                chosen = _choose_sources(sources, keep, None, since)
+            else:
+                chosen = _choose_sources(sources, last, before, since)
+            try:
+                return self._assemble(key, kb, schema, dicts, chosen, names, last, before,
+                                      since, keep=keep)
+            except FileNotFoundError:
+                # Space reclamation deleted a file of this snapshot (docs/design/merge.md,
+                # "Deleting files"): a newer snapshot no longer refers to it.
+                if self.read_only:
+                    self.refresh()
+        raise CorruptionError(f"{self.path}: user {key!r}: extent files kept disappearing "
+                              "under 20 consecutive snapshots")
 
     def read_many(self, user_ids: Iterable[Any], last: int | None = None,
                   columns: Sequence[str] | None = None, before: Any = None,
@@ -732,7 +791,8 @@ class SeqVault:
 
     def _assemble(self, key: Any, kb: bytes, schema: Schema, dicts: dict[str, StringDict],
                   chosen: list[_Source], names: list[str], last: int | None,
-                  before: int | None, since: int | None) -> UserSequence:
+                  before: int | None, since: int | None, keep: int | None = None
+                  ) -> UserSequence:
         event_cols = [schema.column(n) for n in names if n != schema.time_column]
         ts_parts: list[np.ndarray] = []
         col_parts: dict[str, list[np.ndarray]] = {c.name: [] for c in event_cols}
@@ -741,31 +801,37 @@ class SeqVault:
                 ts, mcols = src.mem
                 ts_parts.append(ts)
                 for c in event_cols:
-                    arr = mcols[c.name]
-                    col_parts[c.name].append(dicts[c.name].decode(arr) if c.is_string else arr)
+                    col_parts[c.name].append(mcols[c.name])
                 continue
             ts, by_id = self._decode_source(src, kb, key, [c.id for c in event_cols])
             ts_parts.append(ts)
             for c in event_cols:
                 got = by_id.get(c.id)
                 if got is None:  # a column added after this segment was written
-                    got = np.full(ts.size, c.default, dtype=object if c.is_string else c.dtype)
-                elif c.is_string:
-                    got = dicts[c.name].decode(got)
+                    got = np.full(ts.size, _MISSING_CODE if c.is_string else c.default,
+                                  dtype=c.dtype)
                 col_parts[c.name].append(got)
         if not ts_parts:
             empty = {n: (np.zeros(0, dtype=np.int64) if n == schema.time_column else
-                         np.zeros(0, dtype=object if schema.column(n).is_string
+                         np.zeros(0, dtype=np.str_ if schema.column(n).is_string
                                   else schema.column(n).dtype)) for n in names}
             return UserSequence(key, empty, 0)
-        if len(ts_parts) == 1 and chosen[0].mem is None:
-            ts_all, order = ts_parts[0], None  # one segment: already sorted
+        if all(src.mem is None for src in chosen) and all(
+                a.max_ts <= b.min_ts for a, b in zip(chosen, chosen[1:])):
+            # Segments are sorted and these follow each other in time and in arrival order
+            # (the common case after merge or ingest): concatenation is already the answer.
+            order = None
+            ts_all = ts_parts[0] if len(ts_parts) == 1 else np.concatenate(ts_parts)
+            if len(ts_parts) > 1:
+                col_parts = {k: [np.concatenate(v)] for k, v in col_parts.items()}
         else:
             ts_cat = np.concatenate(ts_parts)
             order = np.argsort(ts_cat, kind="stable")  # stable: ties keep arrival order
             ts_all = ts_cat[order]
         lo = 0 if since is None else int(np.searchsorted(ts_all, since, side="left"))
         hi = ts_all.size if before is None else int(np.searchsorted(ts_all, before, side="left"))
+        if keep is not None:  # retention window: the newest `keep` at or after `since`
+            lo = max(lo, int(ts_all.size) - int(keep))
         if last is not None:
             lo = max(lo, hi - int(last))
         lo = min(lo, hi)
@@ -775,10 +841,11 @@ class SeqVault:
                 out[n] = ts_all[lo:hi]
                 continue
             parts = col_parts[n]
-            if order is None:
-                out[n] = parts[0][lo:hi]
-            else:
-                out[n] = np.concatenate(parts)[order[lo:hi]]
+            picked = parts[0][lo:hi] if order is None else np.concatenate(parts)[order[lo:hi]]
+            col = schema.column(n)
+            if col.is_string:  # decode only the rows we return
+                picked = dicts[n].decode(picked, missing=col.default)
+            out[n] = picked
         return UserSequence(key, out, hi - lo)
 
     # ================================================================== read-only refresh
@@ -816,11 +883,14 @@ class SeqVault:
                     for k, v in self.meta.items(txn, "delta", delta_key(self.seq + 1, 0)):
                         _s, h = parse_delta_key(k)
                         self.index.set_extents(h, unpack_extents(v))
+                    catalog: dict[int, dict[str, Any]] = {}
                     for k, v in self.meta.items(txn, "files"):
                         fid = int.from_bytes(k, "big")
                         info = unpack(v)
-                        self.catalog[fid] = info
+                        catalog[fid] = info
                         self.files.register(fid, info["kind"])
+                    self.catalog = catalog
+                    self.files.retire_missing(catalog)  # dropped by space reclamation
                     self.seq = seq
                     if wal_id != self.wal_id:
                         self._load_dicts(txn)
@@ -895,6 +965,7 @@ class SeqVault:
                 "retention": self.schema.retention.to_dict(),
                 "wal_fsyncs": self.wal.fsyncs if self.wal is not None else 0,
                 **self._counters,
+                **merge_stats(self),
             }
 
     def close(self, *, flush: bool = True) -> None:
@@ -903,6 +974,8 @@ class SeqVault:
             return
         try:
             if not self.read_only:
+                if self._bg_merge is not None:
+                    self._bg_merge.stop()  # finishes the batch in flight, outside the lock
                 with self._lock:
                     if flush:
                         self.flush()
@@ -920,6 +993,8 @@ class SeqVault:
         for app in self._appenders.values():
             app.close()
         self._appenders.clear()
+        if self._merger is not None:
+            self._merger.close()
         if getattr(self, "files", None) is not None:
             self.files.close()
         if getattr(self, "meta", None) is not None:

@@ -60,15 +60,19 @@ def run_kills(tmp_path: Path, kills: int, seed: int) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     for _ in range(kills):
         start = max(present_calls, default=-1) + 1
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(store), str(start)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        errlog = tmp_path / "child.err"
+        with open(errlog, "wb") as err:
+            proc = subprocess.Popen([sys.executable, "-c", CHILD, str(store), str(start)],
+                                    stdout=subprocess.PIPE, stderr=err, env=env)
         # Wait until it has acknowledged something, then kill at a random later moment.
+        # (Read through the same buffered reader: communicate() would skip its buffer.)
         first = proc.stdout.readline()
-        assert first, proc.stderr.read().decode()
+        assert first, errlog.read_text()
         time.sleep(rng.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
-        out, _ = proc.communicate()
-        new_acks = [int(x) for x in (first + out).split()]
+        rest = proc.stdout.read()
+        proc.wait()
+        new_acks = [int(x) for x in (first + rest).split()]
         acked.extend(new_acks)
         with SeqVault.open(store) as v:
             rows = {u: list(zip(v.read(u)["ts"].tolist(), v.read(u)["call"].tolist(),
