@@ -264,3 +264,22 @@ def test_string_user_ids(tmp_path):
         assert batch.lengths.tolist() == [8, 0]
         with pytest.raises(ValidationError):
             reader.read_batch([3])
+
+
+def test_string_map_unicode_and_object_paths_agree():
+    mapping = {"a": 1, "ab": 2, "": 3, "ümlaut": 4, "日本": 5, "a" * 40: 6, "b\x00": 7}
+    rng = np.random.default_rng(0)
+    pool = [*mapping, "abc", "ba", "日", "zz"]
+    strings = [pool[i] for i in rng.integers(0, len(pool), size=2000)]
+    want = np.array([mapping.get(s, -9) for s in strings])
+    sm = StringMap(mapping, oov=-9, column="x")
+    uni = np.array(strings)  # numpy unicode, what the store returns
+    obj = np.array(strings, dtype=object)
+    np.testing.assert_array_equal(sm.encode(obj), want)
+    # numpy unicode cannot hold a trailing NUL ("b\x00" reads back as "b"), the rest agrees
+    want_u = np.array([mapping.get(s, -9) for s in uni.tolist()])
+    np.testing.assert_array_equal(sm.encode(uni), want_u)
+    np.testing.assert_array_equal(sm.encode(uni[::3]), want_u[::3])  # non-contiguous view
+    np.testing.assert_array_equal(sm.encode(np.array(["a", "ab"])), [1, 2])  # narrow width
+    with pytest.raises(ValidationError, match="'zz'"):
+        StringMap(mapping, column="x").encode(np.array(["a", "zz"]))

@@ -63,6 +63,23 @@ class TimeBuckets:
         return np.searchsorted(self.edges, age_ms, side="right").astype(np.int64) + 1
 
 
+_FNV_OFFSET = np.uint64(14695981039346656037)
+_FNV_PRIME = np.uint64(1099511628211)
+
+
+def _fnv1a(strings: np.ndarray) -> np.ndarray:
+    """64-bit FNV-1a of each string of a numpy unicode array (over its UTF-32 code points,
+    trailing NULs included: compare only arrays of the same width)."""
+    width = strings.dtype.itemsize // 4
+    strings = np.ascontiguousarray(strings)
+    points = strings.view(np.uint32).reshape(strings.shape[0], width)
+    out = np.full(strings.shape[0], _FNV_OFFSET, dtype=np.uint64)
+    for j in range(width):  # per character position, vectorised over all strings
+        out ^= points[:, j]
+        out *= _FNV_PRIME
+    return out
+
+
 class StringMap:
     """Maps a string column to integer ids: a dict (str → int) with an optional OOV id.
 
@@ -77,6 +94,7 @@ class StringMap:
         self.oov = oov
         self.column = column
         self._vault = vault
+        self._table: tuple[Any, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def from_store(cls, vault: Any, column: str, oov: int | None = None) -> StringMap:
@@ -93,23 +111,68 @@ class StringMap:
         return self.mapping
 
     def encode(self, strings: np.ndarray) -> np.ndarray:
-        """Object array of str → int64 ids. `map(dict.get, ...)` runs in C, no Python loop body."""
+        """Array of strings → int64 ids, vectorised.
+
+        The store returns numpy unicode arrays: those are hashed column-wise (FNV-1a over the
+        code points, one numpy pass per character position, not per event), looked up by
+        `searchsorted` in the sorted key hashes and confirmed by a string comparison, so a hash
+        collision can never map a string to the wrong id. Object arrays of str use
+        `map(dict.get, ...)`, which runs in C.
+        """
         mapping = self._live_mapping()
         if strings.size == 0:
             return np.zeros(0, dtype=np.int64)
+        if strings.dtype.kind == "U":
+            ids, found = self._encode_unicode(mapping, strings)
+        else:
+            sentinel = -(1 << 63)
+            ids = np.fromiter(map(mapping.get, strings, itertools.repeat(sentinel)),
+                              dtype=np.int64, count=strings.size)
+            found = ids != sentinel
         if self.oov is not None:
-            return np.fromiter(map(mapping.get, strings, itertools.repeat(self.oov)),
-                               dtype=np.int64, count=strings.size)
-        sentinel = object()
-        got = list(map(mapping.get, strings, itertools.repeat(sentinel)))
-        try:
-            return np.array(got, dtype=np.int64)
-        except TypeError:
-            bad = next(s for s, g in zip(strings, got) if g is sentinel)
+            return np.where(found, ids, self.oov)
+        if not found.all():
+            bad = strings[int(np.argmin(found))]
             raise ValidationError(
-                f"column {self.column!r}: string {bad!r} is not in the string map and no OOV id "
-                f"was given (pass string_maps={{{self.column!r}: StringMap(mapping, oov=ID)}} "
-                "or add it to the mapping)", column=self.column, value=bad) from None
+                f"column {self.column!r}: string {str(bad)!r} is not in the string map and no "
+                f"OOV id was given (pass string_maps={{{self.column!r}: StringMap(mapping, "
+                "oov=ID)}} or oov_id=..., or add it to the mapping)", column=self.column,
+                value=str(bad))
+        return ids
+
+    def _encode_unicode(self, mapping: Mapping[str, int], strings: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        width = strings.dtype.itemsize // 4
+        key = (id(mapping), len(mapping), width)
+        if self._table is None or self._table[0] != key:
+            # Longer keys cannot match; numpy unicode drops trailing NULs, so keys ending in
+            # one cannot occur in such an array (and would alias their stripped form).
+            keys = [k for k in mapping if len(k) <= width and not k.endswith("\x00")]
+            ku = np.array(keys, dtype=strings.dtype) if keys else np.zeros(0, strings.dtype)
+            kv = np.array([mapping[k] for k in keys], dtype=np.int64)
+            kh = _fnv1a(ku)
+            order = np.argsort(kh, kind="stable")
+            self._table = (key, kh[order], ku[order], kv[order])
+        _, kh, ku, kv = self._table
+        if kh.size == 0:
+            return np.zeros(strings.size, np.int64), np.zeros(strings.size, bool)
+        h = _fnv1a(strings)
+        pos = np.searchsorted(kh, h)
+        np.minimum(pos, kh.size - 1, out=pos)
+        found = kh[pos] == h
+        found &= ku[pos] == strings
+        # Two keys with equal hashes: the confirm step rejects one of them; resolve those
+        # (practically never) strings with an exact dict lookup.
+        if not found.all() and np.unique(kh).size != kh.size:
+            miss = np.flatnonzero(~found)
+            sentinel = -(1 << 63)
+            extra = np.array([mapping.get(str(x), sentinel) for x in strings[miss]],
+                             dtype=np.int64)
+            ids = kv[pos]
+            ids[miss] = extra
+            found[miss] = extra != sentinel
+            return ids, found
+        return kv[pos], found
 
     def __repr__(self) -> str:
         src = "store" if self._vault is not None else f"{len(self.mapping)} strings"
