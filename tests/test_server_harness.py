@@ -26,7 +26,7 @@ pytest.importorskip("uvicorn")
 import uvicorn  # noqa: E402
 
 from seqvault import Schema, SeqVault  # noqa: E402
-from seqvault.server import create_app  # noqa: E402
+from seqvault.server import create_app  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "schema" / "behavior.toml"

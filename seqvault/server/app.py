@@ -174,8 +174,7 @@ def parse_user(schema: Schema, raw: Any) -> int | str:
     try:
         return coerce_user(schema, raw)
     except ValidationError as exc:
-        exc.column = "user_id"
-        raise
+        raise ValidationError(f"user_id: {exc}", column="user_id", value=exc.value) from None
 
 
 def parse_columns(schema: Schema, columns: str | Sequence[str] | None) -> list[str] | None:
