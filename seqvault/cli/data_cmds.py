@@ -189,7 +189,7 @@ def verify_store(vault: Any, update: Any = None) -> dict[str, Any]:
     from ..errors import CorruptionError
     from ..files import file_name
     from ..index import user_hash
-    from ..segment import key_from_bytes, verify_segment
+    from ..segment import key_from_bytes, parse_header, verify_segment
 
     problems: list[dict[str, Any]] = []
     data_dir = vault.path / "data"
@@ -229,6 +229,11 @@ def verify_store(vault: Any, update: Any = None) -> dict[str, Any]:
                 checked_bytes += len(buf)
                 if len(buf) != e.length:
                     raise CorruptionError(f"{where}: short read ({len(buf)} of {e.length} bytes)")
+                try:  # name the user even when a column checksum fails below
+                    head = parse_header(buf, where=where)
+                    user = key_from_bytes(head.key_type, head.key)
+                except CorruptionError:
+                    pass
                 header = verify_segment(buf, where=where)
                 user = key_from_bytes(header.key_type, header.key)
                 if user_hash(header.key) != h:

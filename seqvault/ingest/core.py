@@ -303,7 +303,8 @@ def ingest(
                                          fingerprint=f.fingerprint, alg=FINGERPRINT_ALG,
                                          commit_seq=vault.seq + 1, previous=prev))
                  for key, f, prev in plan]
-        summary.events, summary.users = bw.events, bw.users
+        # bw.events also counts stored events merged into touched users; report only new ones.
+        summary.events, summary.users = written, bw.users
         summary.bytes_written = bw.bytes_written
         bw.commit(extra=lambda txn: ledger.put_all(vault, txn, items))
         summary.commit_seq = vault.seq
