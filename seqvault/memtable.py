@@ -81,30 +81,43 @@ class StringDict:
         self.persisted = len(self.values)
         self._lookup: np.ndarray | None = None
 
-    def check_room(self, strings: np.ndarray) -> np.ndarray:
-        """Unique strings of `strings`; raise if adding the new ones would pass the limit."""
-        uniq = np.unique(strings) if strings.size else np.array([], dtype=object)
-        new = [s for s in uniq if s not in self.codes]
+    def check_room(self, strings: np.ndarray) -> None:
+        """Raise if adding `strings` would pass the cardinality limit (checked before the log
+        write, so a refused call leaves nothing behind)."""
+        if len(self.values) + strings.size <= MAX_STRING_CARDINALITY:
+            return  # cannot pass the limit even if every string were new
+        new = {s for s in strings.tolist() if s not in self.codes}
         if len(self.values) + len(new) > MAX_STRING_CARDINALITY:
             raise ValidationError(
                 f"column {self.name!r}: {len(self.values) + len(new)} distinct strings would pass "
                 f"the limit of {MAX_STRING_CARDINALITY} for dictionary-encoded columns "
                 f"(use an integer id column for high-cardinality values)", column=self.name)
-        return uniq
 
     def encode(self, strings: np.ndarray) -> np.ndarray:
         if strings.size == 0:
             return np.zeros(0, dtype=np.uint32)
+        codes = self.codes
+        if strings.size <= 4096:
+            # A dict lookup per value beats np.unique's object sort for small calls.
+            out = np.empty(strings.size, dtype=np.uint32)
+            for i, s in enumerate(strings.tolist()):
+                code = codes.get(s)
+                if code is None:
+                    code = self._add(s)
+                out[i] = code
+            return out
         uniq, inverse = np.unique(strings, return_inverse=True)
         mapped = np.empty(uniq.size, dtype=np.uint32)
-        for i, s in enumerate(uniq):
-            code = self.codes.get(s)
-            if code is None:
-                code = self.codes[s] = len(self.values)
-                self.values.append(s)
-                self._lookup = None
-            mapped[i] = code
+        for i, s in enumerate(uniq.tolist()):
+            code = codes.get(s)
+            mapped[i] = self._add(s) if code is None else code
         return mapped[inverse.reshape(-1)]
+
+    def _add(self, s: str) -> int:
+        code = self.codes[s] = len(self.values)
+        self.values.append(s)
+        self._lookup = None
+        return code
 
     def code_of(self, s: str) -> int | None:
         return self.codes.get(s)

@@ -15,6 +15,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -86,14 +87,14 @@ class Column:
     allow_nan: bool = False
     level: int | None = None  # zstd level hint; None = the store default
 
-    @property
+    @cached_property
     def dtype(self) -> np.dtype[Any]:
         """The numpy dtype values are held in (string columns hold uint32 dictionary codes)."""
         if self.type == STRING_TYPE:
             return np.dtype(np.uint32)
         return NUMERIC_TYPES[self.type]
 
-    @property
+    @cached_property
     def is_string(self) -> bool:
         return self.type == STRING_TYPE
 
@@ -270,22 +271,19 @@ class Schema:
         })
 
     # ----------------------------------------------------------------- accessors
-    @property
+    @cached_property
     def column_names(self) -> list[str]:
         """The time column and the event columns, in declared order (what a read returns)."""
         return [self.time_column, *(c.name for c in self.columns)]
 
     def column(self, name: str) -> Column:
-        for c in self.columns:
-            if c.name == name:
-                return c
-        raise KeyError(name)
+        return self.by_name[name]
 
-    @property
+    @cached_property
     def by_name(self) -> dict[str, Column]:
         return {c.name: c for c in self.columns}
 
-    @property
+    @cached_property
     def max_ts(self) -> int:
         return min(_MAX_SECONDS * TIME_UNITS[self.time_unit], np.iinfo(np.int64).max)
 

@@ -49,18 +49,31 @@ def _first(mask: np.ndarray) -> int:
 
 
 def _check_none(column: str, arr: np.ndarray) -> None:
-    if arr.dtype == object:
-        nones = np.fromiter((v is None for v in arr), dtype=bool, count=arr.size)
-        if nones.any():
-            raise _fail(column, _first(nones), None, "is None (missing values are not allowed)")
+    if arr.dtype == object and None in arr.tolist():
+        row = arr.tolist().index(None)
+        raise _fail(column, row, None, "is None (missing values are not allowed)")
+
+
+_LIMITS: dict[np.dtype[Any], tuple[int, int]] = {}
+
+
+def _limits(target: np.dtype[Any]) -> tuple[int, int]:
+    lim = _LIMITS.get(target)
+    if lim is None:
+        info = np.iinfo(target)
+        lim = _LIMITS[target] = (int(info.min), int(info.max))
+    return lim
 
 
 def coerce_int(column: str, arr: np.ndarray, target: np.dtype[Any], *, lo: int | None = None,
                hi: int | None = None, expected: str | None = None) -> np.ndarray:
-    info = np.iinfo(target)
-    lo = info.min if lo is None else lo
-    hi = info.max if hi is None else hi
-    expected = expected or f"does not fit {target.name} (expected an integer in {lo}..{hi})"
+    tmin, tmax = _limits(target)
+    lo = tmin if lo is None else lo
+    hi = tmax if hi is None else hi
+
+    def msg() -> str:
+        return expected or f"does not fit {target.name} (expected an integer in {lo}..{hi})"
+
     if arr.dtype == object:
         _check_none(column, arr)
         for i, v in enumerate(arr):
@@ -68,11 +81,11 @@ def coerce_int(column: str, arr: np.ndarray, target: np.dtype[Any], *, lo: int |
                 continue
             if isinstance(v, int | np.integer):
                 if not lo <= int(v) <= hi:
-                    raise _fail(column, i, v, expected)
+                    raise _fail(column, i, v, msg())
                 continue
             if isinstance(v, float | np.floating):
                 if not np.isfinite(v) or v != int(v) or not lo <= int(v) <= hi:
-                    raise _fail(column, i, v, expected)
+                    raise _fail(column, i, v, msg())
                 continue
             raise _fail(column, i, v, f"is a {type(v).__name__}, not an integer")
         return np.array([int(v) for v in arr], dtype=target) if arr.size else arr.astype(target)
@@ -83,17 +96,17 @@ def coerce_int(column: str, arr: np.ndarray, target: np.dtype[Any], *, lo: int |
         bad = ~np.isfinite(arr)
         if bad.any():
             i = _first(bad)
-            raise _fail(column, i, arr[i].item(), expected)
+            raise _fail(column, i, arr[i].item(), msg())
         frac = arr != np.floor(arr)
         if frac.any():
             i = _first(frac)
-            raise _fail(column, i, arr[i].item(), f"is fractional; {expected}")
+            raise _fail(column, i, arr[i].item(), f"is fractional; {msg()}")
         # Above 2**53 floats are coarse: float(2**63 - 1) == 2**63, so compare against hi + 1.
         over = (arr > hi) if hi < (1 << 53) else (arr >= float(hi + 1))
         out_of = (arr < lo) | over
         if out_of.any():
             i = _first(out_of)
-            raise _fail(column, i, arr[i].item(), expected)
+            raise _fail(column, i, arr[i].item(), msg())
         return arr.astype(target)
     if kind in "iu":
         if arr.size:
@@ -104,7 +117,7 @@ def coerce_int(column: str, arr: np.ndarray, target: np.dtype[Any], *, lo: int |
                 if arr.dtype.kind == "u" and mx > hi:
                     bad = arr > np.uint64(hi) if hi >= 0 else np.ones(arr.size, bool)
                 i = _first(bad)
-                raise _fail(column, i, arr[i].item(), expected)
+                raise _fail(column, i, arr[i].item(), msg())
         return arr.astype(target, copy=False)
     if kind in "US":
         i = 0
@@ -159,10 +172,13 @@ def coerce_strings(column: str, arr: np.ndarray) -> np.ndarray:
     if arr.dtype.kind == "U":
         return arr.astype(object)
     if arr.dtype == object:
-        _check_none(column, arr)
-        for i, v in enumerate(arr):
-            if not isinstance(v, str):
-                raise _fail(column, i, v, f"is a {type(v).__name__}, not a string")
+        values = arr.tolist()
+        if not all(type(v) is str for v in values):
+            for i, v in enumerate(values):
+                if not isinstance(v, str):
+                    what = "is None (missing values are not allowed)" if v is None else \
+                        f"is a {type(v).__name__}, not a string"
+                    raise _fail(column, i, v, what)
         return arr
     raise _fail(column, 0, arr[0].item() if arr.size else None,
                 f"is not a string (column dtype {arr.dtype})")
