@@ -1,0 +1,95 @@
+"""`make demo` (`python -m seqvault.demo`): a behaviour log from zero to last-N reads.
+
+1. generate a realistic sample log (seqvault.sample) as Parquet in ./demo-data;
+2. `seqvault ingest` it into ./demo-store (a fresh store; progress bar on a terminal);
+3. `seqvault get` a heavy user's and a typical user's newest events;
+4. `seqvault stats` and `seqvault verify`;
+5. (issue 5) serve the store over HTTP and fetch a user — see `serve_and_fetch` below.
+
+Every step runs the real command line, and prints the command first, so you can repeat it.
+Set DEMO_EVENTS to change the log size (default 3,000,000 events).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DATA = Path("demo-data")
+STORE = Path("demo-store")
+DEFAULT_EVENTS = 3_000_000
+
+
+def step(title: str) -> None:
+    print(f"\n=== {title} ===", flush=True)
+
+
+def sv(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run `seqvault ARGS` as a user would (stdout/stderr go straight to the terminal)."""
+    print("$ seqvault " + " ".join(shlex.quote(a) for a in args), flush=True)
+    result = subprocess.run([sys.executable, "-m", "seqvault", *args], text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"seqvault {args[0]} failed with exit code {result.returncode}")
+    return result
+
+
+def sample_users(log: Path) -> tuple[int, int]:
+    """The heaviest user and a median user of the log (by event count)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    users = pq.read_table(log, columns=["user_id"]).column("user_id").to_numpy()
+    uniq, counts = np.unique(users, return_counts=True)
+    order = np.argsort(counts)
+    return int(uniq[order[-1]]), int(uniq[order[len(order) // 2]])
+
+
+def serve_and_fetch(store: Path, user: int) -> None:
+    # ==================================================================================
+    # HTTP step (issue 5): start `seqvault serve --store demo-store` on 127.0.0.1, fetch
+    # this user's last N events over HTTP, print them, stop the server. Left for the
+    # HTTP engineer; the demo runs without it.
+    # ==================================================================================
+    return None
+
+
+def main() -> None:
+    events = int(os.environ.get("DEMO_EVENTS", DEFAULT_EVENTS))
+    log = DATA / f"events-{events}.parquet"
+    step(f"1. sample behaviour log: {events:,} events -> {log}")
+    if log.exists():
+        print(f"(reusing {log})")
+    else:
+        from .sample import generate
+
+        t0 = time.perf_counter()
+        info = generate(log, events)
+        print(f"wrote {info['events']:,} events of {info['users']:,} users, "
+              f"{info['bytes'] / 2**20:.1f} MiB, in {time.perf_counter() - t0:.1f} s "
+              "(heavy-tailed histories, Zipf items, bursts of equal timestamps, "
+              "rows in time order)")
+    if STORE.exists():
+        shutil.rmtree(STORE)  # the demo's own store: start fresh so the ingest is not a duplicate
+    schema = Path(__file__).resolve().parent.parent / "schema" / "behavior.toml"
+    step("2. ingest into a new store")
+    sv("ingest", str(log), "--store", str(STORE), *(["--schema", str(schema)]
+                                                    if schema.exists() else []))
+    heavy, typical = sample_users(log)
+    step(f"3. last events of a heavy user ({heavy}) and a typical user ({typical})")
+    sv("get", str(heavy), "--last", "8", "--store", str(STORE))
+    sv("get", str(typical), "--last", "5", "--columns", "ts,action,item_id,scenario",
+       "--store", str(STORE))
+    step("4. store statistics and a full checksum verification")
+    sv("stats", "--store", str(STORE))
+    sv("verify", "--store", str(STORE))
+    serve_and_fetch(STORE, heavy)
+    print(f"\nDone. Try: seqvault get {heavy} --last 20 --store {STORE}")
+
+
+if __name__ == "__main__":
+    main()
