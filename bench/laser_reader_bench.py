@@ -12,14 +12,16 @@ string, category uint16, dwell_ms uint32), sealed in segments, then times one ba
 - read_batch+torch read_batch(...).to_torch()
 - read_batch@before  the same with one point-in-time `before` per user (training reads)
 
-Reports median / p90 seconds per batch, users/s and events/s (median), and the overhead of each
-over read_many. Timings belong here, never in tests.
+Reports wall median / min / p90 and process-CPU median per batch, users/s and events/s, and the
+ratio of each to read_many (wall and CPU). Cases run interleaved. Timings belong here, never in
+tests.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -61,13 +63,20 @@ def build(path: Path, users: int, events: int, seed: int = 0) -> None:
         v.flush()
 
 
-def timed(fn: Any, repeat: int) -> list[float]:
-    fn()  # warm-up (page cache, dictionaries)
-    out = []
+def timed(cases: dict[str, Any], repeat: int) -> dict[str, tuple[list[float], list[float]]]:
+    """Wall and process-CPU seconds per call, cases interleaved round by round so that load from
+    other processes spreads over all of them alike (CPU time is the steadier figure on a busy
+    machine)."""
+    for fn in cases.values():
+        fn()  # warm-up (page cache, dictionaries)
+    out: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in cases}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
+        for name, fn in cases.items():
+            c0, t0 = time.process_time(), time.perf_counter()
+            fn()
+            t1, c1 = time.perf_counter(), time.process_time()
+            out[name][0].append(t1 - t0)
+            out[name][1].append(c1 - c0)
     return out
 
 
@@ -103,27 +112,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "read_batch@before": lambda: reader.read_batch(users, before=before),
             }
             results: dict[str, Any] = {}
-            for name, fn in cases.items():
-                secs = timed(fn, args.repeat)
-                med = float(np.median(secs))
+            for name, (wall, cpu) in timed(cases, args.repeat).items():
+                med, cpu_med = float(np.median(wall)), float(np.median(cpu))
                 ev = n_before if "@before" in name else n_events
-                results[name] = {"median_s": med, "p90_s": float(np.percentile(secs, 90)),
+                results[name] = {"median_s": med, "min_s": float(min(wall)),
+                                 "p90_s": float(np.percentile(wall, 90)), "cpu_median_s": cpu_med,
                                  "users_per_s": args.users / med, "events_per_s": ev / med,
-                                 "events": ev}
-    base = results["read_many"]["median_s"]
-    base_b = results["read_many@before"]["median_s"]
+                                 "cpu_users_per_s": args.users / cpu_med,
+                                 "cpu_events_per_s": ev / cpu_med, "events": ev}
+    base = results["read_many"]
+    base_b = results["read_many@before"]
     for name, r in results.items():
-        r["vs_read_many"] = r["median_s"] / (base_b if "@before" in name else base)
+        ref = base_b if "@before" in name else base
+        r["vs_read_many"] = r["median_s"] / ref["median_s"]
+        r["cpu_vs_read_many"] = r["cpu_median_s"] / ref["cpu_median_s"]
     report = {"users": args.users, "events_per_user": args.events, "max_len": args.max_len,
               "repeat": args.repeat, "build_s": build_s, "python": sys.version.split()[0],
-              "machine": platform.machine(), "numpy": np.__version__, "results": results}
+              "machine": platform.machine(), "cpus": os.cpu_count(), "numpy": np.__version__,
+              "loadavg_after": os.getloadavg(), "results": results}
     print(f"{args.users} users x {args.events} events, max_len {args.max_len}, "
-          f"median of {args.repeat} (store built in {build_s:.1f} s)")
-    print(f"{'case':<20}{'median ms':>11}{'p90 ms':>9}{'users/s':>10}{'Mevents/s':>11}"
-          f"{'x read_many':>13}")
+          f"median of {args.repeat} (store built in {build_s:.1f} s, load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    print(f"{'case':<19}{'wall ms':>9}{'min ms':>8}{'cpu ms':>8}{'users/s':>9}{'Mev/s':>7}"
+          f"{'cpu users/s':>12}{'x read_many':>12}{'cpu x':>7}")
     for name, r in results.items():
-        print(f"{name:<20}{r['median_s'] * 1e3:>11.1f}{r['p90_s'] * 1e3:>9.1f}"
-              f"{r['users_per_s']:>10.0f}{r['events_per_s'] / 1e6:>11.2f}{r['vs_read_many']:>13.2f}")
+        print(f"{name:<19}{r['median_s'] * 1e3:>9.1f}{r['min_s'] * 1e3:>8.1f}"
+              f"{r['cpu_median_s'] * 1e3:>8.1f}{r['users_per_s']:>9.0f}"
+              f"{r['events_per_s'] / 1e6:>7.2f}{r['cpu_users_per_s']:>12.0f}"
+              f"{r['vs_read_many']:>12.2f}{r['cpu_vs_read_many']:>7.2f}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return report

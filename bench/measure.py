@@ -100,35 +100,49 @@ def current_rss_bytes() -> int:
 
 
 class NoiseMeter:
-    """How busy the machine was with *other* work while a benchmark child ran.
+    """How busy the machine was with *other* work while process ``pid`` ran a step.
 
     The benchmark machine may be shared (CI, other jobs): CPU used by other processes and time
     stolen by the hypervisor both inflate latency tails, so the report shows them per system.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pid: int) -> None:
         import psutil
 
         self._psutil = psutil
+        self.proc = psutil.Process(pid)
         self.t0 = time.perf_counter()
         self.cpu0 = psutil.cpu_times()
-        self.child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.own0 = self._own()
         self.load0 = os.getloadavg()[0]
+
+    def _own(self) -> float:
+        try:
+            t = self.proc.cpu_times()
+        except self._psutil.Error:  # the worker exited
+            return self.own0 if hasattr(self, "own0") else 0.0
+        return t.user + t.system
 
     def stop(self) -> dict[str, float]:
         wall = time.perf_counter() - self.t0
         cpu1 = self._psutil.cpu_times()
-        child1 = resource.getrusage(resource.RUSAGE_CHILDREN)
 
         def busy(c) -> float:
             return sum(getattr(c, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq"))
 
-        mine = (child1.ru_utime + child1.ru_stime) - (self.child0.ru_utime + self.child0.ru_stime)
+        mine = self._own() - self.own0
         other = busy(cpu1) - busy(self.cpu0) - mine
         steal = getattr(cpu1, "steal", 0.0) - getattr(self.cpu0, "steal", 0.0)
-        return {"wall_seconds": wall, "own_cpu_cores": mine / wall,
-                "other_cpu_cores": max(other, 0.0) / wall, "steal_cores": steal / wall,
-                "loadavg_start": self.load0, "loadavg_end": os.getloadavg()[0]}
+        return {"wall_seconds": wall, "own_cpu_seconds": mine,
+                "other_cpu_seconds": max(other, 0.0), "steal_seconds": steal,
+                "loadavg_max": max(self.load0, os.getloadavg()[0])}
+
+
+def add_conditions(total: dict[str, float], step: dict[str, float]) -> dict[str, float]:
+    out = dict(total)
+    for k, v in step.items():
+        out[k] = max(out.get(k, 0.0), v) if k == "loadavg_max" else out.get(k, 0.0) + v
+    return out
 
 
 def machine_info() -> dict[str, Any]:

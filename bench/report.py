@@ -226,14 +226,19 @@ def render(results: dict, image_prefix: str = "") -> str:
         f"lmdb {v['lmdb']}\n")
     cond = [(n, s[n]["conditions"]) for n in names if "conditions" in s[n]]
     if cond:
-        add("Machine load while each system ran (other processes' CPU and hypervisor steal "
-            "inflate tails; compare systems only under similar conditions):\n")
-        add(_table(["system", "wall s", "own CPU (cores)", "other processes (cores)",
-                    "steal (cores)", "load avg start → end"],
-                   [[LABEL[n], _f(c["wall_seconds"]), _f(c["own_cpu_cores"]),
-                     _f(c["other_cpu_cores"]), _f(c["steal_cores"]),
-                     f"{c['loadavg_start']:.2f} → {c['loadavg_end']:.2f}"] for n, c in cond])
-            + "\n")
+        add("Systems run alternately, step by step (each read, sweep and append workload in "
+            "turn, rotating which system goes first), so other work on the machine falls on all "
+            "of them alike. Machine load during each system's steps (other processes' CPU and "
+            "hypervisor steal inflate tails):\n")
+
+        def cores(c: dict, key: str) -> str:
+            return _f(c.get(key, 0.0) / max(c.get("wall_seconds", 0.0), 1e-9))
+
+        add(_table(["system", "timed wall s", "own CPU (cores)", "other processes (cores)",
+                    "steal (cores)", "max load avg"],
+                   [[LABEL[n], _f(c["wall_seconds"]), cores(c, "own_cpu_seconds"),
+                     cores(c, "other_cpu_seconds"), cores(c, "steal_seconds"),
+                     _f(c.get("loadavg_max"))] for n, c in cond]) + "\n")
     for sysname, why in results.get("skipped", {}).items():
         add(f"> **{LABEL.get(sysname, sysname)} not measured:** {why}\n")
 

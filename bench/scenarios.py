@@ -158,21 +158,60 @@ class Runner:
         self.out: dict[str, Any] = {"system": system, "notes": []}
         self.store = None
 
-    def run(self) -> dict[str, Any]:
-        self.out["rss_start_bytes"] = measure.current_rss_bytes()
-        self.store = open_store(self.system, self.path, self.cfg.load_durability, self.w.blob_cap)
-        self.phase_load()
-        self.phase_verify()
-        self.phase_reads()
-        self.phase_sweep()
-        self.phase_profiles()
-        self.phase_appends()
-        self.phase_mix()
-        self.phase_merge()
+    def steps(self) -> list[str]:
+        """The run as small named steps, identical for every system, so that ``run.py`` can
+        alternate systems step by step: on a shared machine, other work then disturbs every
+        system alike instead of whichever happened to run during a busy minute."""
+        c = self.cfg
+        out = ["load"]
+        out += [f"reads:{last}:{skew}" for last in c.read_lasts for skew in ("uniform", "zipf")]
+        out += [f"sweep:{length}:{last}" for length, _ in self.cohorts for last in c.sweep_lasts]
+        out += ["profiles"]
+        out += [f"appends:{d}:{b}" for d in c.durabilities for b in c.batch_sizes]
+        out += ["mix", "merge"]
+        return out
+
+    def do(self, step: str) -> None:
+        name, *args = step.split(":")
+        if name == "load":
+            self.out["rss_start_bytes"] = measure.current_rss_bytes()
+            self.store = open_store(self.system, self.path, self.cfg.load_durability,
+                                    self.w.blob_cap)
+            self.durability = self.cfg.load_durability
+            self.phase_load()
+            self.phase_verify()
+            # Reopen once: how long opening a loaded store takes (index checkpoint, WAL replay).
+            self.store.close()
+            t0 = time.perf_counter()
+            self.store = open_store(self.system, self.path, self.durability, self.w.blob_cap)
+            self.out["open_seconds"] = time.perf_counter() - t0
+        elif name == "reads":
+            self.step_reads(int(args[0]), args[1])
+        elif name == "sweep":
+            self.step_sweep(int(args[0]), int(args[1]))
+        elif name == "profiles":
+            self.phase_profiles()
+        elif name == "appends":
+            self.step_appends(args[0], int(args[1]))
+        elif name == "mix":
+            self._ensure_durability(self.cfg.load_durability)
+            self.phase_mix()
+        elif name == "merge":
+            self.phase_merge()
+        else:
+            raise ValueError(f"unknown step {step!r}")
+
+    def finish(self) -> dict[str, Any]:
         self.out["disk_bytes_end"] = self.store.disk_bytes()
         self.store.close()
         self.out["peak_rss_bytes"] = measure.peak_rss_bytes()
         return self.out
+
+    def run(self) -> dict[str, Any]:
+        """Every step in order, in this process (what the smoke test and a worker use)."""
+        for step in self.steps():
+            self.do(step)
+        return self.finish()
 
     # ------------------------------------------------------------------ phases
     def phase_load(self) -> None:
@@ -246,32 +285,25 @@ class Runner:
         self.out["verify"] = {"reads_checked": checked + 1, "mismatches": mismatches[:20],
                               "n_mismatches": len(mismatches)}
 
-    def _reads(self, users: np.ndarray, last: int, max_ops: int, seconds: float) -> dict:
+    def _reads(self, users: np.ndarray, seconds: float, last: int) -> dict:
         store = self.store
         return measure.run_ops(lambda u: store.read_last(u, last), users.tolist(),
                                max_seconds=seconds, warmup=self.cfg.warmup,
                                units=lambda _a, r: _n(r))
 
-    def phase_reads(self) -> None:
-        rows = []
-        for j, last in enumerate(self.cfg.read_lasts):
-            for skew in ("uniform", "zipf"):
-                rng = np.random.default_rng([self.w.seed, 10, j, skew == "zipf"])
-                n_ops = self.cfg.read_ops + self.cfg.warmup
-                users = wl.pick_users(rng, self.population, n_ops, skew, self.w.user_zipf_a)
-                r = self._reads(users, last, n_ops, self.cfg.read_seconds)
-                rows.append({"last": last, "users": skew, **r})
-        self.out["reads"] = rows
+    def step_reads(self, last: int, skew: str) -> None:
+        j = self.cfg.read_lasts.index(last)
+        rng = np.random.default_rng([self.w.seed, 10, j, skew == "zipf"])
+        n_ops = self.cfg.read_ops + self.cfg.warmup
+        users = wl.pick_users(rng, self.population, n_ops, skew, self.w.user_zipf_a)
+        r = self._reads(users, self.cfg.read_seconds, last)
+        self.out.setdefault("reads", []).append({"last": last, "users": skew, **r})
 
-    def phase_sweep(self) -> None:
-        rows = []
-        for length, uids in self.cohorts:
-            for last in self.cfg.sweep_lasts:
-                n_ops = self.cfg.sweep_ops + self.cfg.warmup
-                users = np.resize(uids, n_ops)
-                r = self._reads(users, last, n_ops, self.cfg.sweep_seconds)
-                rows.append({"history": length, "last": last, **r})
-        self.out["sweep"] = rows
+    def step_sweep(self, length: int, last: int) -> None:
+        uids = dict(self.cohorts)[length]
+        users = np.resize(uids, self.cfg.sweep_ops + self.cfg.warmup)
+        r = self._reads(users, self.cfg.sweep_seconds, last)
+        self.out.setdefault("sweep", []).append({"history": length, "last": last, **r})
 
     def phase_profiles(self) -> None:
         """cProfile of the target workloads, shown in the report where a target is missed."""
@@ -302,31 +334,29 @@ class Runner:
                 return uids
         return None
 
-    def _reopen(self, durability: str) -> float:
-        _, wall, _ = measure.timed(lambda: self.store.close())
+    def _ensure_durability(self, durability: str) -> None:
+        """Reopen the store at ``durability`` (SeqVault fixes it at open; RocksDB per write)."""
+        if durability == self.durability:
+            return
+        self.store.close()
         t0 = time.perf_counter()
         self.store = open_store(self.system, self.path, durability, self.w.blob_cap)
-        return time.perf_counter() - t0
+        self.out.setdefault("reopen_seconds", []).append(time.perf_counter() - t0)
+        self.durability = durability
 
-    def phase_appends(self) -> None:
-        rows = []
-        salt = 0
-        for durability in self.cfg.durabilities:
-            open_s = self._reopen(durability)
-            self.out.setdefault("open_seconds", open_s)
-            for batch in self.cfg.batch_sizes:
-                salt += 1
-                n_events = min(self.cfg.append_events_max, batch * 20_000)
-                stream = wl.event_stream(self.w, self.population, n_events, salt)
-                slices = (wl.slice_columns(stream, i, i + batch)
-                          for i in range(0, n_events - batch + 1, batch))
-                store = self.store
-                r = measure.run_ops(store.append_events, slices,
-                                    max_seconds=self.cfg.append_seconds,
-                                    warmup=self.cfg.warmup, units=lambda a, _r: len(a["ts"]))
-                rows.append({"durability": durability, "batch": batch, **r})
-        self.out["appends"] = rows
-        self._reopen(self.cfg.load_durability)
+    def step_appends(self, durability: str, batch: int) -> None:
+        self._ensure_durability(durability)
+        # A fixed salt per (durability, batch): every system appends the same events.
+        salt = 1 + self.cfg.durabilities.index(durability) * 10 + self.cfg.batch_sizes.index(batch)
+        n_events = min(self.cfg.append_events_max, batch * 20_000)
+        stream = wl.event_stream(self.w, self.population, n_events, salt)
+        slices = (wl.slice_columns(stream, i, i + batch)
+                  for i in range(0, n_events - batch + 1, batch))
+        r = measure.run_ops(self.store.append_events, slices,
+                            max_seconds=self.cfg.append_seconds,
+                            warmup=self.cfg.warmup, units=lambda a, _r: len(a["ts"]))
+        self.out.setdefault("appends", []).append(
+            {"durability": durability, "batch": batch, **r})
 
     def phase_mix(self) -> None:
         """90% reads of the last ``mix_read_last`` of Zipf users, 10% appends of a batch."""
@@ -399,8 +429,7 @@ class Runner:
                 state["during_ops"] = len(lat)
         thread.join()
         during = np.asarray(lat[: state.get("during_ops", len(lat))], dtype=np.float64)
-        quiet = self._reads(users[: self.cfg.read_ops], last, self.cfg.read_ops,
-                            self.cfg.read_seconds)
+        quiet = self._reads(users[: self.cfg.read_ops], self.cfg.read_seconds, last)
         self.out["merge"] = {
             "read_last": last,
             "merge_seconds": state.get("seconds"),
