@@ -132,23 +132,28 @@ class ArrayHistory:
 class CachedHistory:
     """Histories gathered once for every impression row, then served by row index.
 
-    Used when the source is slow per call (the store path): one pass reads everything.
+    Used when the source is slow per call (the store path): one pass reads everything. Rows that
+    share (user, timestamp) — the candidates of one request — are read once.
     """
 
     def __init__(self, source: HistorySource, imps: Impressions, max_len: int,
                  batch: int = 1024) -> None:
-        n = len(imps)
+        pairs = np.stack([imps.user.astype(np.int64), imps.ts.astype(np.int64)], axis=1)
+        uniq, self.row_to_pair = np.unique(pairs, axis=0, return_inverse=True)
+        self.row_to_pair = self.row_to_pair.ravel()
+        n = len(uniq)
         self.item = np.zeros((n, max_len), dtype=np.int64)
         self.cat = np.zeros((n, max_len), dtype=np.int64)
         self.aux = np.zeros((n, max_len), dtype=np.int64)
         self.mask = np.zeros((n, max_len), dtype=bool)
         for s in range(0, n, batch):
-            h = source.gather(imps.user[s:s + batch], imps.ts[s:s + batch], max_len)
+            h = source.gather(uniq[s:s + batch, 0], uniq[s:s + batch, 1], max_len)
             self.item[s:s + batch], self.cat[s:s + batch] = h.item, h.cat
             self.aux[s:s + batch], self.mask[s:s + batch] = h.aux, h.mask
 
     def rows(self, rows: np.ndarray) -> Histories:
-        return Histories(self.item[rows], self.cat[rows], self.aux[rows], self.mask[rows])
+        p = self.row_to_pair[rows]
+        return Histories(self.item[p], self.cat[p], self.aux[p], self.mask[p])
 
 
 def iterate_batches(
