@@ -392,7 +392,9 @@ def render(results: dict, image_prefix: str = "") -> str:
             if "skipped" in mg:
                 rows.append([LABEL[n], "skipped: " + mg["skipped"]] + ["–"] * 6)
                 continue
-            rows.append([LABEL[n], _f(mg["merge_seconds"], 3), _f(mg["during_ops"]),
+            work = (mg.get("summary") or {}).get("events_in")
+            rows.append([LABEL[n], _f(mg["merge_seconds"], 3)
+                         + (f" ({_f(work)} events merged)" if work else ""), _f(mg["during_ops"]),
                          _f(mg["during_p50_ms"], 3), _f(mg["during_p99_ms"], 3),
                          _f(mg["during_max_ms"], 3), _f(mg["quiet_p50_ms"], 3),
                          _f(mg["quiet_p99_ms"], 3)])

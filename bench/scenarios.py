@@ -409,7 +409,10 @@ class Runner:
         def background() -> None:
             t0 = time.perf_counter()
             try:
-                work()
+                summary = work()
+                if isinstance(summary, dict):
+                    state["summary"] = {k: v for k, v in summary.items()
+                                        if isinstance(v, int | float | str)}
             except Exception as exc:  # reported, and the reads still stop
                 state["error"] = repr(exc)
             state["seconds"] = time.perf_counter() - t0
@@ -434,6 +437,7 @@ class Runner:
             "read_last": last,
             "merge_seconds": state.get("seconds"),
             "error": state.get("error"),
+            "summary": state.get("summary"),
             "during_ops": len(during),
             **{f"during_{k}": v for k, v in measure.percentiles_ms(during).items()},
             **{f"quiet_{k}": quiet[k] for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")},
