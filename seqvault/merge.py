@@ -20,7 +20,6 @@ Reads never wait on steps 2–3; appends and flushes only wait for the short pub
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import threading
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .bulk import RECENT_SEGMENT_EVENTS, segment_bounds
 from .errors import CorruptionError, StoreClosed
 from .files import FileAppender, file_name
 from .index import Extent, pack_extents, user_hash
@@ -164,8 +164,10 @@ class Merger:
                 heads = idx.u_head[:n].astype(np.int64)
                 has = heads >= 0
                 need[has] = is_rt[idx.e_file[heads[has]].astype(np.int64)]
-                small = (~is_rt[files]) & (idx.e_count[emap.slots] < max(1, target // 2))
-                need |= np.bincount(emap.owners[small], minlength=n)[:n] >= 2
+                # More segments than the canonical recency-tiered layout (+1 for the remainder
+                # left next to kept segments): small lifetime segments to fold together.
+                nseg = np.bincount(emap.owners, minlength=n)[:n]
+                need |= nseg > expected_segments(idx.u_count[:n], target) + 1
                 if schema.retention.max_events is not None:
                     need |= idx.u_count[:n] > schema.retention.max_events
                 if cutoff is not None and emap.slots.size:
@@ -434,9 +436,8 @@ class Merger:
         fresh: list[Extent] = []
         level_default = int(v.settings["zstd_level"])
         if n:
-            parts = max(1, math.ceil(n / target))
-            bounds = np.linspace(0, n, parts + 1).astype(np.int64)
-            for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            bounds = segment_bounds(ts_all, target)  # the same layout as a bulk load
+            for lo, hi in zip(bounds[:-1], bounds[1:]):
                 if hi <= lo:
                     continue
                 blob = encode_segment(
@@ -510,6 +511,20 @@ class Merger:
     def backlog(self) -> int:
         """Flushes whose real-time segments no completed pass has merged yet."""
         return max(0, self.vault._counters.get("flushes", 0) - self.merged_through_flush)
+
+
+def expected_segments(counts: np.ndarray, target: int,
+                      recent: int = RECENT_SEGMENT_EVENTS) -> np.ndarray:
+    """How many segments `segment_bounds` makes for users of these event counts (ignoring
+    the small shifts it makes to keep runs of equal timestamps together)."""
+    left = counts.astype(np.int64)
+    segs = np.zeros(left.size, dtype=np.int64)
+    size = min(recent, target)
+    while bool((left > 0).any()):
+        segs += left > 0
+        left = left - size
+        size = min(size * 4, target)
+    return segs
 
 
 def _cutoff(schema: Schema) -> int | None:
