@@ -68,14 +68,24 @@ _FNV_PRIME = np.uint64(1099511628211)
 
 
 def _fnv1a(strings: np.ndarray) -> np.ndarray:
-    """64-bit FNV-1a of each string of a numpy unicode array (over its UTF-32 code points,
-    trailing NULs included: compare only arrays of the same width)."""
-    width = strings.dtype.itemsize // 4
+    """A 64-bit FNV-1a-style hash of each string of a numpy unicode array, taken over its raw
+    bytes 8 at a time (then 4): one vectorised pass per 8 bytes of width, none per string.
+    Trailing NULs are hashed too: compare only arrays of the same width."""
     strings = np.ascontiguousarray(strings)
-    points = strings.view(np.uint32).reshape(strings.shape[0], width)
-    out = np.full(strings.shape[0], _FNV_OFFSET, dtype=np.uint64)
-    for j in range(width):  # per character position, vectorised over all strings
-        out ^= points[:, j]
+    n, size = strings.shape[0], strings.dtype.itemsize
+    out = np.full(n, _FNV_OFFSET, dtype=np.uint64)
+    if n == 0:
+        return out
+    words = size // 8
+    # Strided views straight into the buffer (unaligned reads are fine for numpy).
+    wide = np.ndarray((n, words), dtype=np.uint64, buffer=strings.data, strides=(size, 8))
+    for j in range(words):
+        out ^= wide[:, j]
+        out *= _FNV_PRIME
+    if size % 8:
+        tail = np.ndarray((n,), dtype=np.uint32, buffer=strings.data, offset=words * 8,
+                          strides=(size,))
+        out ^= tail
         out *= _FNV_PRIME
     return out
 
