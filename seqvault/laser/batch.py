@@ -12,7 +12,7 @@ helpers work on both).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -50,15 +50,16 @@ def pad_flat(flat: np.ndarray, mask: np.ndarray, pad_value: Any) -> np.ndarray:
 
 
 def _to_tensor(torch: Any, arr: Any, device: Any, pin: bool) -> Any:
-    if not isinstance(arr, np.ndarray):
-        return arr
-    if arr.dtype == object or arr.dtype.kind in "US":
+    if isinstance(arr, torch.Tensor):
+        t = arr  # already converted: only pin / move
+    elif not isinstance(arr, np.ndarray) or arr.dtype == object or arr.dtype.kind in "US":
         return arr  # string user ids stay a numpy array
-    if arr.dtype.kind == "u" and arr.dtype != np.uint8:
-        # torch's uint16/32/64 support few ops (no embedding lookups): widen to int64.
-        arr = arr.astype(np.int64)
-    t = torch.from_numpy(np.ascontiguousarray(arr))
-    if pin:
+    else:
+        if arr.dtype.kind == "u" and arr.dtype != np.uint8:
+            # torch's uint16/32/64 support few ops (no embedding lookups): widen to int64.
+            arr = arr.astype(np.int64)
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if pin and not t.is_pinned():
         t = t.pin_memory()
     if device is not None:
         t = t.to(device, non_blocking=pin)
@@ -77,7 +78,7 @@ def _convert(obj: Any, device: Any, pin_memory: bool) -> Any:
         v = getattr(obj, f.name)
         if isinstance(v, dict):
             changes[f.name] = {k: _to_tensor(torch, a, device, pin) for k, a in v.items()}
-        elif isinstance(v, np.ndarray):
+        elif isinstance(v, np.ndarray | torch.Tensor):
             changes[f.name] = _to_tensor(torch, v, device, pin)
     return replace(obj, **changes)
 
@@ -106,7 +107,6 @@ class LaserBatch:
     age_bucket: Any = None
     request_time: Any = None
     padding_side: str = "left"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
@@ -151,8 +151,13 @@ class LaserBatch:
         return allowed[:, None, :, :]
 
     def to_torch(self, device: Any = None, pin_memory: bool = False) -> LaserBatch:
-        """The same batch holding torch tensors (unsigned ints above uint8 become int64)."""
+        """The same batch holding torch tensors (unsigned ints above uint8 become int64; string
+        user ids stay numpy). Tensors already there are only pinned / moved."""
         return _convert(self, device, pin_memory)
+
+    def pin_memory(self) -> LaserBatch:
+        """Called by `DataLoader(pin_memory=True)`."""
+        return self.to_torch(pin_memory=True)
 
     def to_jagged(self) -> JaggedBatch:
         """The jagged form of this batch (numpy only)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,15 +38,13 @@ class ImpressionBatch:
     ts: Any
     user_id: Any
     row: Any
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.row.shape[0])
 
     def to_torch(self, device: Any = None, pin_memory: bool = False) -> ImpressionBatch:
         out = _convert(self, device, pin_memory)
-        out.history = self.history.to_torch(device, pin_memory) if isinstance(
-            self.history.mask, np.ndarray) else self.history
+        out.history = self.history.to_torch(device, pin_memory)
         return out
 
     def pin_memory(self) -> ImpressionBatch:
