@@ -6,8 +6,11 @@
 Builds a store of `users` × `events` events (behaviour-log columns: item_id int64, action
 string, category uint16, dwell_ms uint32), sealed in segments, then times one batch of all users:
 
+- read_many[num] / read_batch[num]   numeric columns only, no time features: the cost of
+                   concatenating and padding alone
 - read_many        vault.read_many(users, last=max_len, columns=...)  (the floor)
-- read_jagged      LaserReader.read_jagged (read + concatenate + string map + time features)
+- read_jagged      LaserReader.read_jagged (read incl. ts + concatenate + string map ("store"
+                   codes) + time features)
 - read_batch       LaserReader.read_batch (numpy, left padded [B, T])
 - read_batch+torch read_batch(...).to_torch()
 - read_batch@before  the same with one point-in-time `before` per user (training reads)
@@ -100,7 +103,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             before = np.full(args.users, 1_700_000_000_000 + 86_400_000 * 15, dtype=np.int64)
             n_events = sum(len(s) for s in v.read_many(users, last=args.max_len, columns=cols))
             n_before = int(reader.read_batch(users, before=before).lengths.sum())
+            num = ["item_id", "category", "dwell_ms"]
+            plain = LaserReader(v, num, max_len=args.max_len, time_features=False)
             cases = {
+                "read_many[num]": lambda: v.read_many(users, last=args.max_len, columns=num),
+                "read_batch[num]": lambda: plain.read_batch(users),
                 "read_many": lambda: v.read_many(users, last=args.max_len, columns=cols),
                 "read_many+ts": lambda: v.read_many(users, last=args.max_len,
                                                     columns=[*cols, "ts"]),
@@ -123,7 +130,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = results["read_many"]
     base_b = results["read_many@before"]
     for name, r in results.items():
-        ref = base_b if "@before" in name else base
+        ref = (base_b if "@before" in name else
+               results["read_many[num]"] if name.endswith("[num]") else base)
         r["vs_read_many"] = r["median_s"] / ref["median_s"]
         r["cpu_vs_read_many"] = r["cpu_median_s"] / ref["cpu_median_s"]
     report = {"users": args.users, "events_per_user": args.events, "max_len": args.max_len,

@@ -176,6 +176,7 @@ def machine_info() -> dict[str, Any]:
         "filesystem": _filesystem_of(os.getcwd()),
         # Other work on the machine skews tail latency; the report shows the load it ran under.
         "loadavg": list(os.getloadavg()),
+        "nice": os.nice(0),
     }
 
 

@@ -48,6 +48,13 @@ def _x(r: float | None) -> str:
     return "–" if r is None else f"{r:.2f}×" if r < 10 else f"{r:.1f}×"
 
 
+def _live_per_event(load: dict) -> float | None:
+    st = load.get("stats") or {}
+    if "live_bytes" not in st or not load.get("stored_events"):
+        return None
+    return (st["live_bytes"] + st.get("meta_bytes", 0)) / load["stored_events"]
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -223,7 +230,7 @@ def render(results: dict, image_prefix: str = "") -> str:
         f"{m['memory_gib']} GiB RAM; disk: {m['filesystem']}")
     add(f"- {m['platform']}, Python {m['python']}; numpy {v['numpy']}, pyarrow {v['pyarrow']}, "
         f"rocksdict {v['rocksdict']}, zstandard {v['zstandard']}, msgpack {v['msgpack']}, "
-        f"lmdb {v['lmdb']}\n")
+        f"lmdb {v['lmdb']}; benchmark processes at nice {m.get('nice', 0)}\n")
     cond = [(n, s[n]["conditions"]) for n in names if "conditions" in s[n]]
     if cond:
         add("Systems run alternately, step by step (each read, sweep and append workload in "
@@ -279,15 +286,18 @@ def render(results: dict, image_prefix: str = "") -> str:
             rows.append([LABEL[n], ld.get("method", ""), _f(ld["events"]), _f(ld["events_per_s"]),
                          _f(ld["cpu_us_per_event"]), _f(ld["quiesce_seconds"]),
                          _f(ld["stored_events"]), _f(ld["disk_bytes_per_event"]),
+                         _f(_live_per_event(ld)),
                          _f(ld.get("index_bytes_per_user")), _f(s[n].get("open_seconds"), 3),
                          _f(s[n]["peak_rss_bytes"] / 2**20),
                          _f((ld["rss_after_load_bytes"] - s[n]["rss_start_bytes"]) / 2**20)])
         add(_table(["system", "load path", "events", "events/s", "CPU µs/event",
-                    "flush+compact/merge s", "stored events", "disk B/event",
+                    "flush+compact/merge s", "stored events", "disk B/event", "live B/event",
                     "DRAM index B/user", "reopen s", "peak RSS MiB", "RSS growth MiB"], rows))
         add("\nDisk is bytes allocated under the store directory after the load and a "
             "flush + full compaction (RocksDB) or flush + merge (SeqVault), divided by the events "
-            "the store holds. Peak RSS includes the generator and Python (~same for all).\n")
+            "the store holds; *live* counts only bytes still referenced (SeqVault's "
+            "`live_bytes` + metadata; garbage awaits reclamation), where the store reports it. "
+            "Peak RSS includes Python and the harness (~same for all).\n")
         if SV in s:
             rr = [[f"SeqVault ÷ {LABEL[b]}",
                    _x(_ratio(s[SV]["load"]["events_per_s"], s[b]["load"]["events_per_s"])),
