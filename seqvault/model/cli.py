@@ -35,6 +35,10 @@ def model_cli() -> None:
               help="Extra GSTA depths M for a depth table, e.g. '1,4'.")
 @click.option("--users", type=click.IntRange(10, None), default=None,
               help="Override the number of users (synthetic) or keep that many (MovieLens).")
+@click.option("--max-len", type=click.IntRange(1, None), default=None,
+              help="Override L, the number of latest events the models see.")
+@click.option("--batch-size", type=click.IntRange(1, None), default=None,
+              help="Override the training batch size.")
 @click.option("--epochs", type=click.IntRange(1, 100), default=None,
               help="Override the epoch budget.")
 @click.option("--throughput-lengths", default=None,
@@ -42,6 +46,8 @@ def model_cli() -> None:
                    "(default: 1000,4000 on cuda, none on cpu).")
 @click.option("--threads", type=click.IntRange(1, 256), default=None,
               help="torch CPU threads (default: torch's choice).")
+@click.option("--deadline", type=click.FloatRange(1, None), default=None,
+              help="Seconds after which no further training run starts (tables keep what ran).")
 @click.option("--store-dir", type=click.Path(file_okay=False), default=None,
               help="Where to build the SeqVault store (default: OUT/store).")
 def eval_command(**options: object) -> None:

@@ -33,7 +33,7 @@ from .data import Dataset, EventLog, Impressions
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    n_users: int = 20000
+    n_users: int = 30000
     n_items: int = 20000
     n_topics: int = 200
     min_len: int = 50

@@ -49,7 +49,9 @@ def write_report(r: dict[str, Any]) -> str:
         f"epoch; best checkpoint scored on test; seeds 0..{plan['seeds'] - 1}")
     env = r["environment"]
     add(f"- environment: {env['device']}, torch {env['torch']}, {env['threads']} threads; "
-        f"total {r['seconds']:.0f}s")
+        f"total {r.get('seconds', 0):.0f}s")
+    if r.get("unfinished"):
+        add(f"- **not run (deadline)**: {', '.join(r['unfinished'])}")
     add("")
     add("## Main table")
     add("")
@@ -59,20 +61,23 @@ def write_report(r: dict[str, Any]) -> str:
         "Throughput: samples/s during training (forward+backward+Adam) and inference on the "
         "test split, at the trained configuration.")
     add("")
-    add("| model | test AUC | test logloss | params | FLOPs L=1k | FLOPs L=4k | ×LASER (1k) "
+    add("| model | test AUC | test logloss | seeds | params | FLOPs L=1k | FLOPs L=4k | ×LASER (1k) "
         "| train/s | infer/s |")
-    add("|---|---|---|---|---|---|---|---|---|")
+    add("|---|---|---|---|---|---|---|---|---|---|")
     laser_f = _flops(r, "laser", 1000)
     for name in plan["models"]:
+        if name not in s:
+            continue
         x = s[name]
         f1, f4 = _flops(r, name, 1000), _flops(r, name, 4000)
         add(f"| {PAPER_NAMES.get(name, name)} | {_pm(x['auc_mean'], x['auc_std'])} | "
-            f"{_pm(x['logloss_mean'], x['logloss_std'])} | {x['params']:,} | {f1:.2e} | "
+            f"{_pm(x['logloss_mean'], x['logloss_std'])} | {x['seeds']:.0f} | "
+            f"{x['params']:,} | {f1:.2e} | "
             f"{f4:.2e} | {f1 / laser_f:.1f} | {x['train_samples_per_s']:,.0f} | "
             f"{x['infer_samples_per_s']:,.0f} |")
     if "bayes" in r:
         add(f"| Bayes ceiling (true p) | {r['bayes']['auc']:.4f} | {r['bayes']['logloss']:.4f} "
-            "| – | – | – | – | – | – |")
+            "| – | – | – | – | – | – | – |")
     add("")
     add("What is cached in the per-candidate figure (`score` only, user state reused):")
     add("")
@@ -80,6 +85,8 @@ def write_report(r: dict[str, Any]) -> str:
         "per extra candidate L=4k | user state cached |")
     add("|---|---|---|---|---|")
     for name in plan["models"]:
+        if not any(f["model"] == name for f in r["flops"]):
+            continue
         f = next(f for f in r["flops"] if f["model"] == name and f["length"] == 1000)
         add(f"| {PAPER_NAMES.get(name, name)} | {f['flops_user']:.2e} | "
             f"{f['flops_candidate']:.2e} | {_flops(r, name, 4000, 'flops_candidate'):.2e} | "
@@ -91,7 +98,7 @@ def write_report(r: dict[str, Any]) -> str:
         add("")
         add("| variant | test AUC | Δ AUC vs LASER (points) | test logloss |")
         add("|---|---|---|---|")
-        base = s["laser"]["auc_mean"]
+        base = s["laser"]["auc_mean"] if "laser" in s else float("nan")
         for a in abl:
             x = s[a]
             add(f"| {ABLATION_NAMES[a]} | {_pm(x['auc_mean'], x['auc_std'])} | "
