@@ -27,6 +27,7 @@ import uvicorn  # noqa: E402
 
 from seqvault import Schema, SeqVault  # noqa: E402
 from seqvault.server import create_app  # noqa: E402,F401
+from seqvault.server.protocol import IMPORT_STRING  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "schema" / "behavior.toml"
@@ -73,7 +74,8 @@ class ServerThread:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                                http=IMPORT_STRING)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        daemon=True)

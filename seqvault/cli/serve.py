@@ -112,9 +112,11 @@ def serve(store: str, host: str, port: int, workers: int, allow_writes: bool,
         metrics_dir = tempfile.mkdtemp(prefix="seqvault-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
+        # http=: uvicorn's protocol plus TCP_NODELAY (seqvault/server/protocol.py says why)
         uvicorn.run("seqvault.server.app:app_from_env", factory=True, host=host, port=port,
                     fd=fd, workers=workers, access_log=access_log, log_level=log_level,
-                    timeout_graceful_shutdown=5)
+                    timeout_graceful_shutdown=5,
+                    http="seqvault.server.protocol:NoDelayHTTPProtocol")
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -1,0 +1,56 @@
+"""The pure wire-format pieces: string columns to Arrow, negotiation, encodings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from seqvault.server.formats import arrow_strings, choose_encoding, negotiate
+from seqvault.server.problems import Problem
+
+
+@pytest.mark.parametrize("values", [
+    ["a", "bb", "a", "", "ccc", "bb", "a"],
+    ["naïve", "日本語", "naïve", "emoji 🎉", "日本語"],
+    [],
+    [""] * 5,
+    [f"user-{i % 97}" for i in range(5000)],
+    [f"u{i}" for i in range(3000)],  # every value distinct
+])
+@pytest.mark.parametrize("kind", ["unicode", "object", "object-distinct"])
+def test_arrow_strings_round_trip(values: list[str], kind: str) -> None:
+    if kind == "unicode":
+        arr = np.array(values, dtype=np.str_)
+    elif kind == "object":
+        lookup = np.array(sorted(set(values)), dtype=object)
+        arr = lookup[np.searchsorted(lookup, np.array(values, dtype=object))] if values else \
+            np.array([], dtype=object)
+    else:  # equal strings held by distinct objects
+        arr = np.array(["".join(list(v)) for v in values], dtype=object)
+    out = arrow_strings(arr)
+    assert out.to_pylist() == values
+    if len(out):
+        assert pa.types.is_dictionary(out.type)
+        assert len(set(out.dictionary.to_pylist())) == len(out.dictionary)
+
+
+def test_arrow_strings_of_a_slice() -> None:
+    arr = np.array(["x", "y", "z"] * 10, dtype=np.str_)[5:17]
+    assert arrow_strings(arr).to_pylist() == arr.tolist()
+
+
+def test_negotiate_prefers_specific_then_q_then_order() -> None:
+    assert negotiate("application/vnd.msgpack, application/vnd.apache.arrow.stream") == \
+        "msgpack"
+    assert negotiate("application/vnd.msgpack;q=0.2, */*") == "json"
+    with pytest.raises(Problem) as info:
+        negotiate("text/plain, application/json;q=0")
+    assert info.value.status == 406
+
+
+@pytest.mark.parametrize("header,want", [
+    (None, None), ("", None), ("gzip, deflate", "gzip"), ("gzip, deflate, zstd", "zstd"),
+    ("zstd;q=0, gzip", "gzip"), ("*;q=0.5, gzip;q=0.1", "zstd"), ("identity", None)])
+def test_choose_encoding(header: str | None, want: str | None) -> None:
+    assert choose_encoding(header) == want
