@@ -161,6 +161,40 @@ class BulkWriter:
         self.events += n
         return n
 
+    def add_encoded(self, users: list[tuple[Any, bytes, int, int, int]]) -> int:
+        """Add users the store does not hold yet, each as one ready-made segment
+        (key, blob, count, min_ts, max_ts): the ingest fast path (seqvault/ingest/fastpath.py),
+        which encodes many small users at once. Blobs are appended in large writes. Raises
+        ValueError if a user already has events (use add() to merge)."""
+        v = self.vault
+        if self._done:
+            raise StoreClosed("bulk writer already committed or aborted")
+        check = len(v.index) > 0 or bool(self.new_lists)
+        hashes = [user_hash(key_bytes(u[0])[1]) for u in users]
+        if check:
+            for (key, *_rest), h in zip(users, hashes):
+                if h in self.new_lists or v.index.find(h) >= 0:
+                    raise ValueError(f"user {key!r} already has events; use add() to merge")
+        n = 0
+        i = 0
+        chunk_limit = 8 << 20
+        while i < len(users):
+            j, size = i, 0
+            while j < len(users) and (j == i or size + len(users[j][1]) <= chunk_limit):
+                size += len(users[j][1])
+                j += 1
+            app = v._appender("lt", size)
+            off = app.append(b"".join(u[1] for u in users[i:j]))
+            for (_key, blob, count, mn, mx), h in zip(users[i:j], hashes[i:j]):
+                self.new_lists[h] = [Extent(app.file_id, off, len(blob), count, mn, mx)]
+                off += len(blob)
+                n += count
+            self.bytes_written += size
+            i = j
+        self.users += len(users)
+        self.events += n
+        return n
+
     def commit(self, extra: Callable[[Any], None] | None = None) -> None:
         """Publish everything in one transaction (`extra(txn)` may add ledger entries)."""
         v = self.vault

@@ -22,10 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..bulk import RECENT_SEGMENT_EVENTS
 from ..errors import DuplicateIngest, ValidationError
+from ..index import user_hash
 from ..schema import Schema
+from ..segment import KEY_INT64, KEY_STRING, key_bytes
 from ..validate import coerce_column, coerce_time, coerce_users
-from . import ledger
+from . import fastpath, ledger
 from .sources import FINGERPRINT_ALG, Batch, InputFile, expand_paths, fingerprint
 from .spill import TMP_PREFIX, Spill, clean_stale, partition_of_ints, partition_of_strings
 
@@ -327,8 +330,14 @@ def ingest(
     return summary
 
 
-def _build_partition(bw: Any, table: Any, names: list[str], string_users: bool) -> int:
-    """Sort one partition by (user, ts), stable (input order on ties), and add each user."""
+def _build_partition(bw: Any, table: Any, names: list[str], string_users: bool,
+                     fast: bool = True) -> int:
+    """Sort one partition by (user, ts), stable (input order on ties), and add each user.
+
+    Small users new to the store are encoded together by the vectorised fast path; users
+    with long histories (several segments) or events already stored go through
+    `BulkWriter.add`, which merges and cuts segments."""
+    vault = bw.vault
     ts = table.column("ts").to_numpy()
     ucol = table.column("user")
     if string_users:
@@ -343,8 +352,35 @@ def _build_partition(bw: Any, table: Any, names: list[str], string_users: bool) 
     cols = {n: table.column(n).to_numpy()[order] for n in names}
     starts = np.concatenate(([0], np.flatnonzero(u_sorted[1:] != u_sorted[:-1]) + 1))
     ends = np.append(starts[1:], u_sorted.size)
+    counts = ends - starts
     firsts = u_sorted[starts].tolist()
     keys = [uniq[i] for i in firsts] if string_users else firsts
-    for key, lo, hi in zip(keys, starts.tolist(), ends.tolist()):
-        bw.add(key, ts[lo:hi], {n: a[lo:hi] for n, a in cols.items()}, encoded=True)
+    small = np.zeros(len(keys), dtype=bool)
+    if fast and fastpath.supported(vault.schema):
+        limit = min(RECENT_SEGMENT_EVENTS, bw.segment_events)
+        small = counts <= limit
+        if len(vault.index):  # users the store already holds must be merged: slow path
+            for i in np.flatnonzero(small).tolist():
+                if vault.index.find(user_hash(key_bytes(keys[i])[1])) >= 0:
+                    small[i] = False
+    for i in np.flatnonzero(~small).tolist():
+        lo, hi = int(starts[i]), int(ends[i])
+        bw.add(keys[i], ts[lo:hi], {n: a[lo:hi] for n, a in cols.items()}, encoded=True)
+    sel = np.flatnonzero(small)
+    if sel.size:
+        rows = np.repeat(starts[sel], counts[sel]) + (
+            np.arange(int(counts[sel].sum())) - np.repeat(np.cumsum(counts[sel]) - counts[sel],
+                                                          counts[sel]))
+        skeys = [keys[i] for i in sel.tolist()]
+        key_type = KEY_STRING if string_users else KEY_INT64
+        kbytes = [key_bytes(k)[1] for k in skeys]
+        level_default = int(vault.settings["zstd_level"])
+        fcols = [(c.id, c.type, cols[c.name][rows],
+                  c.level if c.level is not None else level_default)
+                 for c in vault.schema.columns]
+        sub_counts = counts[sel]
+        sub_starts = np.concatenate(([0], np.cumsum(sub_counts)[:-1]))
+        bw.add_encoded(list(fastpath.encode_users(
+            skeys, key_type, kbytes, vault.schema.version, ts[rows], fcols, sub_starts,
+            sub_counts)))
     return int(u_sorted.size)
