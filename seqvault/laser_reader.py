@@ -53,7 +53,7 @@ def check_times(name: str, value: Any, n: int) -> int | np.ndarray | None:
     if _is_int(value):
         return int(value)
     if isinstance(value, str | bytes | float | bool | np.floating | np.bool_) \
-            or not isinstance(value, Sequence | np.ndarray):
+            or not (isinstance(value, Sequence | np.ndarray) or hasattr(value, "__array__")):
         raise ValidationError(f"{name}: {value!r} ({type(value).__name__}) must be an integer "
                               f"timestamp or a sequence of {n} integer timestamps (one per user)",
                               column=name, value=value)

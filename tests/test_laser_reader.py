@@ -283,3 +283,17 @@ def test_string_map_unicode_and_object_paths_agree():
     np.testing.assert_array_equal(sm.encode(np.array(["a", "ab"])), [1, 2])  # narrow width
     with pytest.raises(ValidationError, match="'zz'"):
         StringMap(mapping, column="x").encode(np.array(["a", "zz"]))
+
+
+def test_before_as_tensor_or_arrow(vault):
+    torch = pytest.importorskip("torch")
+    import pyarrow as pa
+
+    reader = LaserReader(vault, ["item_id"], max_len=MAX_LEN, time_features=False)
+    befores = [1_001_000, 1_002_000, 1_003_000]
+    want = reader.read_batch([5, 6, 7], before=befores)
+    for form in (torch.tensor(befores), pa.array(befores, type=pa.int64())):
+        got = reader.read_batch([5, 6, 7], before=form)
+        np.testing.assert_array_equal(got["item_id"], want["item_id"])
+    with pytest.raises(ValidationError, match="integer"):
+        reader.read_batch([5, 6, 7], before=torch.tensor([1.0, 2.0, 3.0]))
