@@ -165,6 +165,9 @@ class SeqVault:
         self._appenders: dict[str, FileAppender] = {}
         self.wal: wal_mod.WalWriter | None = None
         self._last_refresh = 0.0
+        # A read-only open keeps its own refresh_interval (other settings are the store's).
+        self._own_settings = ({k: v for k, v in settings.items() if k == "refresh_interval"}
+                              if read_only else {})
         self._merger: Merger | None = None
         self._bg_merge: BackgroundMerger | None = None
         self._counters = {"appends": 0, "appended_events": 0, "flushes": 0, "reads": 0,
@@ -242,7 +245,7 @@ class SeqVault:
             raise CorruptionError(f"{self.path}: schema version {version} is missing")
         self.schema = Schema.from_json(raw)
         stored = self.meta.get_meta(txn, "settings", {}) or {}
-        self.settings = {**DEFAULT_SETTINGS, **stored}
+        self.settings = {**DEFAULT_SETTINGS, **stored, **self._own_settings}
         self.seq = int(self.meta.get_meta(txn, "seq"))
         self.ckpt_seq = int(self.meta.get_meta(txn, "ckpt_seq"))
         self.wal_id = int(self.meta.get_meta(txn, "wal_id"))
@@ -339,10 +342,18 @@ class SeqVault:
 
     def _open_reader(self) -> None:
         self.meta = Meta(self.path / "meta", read_only=True)
-        with self.meta.begin() as txn:
-            self._load_common(txn)
-        self.wal_pos = wal_mod.FILE_HEADER_SIZE
-        self._replay_reader_wal()
+        for attempt in range(20):
+            with self.meta.begin() as txn:
+                self._load_common(txn)
+            self.mem.clear()
+            self.wal_pos = wal_mod.FILE_HEADER_SIZE
+            try:
+                self._replay_reader_wal()
+                break
+            except FileNotFoundError:  # the writer rotated the log meanwhile: new snapshot
+                time.sleep(0.001 * (attempt + 1))
+        else:
+            raise CorruptionError(f"{self.path}: could not get a consistent view after 20 tries")
         self._last_refresh = time.monotonic()
 
     # ================================================================== writes
