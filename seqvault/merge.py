@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .vault import SeqVault
 
 FAULT_ENV = "SEQVAULT_FAULT"
+MISSING_CODE = 0xFFFF_FFFF  # vault._MISSING_CODE: a string column absent from a segment
 FAULT_POINTS = (
     "merge:after_snapshot",  # extent lists snapshotted, nothing written
     "merge:after_write",  # new segments written to the lt file, not fsynced
@@ -203,7 +204,6 @@ class Merger:
         v._writable()
         t0 = time.perf_counter()
         flushes_at_start = v._counters.get("flushes", 0)
-        self._ensure_default_codes()
         summary: dict[str, Any] = {
             "users_considered": 0, "users_merged": 0, "users_skipped": 0, "segments_in": 0,
             "segments_out": 0, "events_in": 0, "events_out": 0, "bytes_read": 0,
@@ -257,20 +257,6 @@ class Merger:
             self.progress.notify_all()
         return summary
 
-    def _ensure_default_codes(self) -> None:
-        """Old segments may lack a string column added later; merge writes its default, which
-        needs a dictionary code. New codes must reach readers with a log rotation (readers
-        assign codes by replaying the log), so add any missing default and rotate."""
-        v = self.vault
-        with v._lock:
-            missing = [c for c in v.schema.columns
-                       if c.is_string and v.dicts[c.name].code_of(c.default) is None]
-            if not missing:
-                return
-            for c in missing:
-                v.dicts[c.name].encode(np.array([c.default], dtype=object))
-            v.flush(rotate=True)
-
     def _merge_users(self, hashes: list[int], cands: set[int], cutoff: int | None,
                      summary: dict[str, Any], stop: threading.Event | None,
                      duty: float) -> None:
@@ -286,8 +272,6 @@ class Merger:
                 schema = v.schema
                 snaps = [(h, v.index.extents_of(h)) for h in chunk]
                 kinds = {fid: info.get("kind", "rt") for fid, info in v.catalog.items()}
-                codes = {c.name: v.dicts[c.name].code_of(c.default)
-                         for c in schema.columns if c.is_string}
             self.fault("merge:after_snapshot")
             touched: dict[int, FileAppender] = {}
             self._new_file = False
@@ -296,8 +280,7 @@ class Merger:
                 for h, snap in snaps:
                     if not snap:
                         continue
-                    res = self._rebuild(h, snap, schema, kinds, codes, cands, cutoff, touched,
-                                        summary)
+                    res = self._rebuild(h, snap, schema, kinds, cands, cutoff, touched, summary)
                     if res is not None:
                         results.append(res)
             except BaseException:
@@ -342,7 +325,7 @@ class Merger:
 
     # ------------------------------------------------------------------ one user
     def _rebuild(self, h: int, snap: list[Extent], schema: Schema, kinds: dict[int, str],
-                 codes: dict[str, int | None], cands: set[int], cutoff: int | None,
+                 cands: set[int], cutoff: int | None,
                  touched: dict[int, FileAppender], summary: dict[str, Any]
                  ) -> tuple[int, list[Extent], list[Extent], int, int] | None:
         v = self.vault
@@ -409,9 +392,11 @@ class Merger:
             ts_parts.append(ts)
             for c in schema.columns:
                 got = cols.get(c.id)
-                if got is None:  # column added after this segment was written
-                    fill = codes[c.name] if c.is_string else c.default
-                    got = np.full(ts.size, fill, dtype=np.uint32 if c.is_string else c.dtype)
+                if got is None:  # column added after this segment was written: string
+                    # columns keep the "absent" code, which reads turn into the default (no new
+                    # dictionary entry, which readers could only learn from a log rotation)
+                    got = np.full(ts.size, MISSING_CODE if c.is_string else c.default,
+                                  dtype=np.uint32 if c.is_string else c.dtype)
                 col_parts[c.id].append(got)
             summary["bytes_read"] += e.length
         ts_all = np.concatenate(ts_parts)
