@@ -50,16 +50,26 @@ def _peak_rss() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of the whole process (all threads: RocksDB's background
+    compaction and zstd worker threads count)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def run_seqvault(file: str, store: str, partition_rows: int) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     from seqvault import Schema, SeqVault
     from seqvault.ingest import ingest
 
+    c0 = _cpu_s()
     t0 = time.perf_counter()
     with SeqVault.open(store, schema=Schema.load(ROOT / "schema" / "behavior.toml")) as v:
         s = ingest(v, [file], rows_per_partition=partition_rows)
     elapsed = time.perf_counter() - t0
+    cpu = _cpu_s() - c0
     return {"loader": "seqvault", "events": s.events, "users": s.users, "elapsed_s": elapsed,
+            "cpu_s": cpu, "events_per_cpu_s": s.events / cpu,
             "events_per_s": s.events / elapsed, "peak_rss_bytes": _peak_rss(),
             "disk_bytes": _dir_bytes(Path(store)), "phases_s": s.phases_s,
             "partitions": s.partitions, "bytes_written": s.bytes_written,
@@ -88,6 +98,7 @@ def run_rocks(file: str, store: str) -> dict[str, Any]:
                            dtype=np.uint8)
         return mapping[enc.indices.to_numpy(zero_copy_only=False)]
 
+    c0 = _cpu_s()
     t0 = time.perf_counter()
     db = Rdict(store, _options(8))
     wo = WriteOptions()
@@ -119,7 +130,9 @@ def run_rocks(file: str, store: str) -> dict[str, Any]:
     db.flush(True)
     db.close()
     elapsed = time.perf_counter() - t0
-    return {"loader": "rocksdb", "events": events, "elapsed_s": elapsed,
+    cpu = _cpu_s() - c0
+    return {"loader": "rocksdb", "events": events, "elapsed_s": elapsed, "cpu_s": cpu,
+            "events_per_cpu_s": events / cpu,
             "events_per_s": events / elapsed, "peak_rss_bytes": _peak_rss(),
             "disk_bytes": _dir_bytes(Path(store)), "write_batch_events": WRITE_BATCH_EVENTS}
 
@@ -173,20 +186,26 @@ def main(argv: list[str] | None = None) -> None:
         results["rocksdb"] = _child("rocksdb", file, workdir, args.partition_rows)
         results["throughput_ratio"] = (results["seqvault"]["events_per_s"]
                                        / results["rocksdb"]["events_per_s"])
+        results["cpu_throughput_ratio"] = (results["seqvault"]["events_per_cpu_s"]
+                                           / results["rocksdb"]["events_per_cpu_s"])
+    results["load_average"] = os.getloadavg()
     shutil.rmtree(workdir, ignore_errors=True) if args.workdir is None else None
     events = results["seqvault"]["events"]
     out = Path(args.out or ROOT / "bench" / "results" / f"ingest-{events}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
-    print(f"{'loader':<10}{'events':>12}{'seconds':>10}{'events/s':>12}{'peak RSS MiB':>14}"
-          f"{'disk MiB':>10}")
+    print(f"{'loader':<10}{'events':>12}{'wall s':>9}{'events/s':>12}{'CPU s':>8}"
+          f"{'events/CPU-s':>14}{'peak RSS MiB':>14}{'disk MiB':>10}")
     for name in ("seqvault", "rocksdb"):
         r = results.get(name)
         if r:
-            print(f"{name:<10}{r['events']:>12,}{r['elapsed_s']:>10.1f}{r['events_per_s']:>12,.0f}"
+            print(f"{name:<10}{r['events']:>12,}{r['elapsed_s']:>9.1f}{r['events_per_s']:>12,.0f}"
+                  f"{r['cpu_s']:>8.1f}{r['events_per_cpu_s']:>14,.0f}"
                   f"{r['peak_rss_bytes'] / 2**20:>14.0f}{r['disk_bytes'] / 2**20:>10.1f}")
     if "throughput_ratio" in results:
-        print(f"throughput ratio seqvault/rocksdb: {results['throughput_ratio']:.2f}x")
+        print(f"throughput ratio seqvault/rocksdb: wall {results['throughput_ratio']:.2f}x, "
+              f"per CPU-second {results['cpu_throughput_ratio']:.2f}x "
+              f"(load average {results['load_average'][0]:.1f})")
     print(f"result: {out}")
 
 

@@ -73,17 +73,25 @@ def write_parquet(table: pa.Table, path: Path, row_group_size: int) -> Path:
     return path
 
 
-def test_ingest_matches_ground_truth_across_files_row_groups_and_partitions(tmp_path):
+def test_ingest_matches_ground_truth_across_files_row_groups_and_partitions(tmp_path,
+                                                                             monkeypatch):
+    import seqvault.ingest.core as core
+
+    monkeypatch.setattr(core, "FAST_CHUNK_EVENTS", 1_000)  # many fast-path chunks
     rng = np.random.default_rng(1)
     users = rng.choice(1 << 50, size=300, replace=False).astype(np.int64) - (1 << 49)
     tables = [make_table(rng, n, users) for n in (20_000, 7_000, 13_000)]
+    # one heavy user (several lifetime segments: the BulkWriter.add path) among small ones
+    tables.append(make_table(rng, 6_000, users[:1]).set_column(
+        1, "ts", pa.array(NOW_MS - np.arange(6_000)[::-1] * 10, pa.int64())))
     files = [write_parquet(t, tmp_path / f"part{i}.parquet", 1_500)
              for i, t in enumerate(tables)]
+    assert len(files) == 4
     assert pq.ParquetFile(files[0]).num_row_groups > 10
     with SeqVault.open(tmp_path / "store", schema=behavior_schema()) as v:
         s = ingest(v, files, rows_per_partition=10_000, batch_rows=4_000)
-        assert s.partitions == 4
-        assert s.events == 40_000 and s.users == len(set(pa.concat_tables(tables)
+        assert s.partitions == 5
+        assert s.events == 46_000 and s.users == len(set(pa.concat_tables(tables)
                                                           .column("user_id").to_pylist()))
         assert not list(tmp_path.joinpath("store").glob("tmp-ingest-*"))
         assert_matches(v, ground_truth(tables))

@@ -38,8 +38,9 @@ if TYPE_CHECKING:
 ProgressFn = Callable[[str, int, "int | None"], None]
 """progress(phase, done, total): phase is "fingerprint" (bytes), "read" or "write" (rows)."""
 
-DEFAULT_PARTITION_ROWS = 2_000_000
+DEFAULT_PARTITION_ROWS = 1_000_000
 DEFAULT_BATCH_ROWS = 262_144
+FAST_CHUNK_EVENTS = 262_144
 MAX_PARTITIONS = 1024
 _EST_BYTES_PER_ROW = {"csv": 40, "json": 120}
 
@@ -366,21 +367,27 @@ def _build_partition(bw: Any, table: Any, names: list[str], string_users: bool,
     for i in np.flatnonzero(~small).tolist():
         lo, hi = int(starts[i]), int(ends[i])
         bw.add(keys[i], ts[lo:hi], {n: a[lo:hi] for n, a in cols.items()}, encoded=True)
-    sel = np.flatnonzero(small)
-    if sel.size:
-        rows = np.repeat(starts[sel], counts[sel]) + (
-            np.arange(int(counts[sel].sum())) - np.repeat(np.cumsum(counts[sel]) - counts[sel],
-                                                          counts[sel]))
-        skeys = [keys[i] for i in sel.tolist()]
+    # Small users in chunks of about FAST_CHUNK_EVENTS, which bounds the encoder's temporaries.
+    sel_all = np.flatnonzero(small)
+    if sel_all.size:
         key_type = KEY_STRING if string_users else KEY_INT64
-        kbytes = [key_bytes(k)[1] for k in skeys]
         level_default = int(vault.settings["zstd_level"])
-        fcols = [(c.id, c.type, cols[c.name][rows],
-                  c.level if c.level is not None else level_default)
-                 for c in vault.schema.columns]
-        sub_counts = counts[sel]
-        sub_starts = np.concatenate(([0], np.cumsum(sub_counts)[:-1]))
-        bw.add_encoded(list(fastpath.encode_users(
-            skeys, key_type, kbytes, vault.schema.version, ts[rows], fcols, sub_starts,
-            sub_counts)))
+        csum = np.cumsum(counts[sel_all])
+        cuts = np.searchsorted(csum, np.arange(FAST_CHUNK_EVENTS, int(csum[-1]),
+                                               FAST_CHUNK_EVENTS), side="right")
+        for sel in np.split(sel_all, cuts):
+            if sel.size == 0:
+                continue
+            sub_counts = counts[sel]
+            sub_starts = np.concatenate(([0], np.cumsum(sub_counts)[:-1]))
+            rows = np.repeat(starts[sel] - sub_starts, sub_counts) + np.arange(
+                int(sub_counts.sum()))
+            skeys = [keys[i] for i in sel.tolist()]
+            kbytes = [key_bytes(k)[1] for k in skeys]
+            fcols = [(c.id, c.type, cols[c.name][rows],
+                      c.level if c.level is not None else level_default)
+                     for c in vault.schema.columns]
+            bw.add_encoded(list(fastpath.encode_users(
+                skeys, key_type, kbytes, vault.schema.version, ts[rows], fcols, sub_starts,
+                sub_counts)))
     return int(u_sorted.size)

@@ -63,6 +63,9 @@ class Spill:
         self.options = pa.ipc.IpcWriteOptions(compression=compression)
         self._writers: dict[int, tuple[Any, Any]] = {}
         self.rows = np.zeros(parts, dtype=np.int64)
+        # One partition: everything fits the memory budget anyway, so keep the batches in
+        # memory instead of writing and re-reading them.
+        self._memory: list[Any] | None = [] if parts == 1 else None
         directory.mkdir(parents=False, exist_ok=False)
 
     def path(self, part: int) -> Path:
@@ -74,6 +77,10 @@ class Spill:
         import pyarrow as pa
 
         if batch.num_rows == 0:
+            return
+        if self._memory is not None:
+            self._memory.append(batch)
+            self.rows[0] += batch.num_rows
             return
         order = np.argsort(part_ids, kind="stable")
         counts = np.bincount(part_ids, minlength=self.parts)
@@ -105,6 +112,9 @@ class Spill:
         """The partition as one pyarrow Table (empty table when nothing was written)."""
         import pyarrow as pa
 
+        if self._memory is not None:
+            batches, self._memory = self._memory, []
+            return pa.Table.from_batches(batches, schema=self.schema)
         p = self.path(part)
         if not p.exists():
             return self.schema.empty_table()
