@@ -205,3 +205,35 @@ def test_factory_and_arrow_timestamps(data):
                            string_maps={"target_cat": CATS}, output="numpy")
     rows = check_rows(data, list(ds))
     assert sorted(rows) == list(range(240))
+
+
+def _dist_rank(rank: int, world: int, init_file: str, store: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    try:
+        imp = pq.read_table(f"{out_dir}/imp.parquet")
+        ds = ImpressionDataset(store, imp, ["item_id", "action"], ["target_item"], max_len=MAX_LEN,
+                               batch_size=16, seed=1, string_maps={"action": "store"},
+                               output="numpy")
+        assert ds.shard() == (rank, world)
+        rows = np.concatenate([b.row for b in ds])
+        np.save(f"{out_dir}/rows{rank}.npy", rows)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_torch_distributed_ranks_shard_exactly_once(data, tmp_path):
+    import torch.multiprocessing as mp
+
+    path, table, pq_path = data
+    pq.write_table(table, tmp_path / "imp.parquet")
+    world = 2
+    # fork: the children need no fresh interpreter (torch is already imported); the store is
+    # opened only inside each child, from its path.
+    mp.start_processes(_dist_rank, args=(world, str(tmp_path / "init"), str(path), str(tmp_path)),
+                       nprocs=world, join=True, start_method="fork")
+    parts = [np.load(tmp_path / f"rows{r}.npy") for r in range(world)]
+    assert not set(parts[0].tolist()) & set(parts[1].tolist())
+    assert sorted(np.concatenate(parts).tolist()) == list(range(240))
