@@ -15,7 +15,9 @@ What it does:
    has arrived (decoding is not timed). Each cell is bounded by --requests and --max-seconds
    after --warmup requests;
 4. times `vault.read(user, last=N)` in-process for the same users (the embedded read);
-5. prints a Markdown table: requests/s, p50/p99 (ms), body size, and HTTP p50 / embedded p50.
+5. prints a Markdown table: requests/s, p50/p99 (ms), body size, HTTP p50 / embedded p50, and
+   the server process's CPU time per request (psutil) against the embedded read's CPU time —
+   a figure that stays meaningful when the machine is shared and wall-clock latency is not.
 
 The figures in docs/design/http.md come from this script; rerun it with the command above.
 """
@@ -194,29 +196,39 @@ def main(argv: list[str] | None = None) -> int:
     print(f"store: {args.users} users x {args.events} events built in "
           f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
     proc, url = start_server(store)
+    import psutil
+
+    server = psutil.Process(proc.pid)
     rows: list[dict[str, Any]] = []
     try:
         for last in [int(x) for x in args.lasts.split(",")]:
+            c0 = time.process_time()
             emb = embedded(store, ids, last, args.requests)
+            emb_cpu = (time.process_time() - c0) / (len(emb) + min(20, args.requests)) * 1e3
             emb_p50, emb_p99 = pct(emb, 50) * 1e3, pct(emb, 99) * 1e3
             rows.append({"last": last, "format": "embedded read", "rps": 1 / statistics.mean(emb),
                          "p50_ms": emb_p50, "p99_ms": emb_p99, "bytes": None, "ratio": 1.0,
-                         "n": len(emb)})
+                         "n": len(emb), "cpu_ms": emb_cpu, "cpu_ratio": 1.0})
             for fmt in args.formats.split(","):
                 cmd = [sys.executable, "-m", "bench.http_bench", "--client", "--url", url,
                        "--format", fmt, "--last", str(last), "--user-ids",
                        ",".join(map(str, ids)), "--requests", str(args.requests),
                        "--max-seconds", str(args.max_seconds), "--warmup", str(args.warmup),
                        "--concurrency", str(args.concurrency), "--encoding", args.encoding]
+                cpu0 = server.cpu_times()
                 out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                                      env={**os.environ, "PYTHONPATH": str(REPO)},
                                      timeout=args.max_seconds + 120, check=True)
+                cpu1 = server.cpu_times()
                 res = json.loads(out.stdout)
                 lat = res["latencies"]
                 p50 = pct(lat, 50) * 1e3
+                served = len(lat) + args.warmup * args.concurrency
+                cpu_ms = ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / served * 1e3
                 rows.append({"last": last, "format": fmt, "rps": len(lat) / res["wall"],
                              "p50_ms": p50, "p99_ms": pct(lat, 99) * 1e3,
-                             "bytes": res["bytes"], "ratio": p50 / emb_p50, "n": len(lat)})
+                             "bytes": res["bytes"], "ratio": p50 / emb_p50, "n": len(lat),
+                             "cpu_ms": cpu_ms, "cpu_ratio": cpu_ms / emb_cpu})
                 print(f"last={last} {fmt}: p50 {p50:.2f} ms ({p50 / emb_p50:.2f}x embedded)",
                       file=sys.stderr)
     finally:
@@ -230,12 +242,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nHTTP reads on 127.0.0.1, 1 uvicorn worker, {args.concurrency} client thread(s), "
           f"Accept-Encoding: {args.encoding}; {args.users} users x {args.events} events; "
           f"cpu count {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}\n")
-    print("| last | format | requests/s | p50 ms | p99 ms | body bytes | p50 / embedded p50 |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
+    print("| last | format | requests/s | p50 ms | p99 ms | body bytes | p50 / embedded p50 "
+          "| server CPU ms/req | CPU / embedded CPU |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         size = f"{r['bytes']:,}" if r["bytes"] is not None else "-"
         print(f"| {r['last']:,} | {r['format']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | "
-              f"{r['p99_ms']:.2f} | {size} | {r['ratio']:.2f}x |")
+              f"{r['p99_ms']:.2f} | {size} | {r['ratio']:.2f}x | {r['cpu_ms']:.2f} | "
+              f"{r['cpu_ratio']:.2f}x |")
     if args.json_out:
         args.json_out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                              "rows": rows}, indent=2))

@@ -54,3 +54,60 @@ def test_negotiate_prefers_specific_then_q_then_order() -> None:
     ("zstd;q=0, gzip", "gzip"), ("*;q=0.5, gzip;q=0.1", "zstd"), ("identity", None)])
 def test_choose_encoding(header: str | None, want: str | None) -> None:
     assert choose_encoding(header) == want
+
+
+# ------------------------------------------------------------------ transport tuning
+class FakeTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+def test_coalescing_transport_joins_head_and_body() -> None:
+    import asyncio
+
+    from seqvault.server.protocol import HOLD_MAX, CoalescingTransport
+
+    async def scenario() -> FakeTransport:
+        fake = FakeTransport()
+        t = CoalescingTransport(fake, asyncio.get_running_loop())  # type: ignore[arg-type]
+        t.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        t.write(b"body")
+        assert fake.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+        t.write(b"head-only")
+        assert fake.writes[1:] == []
+        await asyncio.sleep(0)  # the end of the loop iteration flushes a held write
+        assert fake.writes[1:] == [b"head-only"]
+        t.write(b"x" * (HOLD_MAX + 1))  # large writes are never held
+        assert len(fake.writes) == 3
+        t.write(b"last")
+        t.close()  # close flushes first
+        assert fake.writes[-1] == b"last" and fake.closed
+        assert t.is_closing()  # other attributes are delegated
+        return fake
+
+    asyncio.run(scenario())
+
+
+def test_server_connections_have_tcp_nodelay(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    from tests.test_server_harness import make_store, serve
+
+    store = make_store(tmp_path / "s", {1: 2})
+    with serve(store) as srv, srv.client() as c:
+        assert c.get("/users/1/sequence").status_code == 200  # keep-alive: still connected
+        conns = list(srv.server.server_state.connections)
+        assert conns
+        for proto in conns:
+            sock = proto.transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
