@@ -175,9 +175,10 @@ class Merger:
                     mins = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
                     np.minimum.at(mins, emap.owners, idx.e_min[emap.slots])
                     need |= mins < cutoff
+            in_cands = np.zeros(n, dtype=bool)
             if cands and emap.slots.size:
                 hit = np.isin(files, np.fromiter(cands, dtype=np.int64))
-                need[emap.owners[hit]] = True
+                in_cands[emap.owners[hit]] = True
             if users is not None:
                 want = np.zeros(n, dtype=bool)
                 for u in users:
@@ -187,6 +188,7 @@ class Merger:
                 # an explicit request also compacts users with more than one extent
                 nseg = np.bincount(emap.owners, minlength=n)[:n]
                 need = want & (need | (nseg > 1))
+            need |= in_cands  # reclamation is about files: their users, whoever was asked for
             rows = np.nonzero(need)[0]
             hashes = [int(h) for h in idx.u_hash[rows]]
         return hashes, cands, cutoff
