@@ -211,9 +211,10 @@ class LaserReader:
         offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         flat: dict[str, np.ndarray] = {}
+        filled = [s for s in seqs if s.count]  # empty reads carry placeholder dtypes
         for col in self._read_columns:
-            if n:
-                arr = np.concatenate([s.columns[col] for s in seqs])
+            if filled:
+                arr = np.concatenate([s.columns[col] for s in filled])
             else:
                 arr = np.zeros(0, dtype=object if col in self.string_maps else self.dtypes.get(
                     col, np.dtype(np.int64)))

@@ -297,3 +297,20 @@ def test_before_as_tensor_or_arrow(vault):
         np.testing.assert_array_equal(got["item_id"], want["item_id"])
     with pytest.raises(ValidationError, match="integer"):
         reader.read_batch([5, 6, 7], before=torch.tensor([1.0, 2.0, 3.0]))
+
+
+def test_empty_rows_do_not_change_string_path(vault):
+    """An empty user in the batch must not turn the store's unicode strings into objects."""
+    seen = []
+    sm = StringMap(ACTION_MAP, oov=OOV)
+    orig = sm.encode
+
+    def spy(arr):
+        seen.append(arr.dtype.kind)
+        return orig(arr)
+
+    sm.encode = spy  # type: ignore[method-assign]
+    reader = LaserReader(vault, ["action"], max_len=MAX_LEN, string_maps={"action": sm})
+    reader.read_batch([1, 6, 404, 7])
+    assert seen == ["U"]
+    np.testing.assert_array_equal(reader.read_batch([1, 404])["action"], 0)
