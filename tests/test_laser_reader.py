@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from seqvault import Schema, SeqVault, ValidationError
 from seqvault.laser_reader import LaserReader, StringMap, TimeBuckets
@@ -314,3 +316,27 @@ def test_empty_rows_do_not_change_string_path(vault):
     reader.read_batch([1, 6, 404, 7])
     assert seen == ["U"]
     np.testing.assert_array_equal(reader.read_batch([1, 404])["action"], 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(lengths=st.lists(st.integers(0, 12), min_size=0, max_size=8),
+       width=st.integers(1, 12), side=st.sampled_from(["left", "right"]),
+       pad=st.integers(-5, 5))
+def test_pad_matches_a_loop(lengths, width, side, pad):
+    from seqvault.laser.batch import pad_flat, positions_mask
+
+    lens = np.minimum(np.array(lengths, dtype=np.int64), width)
+    flat = np.arange(int(lens.sum()), dtype=np.int64) + 100
+    mask = positions_mask(lens, width, side)
+    got = pad_flat(flat, mask, pad)
+    want = np.full((len(lens), width), pad, dtype=np.int64)
+    pos = 0
+    for b, n in enumerate(lens.tolist()):
+        row = flat[pos:pos + n]
+        pos += n
+        if side == "left":
+            want[b, width - n:] = row
+        else:
+            want[b, :n] = row
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(mask.sum(axis=1), lens)
