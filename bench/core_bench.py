@@ -76,8 +76,9 @@ def bench_index(root: Path, users: int) -> dict[str, Any]:
                 for u in range(start, min(start + chunk, users)):
                     ts, cols = events(rng, 3)
                     bw.add(u, ts, cols)
-        st = v.stats()
     build_s = time.perf_counter() - t0
+    with SeqVault.open(path, read_only=True) as r:  # steady state: arrays sized from the checkpoint
+        st = r.stats()
     opens = []
     for read_only in (False, True, False, True, False, True):
         t = time.perf_counter()
@@ -174,16 +175,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--users", type=int, default=1_000_000)
     ap.add_argument("--out", type=Path, default=Path("bench/results/core"))
     ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    ap.add_argument("--only", choices=["index", "reads", "appends"], action="append",
+                    help="run only these parts (repeatable)")
     args = ap.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="sv-core-"))
     try:
         users = 2_000 if args.quick else args.users
+        only = set(args.only or ["index", "reads", "appends"])
+        old = json.loads((args.out / "core.json").read_text()) if (args.out / "core.json").exists() \
+            else {}
         res = {
             "machine": machine_info(),
             "command": "python -m bench.core_bench " + " ".join(argv or sys.argv[1:]),
-            "index": bench_index(root, users),
-            "reads": bench_reads(root, *((20, 10_000, 100) if args.quick else ())),
-            "appends": bench_appends(root, *((100,) if args.quick else ())),
+            "index": bench_index(root, users) if "index" in only else old.get("index"),
+            "reads": bench_reads(root, *((20, 10_000, 100) if args.quick else ()))
+            if "reads" in only else old.get("reads"),
+            "appends": bench_appends(root, *((100,) if args.quick else ()))
+            if "appends" in only else old.get("appends"),
         }
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -6,11 +6,13 @@ Three tables (docs/format/index.md):
   each slot holds a user row number or -1. Capacity is a power of two, load at most 0.7.
 * user rows  — ``u_hash`` (uint64), ``u_head`` (int32: the user's newest extent, -1 = none),
   ``u_count`` (uint32: events in sealed extents).
-* extents    — ``e_file`` (uint32), ``e_off`` (uint64), ``e_len`` (uint32), ``e_count``
+* extents    — ``e_file`` (uint32), ``e_off`` (uint32), ``e_len`` (uint32), ``e_count``
   (uint32), ``e_min``/``e_max`` (int64 timestamps), ``e_next`` (int32: the user's next older
   extent, -1 = end). Freed extent slots are chained through ``e_next`` from ``free_head``.
 
-A user with one extent costs 4/0.7 + 16 + 40 ≈ 62 bytes, against ~236 for a dict of tuples.
+A user with one extent costs 4·cap/n + 16 + 36 bytes — about 60 at one million users (cap =
+2²¹ slots) — against ~240–340 for a dict of tuples. Offsets are 32-bit because extent files
+are capped below 4 GiB (`MAX_FILE_BYTES`).
 The arrays serialise to one checkpoint blob (kept in LMDB) that loads with a single copy.
 """
 
@@ -27,9 +29,11 @@ import numpy as np
 from .errors import CorruptionError, FormatVersionError
 
 HASH_SEED = 0x5EC5_A017
+MAX_FILE_BYTES = (1 << 32) - 1  # extent offsets are uint32
+EXTENT_SLOT_BYTES = 36  # file, off, len, count (4 each) + min_ts, max_ts (8 each) + next (4)
 MAX_LOAD = 0.7
 CKPT_MAGIC = b"SVIX"
-CKPT_VERSION = 1
+CKPT_VERSION = 1  # (pre-release: e_off became uint32 within version 1)
 _CKPT_HEAD = struct.Struct("<4sHHQQQqI")  # magic, version, reserved, n_users, n_ext, cap,
 #                                           free_head, crc32 of the arrays
 
@@ -66,7 +70,7 @@ class HashIndex:
         self.u_count = np.zeros(16, dtype=np.uint32)
         self.n_users = 0
         self.e_file = np.zeros(16, dtype=np.uint32)
-        self.e_off = np.zeros(16, dtype=np.uint64)
+        self.e_off = np.zeros(16, dtype=np.uint32)
         self.e_len = np.zeros(16, dtype=np.uint32)
         self.e_count = np.zeros(16, dtype=np.uint32)
         self.e_min = np.zeros(16, dtype=np.int64)
@@ -143,6 +147,8 @@ class HashIndex:
         for ext in reversed(extents):
             e = self._alloc_extent()
             self.e_file[e] = ext.file
+            if ext.off + ext.length > MAX_FILE_BYTES:
+                raise ValueError(f"extent at {ext.off}+{ext.length} is past the 4 GiB file limit")
             self.e_off[e] = ext.off
             self.e_len[e] = ext.length
             self.e_count[e] = ext.count
@@ -248,7 +254,7 @@ class HashIndex:
             raise FormatVersionError(f"index checkpoint version {version} is newer than this "
                                      f"SeqVault reads ({CKPT_VERSION})")
         body = memoryview(blob)[_CKPT_HEAD.size :]
-        expect = cap * 4 + n * 16 + m * 40
+        expect = cap * 4 + n * 16 + m * EXTENT_SLOT_BYTES
         if len(body) != expect:
             raise CorruptionError(f"index checkpoint: {len(body)} bytes of arrays, expected {expect}")
         if zlib.crc32(body) != crc:
@@ -265,7 +271,7 @@ class HashIndex:
 
         idx.slots = take("<i4", cap)
         idx.u_hash, idx.u_head, idx.u_count = take("<u8", n), take("<i4", n), take("<u4", n)
-        idx.e_file, idx.e_off, idx.e_len = take("<u4", m), take("<u8", m), take("<u4", m)
+        idx.e_file, idx.e_off, idx.e_len = take("<u4", m), take("<u4", m), take("<u4", m)
         idx.e_count, idx.e_min, idx.e_max = take("<u4", m), take("<i8", m), take("<i8", m)
         idx.e_next = take("<i4", m)
         idx.n_users, idx.n_ext, idx.free_head = n, m, free_head

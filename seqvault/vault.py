@@ -31,7 +31,7 @@ from .errors import (
     ValidationError,
 )
 from .files import DEFAULT_MAX_FILE, ExtentFiles, FileAppender, file_name, parse_file_name
-from .index import Extent, HashIndex, pack_extents, unpack_extents, user_hash
+from .index import MAX_FILE_BYTES, Extent, HashIndex, pack_extents, unpack_extents, user_hash
 from .memtable import MemTable, StringDict
 from .merge import MERGE_DEFAULTS, BackgroundMerger, Merger, merge_stats
 from .meta import (
@@ -289,6 +289,9 @@ class SeqVault:
                 stored = self.meta.get_meta(txn, "settings", {}) or {}
                 stored.update(changed)
                 self.meta.set_meta(txn, "settings", stored)
+        if not 0 < int(self.settings["max_file_bytes"]) <= MAX_FILE_BYTES:
+            raise ValueError(f"max_file_bytes: {self.settings['max_file_bytes']} must be between 1 "
+                             f"and {MAX_FILE_BYTES} (extent offsets are 32-bit)")
         if self.settings["durability"] not in wal_mod.DURABILITY_MODES:
             raise ValueError(f"durability: {self.settings['durability']!r} is not one of "
                              f"{wal_mod.DURABILITY_MODES}")
