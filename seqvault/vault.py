@@ -634,13 +634,14 @@ class SeqVault:
             self._counters["checkpoints"] += 1
 
     # ================================================================== lifetime merge
-    def merge(self, users: Iterable[Any] | None = None, *, reclaim: bool = True
-              ) -> dict[str, Any]:
+    def merge(self, users: Iterable[Any] | None = None, *, reclaim: bool = True,
+              reclaim_ratio: float | None = None) -> dict[str, Any]:
         """Fold real-time segments (and small lifetime ones) into lifetime segments of
         `lifetime_segment_events`, sorted by timestamp (ties keep arrival order); apply the
         schema's retention; with `reclaim`, rewrite the live extents of files whose live ratio
         is below `reclaim_ratio` and delete files nothing refers to any more.
 
+        `reclaim_ratio` overrides the setting for this call (e.g. 0.9: compact to ≤10% garbage).
         `users`: only these users (default: every user with work to do). Never blocks readers;
         appends wait only for the short publish of each batch. Crash-safe at every step
         (docs/design/merge.md). Returns a JSON-able summary (users, events, bytes, retention
@@ -649,7 +650,7 @@ class SeqVault:
         published).
         """
         self._writable()
-        return self._get_merger().run(users, reclaim=reclaim)
+        return self._get_merger().run(users, reclaim=reclaim, reclaim_ratio=reclaim_ratio)
 
     def _get_merger(self) -> Merger:
         if self._merger is None:
