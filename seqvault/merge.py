@@ -63,6 +63,7 @@ MERGE_DEFAULTS: dict[str, Any] = {
     "merge_trigger_flushes": 1,  # background: start a pass after this many unmerged flushes
     "merge_backpressure_flushes": 64,  # appends wait when this many flushes are unmerged ...
     "merge_backpressure_wait": 30.0,  # ... for at most this many seconds per append
+    "idle_reclaim_ratio": 0.9,  # background, nothing to merge: reclaim down to 10% garbage
 }
 
 
@@ -132,12 +133,11 @@ class Merger:
             self._app = None
 
     # ------------------------------------------------------------------ planning
-    def _plan(self, users: Iterable[Any] | None, reclaim: bool,
+    def _plan(self, users: Iterable[Any] | None, reclaim: bool, ratio: float,
               only_files: set[int] | None = None) -> tuple[list[int], set[int], int | None]:
         """Hashes of users with work to do, files to reclaim, and the max_age cutoff."""
         v = self.vault
         target = int(v.settings["lifetime_segment_events"])
-        ratio = float(_setting(v, "reclaim_ratio"))
         with v._lock:
             schema = v.schema
             idx = v.index
@@ -195,13 +195,16 @@ class Merger:
 
     # ------------------------------------------------------------------ the pass
     def run(self, users: Iterable[Any] | None = None, *, reclaim: bool = True,
-            stop: threading.Event | None = None, duty: float = 1.0) -> dict[str, Any]:
+            stop: threading.Event | None = None, duty: float = 1.0,
+            reclaim_ratio: float | None = None) -> dict[str, Any]:
         """One merge pass (see `SeqVault.merge`)."""
         with self.mutex:
-            return self._run(users, reclaim=reclaim, stop=stop, duty=duty)
+            ratio = float(reclaim_ratio if reclaim_ratio is not None
+                          else _setting(self.vault, "reclaim_ratio"))
+            return self._run(users, reclaim=reclaim, stop=stop, duty=duty, ratio=ratio)
 
     def _run(self, users: Iterable[Any] | None, *, reclaim: bool, stop: threading.Event | None,
-             duty: float) -> dict[str, Any]:
+             duty: float, ratio: float) -> dict[str, Any]:
         v = self.vault
         v._writable()
         t0 = time.perf_counter()
@@ -215,7 +218,7 @@ class Merger:
         user_list = list(users) if users is not None else None
         only: set[int] | None = None
         for _round in range(2):
-            hashes, cands, cutoff = self._plan(user_list, reclaim, only)
+            hashes, cands, cutoff = self._plan(user_list, reclaim, ratio, only)
             summary["users_considered"] += len(hashes)
             self._merge_users(hashes, cands, cutoff, summary, stop, duty)
             if stop is not None and stop.is_set():
@@ -224,7 +227,6 @@ class Merger:
                 break
             with v._lock:
                 live = live_bytes(v.index)
-                ratio = float(_setting(v, "reclaim_ratio"))
                 sealed = seal_appenders(v, live, ratio)
                 app = self._app
                 if app is not None and app.size and live.get(app.file_id, 0) / app.size < ratio:
@@ -242,6 +244,12 @@ class Merger:
             if not still or user_list is not None:
                 break
             only = still  # sealed files that still hold live extents: rewrite them now
+        with v._lock:
+            # Index deltas cost more than a checkpoint (~62 B/user) once there are about half as
+            # many as users: checkpoint then, so LMDB frees their pages for reuse.
+            pending = getattr(v, "_deltas_since_ckpt", 0)
+            if not v._closed and pending >= max(1_000, len(v.index) // 2):
+                v.checkpoint()
         if not (stop is not None and stop.is_set()) and user_list is None:
             self.merged_through_flush = max(self.merged_through_flush, flushes_at_start)
         secs = time.perf_counter() - t0
@@ -541,6 +549,7 @@ class BackgroundMerger(threading.Thread):
         self.wake = threading.Event()
         self.error: BaseException | None = None
         self.passes = 0
+        self._idle_seq = -1
 
     def run(self) -> None:
         v = self.vault
@@ -554,6 +563,7 @@ class BackgroundMerger(threading.Thread):
             try:
                 behind = m.backlog()
                 if behind < int(_setting(v, "merge_trigger_flushes")):
+                    self._idle_compaction()
                     continue
                 hard = behind >= int(_setting(v, "merge_backpressure_flushes"))
                 duty = 1.0 if hard else float(_setting(v, "merge_duty"))
@@ -567,6 +577,22 @@ class BackgroundMerger(threading.Thread):
             finally:
                 with m.progress:
                     m.progress.notify_all()
+
+    def _idle_compaction(self) -> None:
+        """Nothing to merge: if garbage exceeds 1 − idle_reclaim_ratio of the data, reclaim
+        files below that ratio (once per change of the store: no loop when it cannot help)."""
+        v = self.vault
+        ratio = float(_setting(v, "idle_reclaim_ratio"))
+        with v._lock:
+            if v.seq == self._idle_seq:
+                return
+            data = sum(int(i.get("size", 0)) for i in v.catalog.values())
+            live = sum(live_bytes(v.index).values())
+        if data and (data - live) / data > 1.0 - ratio:
+            self.merger.run(stop=self.stop_event, duty=float(_setting(v, "merge_duty")),
+                            reclaim_ratio=ratio)
+        with v._lock:
+            self._idle_seq = v.seq
 
     def throttle(self) -> None:
         """Called by appends (outside the store lock): wait while merge is far behind."""
