@@ -110,7 +110,7 @@ def targets(results: dict) -> list[dict]:
             b_row = _find(s[base]["sweep"], history=hist, last=10_000)
             for p in ("p50_ms", "p99_ms", "tcpu_p50_ms", "tcpu_p99_ms"):
                 what = (p[:3] if not p.startswith("tcpu") else
-                        f"{p[5:8]} of per-read thread CPU time (immune to other processes)")
+                        f"{p[5:8]} of per-read thread CPU time (less sensitive to other processes)")
                 add(f"read last 10,000 ({hist:,}-event users) {what}: faster than {LABEL[base]}",
                     _ratio(b_row and b_row.get(p), sv_row and sv_row.get(p)), goal, True, "×",
                     f"{LABEL[base]} {_f(b_row and b_row.get(p))} ms vs SeqVault "
