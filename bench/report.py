@@ -248,6 +248,11 @@ def render(results: dict, image_prefix: str = "") -> str:
                    [[LABEL[n], _f(c["wall_seconds"]), cores(c, "own_cpu_seconds"),
                      cores(c, "other_cpu_seconds"), cores(c, "steal_seconds"),
                      _f(c.get("loadavg_max"))] for n, c in cond]) + "\n")
+    for n in names:
+        for note in s[n].get("notes", []):
+            add(f"- {LABEL[n]}: {note}")
+    if any(s[n].get("notes") for n in names):
+        add("")
     for sysname, why in results.get("skipped", {}).items():
         add(f"> **{LABEL.get(sysname, sysname)} not measured:** {why}\n")
 

@@ -15,7 +15,7 @@ import pstats
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -178,6 +178,8 @@ class Runner:
             self.store = open_store(self.system, self.path, self.cfg.load_durability,
                                     self.w.blob_cap)
             self.durability = self.cfg.load_durability
+            if hasattr(self.store, "features"):
+                self.out["notes"].append(f"engine features: {self.store.features}")
             self.phase_load()
             self.phase_verify()
             # Reopen once: how long opening a loaded store takes (index checkpoint, WAL replay).
@@ -208,7 +210,8 @@ class Runner:
         return self.out
 
     def run(self) -> dict[str, Any]:
-        """Every step in order, in this process (what the smoke test and a worker use)."""
+        """Every step in order, in this process (for profiling one system by hand; run.py
+        drives workers step by step instead)."""
         for step in self.steps():
             self.do(step)
         return self.finish()
@@ -446,7 +449,3 @@ class Runner:
 
 def run_system(system: str, cfg: RunConfig, path: str) -> dict[str, Any]:
     return Runner(system, cfg, path).run()
-
-
-def scaled(cfg: RunConfig, **changes: Any) -> RunConfig:
-    return replace(cfg, **changes)
