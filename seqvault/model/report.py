@@ -17,6 +17,12 @@ ABLATION_NAMES = {
 }
 
 
+def _name(r: dict[str, Any], name: str) -> str:
+    if name == "base":
+        return f"Base (last {r['model_config']['base_len']})"
+    return PAPER_NAMES.get(name, name)
+
+
 def _pm(mean: float, std: float, digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
@@ -70,7 +76,7 @@ def write_report(r: dict[str, Any]) -> str:
             continue
         x = s[name]
         f1, f4 = _flops(r, name, 1000), _flops(r, name, 4000)
-        add(f"| {PAPER_NAMES.get(name, name)} | {_pm(x['auc_mean'], x['auc_std'])} | "
+        add(f"| {_name(r, name)} | {_pm(x['auc_mean'], x['auc_std'])} | "
             f"{_pm(x['logloss_mean'], x['logloss_std'])} | {x['seeds']:.0f} | "
             f"{x['params']:,} | {f1:.2e} | "
             f"{f4:.2e} | {f1 / laser_f:.1f} | {x['train_samples_per_s']:,.0f} | "
@@ -88,7 +94,7 @@ def write_report(r: dict[str, Any]) -> str:
         if not any(f["model"] == name for f in r["flops"]):
             continue
         f = next(f for f in r["flops"] if f["model"] == name and f["length"] == 1000)
-        add(f"| {PAPER_NAMES.get(name, name)} | {f['flops_user']:.2e} | "
+        add(f"| {_name(r, name)} | {f['flops_user']:.2e} | "
             f"{f['flops_candidate']:.2e} | {_flops(r, name, 4000, 'flops_candidate'):.2e} | "
             f"{f['cached']} |")
     abl = [a for a in ABLATION_NAMES if a in s]
@@ -142,7 +148,7 @@ def write_report(r: dict[str, Any]) -> str:
             cells = [f"{row[n]['train_samples_per_s']:,.0f}" if n in row else "–" for n in lengths]
             cells += [f"{row[n]['infer_samples_per_s']:,.0f}" if n in row else "–"
                       for n in lengths]
-            add(f"| {PAPER_NAMES.get(name, name)} | " + " | ".join(cells) + " |")
+            add(f"| {_name(r, name)} | " + " | ".join(cells) + " |")
         t0 = r["throughput"][0]
         add("")
         add(f"Batch {t0['batch']} users × 1 candidate, device {t0['device']}; NaN = out of "
