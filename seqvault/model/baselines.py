@@ -61,7 +61,7 @@ class Base(SeqModel):
 
     def encode_user(self, b: SeqBatch) -> UserState:
         n = min(self.cfg.base_len, self.cfg.max_len)
-        x = last_positions(self.embed.history(b), n)
+        x = self.embed.history(b, n)
         k, v = self.pool.keys_values(x)
         return {"k": k, "v": v, "mask": last_positions(b.mask, n)}
 
@@ -89,7 +89,7 @@ class Din(SeqModel):
         return "nothing beyond the embedding lookup (the activation unit needs the candidate)"
 
     def encode_user(self, b: SeqBatch) -> UserState:
-        x = last_positions(self.embed.history(b), self.cfg.max_len)
+        x = self.embed.history(b, self.cfg.max_len)
         return {"x": x, "mask": last_positions(b.mask, self.cfg.max_len)}
 
     def score(self, state: UserState, b: SeqBatch) -> Tensor:
@@ -120,7 +120,7 @@ class Twin(SeqModel):
         return "per-user keys and values of the L events"
 
     def encode_user(self, b: SeqBatch) -> UserState:
-        x = last_positions(self.embed.history(b), self.cfg.max_len)
+        x = self.embed.history(b, self.cfg.max_len)
         k, v = self.pool.keys_values(x)
         return {"k": k, "v": v, "mask": last_positions(b.mask, self.cfg.max_len)}
 
@@ -193,7 +193,7 @@ class Transformer(SeqModel):
         return "per-user encoder output and its keys/values (the encoder ignores the candidate)"
 
     def encode_user(self, b: SeqBatch) -> UserState:
-        x = last_positions(self.embed.history(b), self.cfg.max_len)
+        x = self.embed.history(b, self.cfg.max_len)
         mask = last_positions(b.mask, self.cfg.max_len)
         pos = self.pos(_position_from_newest(x.shape[1], x.device))
         x = (self.inp(x) + pos) * mask[..., None].to(x.dtype)
@@ -258,7 +258,7 @@ class Hstu(SeqModel):
         return "nothing beyond the embedding lookup (the candidate is a token of the sequence)"
 
     def encode_user(self, b: SeqBatch) -> UserState:
-        x = last_positions(self.embed.history(b), self.cfg.max_len)
+        x = self.embed.history(b, self.cfg.max_len)
         return {"x": x, "mask": last_positions(b.mask, self.cfg.max_len)}
 
     def score(self, state: UserState, b: SeqBatch) -> Tensor:

@@ -143,8 +143,8 @@ class Laser(SeqModel):
 
     def encode_user(self, b: SeqBatch) -> UserState:
         cfg = self.cfg
-        x = self.embed.history(b)
-        x, mask = last_positions(x, cfg.max_len), last_positions(b.mask, cfg.max_len)
+        x = self.embed.history(b, cfg.max_len)
+        mask = last_positions(b.mask, cfg.max_len)
         x, mask = left_pad_to_multiple(x, mask, cfg.segment)
         bsz, t, _ = x.shape
         k = self.k_proj(x).view(bsz, t, cfg.heads, cfg.qk_dim)

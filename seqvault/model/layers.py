@@ -152,10 +152,15 @@ class Embedder(nn.Module):
             with torch.no_grad():
                 table.weight[0].zero_()
 
-    def history(self, b: SeqBatch) -> Tensor:
-        """[B, T, 2e]; padded positions are exactly zero, so their ids can never leak in."""
-        x = torch.cat([self.item(b.hist_item), self.cat(b.hist_cat) + self.aux(b.hist_aux)], -1)
-        return x * b.mask.unsqueeze(-1).to(x.dtype)
+    def history(self, b: SeqBatch, last: int | None = None) -> Tensor:
+        """[B, min(T, last), 2e] for the latest `last` positions; padded positions are exactly
+        zero, so their ids can never leak in. Slicing before the lookup keeps a model that
+        reads the last 100 of 10,000 events from paying for the other 9,900."""
+        item, cat, aux, mask = b.hist_item, b.hist_cat, b.hist_aux, b.mask
+        if last is not None:
+            item, cat, aux, mask = (last_positions(t, last) for t in (item, cat, aux, mask))
+        x = torch.cat([self.item(item), self.cat(cat) + self.aux(aux)], -1)
+        return x * mask.unsqueeze(-1).to(x.dtype)
 
     def target(self, b: SeqBatch) -> Tensor:
         """[B, C, 2e]"""

@@ -149,10 +149,12 @@ def write_report(r: dict[str, Any]) -> str:
             cells += [f"{row[n]['infer_samples_per_s']:,.0f}" if n in row else "–"
                       for n in lengths]
             add(f"| {_name(r, name)} | " + " | ".join(cells) + " |")
-        t0 = r["throughput"][0]
+        batches = sorted({(t["length"], t["batch"]) for t in r["throughput"]})
         add("")
-        add(f"Batch {t0['batch']} users × 1 candidate, device {t0['device']}; NaN = out of "
-            "memory.")
+        add("Batch (users × 1 candidate) per L: "
+            + ", ".join(f"{b} at L={n}" for n, b in batches)
+            + f" (the same events per batch); device {r['throughput'][0]['device']}; "
+            "train = forward + backward + Adam step; NaN = out of memory.")
     add("")
     return "\n".join(lines)
 
