@@ -217,6 +217,8 @@ class Merger:
         }
         user_list = list(users) if users is not None else None
         only: set[int] | None = None
+        start_file = self._app.file_id if self._app is not None else None
+        start_size = self._app.size if self._app is not None else 0
         for _round in range(2):
             hashes, cands, cutoff = self._plan(user_list, reclaim, ratio, only)
             summary["users_considered"] += len(hashes)
@@ -244,6 +246,16 @@ class Merger:
             if not still or user_list is not None:
                 break
             only = still  # sealed files that still hold live extents: rewrite them now
+        app = self._app
+        if app is not None and app.size:
+            fresh = app.size - (start_size if app.file_id == start_file else 0)
+            if fresh * 2 >= app.size:
+                # This pass wrote most of the file: start the next pass in a new one, so that when
+                # the next pass rewrites the same (active) users this file dies almost whole and
+                # is dropped with little or nothing to copy (generational, like the rt files).
+                app.sync()
+                app.close()
+                self._app = None
         with v._lock:
             # Index deltas cost more than a checkpoint (~62 B/user) once there are about half as
             # many as users: checkpoint then, so LMDB frees their pages for reuse.
