@@ -238,6 +238,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     res = v.merge()  # full speed (duty 1.0)
     during = stop_reader(p, stop)
     rest_after = read_window(a_path, args.users, 3.0, 3, tmp)
+    # the background merger's default pace (merge_duty 0.5) on another day of appends
+    day1 = day_events(np.random.default_rng(8), args.users, args.per_day, args.days, t0,
+                      args.late)
+    for sl in hour_slices(day1):
+        v.append_batch(sl)
+    v.flush()
+    p = start_reader(a_path, stop, args.users, 4)
+    res_bg = v._get_merger().run(duty=0.5)
+    during_bg = stop_reader(p, stop)
     # in-process reader thread (shares the GIL with merge)
     day2 = day_events(np.random.default_rng(9), args.users, args.per_day, args.days + 1, t0,
                       args.late)
@@ -284,6 +293,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "rest_after_merge": summary(rest_after),
             "p99_during_vs_rest_before": round(pct(during, 99) / pct(rest_before, 99), 3),
             "merge_seconds": res["seconds"], "merge_events": res["events_in"],
+            "during_merge_duty_0.5": summary(during_bg),
+            "p99_during_duty_0.5_vs_rest_before": round(pct(during_bg, 99)
+                                                        / pct(rest_before, 99), 3),
+            "merge_duty_0.5_seconds": res_bg["seconds"],
         },
         "reads_last100_same_process_thread": {
             "rest": summary(th_rest), "during_merge_duty_0.5": summary(th_during),
