@@ -633,7 +633,12 @@ def merge_stats(vault: SeqVault) -> dict[str, Any]:
     """What `stats()` shows about merge, retention and reclamation (caller holds the lock)."""
     out: dict[str, Any] = dict(retention_counters(vault))
     data = sum(int(info.get("size", 0)) for info in vault.catalog.values())
-    live = sum(live_bytes(vault.index).values())
+    cached = getattr(vault, "_live_bytes_cache", None)  # (seq, index object, live bytes)
+    if cached is not None and cached[0] == vault.seq and cached[1] is vault.index:
+        live = cached[2]
+    else:
+        live = sum(live_bytes(vault.index).values())
+        vault._live_bytes_cache = (vault.seq, vault.index, live)  # type: ignore[attr-defined]
     out["live_bytes"] = live
     out["garbage_bytes"] = max(0, data - live)
     m = getattr(vault, "_merger", None)
