@@ -343,3 +343,24 @@ def _hash(u: int) -> int:
     from seqvault.segment import key_bytes
 
     return user_hash(key_bytes(u)[1])
+
+
+def test_idle_compaction_brings_garbage_under_ten_percent(tmp_path, schema):
+    rng = np.random.default_rng(15)
+    with SeqVault.open(tmp_path / "s", schema=schema, durability="none",
+                       lifetime_segment_events=64) as v:
+        for _ in range(5):
+            _fill(v, rng, range(10), rounds=1, n=20)
+            v.merge()
+            _fill(v, rng, range(0, 10, 2), rounds=1, n=20)  # half the users: garbage stays
+            v.merge()
+        st = v.stats()
+        want = _snapshot(v, range(10))
+    assert st["garbage_bytes"] > 0.1 * st["data_bytes"], st  # the busy state has garbage
+    with SeqVault.open(tmp_path / "s", auto_merge=True, merge_interval=0.01) as v:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not v.stats()["merge_passes"]:
+            time.sleep(0.02)
+        st = v.stats()
+        assert st["garbage_bytes"] <= 0.1 * st["data_bytes"], st
+        assert _snapshot(v, range(10)) == want
