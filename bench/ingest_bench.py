@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PARTITION_ROWS = 1_000_000  # seqvault.ingest.core.DEFAULT_PARTITION_ROWS
 WRITE_BATCH_EVENTS = 10_000
 
 
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--events", type=int, default=5_000_000)
     ap.add_argument("--file", default=None, help="Parquet file (default: generate one)")
     ap.add_argument("--workdir", default=None, help="Where stores go (default: a temp dir)")
-    ap.add_argument("--partition-rows", type=int, default=2_000_000)
+    ap.add_argument("--partition-rows", type=int, default=DEFAULT_PARTITION_ROWS)
     ap.add_argument("--skip-rocks", action="store_true")
     ap.add_argument("--child", choices=["seqvault", "rocksdb"], help=argparse.SUPPRESS)
     ap.add_argument("--store", help=argparse.SUPPRESS)

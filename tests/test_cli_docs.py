@@ -52,3 +52,19 @@ def test_a_command_without_help_is_caught():
         pass
 
     assert [p for p, c in walk(group) if not (c.help or c.short_help)] == [("nohelp",)]
+
+
+def test_help_imports_no_heavy_modules():
+    # STYLE.md: pyarrow, rich, fastapi, torch are imported inside the commands that need them.
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom seqvault.cli.main import cli\n"
+            "try:\n    cli.main(['--help'], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('pyarrow', 'rich', 'fastapi', 'torch', 'uvicorn') "
+            "if m in sys.modules))")
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(root)}, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr

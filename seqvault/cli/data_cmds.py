@@ -60,7 +60,7 @@ def _schema_for_new_store(paths: list[str], schema_path: str | None, user_column
               help="Ingest even files whose content is already in the ledger (stored twice).")
 @click.option("--progress/--no-progress", "show_progress", default=None,
               help="Progress bar on stderr (default: on a terminal, off in pipes and CI).")
-@click.option("--partition-rows", type=click.IntRange(10_000, None), default=2_000_000,
+@click.option("--partition-rows", type=click.IntRange(10_000, None), default=1_000_000,
               show_default=True, help="Rows per spill partition (bounds memory).")
 @json_option
 def ingest_cmd(paths: tuple[str, ...], store: str, schema_path: str | None, user_column: str,
