@@ -64,7 +64,19 @@ MERGE_DEFAULTS: dict[str, Any] = {
     "merge_backpressure_flushes": 64,  # appends wait when this many flushes are unmerged ...
     "merge_backpressure_wait": 30.0,  # ... for at most this many seconds per append
     "idle_reclaim_ratio": 0.9,  # background, nothing to merge: reclaim down to 10% garbage
+    "merge_nice": 10,  # background: CPU niceness of the merge thread (Linux), reads go first
 }
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Raise this thread's niceness by `nice` (Linux: per thread; elsewhere a no-op)."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+    except OSError:
+        pass
 
 
 def _setting(vault: SeqVault, name: str) -> Any:
@@ -567,6 +579,7 @@ class BackgroundMerger(threading.Thread):
         v = self.vault
         m = self.merger
         interval = float(_setting(v, "merge_interval"))
+        lower_thread_priority(int(_setting(v, "merge_nice")))
         while not self.stop_event.is_set():
             self.wake.wait(interval)
             self.wake.clear()
