@@ -9,8 +9,9 @@ What it does:
 2. starts `seqvault serve` (one worker, read-only) as a subprocess on 127.0.0.1, on a socket this
    process binds and hands over;
 3. for each `last` in 100, 1,000, 10,000 and each format (JSON, MessagePack, Arrow), runs a
-   separate load-generating process (this script with --client) that issues requests for
-   random users over one keep-alive connection per client thread, with `Accept-Encoding:
+   separate load-generating process (this script with --client; stdlib http.client) that
+   issues requests for random users over one keep-alive connection per client thread, with
+   `Accept-Encoding:
    identity` (loopback: compression only costs time), timing each request until its whole body
    has arrived (decoding is not timed). Each cell is bounded by --requests and --max-seconds
    after --warmup requests;
@@ -45,14 +46,24 @@ ACCEPT = {"json": "application/json", "msgpack": "application/vnd.msgpack",
           "arrow": "application/vnd.apache.arrow.stream"}
 
 
+def _pythonpath() -> str:
+    """The repository first, then whatever PYTHONPATH the caller had (extra packages)."""
+    rest = os.environ.get("PYTHONPATH", "")
+    return str(REPO) + (os.pathsep + rest if rest else "")
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
 # ------------------------------------------------------------------ load generator (child)
 def client_main(args: argparse.Namespace) -> None:
-    import httpx
+    """Closed-loop load: each thread keeps one keep-alive connection (stdlib http.client, the
+    lightest client at hand, so the figures are the server's more than the client's)."""
+    import http.client
+    from urllib.parse import urlsplit
 
+    host = urlsplit(args.url)
     users = [int(u) for u in args.users.split(",")]
     rng = np.random.default_rng(args.seed)
     lat: list[float] = []
@@ -60,14 +71,23 @@ def client_main(args: argparse.Namespace) -> None:
     lock = threading.Lock()
     stop_at = [0.0]
     budget = [args.requests]
+    headers = {"Accept": ACCEPT[args.format], "Accept-Encoding": args.encoding}
 
     def worker(tid: int) -> None:
-        headers = {"Accept": ACCEPT[args.format], "Accept-Encoding": args.encoding}
         order = rng.permutation(len(users)) if tid else np.arange(len(users))
-        with httpx.Client(base_url=args.url, timeout=30, headers=headers) as c:
+        conn = http.client.HTTPConnection(host.hostname, host.port, timeout=30)
+
+        def get(user: int) -> bytes:
+            conn.request("GET", f"/users/{user}/sequence?last={args.last}", headers=headers)
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"HTTP {resp.status}: {body[:200]!r}")
+            return body
+
+        try:
             for i in range(args.warmup):
-                c.get(f"/users/{users[order[i % len(users)]]}/sequence",
-                      params={"last": args.last}).raise_for_status()
+                get(users[order[i % len(users)]])
             i = 0
             while True:
                 with lock:
@@ -77,13 +97,13 @@ def client_main(args: argparse.Namespace) -> None:
                 user = users[order[i % len(users)]]
                 i += 1
                 t0 = time.perf_counter()
-                resp = c.get(f"/users/{user}/sequence", params={"last": args.last})
-                body = resp.content
+                body = get(user)
                 dt = time.perf_counter() - t0
-                resp.raise_for_status()
                 with lock:
                     lat.append(dt)
                     sizes.append(len(body))
+        finally:
+            conn.close()
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(args.concurrency)]
     start = time.perf_counter()
@@ -136,16 +156,17 @@ def embedded(path: Path, ids: list[int], last: int, n: int) -> list[float]:
     return out
 
 
-def start_server(store: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(store: Path, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(512)
     sock.set_inheritable(True)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": _pythonpath()}
     proc = subprocess.Popen([sys.executable, "-m", "seqvault", "serve", "--store", str(store),
-                             "--fd", str(sock.fileno()), "--log-level", "warning"],
+                             "--fd", str(sock.fileno()), "--log-level", "warning",
+                             "--workers", str(workers)],
                             pass_fds=(sock.fileno(),), env=env)
     sock.close()
     import httpx
@@ -173,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-seconds", type=float, default=10.0, help="time bound per cell")
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--concurrency", type=int, default=1, help="client threads")
+    ap.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     ap.add_argument("--encoding", default="identity", help="Accept-Encoding to send")
     ap.add_argument("--store", type=Path, help="reuse a store (its users must be given too)")
     ap.add_argument("--json-out", type=Path)
@@ -195,10 +217,21 @@ def main(argv: list[str] | None = None) -> int:
     ids = build_store(store, args.users, args.events)
     print(f"store: {args.users} users x {args.events} events built in "
           f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    proc, url = start_server(store)
+    proc, url = start_server(store, args.workers)
     import psutil
 
     server = psutil.Process(proc.pid)
+    if args.workers > 1:  # the supervisor's children do the work; count them all
+        time.sleep(1.0)
+
+    class _Tree:
+        def cpu_times(self) -> Any:
+            procs = [server, *server.children(recursive=True)]
+            user = sum(p.cpu_times().user for p in procs)
+            system = sum(p.cpu_times().system for p in procs)
+            return argparse.Namespace(user=user, system=system)
+
+    tree = _Tree()
     rows: list[dict[str, Any]] = []
     try:
         for last in [int(x) for x in args.lasts.split(",")]:
@@ -215,11 +248,11 @@ def main(argv: list[str] | None = None) -> int:
                        ",".join(map(str, ids)), "--requests", str(args.requests),
                        "--max-seconds", str(args.max_seconds), "--warmup", str(args.warmup),
                        "--concurrency", str(args.concurrency), "--encoding", args.encoding]
-                cpu0 = server.cpu_times()
+                cpu0 = tree.cpu_times()
                 out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
-                                     env={**os.environ, "PYTHONPATH": str(REPO)},
+                                     env={**os.environ, "PYTHONPATH": _pythonpath()},
                                      timeout=args.max_seconds + 120, check=True)
-                cpu1 = server.cpu_times()
+                cpu1 = tree.cpu_times()
                 res = json.loads(out.stdout)
                 lat = res["latencies"]
                 p50 = pct(lat, 50) * 1e3
@@ -239,7 +272,18 @@ def main(argv: list[str] | None = None) -> int:
             proc.kill()
         tmp.cleanup()
 
-    print(f"\nHTTP reads on 127.0.0.1, 1 uvicorn worker, {args.concurrency} client thread(s), "
+    try:
+        import httptools  # noqa: F401
+        parser = "httptools"
+    except ImportError:
+        parser = "h11"
+    try:
+        import uvloop  # noqa: F401
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    print(f"\nHTTP reads on 127.0.0.1, {args.workers} uvicorn worker(s) ({parser}, {loop}), "
+          f"{args.concurrency} client thread(s), "
           f"Accept-Encoding: {args.encoding}; {args.users} users x {args.events} events; "
           f"cpu count {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}\n")
     print("| last | format | requests/s | p50 ms | p99 ms | body bytes | p50 / embedded p50 "

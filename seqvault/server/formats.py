@@ -195,9 +195,12 @@ def arrow_strings(arr: np.ndarray) -> pa.Array:
                                           pa.array(values.tolist(), type=pa.string()))
 
 
+_IPC_OPTIONS: pa.ipc.IpcWriteOptions | None = None
+
+
 def _ipc_stream(batch: pa.RecordBatch) -> bytes:
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
+    with pa.ipc.new_stream(sink, batch.schema, options=_IPC_OPTIONS) as writer:
         writer.write_batch(batch)
     return sink.getvalue().to_pybytes()
 
