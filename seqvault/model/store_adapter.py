@@ -115,3 +115,50 @@ class StoreHistory:
 
     def close(self) -> None:
         self.vault.close()
+
+
+def check_against_arrays(ds: Dataset, path: Path | str, max_len: int,
+                         log: Callable[[str], None] = print) -> dict[str, float]:
+    """Load `ds` into a store at `path`, read every request's history back through
+    `laser_reader` and compare with the numpy `ArrayHistory`; returns timings and counts.
+    Raises AssertionError at the first difference."""
+    import time
+
+    from .data import ArrayHistory
+
+    t0 = time.perf_counter()
+    store = StoreHistory.build(ds, path, log=log)
+    built = time.perf_counter() - t0
+    imps = ds.impressions
+    pairs = np.unique(np.stack([imps.user, imps.ts], axis=1), axis=0)
+    arrays = ArrayHistory(ds.events)
+    read = 0.0
+    events = 0
+    for s in range(0, len(pairs), 1024):
+        u, b = pairs[s:s + 1024, 0], pairs[s:s + 1024, 1]
+        t1 = time.perf_counter()
+        h = store.gather(u, b, max_len)
+        read += time.perf_counter() - t1
+        a = arrays.gather(u, b, max_len)
+        for f in ("item", "cat", "aux", "mask"):
+            if not np.array_equal(getattr(h, f), getattr(a, f)):
+                raise AssertionError(f"store and arrays differ in {f} for users {u[:3]}...")
+        events += int(h.mask.sum())
+    store.close()
+    out = {"events_written": float(len(ds.events)), "build_s": built,
+           "requests": float(len(pairs)), "events_read": float(events), "read_s": read}
+    log(f"store check: wrote {len(ds.events):,} events in {built:.1f}s; read {len(pairs):,} "
+        f"point-in-time histories ({events:,} events, L={max_len}) through laser_reader in "
+        f"{read:.1f}s; identical to the numpy path")
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    from .data_synthetic import SyntheticConfig, generate
+
+    # python -m seqvault.model.store_adapter STORE_DIR [quick]
+    quick = len(sys.argv) > 2 and sys.argv[2] == "quick"
+    cfg = SyntheticConfig.quick() if quick else SyntheticConfig()
+    check_against_arrays(generate(cfg), sys.argv[1], cfg.window)
