@@ -111,6 +111,22 @@ def _from_u64_bits(x: int) -> int:
     return x - (1 << 64) if x >= (1 << 63) else x
 
 
+SHUFFLE_PROBE = 4096
+
+
+def _shuffle_helps(narrowed: np.ndarray, width: int, level: int) -> bool:
+    """Byte-shuffle only where it helps. It wins for small, smooth values (deltas, dwell times:
+    the high bytes become runs of zeros) and loses for high-entropy ids that repeat (item ids
+    under a Zipf law: unshuffled, a repeated id is a repeated 3–4 byte string zstd can match;
+    measured on the benchmark workload, 3.66 → 2.81 B/event for item_id at level 3). Decided by
+    compressing a probe of the first values both ways."""
+    if narrowed.size < 64:
+        return True
+    probe = narrowed[:SHUFFLE_PROBE]
+    comp = _compressor(level)
+    return len(comp.compress(_shuffle(probe, width))) <= len(comp.compress(probe.tobytes()))
+
+
 def encode_column(values: np.ndarray, *, delta: bool = False, level: int = DEFAULT_LEVEL) -> EncodedColumn:
     """Encode one column (any numeric or bool dtype). `delta=True` for sorted timestamps."""
     n = int(values.size)
@@ -140,7 +156,7 @@ def encode_column(values: np.ndarray, *, delta: bool = False, level: int = DEFAU
                 off = values.astype(np.int64, copy=False).view(np.uint64) - np.uint64(_as_u64_bits(base))
             narrowed, width = _narrow(off)
             encoding, param = ENC_FOR, _as_u64_bits(base)
-        shuffled = width > 1
+        shuffled = width > 1 and _shuffle_helps(narrowed, width, level)
         payload = _shuffle(narrowed, width) if shuffled else narrowed.tobytes()
     elif kind == "f":
         width = values.dtype.itemsize

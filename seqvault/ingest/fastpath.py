@@ -29,7 +29,9 @@ from ..encoding import (
     ENC_FOR,
     FLAG_SHUFFLE,
     FLAG_ZSTD,
+    _WIDTH_DTYPES,
     _compressor,
+    _shuffle_helps,
 )
 from ..segment import _CRC, _DIR, _FIXED, DTYPE_CODES, FORMAT_VERSION, MAGIC, TIME_COLUMN_ID
 
@@ -62,6 +64,25 @@ class _Column:
 
     def __init__(self, col_id: int, dcode: int, level: int) -> None:
         self.col_id, self.dcode, self.level = col_id, dcode, level
+        self.plain: dict[int, bytes] = {}  # user → unshuffled payload, where shuffle loses
+
+    def choose_shuffle(self, stored: np.ndarray) -> None:
+        """Mirror encode_column's `_shuffle_helps`: for users with >= 64 stored values of
+        width >= 2, keep the payload unshuffled when that compresses smaller."""
+        view = memoryview(self.payload)
+        for u in np.flatnonzero((stored >= 64) & (self.width >= 2)).tolist():
+            w, m, off = int(self.width[u]), int(stored[u]), int(self.offsets[u])
+            planes = np.frombuffer(view[off:off + w * m], dtype=np.uint8).reshape(w, m)
+            narrowed = np.ascontiguousarray(planes.T).reshape(-1).view(_WIDTH_DTYPES[w])
+            if not _shuffle_helps(narrowed, w, self.level):
+                self.plain[u] = narrowed.tobytes()
+
+    def data(self, u: int) -> bytes | memoryview:
+        plain = self.plain.get(u)
+        if plain is not None:
+            return plain
+        off = int(self.offsets[u])
+        return memoryview(self.payload)[off:off + int(self.lengths[u])]
 
 
 def _scatter(col: _Column, values_u64: np.ndarray, user_of: np.ndarray, rank: np.ndarray,
@@ -115,6 +136,7 @@ def _int_column(col: _Column, values: np.ndarray, starts: np.ndarray, counts: np
     col.lengths = col.width * counts
     col.offsets = np.concatenate(([0], np.cumsum(col.lengths)[:-1])).astype(np.int64)
     _scatter(col, off, user_of, rank, counts)
+    col.choose_shuffle(counts)
 
 
 def _time_column(col: _Column, ts: np.ndarray, starts: np.ndarray, ends: np.ndarray,
@@ -139,6 +161,7 @@ def _time_column(col: _Column, ts: np.ndarray, starts: np.ndarray, ends: np.ndar
     idx = np.flatnonzero(keep)
     _scatter(sub, zz[idx], user_of[idx], rank[idx] - 1, m)
     col.payload = sub.payload
+    col.choose_shuffle(m)
 
 
 def encode_users(keys: list[Any], key_type: int, kbytes: list[bytes], schema_version: int,
@@ -182,12 +205,16 @@ def encode_users(keys: list[Any], key_type: int, kbytes: list[bytes], schema_ver
         for u in range(n_users):
             ln = lens[u]
             zu = z.get(u) if z else None
+            shuffle = FLAG_SHUFFLE if widths[u] > 1 and u not in c.plain else 0
             if zu is not None:
                 datas.append(zu)
-                flags.append((FLAG_SHUFFLE if widths[u] > 1 else 0) | FLAG_ZSTD)
+                flags.append(shuffle | FLAG_ZSTD)
+            elif u in c.plain:
+                datas.append(c.plain[u])
+                flags.append(0)
             else:
                 datas.append(view[offs[u]:offs[u] + ln] if ln else b"")
-                flags.append(FLAG_SHUFFLE if widths[u] > 1 and ln else 0)
+                flags.append(shuffle if ln else 0)
         per_col.append((c.col_id, c.dcode, c.enc.tolist(), widths, c.param.tolist(), lens,
                         datas, flags))
     fixed_pack, dir_pack, crc_pack, crc32 = _FIXED.pack, _DIR.pack, _CRC.pack, zlib.crc32
@@ -211,11 +238,9 @@ def _compress_all(columns: list[_Column]) -> list[dict[int, bytes]]:
     per level; keep a result only when it is smaller. Returns, per column, user → bytes."""
     jobs: list[tuple[int, int, memoryview]] = []
     for ci, c in enumerate(columns):
-        view = memoryview(c.payload)
         lens = c.lengths
         for u in np.flatnonzero(lens >= _ZSTD_MIN).tolist():
-            off = int(c.offsets[u])
-            jobs.append((ci, u, view[off:off + int(lens[u])]))
+            jobs.append((ci, u, memoryview(c.data(u))))
     out: list[dict[int, bytes]] = [{} for _ in columns]
     by_level: dict[int, list[tuple[int, int, memoryview]]] = {}
     for job in jobs:
