@@ -23,13 +23,13 @@ from typing import Any
 import numpy as np
 
 from ..encoding import (
+    _WIDTH_DTYPES,
     DEFAULT_LEVEL,
     ENC_CONST,
     ENC_DELTA,
     ENC_FOR,
     FLAG_SHUFFLE,
     FLAG_ZSTD,
-    _WIDTH_DTYPES,
     _compressor,
     _shuffle_helps,
 )
