@@ -24,7 +24,8 @@ Generative story (every draw from one seeded numpy Generator, fully vectorised):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -57,11 +58,11 @@ class SyntheticConfig:
     seed: int = 0
 
     @classmethod
-    def quick(cls, **changes: object) -> SyntheticConfig:
+    def quick(cls, **changes: Any) -> SyntheticConfig:
         """A small version for `--quick` and tests: L=100, a few thousand users."""
         base = cls(n_users=2000, n_items=2000, n_topics=50, min_len=20, max_len=300, window=100,
                    recent_guard=20, min_planted=3, max_planted=8)
-        return base.__class__(**{**asdict(base), **changes})  # type: ignore[arg-type]
+        return replace(base, **changes)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -100,7 +100,7 @@ def load_dataset(plan: EvalPlan) -> Dataset:
 
         cfg = SyntheticConfig.quick() if plan.quick else SyntheticConfig()
         if plan.users is not None:
-            cfg = SyntheticConfig(**{**asdict(cfg), "n_users": plan.users})
+            cfg = replace(cfg, n_users=plan.users)
         return generate(cfg)
     from .data_movielens import load_movielens
 

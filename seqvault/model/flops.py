@@ -13,6 +13,7 @@ pair with a full history of L real events. Two figures are reported:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -100,8 +101,7 @@ def measure_throughput(name: str, cfg: ModelConfig, length: int, batch: int, dev
         loss.backward()
         opt.step()
 
-    def timed(fn: object, n: int) -> float:
-        assert callable(fn)
+    def timed(fn: Callable[[], None], n: int) -> float:
         for _ in range(warmup):
             fn()
         sync()

@@ -174,7 +174,7 @@ def write_plots(r: dict[str, Any], out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7, 3.5))
     means = [s[n]["auc_mean"] for n in names]
     stds = [s[n]["auc_std"] for n in names]
-    ax.bar([PAPER_NAMES.get(n, n) for n in names], means, yerr=stds, capsize=4, color="#4C72B0")
+    ax.bar([_name(r, n) for n in names], means, yerr=stds, capsize=4, color="#4C72B0")
     if "bayes" in r:
         ax.axhline(r["bayes"]["auc"], color="k", ls="--", lw=1, label="Bayes ceiling")
         ax.legend(loc="lower right")
@@ -194,7 +194,7 @@ def write_plots(r: dict[str, Any], out: Path) -> list[Path]:
     for i, length in enumerate((1000, 4000)):
         ax.bar([x + (i - 0.5) * width for x in xs], [_flops(r, n, length) for n in names],
                width=width, label=f"L={length}")
-    ax.set_xticks(list(xs), [PAPER_NAMES.get(n, n) for n in names])
+    ax.set_xticks(list(xs), [_name(r, n) for n in names])
     ax.set_yscale("log")
     ax.set_ylabel("forward FLOPs per sample")
     ax.legend()
@@ -204,4 +204,36 @@ def write_plots(r: dict[str, Any], out: Path) -> list[Path]:
     fig.savefig(p, dpi=110)
     plt.close(fig)
     paths.append(p)
+
+    if r.get("throughput"):
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        for ax, key, title in ((axes[0], "train_samples_per_s", "training"),
+                               (axes[1], "infer_samples_per_s", "inference")):
+            for n in names:
+                pts = sorted((t["length"], t[key]) for t in r["throughput"] if t["model"] == n)
+                if pts:
+                    ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o",
+                            label=_name(r, n))
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("history length L")
+            ax.set_ylabel("samples/s")
+            ax.set_title(f"{title} throughput ({r['throughput'][0]['device']})")
+        axes[1].legend(fontsize=7)
+        fig.tight_layout()
+        p = out / "throughput.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
     return paths
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    # python -m seqvault.model.report DIR: rewrite DIR/report.md and the plots from results.json
+    folder = Path(sys.argv[1])
+    res = json.loads((folder / "results.json").read_text())
+    (folder / "report.md").write_text(write_report(res))
+    print(", ".join(str(x) for x in write_plots(res, folder)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -98,7 +99,7 @@ def train_and_evaluate(
     ds: Dataset,
     source: HistorySource | CachedHistory,
     tcfg: TrainConfig,
-    log: object = None,
+    log: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Train model `name` with the shared protocol; score the best checkpoint on the test split."""
     device = torch.device(tcfg.device)
@@ -137,7 +138,7 @@ def train_and_evaluate(
                 p, _ = predict(model, ds, val_rows, source, mcfg.max_len, tcfg.eval_batch_size,
                                device)
                 auc = roc_auc(imps.label[val_rows], p)
-                if callable(log):
+                if log is not None:
                     log(f"  {name} seed {tcfg.seed} epoch {epoch} step {step}: "
                         f"loss {loss.item():.4f} val AUC {auc:.4f}")
                 if auc > best_auc:
