@@ -65,6 +65,9 @@ class FakeTransport:
     def write(self, data: bytes) -> None:
         self.writes.append(bytes(data))
 
+    def writelines(self, chunks: list[bytes]) -> None:
+        self.writes.append(b"".join(chunks))
+
     def close(self) -> None:
         self.closed = True
 
@@ -89,6 +92,9 @@ def test_coalescing_transport_joins_head_and_body() -> None:
         assert fake.writes[1:] == [b"head-only"]
         t.write(b"x" * (HOLD_MAX + 1))  # large writes are never held
         assert len(fake.writes) == 3
+        t.write(b"head")
+        t.write(b"y" * (HOLD_MAX + 1))  # a large body after a held head: both, in order
+        assert b"".join(fake.writes[3:]) == b"head" + b"y" * (HOLD_MAX + 1)
         t.write(b"last")
         t.close()  # close flushes first
         assert fake.writes[-1] == b"last" and fake.closed

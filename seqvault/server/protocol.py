@@ -57,7 +57,10 @@ class CoalescingTransport:
         held = self._held
         if held is not None:
             self._held = None
-            self._transport.write(held + bytes(data))
+            if len(data) <= HOLD_MAX:
+                self._transport.write(held + bytes(data))
+            else:  # no copy of a large body: Python 3.12+ sends both with one sendmsg()
+                self._transport.writelines([held, data])
         elif len(data) <= HOLD_MAX:
             self._held = bytes(data)
             self._loop.call_soon(self.flush)
