@@ -62,10 +62,15 @@ def _schema_for_new_store(paths: list[str], schema_path: str | None, user_column
               help="Progress bar on stderr (default: on a terminal, off in pipes and CI).")
 @click.option("--partition-rows", type=click.IntRange(10_000, None), default=1_000_000,
               show_default=True, help="Rows per spill partition (bounds memory).")
+@click.option("--spill-compression", type=click.Choice(["auto", "lz4", "zstd", "none"]),
+              default="auto", show_default=True,
+              help="Compression of the temporary spill files (auto: none while they would "
+                   "use under a quarter of the free disk, else lz4).")
 @json_option
 def ingest_cmd(paths: tuple[str, ...], store: str, schema_path: str | None, user_column: str,
                time_column: str, time_unit: str | None, force: bool,
-               show_progress: bool | None, partition_rows: int, as_json: bool) -> None:
+               show_progress: bool | None, partition_rows: int, spill_compression: str,
+               as_json: bool) -> None:
     """Load Parquet files or directories (also CSV, JSON lines) into the store, atomically.
 
     Rows may come in any order; each user's events are stored by time, ties in input order
@@ -86,7 +91,9 @@ def ingest_cmd(paths: tuple[str, ...], store: str, schema_path: str | None, user
     enabled = (not ci_or_pipe()) if show_progress is None else show_progress
     with SeqVault.open(store, schema=schema) as vault, progress_bar(enabled) as update:
         summary = ingest(vault, list(paths), force=force, progress=update,
-                         rows_per_partition=partition_rows)
+                         rows_per_partition=partition_rows,
+                         spill_compression=None if spill_compression == "none"
+                         else spill_compression)
     data = summary.to_dict()
     data["store"] = store
     if as_json:

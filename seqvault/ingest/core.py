@@ -55,6 +55,7 @@ class IngestSummary:
     bytes_written: int = 0
     spill_bytes: int = 0
     partitions: int = 0
+    spill_compression: str = "none"
     compression_ratio: float = 0.0
     elapsed_s: float = 0.0
     events_per_s: float = 0.0
@@ -202,7 +203,7 @@ def ingest(
     progress: ProgressFn | None = None,
     rows_per_partition: int = DEFAULT_PARTITION_ROWS,
     batch_rows: int = DEFAULT_BATCH_ROWS,
-    spill_compression: str | None = "lz4",
+    spill_compression: str | None = "auto",
 ) -> IngestSummary:
     """Ingest files (or directories of files) into `vault`; all or nothing.
 
@@ -260,6 +261,9 @@ def ingest(
     summary.partitions = parts
     total_rows = (sum(int(f.rows or 0) for f in files)
                   if all(f.rows is not None for f in files) else None)
+    if spill_compression == "auto":
+        spill_compression = _auto_compression(vault.path, files, conv.spill_schema)
+    summary.spill_compression = spill_compression or "none"
     bw = vault.bulk_writer()
     spill: Spill | None = None
     try:
@@ -329,6 +333,22 @@ def ingest(
     summary.events_per_s = summary.events / summary.elapsed_s if summary.elapsed_s else 0.0
     summary.peak_rss_bytes = peak_rss_bytes()
     return summary
+
+
+def _auto_compression(store: Path, files: list[InputFile], spill_schema: Any) -> str | None:
+    """No compression (about 10 % less CPU) while the spill would take under a quarter of the
+    free disk space; LZ4 (about 3x smaller spill files) otherwise."""
+    import shutil
+
+    width = 0
+    for f in spill_schema:
+        try:
+            width += f.type.bit_width // 8
+        except ValueError:  # strings (string user ids): guess
+            width += 16
+    rows = sum(f.rows if f.rows is not None else f.size // _EST_BYTES_PER_ROW[f.kind]
+               for f in files)
+    return None if rows * width < shutil.disk_usage(store).free // 4 else "lz4"
 
 
 def _build_partition(bw: Any, table: Any, names: list[str], string_users: bool,

@@ -54,7 +54,7 @@ class Spill:
     """`parts` Arrow IPC stream files under `directory`, opened on first write."""
 
     def __init__(self, directory: Path, parts: int, arrow_schema: Any,
-                 compression: str | None = "lz4") -> None:
+                 compression: str | None = None) -> None:
         import pyarrow as pa
 
         self.directory = directory
