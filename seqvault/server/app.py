@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
@@ -50,6 +50,7 @@ REOPEN_INTERVAL = 0.5
 _INT_RE = re.compile(r"[+-]?[0-9]{1,20}")
 
 IdsAs = Literal["number", "string"]
+Int64 = Annotated[StrictInt, Field(ge=-(1 << 63), le=(1 << 63) - 1)]
 
 
 # ============================================================ state
@@ -117,9 +118,9 @@ class BatchGetRequest(BaseModel):
     user_ids: list[StrictInt | StrictStr] = Field(min_length=1)
     last: StrictInt | None = Field(None, gt=0, description="newest N events per user")
     columns: list[StrictStr] | None = Field(None, description="default: every column")
-    before: StrictInt | list[StrictInt] | None = Field(
+    before: Int64 | list[Int64] | None = Field(
         None, description="keep ts < before: one value, or one per user")
-    since: StrictInt | None = Field(None, description="keep ts >= since")
+    since: Int64 | None = Field(None, description="keep ts >= since")
 
 
 class ProblemDetails(BaseModel):
@@ -275,8 +276,8 @@ def warm_up(vault: SeqVault | None) -> None:
         seq = vault.read(0 if schema.user_type == "int64" else "", last=1)
         for fmt in formats.MEDIA_TYPES:
             formats.encode_sequence(fmt, schema, seq.user_id, seq.columns, seq.count)
-    except SeqVaultError as exc:  # never keep the server from starting
-        log.warning("warm-up read failed: %s", exc)
+    except Exception as exc:  # noqa: BLE001 - a warm-up must never keep the server from starting
+        log.warning("warm-up failed: %s: %s", type(exc).__name__, exc)
 
 
 # ============================================================ the app
