@@ -52,9 +52,16 @@ def sample_users(log: Path) -> tuple[int, int]:
 def serve_and_fetch(store: Path, user: int) -> None:
     # ==================================================================================
     # HTTP step (issue 5): start `seqvault serve --store demo-store` on 127.0.0.1, fetch
-    # this user's last N events over HTTP, print them, stop the server. Left for the
-    # HTTP engineer; the demo runs without it.
+    # this user's last N events over HTTP, print them, stop the server
+    # (seqvault/server/demo.py).
     # ==================================================================================
+    step(f"5. serve the store over HTTP and fetch user {user}'s newest events")
+    try:
+        from .server.demo import serve_and_fetch as http_serve_and_fetch
+    except ImportError as exc:  # the server extra is not installed
+        print(f"(skipped: {exc.name} is missing; pip install 'seqvault[server]')")
+        return None
+    http_serve_and_fetch(store, user, last=5)
     return None
 
 
