@@ -6,7 +6,7 @@ events readable at once. Chunks are kept in arrival order (unsorted): reads sort
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,51 +15,111 @@ from .errors import ValidationError
 from .schema import MAX_STRING_CARDINALITY
 
 
+class Chunk:
+    """The events of one append call, grouped by user (each user's rows contiguous, in call
+    order). Users' tails point into it, so an append of events for many users costs one
+    list append per user, not a copy of every column per user."""
+
+    __slots__ = ("ts", "cols")
+
+    def __init__(self, ts: np.ndarray, cols: dict[str, np.ndarray]) -> None:
+        self.ts = ts
+        self.cols = cols
+
+
 class UserTail:
-    """One user's unsealed events, as column chunks in arrival order."""
+    """One user's unsealed events: (chunk, start, end) slices in arrival order."""
 
-    __slots__ = ("ts", "cols", "count")
+    __slots__ = ("refs", "count", "uid")
 
-    def __init__(self) -> None:
-        self.ts: list[np.ndarray] = []
-        self.cols: dict[str, list[np.ndarray]] = {}
+    def __init__(self, uid: int = 0) -> None:
+        self.refs: list[tuple[Chunk, int, int]] = []
         self.count = 0
+        self.uid = uid  # dense id within this memtable (for the vectorised flush)
 
-    def add(self, ts: np.ndarray, cols: dict[str, np.ndarray]) -> None:
-        self.ts.append(ts)
-        for name, arr in cols.items():
-            self.cols.setdefault(name, []).append(arr)
-        self.count += int(ts.size)
+    def add(self, chunk: Chunk, start: int, end: int) -> None:
+        self.refs.append((chunk, start, end))
+        self.count += end - start
 
     def arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Concatenated columns in arrival order. Compacts the chunks so repeated reads of a
-        user with many small appends stay cheap; arrays are never mutated after, so callers may
-        keep the references outside the store lock."""
-        if len(self.ts) > 1:
-            self.ts = [np.concatenate(self.ts)]
-            self.cols = {k: [np.concatenate(v)] for k, v in self.cols.items()}
-        return self.ts[0], {k: v[0] for k, v in self.cols.items()}
+        """Concatenated columns in arrival order. Compacts the slices into one private chunk
+        so repeated reads stay cheap; arrays are never mutated after, so callers may keep the
+        references outside the store lock."""
+        if len(self.refs) == 1:
+            chunk, s, e = self.refs[0]
+            if s == 0 and e == chunk.ts.size:
+                return chunk.ts, chunk.cols
+            ts = chunk.ts[s:e]
+            cols = {k: v[s:e] for k, v in chunk.cols.items()}
+        else:
+            ts = np.concatenate([c.ts[s:e] for c, s, e in self.refs])
+            names = self.refs[0][0].cols.keys()
+            cols = {k: np.concatenate([c.cols[k][s:e] for c, s, e in self.refs]) for k in names}
+        self.refs = [(Chunk(ts, cols), 0, ts.size)]
+        return ts, cols
 
 
 class MemTable:
     def __init__(self) -> None:
         self.users: dict[Any, UserTail] = {}
+        self.keys: list[Any] = []  # uid → key
+        self.chunks: list[tuple[Chunk, list[int], Sequence[int]]] = []  # (chunk, uids, counts)
         self.events = 0
         self.max_tail = 0
 
-    def add(self, key: Any, ts: np.ndarray, cols: dict[str, np.ndarray]) -> None:
-        tail = self.users.get(key)
-        if tail is None:
-            tail = self.users[key] = UserTail()
-        tail.add(ts, cols)
+    def add_grouped(self, keys: Sequence[Any], counts: Sequence[int], ts: np.ndarray,
+                    cols: dict[str, np.ndarray]) -> None:
+        """Add one call's events: rows grouped by user, `counts[i]` rows for `keys[i]`."""
+        chunk = Chunk(ts, cols)
+        users = self.users
+        start = 0
+        top = self.max_tail
+        uids = []
+        for key, n in zip(keys, counts):
+            tail = users.get(key)
+            if tail is None:
+                tail = users[key] = UserTail(len(self.keys))
+                self.keys.append(key)
+            uids.append(tail.uid)
+            end = start + n
+            tail.refs.append((chunk, start, end))
+            tail.count += n
+            if tail.count > top:
+                top = tail.count
+            start = end
+        self.max_tail = top
         self.events += int(ts.size)
-        self.max_tail = max(self.max_tail, tail.count)
+        self.chunks.append((chunk, uids, counts))
+
+    def sorted_users(self) -> Iterator[tuple[Any, np.ndarray, dict[str, np.ndarray]]]:
+        """Every user's events sorted by (ts, arrival), for a flush: one concatenation and one
+        lexsort over the whole memtable instead of gathering each user's slices."""
+        if not self.chunks:
+            return
+        ts = np.concatenate([c.ts for c, _u, _n in self.chunks])
+        names = list(self.chunks[0][0].cols)
+        uid = np.concatenate([np.repeat(np.asarray(u, dtype=np.int64), np.asarray(n, np.int64))
+                              for _c, u, n in self.chunks])
+        order = np.lexsort((ts, uid))  # by user, then ts; stable, so ties keep arrival order
+        ts = ts[order]
+        uid = uid[order]
+        cols = {k: np.concatenate([c.cols[k] for c, _u, _n in self.chunks])[order] for k in names}
+        bounds = np.flatnonzero(uid[1:] != uid[:-1]) + 1
+        starts = np.concatenate(([0], bounds)).tolist()
+        ends = np.concatenate((bounds, [uid.size])).tolist()
+        for s, e in zip(starts, ends):
+            yield self.keys[int(uid[s])], ts[s:e], {k: v[s:e] for k, v in cols.items()}
+
+    def add(self, key: Any, ts: np.ndarray, cols: dict[str, np.ndarray]) -> None:
+        self.add_grouped([key], [int(ts.size)], ts, cols)
 
     def get(self, key: Any) -> UserTail | None:
         return self.users.get(key)
 
     def clear(self) -> None:
         self.users.clear()
+        self.keys.clear()
+        self.chunks.clear()
         self.events = 0
         self.max_tail = 0
 

@@ -374,6 +374,9 @@ class SeqVault:
         ts, cols = validate_events(self.schema, events)
         if ts.size == 0:
             return 0
+        # Validation may hand back the caller's own arrays; the memtable must not alias them.
+        ts = ts.copy()
+        cols = {k: v.copy() for k, v in cols.items()}
         return self._append_grouped([key], [int(ts.size)], ts, cols)
 
     def append_batch(self, data: Any) -> int:
@@ -393,18 +396,15 @@ class SeqVault:
         if ts.size == 0:
             return 0
         # Group rows by user, keeping each user's rows in call order (stable sort).
-        if users.dtype == object:
-            uniq, inverse = np.unique(users, return_inverse=True)
-            order = np.argsort(inverse, kind="stable")
-            counts = np.bincount(inverse, minlength=uniq.size)
-            keys: list[Any] = [str(u) for u in uniq]
-        else:
-            order = np.argsort(users, kind="stable")
-            uniq, counts = np.unique(users, return_counts=True)
-            keys = [int(u) for u in uniq]
+        order = np.argsort(users, kind="stable")
+        grouped = users[order]
+        bounds = np.flatnonzero(grouped[1:] != grouped[:-1]) + 1
+        firsts = np.concatenate(([0], bounds))
+        counts = np.diff(np.concatenate((firsts, [grouped.size])))
+        keys: list[Any] = grouped[firsts].tolist()
         ts = ts[order]
         cols = {k: v[order] for k, v in cols.items()}
-        return self._append_grouped(keys, [int(c) for c in counts], ts, cols)
+        return self._append_grouped(keys, counts.tolist(), ts, cols)
 
     def _append_grouped(self, keys: list[Any], counts: list[int], ts: np.ndarray,
                         cols: dict[str, np.ndarray]) -> int:
@@ -466,11 +466,7 @@ class SeqVault:
         """Add validated, user-grouped events to the memtable (string columns → codes)."""
         coded = {name: (self.dicts[name].encode(arr) if name in self.dicts else arr)
                  for name, arr in cols.items()}
-        start = 0
-        for key, n in zip(keys, counts):
-            end = start + n
-            self.mem.add(key, ts[start:end], {k: v[start:end] for k, v in coded.items()})
-            start = end
+        self.mem.add_grouped(keys, counts, ts, coded)
 
     # ================================================================== flush
     def flush(self, *, rotate: bool = False) -> None:
@@ -486,11 +482,7 @@ class SeqVault:
             wal_mod.create_wal(new_wal, new_wal_id)
             pieces: list[tuple[int, Any, list[bytes], list[tuple[int, int, int, int]]]] = []
             seg_max = int(self.settings["segment_events"])
-            for key, tail in self.mem.users.items():
-                ts, cols = tail.arrays()
-                order = np.argsort(ts, kind="stable")
-                ts = ts[order]
-                cols = {k: v[order] for k, v in cols.items()}
+            for key, ts, cols in self.mem.sorted_users():
                 blobs, metas = [], []
                 for lo in range(0, ts.size, seg_max):
                     hi = min(lo + seg_max, ts.size)
