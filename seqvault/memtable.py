@@ -182,6 +182,13 @@ class StringDict:
     def code_of(self, s: str) -> int | None:
         return self.codes.get(s)
 
+    def lookup(self) -> np.ndarray:
+        """code → string, as a numpy unicode array (cached until the dictionary grows)."""
+        if self._lookup is None or self._lookup.size != len(self.values):
+            self._lookup = np.array(self.values, dtype=np.str_) if self.values else np.array(
+                [], dtype=np.str_)
+        return self._lookup
+
     def decode(self, codes: np.ndarray, missing: str | None = None) -> np.ndarray:
         """Codes → numpy unicode array. Code 0xFFFFFFFF (a column absent from an old segment)
         becomes `missing`."""

@@ -83,12 +83,15 @@ class UserSequence(Mapping[str, np.ndarray]):
     several times cheaper than object arrays of Python strings.
     """
 
-    __slots__ = ("user_id", "columns", "count")
+    __slots__ = ("user_id", "columns", "count", "dictionaries")
 
-    def __init__(self, user_id: Any, columns: dict[str, np.ndarray], count: int) -> None:
+    def __init__(self, user_id: Any, columns: dict[str, np.ndarray], count: int,
+                 dictionaries: dict[str, np.ndarray] | None = None) -> None:
         self.user_id = user_id
         self.columns = columns
         self.count = count
+        # Only for reads with strings="codes": column → array mapping code → string.
+        self.dictionaries = dictionaries
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.columns[name]
@@ -687,12 +690,20 @@ class SeqVault:
 
     # ================================================================== reads
     def read(self, user_id: Any, last: int | None = None, columns: Sequence[str] | None = None,
-             before: int | None = None, since: int | None = None) -> UserSequence:
+             before: int | None = None, since: int | None = None, *,
+             strings: str = "decode") -> UserSequence:
         """A user's events in ascending timestamp order (ties: arrival order).
 
         `since` keeps ts >= since, `before` keeps ts < before; `last` then keeps the newest N.
         An unknown user reads as an empty sequence.
+
+        `strings="codes"` returns string columns as uint32 dictionary codes and puts the
+        code → string arrays in ``seq.dictionaries`` (for Arrow dictionary arrays and model
+        vocabularies: no per-event string work at all).
         """
+        if strings not in ("decode", "codes"):
+            raise ValidationError(f"strings: {strings!r} is not 'decode' or 'codes'",
+                                  column="strings", value=strings)
         if self._closed:
             raise StoreClosed(f"{self.path} is closed")
         if self.read_only:
@@ -722,7 +733,7 @@ class SeqVault:
                 chosen = _choose_sources(sources, last, before, since)
             try:
                 return self._assemble(key, kb, schema, dicts, chosen, names, last, before,
-                                      since, keep=keep)
+                                      since, keep=keep, codes=strings == "codes")
             except FileNotFoundError:
                 # Space reclamation deleted a file of this snapshot (docs/design/merge.md,
                 # "Deleting files"): a newer snapshot no longer refers to it.
@@ -733,7 +744,7 @@ class SeqVault:
 
     def read_many(self, user_ids: Iterable[Any], last: int | None = None,
                   columns: Sequence[str] | None = None, before: Any = None,
-                  since: int | None = None) -> list[UserSequence]:
+                  since: int | None = None, *, strings: str = "decode") -> list[UserSequence]:
         """`read` for many users, in the order asked. `before` may be one value or one per user."""
         users = list(user_ids)
         if before is None or isinstance(before, int | np.integer):
@@ -743,7 +754,7 @@ class SeqVault:
             if len(befores) != len(users):
                 raise ValidationError(f"before: {len(befores)} values for {len(users)} users",
                                       column="before")
-        return [self.read(u, last=last, columns=columns, before=b, since=since)
+        return [self.read(u, last=last, columns=columns, before=b, since=since, strings=strings)
                 for u, b in zip(users, befores)]
 
     def _check_read_args(self, last: Any, columns: Any, before: Any, since: Any) -> list[str]:
@@ -798,8 +809,8 @@ class SeqVault:
 
     def _assemble(self, key: Any, kb: bytes, schema: Schema, dicts: dict[str, StringDict],
                   chosen: list[_Source], names: list[str], last: int | None,
-                  before: int | None, since: int | None, keep: int | None = None
-                  ) -> UserSequence:
+                  before: int | None, since: int | None, keep: int | None = None,
+                  codes: bool = False) -> UserSequence:
         event_cols = [schema.column(n) for n in names if n != schema.time_column]
         ts_parts: list[np.ndarray] = []
         col_parts: dict[str, list[np.ndarray]] = {c.name: [] for c in event_cols}
@@ -819,10 +830,12 @@ class SeqVault:
                                   dtype=c.dtype)
                 col_parts[c.name].append(got)
         if not ts_parts:
+            str_dtype = np.uint32 if codes else np.str_
             empty = {n: (np.zeros(0, dtype=np.int64) if n == schema.time_column else
-                         np.zeros(0, dtype=np.str_ if schema.column(n).is_string
+                         np.zeros(0, dtype=str_dtype if schema.column(n).is_string
                                   else schema.column(n).dtype)) for n in names}
-            return UserSequence(key, empty, 0)
+            return UserSequence(key, empty, 0, {n: dicts[n].lookup() for n in names
+                                                if n in dicts} if codes else None)
         if all(src.mem is None for src in chosen) and all(
                 a.max_ts <= b.min_ts for a, b in zip(chosen, chosen[1:])):
             # Segments are sorted and these follow each other in time and in arrival order
@@ -842,6 +855,7 @@ class SeqVault:
         if last is not None:
             lo = max(lo, hi - int(last))
         lo = min(lo, hi)
+        dictionaries: dict[str, np.ndarray] = {}
         out: dict[str, np.ndarray] = {}
         for n in names:
             if n == schema.time_column:
@@ -850,10 +864,17 @@ class SeqVault:
             parts = col_parts[n]
             picked = parts[0][lo:hi] if order is None else np.concatenate(parts)[order[lo:hi]]
             col = schema.column(n)
-            if col.is_string:  # decode only the rows we return
+            if col.is_string and codes:
+                lookup = dicts[n].lookup()
+                absent = picked == _MISSING_CODE
+                if absent.any():  # old segments without the column: the default, as a new code
+                    lookup = np.append(lookup, np.array([col.default], dtype=np.str_))
+                    picked = np.where(absent, np.uint32(lookup.size - 1), picked)
+                dictionaries[n] = lookup
+            elif col.is_string:  # decode only the rows we return
                 picked = dicts[n].decode(picked, missing=col.default)
             out[n] = picked
-        return UserSequence(key, out, hi - lo)
+        return UserSequence(key, out, hi - lo, dictionaries if codes else None)
 
     # ================================================================== read-only refresh
     def _maybe_refresh(self) -> None:

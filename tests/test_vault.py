@@ -278,3 +278,26 @@ def test_retention_is_honoured_by_reads(tmp_path):
         # Retention keeps the newest 3 events (x = 3, 4, 5) whatever the read asks; of those,
         # only x = 3 is strictly before now - 3.
         assert v.read(1, before=now - 3)["x"].tolist() == [3]
+
+
+def test_strings_as_codes_with_dictionaries(tmp_path, schema):
+    from seqvault import Schema
+
+    with SeqVault.open(tmp_path / "s", schema=schema) as v:
+        v.append(1, one([1, 2, 3], action="click"))
+        v.flush()
+        v.append(1, {**one([4]), "action": ["share"]})
+        d = {**schema.to_dict()}
+        d["columns"] = [*d["columns"], {"name": "scene", "type": "string", "default": "feed"}]
+        v.evolve_schema(Schema.from_dict(d))
+        v.append(1, {**one([5]), "action": ["view"], "scene": ["search"]})
+        plain = v.read(1)
+        coded = v.read(1, strings="codes")
+        for name in ("action", "scene"):
+            assert coded[name].dtype == np.uint32
+            assert coded.dictionaries[name][coded[name]].tolist() == plain[name].tolist()
+        assert plain["scene"].tolist() == ["feed"] * 4 + ["search"]
+        empty = v.read(999, strings="codes")
+        assert empty["action"].dtype == np.uint32 and "action" in empty.dictionaries
+        with pytest.raises(ValidationError, match="strings"):
+            v.read(1, strings="bytes")

@@ -414,10 +414,12 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
         names = parse_columns(schema, qp.get("columns"))
 
         def work() -> tuple[bytes, int, str | None]:
+            # Arrow carries the store's dictionary codes as they are (strings="codes").
             seq = vault.read(key, last=last or max_last, columns=names, before=before,
-                             since=since)
+                             since=since, strings="codes" if fmt == "arrow" else "decode")
             body = formats.encode_sequence(fmt, vault.schema, key, seq.columns, seq.count,
-                                           ids_as_string=ids_as == "string")
+                                           ids_as_string=ids_as == "string",
+                                           dictionaries=seq.dictionaries)
             enc = encoding if len(body) >= compress_min_bytes else None
             return compress(body, enc), seq.count, enc
 

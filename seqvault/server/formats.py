@@ -209,9 +209,22 @@ def user_out(user: Any, ids_as_string: bool) -> Any:
     return str(user) if ids_as_string and user is not None else user
 
 
+def arrow_from_codes(codes: np.ndarray, lookup: np.ndarray) -> pa.Array:
+    """A string column read with ``strings="codes"`` → Arrow `dictionary<int32, string>`
+    straight from the store's own codes: no per-event string work at all. A large store
+    dictionary is cut down to the codes this response uses."""
+    if lookup.size > 4 * max(codes.size, 1024):
+        used, codes = np.unique(codes, return_inverse=True)
+        lookup = lookup[used]
+    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32, copy=False)),
+                                          pa.array(lookup.tolist(), type=pa.string()))
+
+
 def encode_sequence(fmt: str, schema: Schema, user: Any, columns: Mapping[str, np.ndarray],
-                    count: int, *, ids_as_string: bool = False) -> bytes:
-    """One user's sequence in `fmt`; `columns` in the order they should appear."""
+                    count: int, *, ids_as_string: bool = False,
+                    dictionaries: Mapping[str, np.ndarray] | None = None) -> bytes:
+    """One user's sequence in `fmt`; `columns` in the order they should appear. With
+    `dictionaries` (Arrow only), string columns are dictionary codes from the store."""
     uid = user_out(user, ids_as_string)
     if fmt == "json":
         return _dumps({"user_id": uid, "count": count,
@@ -221,7 +234,9 @@ def encode_sequence(fmt: str, schema: Schema, user: Any, columns: Mapping[str, n
                               "columns": {k: v.tolist() for k, v in columns.items()}},
                              use_bin_type=True)
     names = list(columns)
-    arrays = [_arrow_array(columns[n], arrow_type(schema, n)) for n in names]
+    dicts = dictionaries or {}
+    arrays = [arrow_from_codes(columns[n], dicts[n]) if n in dicts
+              else _arrow_array(columns[n], arrow_type(schema, n)) for n in names]
     fields = [pa.field(n, a.type, nullable=False) for n, a in zip(names, arrays)]
     meta = {b"seqvault.user_id": str(user).encode(), b"seqvault.count": str(count).encode(),
             b"seqvault.time_column": schema.time_column.encode(),
