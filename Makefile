@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean cli-docs openapi venv
+.PHONY: demo test lint unit bench bench-core clean cli-docs openapi venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,16 @@ test: lint unit
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+bench-core: $(STAMP)
+	$(BIN)/python -m bench.core_bench
+
+# Regenerate the generated references (tests fail when they are stale).
+cli-docs: $(STAMP)
+	$(BIN)/python -m seqvault.cli.docs
+
+openapi: $(STAMP)
+	$(BIN)/python -m seqvault.server.openapi
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
