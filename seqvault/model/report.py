@@ -171,6 +171,8 @@ def write_plots(r: dict[str, Any], out: Path) -> list[Path]:
     s = r["summary"]
     names = [n for n in r["plan"]["models"] if n in s]
     paths: list[Path] = []
+    if not names:  # nothing finished (deadline): no plot to draw
+        return paths
     fig, ax = plt.subplots(figsize=(7, 3.5))
     means = [s[n]["auc_mean"] for n in names]
     stds = [s[n]["auc_std"] for n in names]

@@ -48,3 +48,16 @@ def test_eval_rejects_unknown_model(tmp_path) -> None:
     res = CliRunner().invoke(model_cli, ["eval", "--quick", "--models", "gpt", "--out",
                                          str(tmp_path)])
     assert res.exit_code != 0 and "unknown model" in res.output
+
+
+def test_eval_deadline_keeps_tables_of_what_ran(tmp_path) -> None:
+    out = tmp_path / "eval"
+    res = CliRunner().invoke(model_cli, [
+        "eval", "--quick", "--models", "laser", "--users", "100", "--seeds", "2",
+        "--no-ablations", "--segments", "", "--source", "arrays", "--device", "cpu",
+        "--deadline", "1", "--out", str(out),
+    ])
+    assert res.exit_code == 0, res.output
+    r = json.loads((out / "results.json").read_text())
+    assert r["runs"] == [] and r["unfinished"] == ["laser seed 0", "laser seed 1"]
+    assert "not run (deadline)" in (out / "report.md").read_text()
