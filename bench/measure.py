@@ -97,7 +97,20 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 
 
 def peak_rss_bytes() -> int:
-    # ru_maxrss is KiB on Linux (bytes on macOS); the benchmark targets Linux.
+    """This process's peak resident set size.
+
+    Linux: ``VmHWM`` from /proc/self/status, *not* ``ru_maxrss``: the kernel carries the
+    parent's high-water mark into ``ru_maxrss`` across fork + exec, so a worker started by a
+    parent that once held the whole bulk-load table would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # reported in kB
+    except OSError:
+        pass
+    # ru_maxrss is KiB on Linux, bytes on macOS.
     scale = 1 if sys.platform == "darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 

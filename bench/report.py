@@ -295,7 +295,7 @@ def render(results: dict, image_prefix: str = "") -> str:
                          _f(ld["stored_events"]), _f(ld["disk_bytes_per_event"]),
                          _f(_live_per_event(ld)),
                          _f(ld.get("index_bytes_per_user")), _f(s[n].get("open_seconds"), 3),
-                         _f(s[n]["peak_rss_bytes"] / 2**20),
+                         _f(s[n]["peak_rss_bytes"] and s[n]["peak_rss_bytes"] / 2**20),
                          _f((ld["rss_after_load_bytes"] - s[n]["rss_start_bytes"]) / 2**20)])
         add(_table(["system", "load path", "events", "events/s", "CPU µs/event",
                     "flush+compact/merge s", "stored events", "disk B/event", "live B/event",
