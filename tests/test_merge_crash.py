@@ -132,7 +132,9 @@ def test_sigkill_at_random_moments(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_many(tmp_path):
+def test_sigkill_at_random_moments_many(tmp_path, request):
+    if "slow" not in (request.config.getoption("-m") or ""):
+        pytest.skip("40 kills: run with -m slow")
     _random_kills(tmp_path, 40, seed=7)
 
 
