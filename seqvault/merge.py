@@ -208,12 +208,32 @@ class Merger:
     # ------------------------------------------------------------------ the pass
     def run(self, users: Iterable[Any] | None = None, *, reclaim: bool = True,
             stop: threading.Event | None = None, duty: float = 1.0,
-            reclaim_ratio: float | None = None) -> dict[str, Any]:
-        """One merge pass (see `SeqVault.merge`)."""
-        with self.mutex:
-            ratio = float(reclaim_ratio if reclaim_ratio is not None
-                          else _setting(self.vault, "reclaim_ratio"))
-            return self._run(users, reclaim=reclaim, stop=stop, duty=duty, ratio=ratio)
+            reclaim_ratio: float | None = None, niced: bool = False) -> dict[str, Any]:
+        """One merge pass (see `SeqVault.merge`). `niced`: run it in a worker thread with the
+        `merge_nice` CPU niceness (the caller waits), so that reads are scheduled first."""
+        ratio = float(reclaim_ratio if reclaim_ratio is not None
+                      else _setting(self.vault, "reclaim_ratio"))
+        if not niced or int(_setting(self.vault, "merge_nice")) <= 0:
+            with self.mutex:
+                return self._run(users, reclaim=reclaim, stop=stop, duty=duty, ratio=ratio)
+        result: dict[str, Any] = {}
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            lower_thread_priority(int(_setting(self.vault, "merge_nice")))
+            try:
+                with self.mutex:
+                    result.update(self._run(users, reclaim=reclaim, stop=stop, duty=duty,
+                                            ratio=ratio))
+            except BaseException as exc:  # re-raised in the caller
+                failure.append(exc)
+
+        worker = threading.Thread(target=work, name="seqvault-merge-pass")
+        worker.start()
+        worker.join()
+        if failure:
+            raise failure[0]
+        return result
 
     def _run(self, users: Iterable[Any] | None, *, reclaim: bool, stop: threading.Event | None,
              duty: float, ratio: float) -> dict[str, Any]:

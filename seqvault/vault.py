@@ -637,6 +637,8 @@ class SeqVault:
         is below `reclaim_ratio` and delete files nothing refers to any more.
 
         `reclaim_ratio` overrides the setting for this call (e.g. 0.9: compact to ≤10% garbage).
+        The pass runs in a worker thread at CPU niceness `merge_nice` (the caller waits), so
+        reads in this and other processes are scheduled first.
         `users`: only these users (default: every user with work to do). Never blocks readers;
         appends wait only for the short publish of each batch. Crash-safe at every step
         (docs/design/merge.md). Returns a JSON-able summary (users, events, bytes, retention
@@ -645,7 +647,8 @@ class SeqVault:
         published).
         """
         self._writable()
-        return self._get_merger().run(users, reclaim=reclaim, reclaim_ratio=reclaim_ratio)
+        return self._get_merger().run(users, reclaim=reclaim, reclaim_ratio=reclaim_ratio,
+                                      niced=True)
 
     def _get_merger(self) -> Merger:
         if self._merger is None:
