@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-PAPER_NAMES = {"base": "Base (last 100)", "din": "DIN", "twin": "TWIN", "hstu": "HSTU",
+PAPER_NAMES = {"base": "Base", "din": "DIN", "twin": "TWIN", "hstu": "HSTU",
                "transformer": "Transformer", "laser": "LASER"}
 ABLATION_NAMES = {
     "laser": "LASER (full)",
@@ -85,7 +85,8 @@ def write_report(r: dict[str, Any]) -> str:
         add(f"| Bayes ceiling (true p) | {r['bayes']['auc']:.4f} | {r['bayes']['logloss']:.4f} "
             "| – | – | – | – | – | – | – |")
     add("")
-    add("What is cached in the per-candidate figure (`score` only, user state reused):")
+    add("What is cached in the per-candidate figure (`score` only, user state reused; paper "
+        "configuration, Base over the last 100):")
     add("")
     add("| model | FLOPs, user part (once per request) | FLOPs per extra candidate L=1k | "
         "per extra candidate L=4k | user state cached |")
@@ -94,7 +95,7 @@ def write_report(r: dict[str, Any]) -> str:
         if not any(f["model"] == name for f in r["flops"]):
             continue
         f = next(f for f in r["flops"] if f["model"] == name and f["length"] == 1000)
-        add(f"| {_name(r, name)} | {f['flops_user']:.2e} | "
+        add(f"| {PAPER_NAMES.get(name, name)} | {f['flops_user']:.2e} | "
             f"{f['flops_candidate']:.2e} | {_flops(r, name, 4000, 'flops_candidate'):.2e} | "
             f"{f['cached']} |")
     abl = [a for a in ABLATION_NAMES if a in s]
