@@ -204,13 +204,38 @@ class BulkWriter:
             from .wal import fsync_dir
 
             fsync_dir(v.path / "data")
-            v._publish(self.new_lists, extra=extra)
+            if any(d.pending() for d in v.dicts.values()):
+                # New dictionary strings reach read-only processes only with a log rotation
+                # (they assign codes by replaying the log since the last one): rotate in this
+                # same transaction. The log is empty (flushed at start; appends wait on the lock).
+                self._rotate_and_publish(extra)
+            else:
+                v._publish(self.new_lists, extra=extra)
             self._done = True
         except BaseException:
             self.abort()
             raise
         finally:
             self._unlock()
+
+    def _rotate_and_publish(self, extra: Callable[[Any], None] | None) -> None:
+        from . import wal as wal_mod
+
+        v = self.vault
+        new_id = v.wal_id + 1
+        new_path = v.path / "wal" / wal_mod.wal_name(new_id)
+        wal_mod.create_wal(new_path, new_id)
+        try:
+            v._publish(self.new_lists, new_wal_id=new_id, extra=extra)
+        except BaseException:
+            new_path.unlink(missing_ok=True)
+            raise
+        old = v.wal
+        v.wal = wal_mod.WalWriter(new_path, v.settings["durability"],
+                                  batch_interval=v.settings["batch_interval"])
+        if old is not None:
+            old.close()
+            old.path.unlink(missing_ok=True)
 
     def _unlock(self) -> None:
         if self._locked:
