@@ -167,3 +167,28 @@ def test_refresh_interval_zero_sees_every_commit(tmp_path):
     finally:
         r.close()
         w.close()
+
+
+def test_reader_decodes_strings_a_bulk_load_added(tmp_path):
+    """A bulk load that adds dictionary strings while the log is empty must rotate the log, or
+    a read-only process (which assigns codes by replaying the log) decodes them wrongly."""
+    from seqvault.validate import validate_events
+
+    w = SeqVault.open(tmp_path / "s", schema=Schema.from_dict(SCHEMA), durability="none")
+    try:
+        w.append(1, {"ts": [1], "item": [1], "act": ["v"]})
+        w.flush()  # the log is empty from here
+        r = SeqVault.open(tmp_path / "s", read_only=True, refresh_interval=3600)
+        try:
+            assert r.read(1)["act"].tolist() == ["v"]
+            ts, cols = validate_events(w.schema, {"ts": [5], "item": [2], "act": ["bulk-new"]})
+            with w.bulk_writer() as bw:
+                bw.add(2, ts, cols)
+            w.append(3, {"ts": [9], "item": [3], "act": ["later"]})
+            r.refresh()
+            assert r.read(2)["act"].tolist() == ["bulk-new"]
+            assert r.read(3)["act"].tolist() == ["later"]
+        finally:
+            r.close()
+    finally:
+        w.close()
