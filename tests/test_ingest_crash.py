@@ -137,7 +137,7 @@ def test_sigkill_during_ingest_leaves_store_before_or_after(tmp_path, log_file, 
 def test_sigkill_at_random_moments(tmp_path, log_file):
     rng = random.Random(5)
     states = set()
-    for i in range(12):
+    for i in range(6):
         store = tmp_path / f"store{i}"
         _fresh_store(store)
         _run_and_kill(store, log_file[0], "fingerprint", rng.uniform(0.0, 4.0))
