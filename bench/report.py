@@ -185,6 +185,12 @@ def _plots(results: dict, out: Path) -> list[str]:
         vals = [s[n]["load"]["disk_bytes_per_event"] for n in names]
         bars = ax.bar([LABEL[n] for n in names], vals, color=["C0", "C1", "C2"][: len(names)])
         ax.bar_label(bars, fmt="%.1f")
+        base = [s[n]["load"]["disk_bytes_per_event"] for n in names if n in BASELINES]
+        if SV in s and base:
+            # The BRIEF's target: at most 0.6x the best RocksDB layout's bytes per event.
+            ax.axhline(0.6 * min(base), color="grey", ls="--", lw=1)
+            ax.annotate("target: 0.6 × best RocksDB", (0.02, 0.6 * min(base)),
+                        xycoords=("axes fraction", "data"), va="bottom", fontsize=8)
         ax.set_ylabel("bytes on disk per stored event")
         ax.set_title("disk footprint after load + compaction/merge")
         fig.tight_layout()
