@@ -154,17 +154,34 @@ def append_cmd(store: str, batch_size: int, as_json: bool) -> None:
 
 @click.command("merge")
 @store_option
+@click.option("--user", "-u", "users", multiple=True,
+              help="Only this user (repeatable; default: every user with work to do).")
+@click.option("--reclaim/--no-reclaim", default=True, show_default=True,
+              help="Rewrite mostly-dead files and delete files nothing refers to.")
+@click.option("--reclaim-ratio", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Rewrite files whose live ratio is below this (default: the store's "
+                   "setting).")
 @json_option
-def merge_cmd(store: str, as_json: bool) -> None:
-    """Fold real-time segments into lifetime segments (vault.merge)."""
+def merge_cmd(store: str, users: tuple[str, ...], reclaim: bool, reclaim_ratio: float | None,
+              as_json: bool) -> None:
+    """Fold real-time segments into lifetime segments and apply retention (vault.merge)."""
     with open_store(store, read_only=False) as vault:
         merge = getattr(vault, "merge", None)
         if merge is None:
             raise click.ClickException("merge is not available in this SeqVault build yet "
                                        "(SeqVault.merge is missing; see issue 3)")
-        result = merge()
+        keys = [parse_user(vault.schema, u) for u in users] or None
+        click.echo(f"Merging {'all users with work to do' if keys is None else f'{len(keys)} users'}"
+                   f" in {store} ...", err=True)
+        result = merge(keys, reclaim=reclaim, reclaim_ratio=reclaim_ratio)
     if as_json:
         echo_json(result if isinstance(result, dict) else {"result": result})
+    elif isinstance(result, dict) and "users_merged" in result:
+        click.echo(f"Merged {result['users_merged']:,} users: {result.get('events_in', 0):,} -> "
+                   f"{result.get('events_out', 0):,} events, {result.get('segments_in', 0):,} -> "
+                   f"{result.get('segments_out', 0):,} segments, "
+                   f"{result.get('files_reclaimed', 0)} files reclaimed, "
+                   f"in {result.get('seconds', 0):.1f} s", err=True)
     else:
         click.echo(f"Merged: {dumps(result)}", err=True)
 
