@@ -87,6 +87,11 @@ def test_ingest_summary_fields(tmp_path):
     _log(log2, 100, seed=4)
     r = sv("ingest", str(log2), store=tmp_path / "s")
     assert r.returncode == 0 and r.stdout == "" and "Ingested 100 events" in r.stderr
+    assert "read + partition" not in r.stderr  # no progress bar in a pipe
+    log3 = tmp_path / "g.parquet"
+    _log(log3, 100, seed=5)
+    r = sv("ingest", str(log3), "--progress", store=tmp_path / "s")  # forced on
+    assert r.returncode == 0 and "read + partition" in r.stderr and r.stdout == ""
 
 
 def test_bad_data_exit_code_3_names_file_and_column(tmp_path):
