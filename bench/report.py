@@ -474,8 +474,9 @@ METHOD = """## Method
 - Latency: `time.perf_counter_ns` around each call, after a short untimed warm-up; percentiles
   over all timed calls. *Thread-CPU* percentiles time the same calls with
   `time.thread_time_ns` (CPU of the calling thread, where both stores do their read work):
-  the service time without the time the thread sat descheduled, so they stay meaningful when
-  the machine is shared. *Process CPU*: `time.process_time()` over the whole workload (all
+  the service time without the time the thread sat descheduled, so they are far less
+  disturbed when the machine is shared (not immune: a busy sibling CPU still slows each
+  instruction). *Process CPU*: `time.process_time()` over the whole workload (all
   threads, so RocksDB's background compaction threads and SeqVault's own background work are
   charged to them) divided by operations: the paper's CPU axis.
 - Durability: the load, reads and mix run at `batch`: SeqVault fsyncs its log 5 ms after a
@@ -499,6 +500,8 @@ METHOD = """## Method
 - Python on both sides: rocksdict's per-key call overhead (one Python call per event in
   scans and WriteBatch puts) is part of the RocksDB numbers, as it is for any Python user.
 - Zipf-skewed reads hit a few users repeatedly, so they measure the cached path.
+- Bulk load: SeqVault ingests a Parquet file (reading and parsing it is inside the timing);
+  the RocksDB loaders are handed numpy arrays. The generator's CPU is excluded for all.
 - Reads of "last 10,000" on population users mostly return whole (short) histories; the
   targets use the sweep cohort holding 10,000 events a user, as in the BRIEF's anchors.
 
