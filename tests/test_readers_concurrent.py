@@ -4,6 +4,7 @@ every read is a prefix-consistent view of that user's history, and never goes ba
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -52,6 +53,7 @@ print(json.dumps({{"reads": reads, "errors": errors, "seen": seen}}))
 """
 
 
+@functools.lru_cache(maxsize=None)
 def events_for(u: int, r: int) -> dict:
     rng = np.random.default_rng(u * 7919 + r)
     n = int(rng.integers(1, 7))
@@ -62,6 +64,7 @@ def events_for(u: int, r: int) -> dict:
             "act": [["v", "c", "l"][(r + i) % 3] for i in range(n)]}
 
 
+@functools.lru_cache(maxsize=4096)
 def history(u: int, k: int) -> list[tuple[int, int]]:
     """User u's events after its first k appends, in read order."""
     rows: list[tuple[int, int]] = []
