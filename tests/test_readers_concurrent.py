@@ -53,7 +53,7 @@ print(json.dumps({{"reads": reads, "errors": errors, "seen": seen}}))
 """
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def events_for(u: int, r: int) -> dict:
     rng = np.random.default_rng(u * 7919 + r)
     n = int(rng.integers(1, 7))
