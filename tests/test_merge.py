@@ -364,3 +364,47 @@ def test_idle_compaction_brings_garbage_under_ten_percent(tmp_path, schema):
         st = v.stats()
         assert st["garbage_bytes"] <= 0.1 * st["data_bytes"], st
         assert _snapshot(v, range(10)) == want
+
+
+def test_reader_threads_in_the_writer_process_during_rewrites(tmp_path, schema):
+    """Threads of the writer process read while merge rewrites every file and deletes the old
+    ones (reclaim_ratio above 1 makes every file a candidate): every read equals the data."""
+    import threading
+
+    rng = np.random.default_rng(16)
+    with SeqVault.open(tmp_path / "s", schema=schema, durability="none",
+                       lifetime_segment_events=32, max_file_bytes=6_000) as v:
+        _fill(v, rng, range(12), rounds=3, late=True)
+        v.merge()
+        want = _snapshot(v, range(12))
+        errors: list[str] = []
+        stop = threading.Event()
+        reads = [0]
+
+        def reader(seed: int) -> None:
+            r = np.random.default_rng(seed)
+            while not stop.is_set():
+                u = int(r.integers(0, 12))
+                try:
+                    got = v.read(u).to_dict()
+                    if got != want[u]:
+                        errors.append(f"user {u}: wrong answer")
+                except Exception as exc:
+                    errors.append(f"user {u}: {exc!r}")
+                reads[0] += 1
+
+        threads = [threading.Thread(target=reader, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        deleted = 0
+        try:
+            for _ in range(8):
+                res = v._get_merger().run(reclaim_ratio=1.01)
+                deleted += res["files_reclaimed"]
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert errors == []
+        assert deleted >= 8 and reads[0] > 0
+        assert _snapshot(v, range(12)) == want
