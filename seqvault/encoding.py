@@ -206,12 +206,23 @@ def decode_column(enc: EncodedColumn | Any, data: bytes | memoryview, count: int
     if enc.encoding == ENC_RAW:
         return narrowed.view(dtype.newbyteorder("<")).astype(dtype, copy=False)
     if enc.encoding == ENC_FOR:
+        if width <= dtype.itemsize:
+            # value - min fits the dtype's width, so widen once and add the base in place:
+            # integer arithmetic wraps modulo 2**bits, which is exactly FOR's arithmetic.
+            out = narrowed.astype(dtype)
+            base = _from_u64_bits(enc.param) if dtype.kind == "i" else enc.param
+            out += dtype.type(base)
+            return out
         off = narrowed.astype(np.uint64)
         vals = off + np.uint64(enc.param)
         return vals.view(np.int64).astype(dtype) if dtype.kind == "i" else vals.astype(dtype)
     if enc.encoding == ENC_DELTA:
-        zz = narrowed.astype(np.uint64)
-        diffs = (zz >> np.uint64(1)).view(np.int64) ^ -(zz & np.uint64(1)).view(np.int64)
+        if width <= 4:  # zigzag values fit int64 without touching the sign bit
+            z = narrowed.astype(np.int64)
+            diffs = (z >> 1) ^ -(z & 1)
+        else:
+            zz = narrowed.astype(np.uint64)
+            diffs = (zz >> np.uint64(1)).view(np.int64) ^ -(zz & np.uint64(1)).view(np.int64)
         out = np.empty(count, dtype=np.int64)
         if count:
             out[0] = _from_u64_bits(enc.param)
