@@ -46,7 +46,7 @@ def model_cli() -> None:
                    "(default: 1000,4000 on cuda, none on cpu).")
 @click.option("--threads", type=click.IntRange(1, 256), default=None,
               help="torch CPU threads (default: torch's choice).")
-@click.option("--deadline", type=click.FloatRange(1, None), default=None,
+@click.option("--deadline", type=click.FloatRange(0, None), default=None,
               help="Seconds after which no further training run starts (tables keep what ran).")
 @click.option("--store-dir", type=click.Path(file_okay=False), default=None,
               help="Where to build the SeqVault store (default: OUT/store).")

@@ -256,7 +256,7 @@ def run(plan: EvalPlan, log: Log = print) -> dict[str, Any]:
 
     for name in variants:
         for seed in range(plan.seeds):
-            if plan.deadline_s and time.perf_counter() - start > plan.deadline_s:
+            if plan.deadline_s is not None and time.perf_counter() - start >= plan.deadline_s:
                 results["unfinished"].append(f"{name} seed {seed}")
                 continue
             r = train_and_evaluate(name, mcfg, ds, source, train_config(plan, seed), log=None)
