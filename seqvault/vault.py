@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -299,6 +300,9 @@ class SeqVault:
             raise ValueError(f"durability: {self.settings['durability']!r} is not one of "
                              f"{wal_mod.DURABILITY_MODES}")
         self._repair_files()
+        # Spill directories of an ingest that died: we hold the writer lock, so none is running.
+        for tmp in self.path.glob("tmp-ingest-*"):
+            shutil.rmtree(tmp, ignore_errors=True)
         wal_dir = self.path / "wal"
         current = wal_dir / wal_mod.wal_name(self.wal_id)
         for p in wal_dir.iterdir():  # logs of a flush that crashed before or after its commit

@@ -94,6 +94,7 @@ def _run_and_kill(store: Path, log: Path, marker: str, delay: float) -> bool:
 
 def _check_all_or_nothing(store: Path, log: tuple[Path, pa.Table]) -> str:
     with SeqVault.open(store) as v:  # the writer open removes unpublished files
+        assert not list(store.glob("tmp-ingest-*")), "a dead ingest's spill files remain"
         events = v.stats()["events"]
         ledger = ledger_entries(v)
         report = verify_store(v)
