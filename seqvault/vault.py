@@ -176,7 +176,7 @@ class SeqVault:
         self._bg_merge: BackgroundMerger | None = None
         self._counters = {"appends": 0, "appended_events": 0, "flushes": 0, "reads": 0,
                           "checkpoints": 0, "recovered_events": 0, "torn_tail_bytes": 0}
-        exists = (path / "meta" / "data.mdb").exists()
+        exists = _created(path)
         if not exists:
             if read_only or not create:
                 raise NotFound(f"{path} is not a SeqVault store (no {path / 'meta'}); create it "
@@ -1047,6 +1047,20 @@ class SeqVault:
     def __repr__(self) -> str:
         mode = "read-only" if self.read_only else "writer"
         return f"SeqVault({str(self.path)!r}, {mode}, closed={self._closed})"
+
+
+def _created(path: Path) -> bool:
+    """Whether the store's creating transaction committed. A process killed while creating a
+    store leaves metadata without a format version: that store does not exist yet, and the next
+    writer open with a schema creates it (nothing was ever acknowledged in it)."""
+    if not (path / "meta" / "data.mdb").exists():
+        return False
+    meta = Meta(path / "meta", read_only=True)
+    try:
+        with meta.begin() as txn:
+            return meta.get_meta(txn, "format_version") is not None
+    finally:
+        meta.close()
 
 
 def _choose_sources(sources: list[_Source], last: int | None, before: int | None,

@@ -301,3 +301,19 @@ def test_strings_as_codes_with_dictionaries(tmp_path, schema):
         assert empty["action"].dtype == np.uint32 and "action" in empty.dictionaries
         with pytest.raises(ValidationError, match="strings"):
             v.read(1, strings="bytes")
+
+
+def test_store_whose_creation_was_interrupted_can_be_created_again(tmp_path, schema):
+    # What a SIGKILL between opening LMDB and committing the creating transaction leaves.
+    from seqvault.meta import Meta
+
+    (tmp_path / "s" / "meta").mkdir(parents=True)
+    Meta(tmp_path / "s" / "meta", read_only=False).close()
+    with pytest.raises(NotFound):
+        SeqVault.open(tmp_path / "s", read_only=True)
+    with pytest.raises(SchemaError, match="schema"):
+        SeqVault.open(tmp_path / "s")
+    with SeqVault.open(tmp_path / "s", schema=schema) as v:
+        v.append(1, one([1]))
+    with SeqVault.open(tmp_path / "s", read_only=True) as r:
+        assert r.read(1).count == 1
