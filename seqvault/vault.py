@@ -476,12 +476,11 @@ class SeqVault:
         self.mem.add_grouped(keys, counts, ts, coded)
 
     # ================================================================== flush
-    def flush(self, *, rotate: bool = False) -> None:
-        """Seal every user's in-memory events into real-time segments and start a new log
-        (`rotate=True`: start a new log even when nothing is in memory)."""
+    def flush(self) -> None:
+        """Seal every user's in-memory events into real-time segments and start a new log."""
         self._writable()
         with self._lock:
-            if self.mem.events == 0 and not rotate:
+            if self.mem.events == 0:
                 return
             assert self.wal is not None
             new_wal_id = self.wal_id + 1
