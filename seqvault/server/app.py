@@ -79,8 +79,7 @@ class ServerState:
                 # A long-running writing server keeps its store merged in the background,
                 # so reads do not slow down as real-time segments pile up.
                 self.vault = SeqVault.open(self.store_path, read_only=self.read_only,
-                                           create=False,
-                                           **({} if self.read_only else {"auto_merge": True}))
+                                           create=False, auto_merge=not self.read_only)
             except (SeqVaultError, OSError) as exc:
                 self.error = f"{type(exc).__name__}: {exc}"
                 log.warning("store %s not ready: %s", self.store_path, self.error)
