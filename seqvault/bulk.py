@@ -96,10 +96,10 @@ class BulkWriter:
         ids = [c.id for c in v.schema.columns]
         ts_parts: list[np.ndarray] = []
         col_parts: dict[str, list[np.ndarray]] = {c.name: [] for c in v.schema.columns}
-        from .vault import _Source
+        from .reads import Source
 
         for i, e in enumerate(reversed(extents)):
-            ts, by_id = v._decode_source(_Source(i, e.count, e.min_ts, e.max_ts, extent=e),
+            ts, by_id = v._decode_source(Source(i, e.count, e.min_ts, e.max_ts, extent=e),
                                          kb, key, ids)
             ts_parts.append(ts)
             for c in v.schema.columns:

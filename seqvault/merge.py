@@ -34,6 +34,7 @@ from .errors import CorruptionError, StoreClosed
 from .files import FileAppender, file_name
 from .index import Extent, pack_extents, user_hash
 from .meta import delta_key, pack
+from .reads import MISSING_CODE  # a string column absent from a segment
 from .reclaim import drop_dead_files, extent_map, live_bytes, seal_appenders
 from .schema import TIME_UNITS, Schema
 from .segment import TIME_COLUMN_ID, decode_columns, encode_segment, key_bytes, parse_header
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
     from .vault import SeqVault
 
 FAULT_ENV = "SEQVAULT_FAULT"
-MISSING_CODE = 0xFFFF_FFFF  # vault._MISSING_CODE: a string column absent from a segment
 FAULT_POINTS = (
     "merge:after_snapshot",  # extent lists snapshotted, nothing written
     "merge:after_write",  # new segments written to the lt file, not fsynced

@@ -13,7 +13,6 @@ import shutil
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +44,9 @@ from .meta import (
     u32,
     unpack,
 )
+from .reads import Source, UserSequence, assemble, choose_sources, decode_extent
 from .schema import TIME_UNITS, Schema
 from .segment import (
-    TIME_COLUMN_ID,
-    decode_columns,
     encode_segment,
     key_bytes,
     key_from_bytes,
@@ -70,59 +68,6 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "zstd_level": 3,
     **MERGE_DEFAULTS,  # lifetime merge, reclamation, background merge (seqvault/merge.py)
 }
-
-
-# Dictionary code standing for "column absent from this segment" (reads back the default).
-_MISSING_CODE = 0xFFFF_FFFF
-
-
-class UserSequence(Mapping[str, np.ndarray]):
-    """One user's events: a mapping of column name → numpy array, ascending by timestamp.
-
-    ``len(seq)`` is the number of events (not the number of columns); iterate for column names.
-    String columns are numpy unicode arrays (dtype ``<U…``): a fixed-width copy per read,
-    several times cheaper than object arrays of Python strings.
-    """
-
-    __slots__ = ("user_id", "columns", "count", "dictionaries")
-
-    def __init__(self, user_id: Any, columns: dict[str, np.ndarray], count: int,
-                 dictionaries: dict[str, np.ndarray] | None = None) -> None:
-        self.user_id = user_id
-        self.columns = columns
-        self.count = count
-        # Only for reads with strings="codes": column → array mapping code → string.
-        self.dictionaries = dictionaries
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        return self.columns[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.columns)
-
-    def __len__(self) -> int:
-        return self.count
-
-    def keys(self):  # type: ignore[override]
-        return self.columns.keys()
-
-    def to_dict(self) -> dict[str, list[Any]]:
-        return {k: v.tolist() for k, v in self.columns.items()}
-
-    def __repr__(self) -> str:
-        return f"UserSequence(user_id={self.user_id!r}, count={self.count}, columns={list(self.columns)})"
-
-
-@dataclass
-class _Source:
-    """One place a user's events live: a sealed extent, or the memtable tail."""
-
-    order: int  # arrival order: older sources first
-    count: int
-    min_ts: int
-    max_ts: int
-    extent: Extent | None = None
-    mem: tuple[np.ndarray, dict[str, np.ndarray]] | None = None
 
 
 class SeqVault:
@@ -725,18 +670,18 @@ class SeqVault:
         for _attempt in range(20):
             with self._lock:
                 schema = self.schema
-                sources = [_Source(i, e.count, e.min_ts, e.max_ts, extent=e) for i, e in
+                sources = [Source(i, e.count, e.min_ts, e.max_ts, extent=e) for i, e in
                            enumerate(reversed(self.index.extents_of(user_hash(kb))))]
                 tail = self.mem.get(key)
                 if tail is not None and tail.count:
                     ts_m, cols_m = tail.arrays()
-                    sources.append(_Source(len(sources), int(ts_m.size), int(ts_m.min()),
+                    sources.append(Source(len(sources), int(ts_m.size), int(ts_m.min()),
                                            int(ts_m.max()), mem=(ts_m, cols_m)))
                 dicts = dict(self.dicts)
             if keep is not None:
-                chosen = _choose_sources(sources, keep, None, since)
+                chosen = choose_sources(sources, keep, None, since)
             else:
-                chosen = _choose_sources(sources, last, before, since)
+                chosen = choose_sources(sources, last, before, since)
             try:
                 return self._assemble(key, kb, schema, dicts, chosen, names, last, before,
                                       since, keep=keep, codes=strings == "codes")
@@ -792,95 +737,18 @@ class SeqVault:
             since = cutoff if since is None else max(int(since), cutoff)
         return last, since
 
-    def _decode_source(self, src: _Source, kb: bytes, key: Any, col_ids: list[int]
+    def _decode_source(self, src: Source, kb: bytes, key: Any, col_ids: list[int]
                        ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-        ext = src.extent
-        assert ext is not None
-        where = f"{self.files.path(ext.file)} @ {ext.off} (user {key!r})"
-        buf = self.files.pread(ext.file, ext.off, ext.length)
-        try:
-            header = parse_header(buf, where=where)
-            if header.key != kb:
-                raise CorruptionError(f"{where}: segment belongs to another user (hash collision "
-                                      "or a misdirected extent)")
-            if header.count != ext.count:
-                raise CorruptionError(f"{where}: segment holds {header.count} events, the index "
-                                      f"says {ext.count}")
-            cols = decode_columns(buf, header, [TIME_COLUMN_ID, *col_ids], where=where)
-        except CorruptionError as exc:
-            exc.path = str(self.files.path(ext.file))
-            exc.user = key
-            raise
-        return cols.pop(TIME_COLUMN_ID), cols
+        assert src.extent is not None
+        return decode_extent(self.files, src.extent, kb, key, col_ids)
 
     def _assemble(self, key: Any, kb: bytes, schema: Schema, dicts: dict[str, StringDict],
-                  chosen: list[_Source], names: list[str], last: int | None,
+                  chosen: list[Source], names: list[str], last: int | None,
                   before: int | None, since: int | None, keep: int | None = None,
                   codes: bool = False) -> UserSequence:
-        event_cols = [schema.column(n) for n in names if n != schema.time_column]
-        ts_parts: list[np.ndarray] = []
-        col_parts: dict[str, list[np.ndarray]] = {c.name: [] for c in event_cols}
-        for src in chosen:
-            if src.mem is not None:
-                ts, mcols = src.mem
-                ts_parts.append(ts)
-                for c in event_cols:
-                    col_parts[c.name].append(mcols[c.name])
-                continue
-            ts, by_id = self._decode_source(src, kb, key, [c.id for c in event_cols])
-            ts_parts.append(ts)
-            for c in event_cols:
-                got = by_id.get(c.id)
-                if got is None:  # a column added after this segment was written
-                    got = np.full(ts.size, _MISSING_CODE if c.is_string else c.default,
-                                  dtype=c.dtype)
-                col_parts[c.name].append(got)
-        if not ts_parts:
-            str_dtype = np.uint32 if codes else np.str_
-            empty = {n: (np.zeros(0, dtype=np.int64) if n == schema.time_column else
-                         np.zeros(0, dtype=str_dtype if schema.column(n).is_string
-                                  else schema.column(n).dtype)) for n in names}
-            return UserSequence(key, empty, 0, {n: dicts[n].lookup() for n in names
-                                                if n in dicts} if codes else None)
-        if all(src.mem is None for src in chosen) and all(
-                a.max_ts <= b.min_ts for a, b in zip(chosen, chosen[1:])):
-            # Segments are sorted and these follow each other in time and in arrival order
-            # (the common case after merge or ingest): concatenation is already the answer.
-            order = None
-            ts_all = ts_parts[0] if len(ts_parts) == 1 else np.concatenate(ts_parts)
-            if len(ts_parts) > 1:
-                col_parts = {k: [np.concatenate(v)] for k, v in col_parts.items()}
-        else:
-            ts_cat = np.concatenate(ts_parts)
-            order = np.argsort(ts_cat, kind="stable")  # stable: ties keep arrival order
-            ts_all = ts_cat[order]
-        lo = 0 if since is None else int(np.searchsorted(ts_all, since, side="left"))
-        hi = ts_all.size if before is None else int(np.searchsorted(ts_all, before, side="left"))
-        if keep is not None:  # retention window: the newest `keep` at or after `since`
-            lo = max(lo, int(ts_all.size) - int(keep))
-        if last is not None:
-            lo = max(lo, hi - int(last))
-        lo = min(lo, hi)
-        dictionaries: dict[str, np.ndarray] = {}
-        out: dict[str, np.ndarray] = {}
-        for n in names:
-            if n == schema.time_column:
-                out[n] = ts_all[lo:hi]
-                continue
-            parts = col_parts[n]
-            picked = parts[0][lo:hi] if order is None else np.concatenate(parts)[order[lo:hi]]
-            col = schema.column(n)
-            if col.is_string and codes:
-                lookup = dicts[n].lookup()
-                absent = picked == _MISSING_CODE
-                if absent.any():  # old segments without the column: the default, as a new code
-                    lookup = np.append(lookup, np.array([col.default], dtype=np.str_))
-                    picked = np.where(absent, np.uint32(lookup.size - 1), picked)
-                dictionaries[n] = lookup
-            elif col.is_string:  # decode only the rows we return
-                picked = dicts[n].decode(picked, missing=col.default)
-            out[n] = picked
-        return UserSequence(key, out, hi - lo, dictionaries if codes else None)
+        ids = [schema.column(n).id for n in names if n != schema.time_column]
+        return assemble(lambda src: self._decode_source(src, kb, key, ids), key, schema, dicts,
+                        chosen, names, last, before, since, keep, codes)
 
     # ================================================================== read-only refresh
     def _maybe_refresh(self) -> None:
@@ -1060,33 +928,6 @@ def _created(path: Path) -> bool:
             return meta.get_meta(txn, "format_version") is not None
     finally:
         meta.close()
-
-
-def _choose_sources(sources: list[_Source], last: int | None, before: int | None,
-                    since: int | None) -> list[_Source]:
-    """Drop sources that cannot hold a wanted event (docs/design/architecture.md, "Reads").
-
-    Time filters drop sources outside [since, before). For `last`, visit sources newest-max
-    first; once `last` events are *certain* to be newer than everything not yet visited
-    (whole sources inside the window whose min_ts is above the next max_ts), stop.
-    """
-    cands = [s for s in sources
-             if not (since is not None and s.max_ts < since)
-             and not (before is not None and s.min_ts >= before)]
-    if last is None or len(cands) <= 1:
-        return cands
-    by_max = sorted(cands, key=lambda s: s.max_ts, reverse=True)
-    chosen: list[_Source] = []
-    for s in by_max:
-        sure = sum(c.count for c in chosen
-                   if c.min_ts > s.max_ts
-                   and (before is None or c.max_ts < before)
-                   and (since is None or c.min_ts >= since))
-        if sure >= last:
-            break
-        chosen.append(s)
-    chosen.sort(key=lambda s: s.order)
-    return chosen
 
 
 def _columns_of(data: Any) -> Mapping[str, Any]:

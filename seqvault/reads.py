@@ -1,0 +1,195 @@
+"""The read path: which sources hold a user's wanted events, and how they become the answer.
+
+Pure functions over the index snapshot and the memtable tail that `SeqVault.read` takes under
+its lock; the only I/O is `decode_extent`'s pread. The algorithm is described in
+docs/design/architecture.md ("Read path").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import CorruptionError
+from .files import ExtentFiles
+from .index import Extent
+from .memtable import StringDict
+from .schema import Schema
+from .segment import TIME_COLUMN_ID, decode_columns, parse_header
+
+# Dictionary code standing for "column absent from this segment" (reads back the default).
+MISSING_CODE = 0xFFFF_FFFF
+
+
+class UserSequence(Mapping[str, np.ndarray]):
+    """One user's events: a mapping of column name → numpy array, ascending by timestamp.
+
+    ``len(seq)`` is the number of events (not the number of columns); iterate for column names.
+    String columns are numpy unicode arrays (dtype ``<U…``): a fixed-width copy per read,
+    several times cheaper than object arrays of Python strings.
+    """
+
+    __slots__ = ("user_id", "columns", "count", "dictionaries")
+
+    def __init__(self, user_id: Any, columns: dict[str, np.ndarray], count: int,
+                 dictionaries: dict[str, np.ndarray] | None = None) -> None:
+        self.user_id = user_id
+        self.columns = columns
+        self.count = count
+        # Only for reads with strings="codes": column → array mapping code → string.
+        self.dictionaries = dictionaries
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.columns)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def keys(self):  # type: ignore[override]
+        return self.columns.keys()
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        return {k: v.tolist() for k, v in self.columns.items()}
+
+    def __repr__(self) -> str:
+        return f"UserSequence(user_id={self.user_id!r}, count={self.count}, columns={list(self.columns)})"
+
+
+@dataclass
+class Source:
+    """One place a user's events live: a sealed extent, or the memtable tail."""
+
+    order: int  # arrival order: older sources first
+    count: int
+    min_ts: int
+    max_ts: int
+    extent: Extent | None = None
+    mem: tuple[np.ndarray, dict[str, np.ndarray]] | None = None
+
+
+
+def choose_sources(sources: list[Source], last: int | None, before: int | None,
+                    since: int | None) -> list[Source]:
+    """Drop sources that cannot hold a wanted event (docs/design/architecture.md, "Reads").
+
+    Time filters drop sources outside [since, before). For `last`, visit sources newest-max
+    first; once `last` events are *certain* to be newer than everything not yet visited
+    (whole sources inside the window whose min_ts is above the next max_ts), stop.
+    """
+    cands = [s for s in sources
+             if not (since is not None and s.max_ts < since)
+             and not (before is not None and s.min_ts >= before)]
+    if last is None or len(cands) <= 1:
+        return cands
+    by_max = sorted(cands, key=lambda s: s.max_ts, reverse=True)
+    chosen: list[Source] = []
+    for s in by_max:
+        sure = sum(c.count for c in chosen
+                   if c.min_ts > s.max_ts
+                   and (before is None or c.max_ts < before)
+                   and (since is None or c.min_ts >= since))
+        if sure >= last:
+            break
+        chosen.append(s)
+    chosen.sort(key=lambda s: s.order)
+    return chosen
+
+
+def decode_extent(files: ExtentFiles, ext: Extent, kb: bytes, key: Any, col_ids: list[int]
+                  ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Read and verify one extent (segment invariants I1–I6) and decode the asked-for
+    columns; returns (ts, {col_id: values})."""
+    where = f"{files.path(ext.file)} @ {ext.off} (user {key!r})"
+    buf = files.pread(ext.file, ext.off, ext.length)
+    try:
+        header = parse_header(buf, where=where)
+        if header.key != kb:
+            raise CorruptionError(f"{where}: segment belongs to another user (hash collision "
+                                  "or a misdirected extent)")
+        if header.count != ext.count:
+            raise CorruptionError(f"{where}: segment holds {header.count} events, the index "
+                                  f"says {ext.count}")
+        cols = decode_columns(buf, header, [TIME_COLUMN_ID, *col_ids], where=where)
+    except CorruptionError as exc:
+        exc.path = str(files.path(ext.file))
+        exc.user = key
+        raise
+    return cols.pop(TIME_COLUMN_ID), cols
+
+
+def assemble(decode: Callable[[Source], tuple[np.ndarray, dict[int, np.ndarray]]], key: Any,
+             schema: Schema, dicts: dict[str, StringDict], chosen: list[Source],
+             names: list[str], last: int | None, before: int | None, since: int | None,
+             keep: int | None = None, codes: bool = False) -> UserSequence:
+    """Merge the chosen sources into the answer: ascending ts (ties in arrival order), the
+    time window, the newest `last`, and string columns decoded (or left as codes)."""
+    event_cols = [schema.column(n) for n in names if n != schema.time_column]
+    ts_parts: list[np.ndarray] = []
+    col_parts: dict[str, list[np.ndarray]] = {c.name: [] for c in event_cols}
+    for src in chosen:
+        if src.mem is not None:
+            ts, mcols = src.mem
+            ts_parts.append(ts)
+            for c in event_cols:
+                col_parts[c.name].append(mcols[c.name])
+            continue
+        ts, by_id = decode(src)
+        ts_parts.append(ts)
+        for c in event_cols:
+            got = by_id.get(c.id)
+            if got is None:  # a column added after this segment was written
+                got = np.full(ts.size, MISSING_CODE if c.is_string else c.default,
+                              dtype=c.dtype)
+            col_parts[c.name].append(got)
+    if not ts_parts:
+        str_dtype = np.uint32 if codes else np.str_
+        empty = {n: (np.zeros(0, dtype=np.int64) if n == schema.time_column else
+                     np.zeros(0, dtype=str_dtype if schema.column(n).is_string
+                              else schema.column(n).dtype)) for n in names}
+        return UserSequence(key, empty, 0, {n: dicts[n].lookup() for n in names
+                                            if n in dicts} if codes else None)
+    if all(src.mem is None for src in chosen) and all(
+            a.max_ts <= b.min_ts for a, b in zip(chosen, chosen[1:])):
+        # Segments are sorted and these follow each other in time and in arrival order
+        # (the common case after merge or ingest): concatenation is already the answer.
+        order = None
+        ts_all = ts_parts[0] if len(ts_parts) == 1 else np.concatenate(ts_parts)
+        if len(ts_parts) > 1:
+            col_parts = {k: [np.concatenate(v)] for k, v in col_parts.items()}
+    else:
+        ts_cat = np.concatenate(ts_parts)
+        order = np.argsort(ts_cat, kind="stable")  # stable: ties keep arrival order
+        ts_all = ts_cat[order]
+    lo = 0 if since is None else int(np.searchsorted(ts_all, since, side="left"))
+    hi = ts_all.size if before is None else int(np.searchsorted(ts_all, before, side="left"))
+    if keep is not None:  # retention window: the newest `keep` at or after `since`
+        lo = max(lo, int(ts_all.size) - int(keep))
+    if last is not None:
+        lo = max(lo, hi - int(last))
+    lo = min(lo, hi)
+    dictionaries: dict[str, np.ndarray] = {}
+    out: dict[str, np.ndarray] = {}
+    for n in names:
+        if n == schema.time_column:
+            out[n] = ts_all[lo:hi]
+            continue
+        parts = col_parts[n]
+        picked = parts[0][lo:hi] if order is None else np.concatenate(parts)[order[lo:hi]]
+        col = schema.column(n)
+        if col.is_string and codes:
+            lookup = dicts[n].lookup()
+            absent = picked == MISSING_CODE
+            if absent.any():  # old segments without the column: the default, as a new code
+                lookup = np.append(lookup, np.array([col.default], dtype=np.str_))
+                picked = np.where(absent, np.uint32(lookup.size - 1), picked)
+            dictionaries[n] = lookup
+        elif col.is_string:  # decode only the rows we return
+            picked = dicts[n].decode(picked, missing=col.default)
+        out[n] = picked
+    return UserSequence(key, out, hi - lo, dictionaries if codes else None)
