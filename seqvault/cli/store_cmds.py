@@ -221,14 +221,15 @@ def info_cmd(store: str, as_json: bool) -> None:
     with open_store(store) as vault:
         with vault.meta.begin() as txn:
             fmt = vault.meta.get_meta(txn, "format_version")
+        stats = vault.stats()
         info = {
             "path": str(vault.path),
             "format_version": fmt,
             "schema": vault.schema.to_dict(),
             "settings": dict(vault.settings),
             "ingested_files": len(entries(vault)),
-            "users": vault.stats()["users"],
-            "events": vault.stats()["events"],
+            "users": stats["users"],
+            "events": stats["events"],
         }
     if as_json or not stdout_is_terminal():
         echo_json(info)
