@@ -37,10 +37,6 @@ class UserTail:
         self.count = 0
         self.uid = uid  # dense id within this memtable (for the vectorised flush)
 
-    def add(self, chunk: Chunk, start: int, end: int) -> None:
-        self.refs.append((chunk, start, end))
-        self.count += end - start
-
     def arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Concatenated columns in arrival order. Compacts the slices into one private chunk
         so repeated reads stay cheap; arrays are never mutated after, so callers may keep the
@@ -109,9 +105,6 @@ class MemTable:
         ends = np.concatenate((bounds, [uid.size])).tolist()
         for s, e in zip(starts, ends):
             yield self.keys[int(uid[s])], ts[s:e], {k: v[s:e] for k, v in cols.items()}
-
-    def add(self, key: Any, ts: np.ndarray, cols: dict[str, np.ndarray]) -> None:
-        self.add_grouped([key], [int(ts.size)], ts, cols)
 
     def get(self, key: Any) -> UserTail | None:
         return self.users.get(key)

@@ -12,7 +12,6 @@ import struct
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -188,18 +187,3 @@ def verify_segment(buf: bytes | memoryview, *, where: str = "segment") -> Segmen
     if header.count > 1 and bool((np.diff(ts) < 0).any()):
         raise CorruptionError(f"{where}: timestamps are not sorted")
     return header
-
-
-def dtype_code_of(type_name: str) -> int:
-    return DTYPE_CODES[type_name]
-
-
-def describe(header: SegmentHeader) -> dict[str, Any]:
-    """A JSON-able summary (for `seqvault verify` and debugging)."""
-    return {
-        "version": header.version, "schema_version": header.schema_version, "count": header.count,
-        "min_ts": header.min_ts, "max_ts": header.max_ts,
-        "key": key_from_bytes(header.key_type, header.key),
-        "columns": {cid: {"encoding": e.encoding, "width": e.width, "stored": e.stored_len,
-                          "raw": e.raw_len} for cid, e in header.columns.items()},
-    }

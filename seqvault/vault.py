@@ -221,9 +221,12 @@ class SeqVault:
         blob = self.meta.get(txn, "ckpt", b"index")
         index = HashIndex.from_bytes(blob) if blob is not None else HashIndex()
         start = delta_key(self.ckpt_seq + 1, 0)
+        applied = 0
         for k, v in self.meta.items(txn, "delta", start):
             _seq, h = parse_delta_key(k)
             index.set_extents(h, unpack_extents(v))
+            applied += 1
+        self._deltas_since_ckpt = applied  # a checkpoint is due once this passes the setting
         return index
 
     def _open_writer(self, settings: dict[str, Any]) -> None:
@@ -547,14 +550,10 @@ class SeqVault:
             d.persisted = len(d.values)
         if new_wal_id is not None:
             self.wal_id = new_wal_id
-        self._deltas_since_ckpt = getattr(self, "_deltas_since_ckpt", 0) + len(new_lists)
+        self._deltas_since_ckpt += len(new_lists)
 
     def _maybe_checkpoint(self, force: bool = False) -> None:
-        pending = getattr(self, "_deltas_since_ckpt", None)
-        if pending is None:
-            with self.meta.begin() as txn:
-                pending = sum(1 for _ in self.meta.items(txn, "delta"))
-            self._deltas_since_ckpt = pending
+        pending = self._deltas_since_ckpt
         if pending == 0 or (not force and pending < self.settings["checkpoint_deltas"]):
             return
         self.checkpoint()
