@@ -145,7 +145,8 @@ def _random_kills(tmp_path: Path, kills: int, seed: int) -> None:
     _rc, acked = run_child(path, 0, 2)  # create the store first (creation is not under test)
     start = 2
     for _ in range(kills):
-        rc, more = run_child(path, start, 40, kill_after=rnd.uniform(0.6, 1.6))
+        # Far more rounds than fit before the kill: faster appends let 40 rounds finish first.
+        rc, more = run_child(path, start, 400, kill_after=rnd.uniform(0.6, 1.6))
         killed += rc == -signal.SIGKILL
         acked += more
         # the append after the last acknowledged one may or may not have landed
