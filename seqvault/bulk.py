@@ -19,51 +19,18 @@ import numpy as np
 
 from .errors import StoreClosed
 from .index import Extent, user_hash
+from .layout import segment_bounds
 from .segment import key_bytes
 
 if TYPE_CHECKING:
     from .vault import SeqVault
-
-DEFAULT_LIFETIME_EVENTS = 32_768
-RECENT_SEGMENT_EVENTS = 2_048
-
-
-def segment_bounds(ts: np.ndarray, max_events: int, recent: int = RECENT_SEGMENT_EVENTS
-                   ) -> list[int]:
-    """Where to cut one user's sorted events into lifetime segments.
-
-    Recency-tiered: counting from the newest event, segments hold `recent`, 4×, 16×, ... events,
-    capped at `max_events`; the oldest segment takes the remainder. Reads want the newest
-    events, so "last 100" decodes ~2k events and "last 10,000" ~10k, however long the history
-    (docs/design/architecture.md has the measurements). Cuts move to the start of a run of equal
-    timestamps so adjacent segments do not overlap in time, which lets reads skip old segments.
-    """
-    n = int(ts.size)
-    cuts = [n]
-    size = min(recent, max_events)
-    end = n
-    while end - size > 0:
-        cut = end - size
-        tie_start = int(np.searchsorted(ts, ts[cut], side="left"))
-        if tie_start > 0:
-            cut = tie_start
-        elif int(np.searchsorted(ts, ts[cut], side="right")) < end:
-            cut = int(np.searchsorted(ts, ts[cut], side="right"))
-        if cut >= end or cut <= 0:
-            break
-        cuts.append(cut)
-        end = cut
-        size = min(size * 4, max_events)
-    cuts.append(0)
-    return sorted(set(cuts))
-
 
 class BulkWriter:
     def __init__(self, vault: SeqVault, *, segment_events: int | None = None,
                  merge_existing: bool = True) -> None:
         self.vault = vault
         self.segment_events = int(segment_events or vault.settings.get(
-            "lifetime_segment_events", DEFAULT_LIFETIME_EVENTS))
+            "lifetime_segment_events", 32_768))
         self.merge_existing = merge_existing
         self.new_lists: dict[int, list[Extent]] = {}
         self.users = 0

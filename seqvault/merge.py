@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .bulk import RECENT_SEGMENT_EVENTS, segment_bounds
 from .errors import CorruptionError, StoreClosed
 from .files import FileAppender, file_name
 from .index import Extent, pack_extents, user_hash
+from .layout import expected_segments, segment_bounds
 from .meta import delta_key, pack
 from .reads import MISSING_CODE  # a string column absent from a segment
 from .reclaim import drop_dead_files, extent_map, live_bytes, seal_appenders
@@ -550,20 +550,6 @@ class Merger:
     def backlog(self) -> int:
         """Flushes whose real-time segments no completed pass has merged yet."""
         return max(0, self.vault._counters.get("flushes", 0) - self.merged_through_flush)
-
-
-def expected_segments(counts: np.ndarray, target: int,
-                      recent: int = RECENT_SEGMENT_EVENTS) -> np.ndarray:
-    """How many segments `segment_bounds` makes for users of these event counts (ignoring
-    the small shifts it makes to keep runs of equal timestamps together)."""
-    left = counts.astype(np.int64)
-    segs = np.zeros(left.size, dtype=np.int64)
-    size = min(recent, target)
-    while bool((left > 0).any()):
-        segs += left > 0
-        left = left - size
-        size = min(size * 4, target)
-    return segs
 
 
 def _cutoff(schema: Schema) -> int | None:

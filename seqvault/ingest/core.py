@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..bulk import RECENT_SEGMENT_EVENTS
 from ..errors import DuplicateIngest, ValidationError
 from ..index import user_hash
+from ..layout import RECENT_SEGMENT_EVENTS
 from ..schema import Schema
 from ..segment import KEY_INT64, KEY_STRING, key_bytes
 from ..validate import coerce_column, coerce_time, coerce_users
