@@ -44,6 +44,16 @@ class ValidationError(SeqVaultError):
         self.value = value
 
 
+class SettingsError(ValidationError, ValueError):
+    """A store setting is unknown or out of its allowed range. Nothing was created or changed.
+
+    Also a ValueError, which is what a bad setting raised before it had its own class."""
+
+    def __init__(self, message: str, *, setting: str | None = None, value: Any = None) -> None:
+        super().__init__(message, column=setting, value=value)
+        self.setting = setting
+
+
 class StoreLocked(SeqVaultError):
     """Another process holds the store's writer lock."""
 

@@ -213,3 +213,11 @@ class StringDict:
             del self.codes[s]
         del self.values[size:]
         self._lookup = None
+
+
+def add_events(mem: MemTable, dicts: dict[str, StringDict], keys: Sequence[Any],
+               counts: Sequence[int], ts: np.ndarray, cols: dict[str, np.ndarray]) -> None:
+    """Add validated, user-grouped events (string columns as str) to `mem` as codes."""
+    coded = {name: (dicts[name].encode(arr) if name in dicts else arr)
+             for name, arr in cols.items()}
+    mem.add_grouped(keys, counts, ts, coded)

@@ -1,5 +1,5 @@
-"""Durable metadata in LMDB: settings, schema versions, file catalog, index checkpoint and
-deltas, string dictionaries, the ingest ledger.
+"""The LMDB environment and its named databases: settings, schema versions, file catalog,
+index deltas, string dictionaries, the ingest ledger. Only `manifest.Manifest` writes to it.
 
 LMDB gives us atomic multi-key commits and crash consistency without a hand-rolled B-tree: a
 flush publishes new extents, the index delta, the dictionary entries and the new log file in
@@ -19,9 +19,8 @@ from typing import Any
 import lmdb
 import msgpack
 
-from .errors import CorruptionError, FormatVersionError
+from .errors import CorruptionError
 
-STORE_FORMAT_VERSION = 1
 MAP_SIZE = 1 << 40  # virtual address space only; the file grows as needed
 DB_NAMES = ("meta", "schemas", "files", "ckpt", "delta", "dicts", "ledger", "readers")
 
@@ -130,14 +129,12 @@ class Meta:
             yield bytes(cur.key()), bytes(cur.value())
             ok = cur.next()
 
-    def check_version(self, txn: lmdb.Transaction) -> None:
-        version = self.get_meta(txn, "format_version")
-        if version is None:
-            raise CorruptionError(f"{self.path}: metadata has no format version", path=str(self.path))
-        if version > STORE_FORMAT_VERSION:
-            raise FormatVersionError(
-                f"{self.path.parent}: store format version {version} is newer than this SeqVault "
-                f"supports ({STORE_FORMAT_VERSION}); upgrade seqvault to open it")
+    def delete_range(self, txn: lmdb.Transaction, db: str, end: bytes) -> None:
+        """Delete every key of `db` below `end`."""
+        cur = txn.cursor(db=self.dbs[db])
+        ok = cur.first()
+        while ok and bytes(cur.key()) < end:
+            ok = cur.delete()
 
     def close(self) -> None:
         if not self._open:

@@ -1,24 +1,25 @@
-"""The read path: which sources hold a user's wanted events, and how they become the answer.
+"""The read path, whole: argument checks, retention, which sources hold a user's wanted events,
+decoding them, and assembling the answer; plus `user_events`, the one "decode a user's extents,
+fill missing columns, stable-sort" used by bulk load and merge.
 
-Pure functions over the index snapshot and the memtable tail that `SeqVault.read` takes under
-its lock; the only I/O is `decode_extent`'s pread. The algorithm is described in
-docs/design/architecture.md ("Read path").
+Functions over the index snapshot and memtable tail that `SeqVault.read` takes under its lock;
+the only I/O is `decode_extent`'s pread. The algorithm: docs/design/architecture.md ("Reads").
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .errors import CorruptionError
+from .errors import CorruptionError, ValidationError
 from .files import ExtentFiles
-from .index import Extent
-from .memtable import StringDict
-from .schema import Schema
-from .segment import TIME_COLUMN_ID, decode_columns, parse_header
+from .index import Extent, user_hash
+from .memtable import StringDict, UserTail
+from .schema import Schema, retention_cutoff
+from .segment import TIME_COLUMN_ID, decode_columns, key_from_bytes, parse_header
 
 # Dictionary code standing for "column absent from this segment" (reads back the default).
 MISSING_CODE = 0xFFFF_FFFF
@@ -123,13 +124,14 @@ def decode_extent(files: ExtentFiles, ext: Extent, kb: bytes, key: Any, col_ids:
     return cols.pop(TIME_COLUMN_ID), cols
 
 
-def assemble(decode: Callable[[Source], tuple[np.ndarray, dict[int, np.ndarray]]], key: Any,
-             schema: Schema, dicts: dict[str, StringDict], chosen: list[Source],
-             names: list[str], last: int | None, before: int | None, since: int | None,
-             keep: int | None = None, codes: bool = False) -> UserSequence:
-    """Merge the chosen sources into the answer: ascending ts (ties in arrival order), the
-    time window, the newest `last`, and string columns decoded (or left as codes)."""
+def assemble(files: ExtentFiles, key: Any, kb: bytes, schema: Schema,
+             dicts: Mapping[str, StringDict], chosen: list[Source], names: list[str],
+             last: int | None, before: int | None, since: int | None, keep: int | None = None,
+             codes: bool = False) -> UserSequence:
+    """Decode the chosen sources and merge them into the answer: ascending ts (ties in arrival
+    order), the time window, the newest `last`, string columns decoded (or left as codes)."""
     event_cols = [schema.column(n) for n in names if n != schema.time_column]
+    ids = [c.id for c in event_cols]
     ts_parts: list[np.ndarray] = []
     col_parts: dict[str, list[np.ndarray]] = {c.name: [] for c in event_cols}
     for src in chosen:
@@ -139,7 +141,8 @@ def assemble(decode: Callable[[Source], tuple[np.ndarray, dict[int, np.ndarray]]
             for c in event_cols:
                 col_parts[c.name].append(mcols[c.name])
             continue
-        ts, by_id = decode(src)
+        assert src.extent is not None
+        ts, by_id = decode_extent(files, src.extent, kb, key, ids)
         ts_parts.append(ts)
         for c in event_cols:
             got = by_id.get(c.id)
@@ -193,3 +196,149 @@ def assemble(decode: Callable[[Source], tuple[np.ndarray, dict[int, np.ndarray]]
             picked = dicts[n].decode(picked, missing=col.default)
         out[n] = picked
     return UserSequence(key, out, hi - lo, dictionaries if codes else None)
+
+
+# ---------------------------------------------------------------------- the front of a read
+def check_read_args(schema: Schema, last: Any, columns: Any, before: Any, since: Any
+                    ) -> list[str]:
+    """Validate a read's arguments; returns the column names to return."""
+    if last is not None and (isinstance(last, bool) or not isinstance(last, int | np.integer)
+                             or last <= 0):
+        raise ValidationError(f"last: {last!r} must be a positive integer", column="last",
+                              value=last)
+    for name, v in (("before", before), ("since", since)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | np.integer)):
+            raise ValidationError(f"{name}: {v!r} must be an integer timestamp in "
+                                  f"{schema.time_unit}", column=name, value=v)
+    all_names = schema.column_names
+    if columns is None:
+        return all_names
+    if isinstance(columns, str):
+        columns = [columns]
+    unknown = [c for c in columns if c not in all_names]
+    if unknown:
+        raise ValidationError(f"columns: unknown column(s) {unknown}; the schema has "
+                              f"{all_names}", column=unknown[0])
+    return list(dict.fromkeys(columns))
+
+
+@dataclass
+class ReadPlan:
+    """A checked read: what to return, and the window after retention."""
+
+    names: list[str]
+    last: int | None
+    before: int | None
+    since: int | None
+    keep: int | None  # with `before`: the retention window's size, found first (as merge would)
+    codes: bool
+
+
+def plan_read(schema: Schema, last: Any, columns: Any, before: Any, since: Any,
+              strings: str) -> ReadPlan:
+    if strings not in ("decode", "codes"):
+        raise ValidationError(f"strings: {strings!r} is not 'decode' or 'codes'",
+                              column="strings", value=strings)
+    names = check_read_args(schema, last, columns, before, since)
+    # Retention keeps the newest max_events (of those not older than max_age) whatever
+    # `before` asks: with `before`, find that window first (`keep`), as merge would.
+    r = schema.retention
+    keep = r.max_events if before is not None else None
+    if r.max_events is not None:
+        last = r.max_events if last is None else min(int(last), r.max_events)
+    cutoff = retention_cutoff(schema)
+    if cutoff is not None:
+        since = cutoff if since is None else max(int(since), cutoff)
+    return ReadPlan(names, last, before, since, keep, strings == "codes")
+
+
+def sources_of(extents: Sequence[Extent], tail: UserTail | None) -> list[Source]:
+    """A user's sources in arrival order: sealed extents (the index lists them newest first),
+    then the memtable tail. holds: the store lock (the tail's arrays are then immutable)."""
+    sources = [Source(i, e.count, e.min_ts, e.max_ts, extent=e)
+               for i, e in enumerate(reversed(extents))]
+    if tail is not None and tail.count:
+        ts_m, cols_m = tail.arrays()
+        sources.append(Source(len(sources), int(ts_m.size), int(ts_m.min()), int(ts_m.max()),
+                              mem=(ts_m, cols_m)))
+    return sources
+
+
+def read_sources(files: ExtentFiles, schema: Schema, dicts: Mapping[str, StringDict], key: Any,
+                 kb: bytes, sources: list[Source], plan: ReadPlan) -> UserSequence:
+    """Choose, decode and assemble: the part of a read that runs without the store lock."""
+    if plan.keep is not None:
+        chosen = choose_sources(sources, plan.keep, None, plan.since)
+    else:
+        chosen = choose_sources(sources, plan.last, plan.before, plan.since)
+    return assemble(files, key, kb, schema, dicts, chosen, plan.names, plan.last, plan.before,
+                    plan.since, keep=plan.keep, codes=plan.codes)
+
+
+# ---------------------------------------------------------------------- whole users
+@dataclass
+class UserEvents:
+    """Every stored event of one user: ascending ts (ties in arrival order), every column of
+    the schema by id; string columns as codes, MISSING_CODE where a segment predates the
+    column (reads turn it into the default)."""
+
+    key: Any
+    kb: bytes
+    ts: np.ndarray
+    cols: dict[int, np.ndarray]
+    bytes_read: int
+
+
+def user_events(files: ExtentFiles, extents: Sequence[Extent], schema: Schema, *,
+                expect_hash: int | None = None) -> UserEvents:
+    """Decode `extents` (oldest first: arrival order) of one user and merge them.
+    `expect_hash`: the index entry they were found under (checked against the segment key)."""
+    key: Any = None
+    kb = b""
+    ts_parts: list[np.ndarray] = []
+    col_parts: dict[int, list[np.ndarray]] = {c.id: [] for c in schema.columns}
+    nbytes = 0
+    for e in extents:
+        where = f"{files.path(e.file)} @ {e.off}"
+        buf = files.pread(e.file, e.off, e.length)
+        try:
+            header = parse_header(buf, where=where)
+            if key is None:
+                kb = header.key
+                key = key_from_bytes(header.key_type, header.key)
+                if expect_hash is not None and user_hash(kb) != expect_hash:
+                    raise CorruptionError(f"{where}: segment key does not hash to the user's "
+                                          "index entry")
+            where = f"{where} (user {key!r})"
+            if header.key != kb:
+                raise CorruptionError(f"{where}: segment belongs to another user")
+            if header.count != e.count:
+                raise CorruptionError(f"{where}: segment holds {header.count} events, the "
+                                      f"index says {e.count}")
+            cols = decode_columns(buf, header, [TIME_COLUMN_ID, *col_parts], where=where)
+        except CorruptionError as exc:
+            exc.path = str(files.path(e.file))
+            exc.user = key
+            if "(user " not in str(exc.args[0]) and key is not None:
+                exc.args = (f"{exc.args[0]} (user {key!r})", *exc.args[1:])
+            raise
+        ts = cols.pop(TIME_COLUMN_ID)
+        ts_parts.append(ts)
+        for c in schema.columns:
+            got = cols.get(c.id)
+            if got is None:  # a column added after this segment was written
+                got = np.full(ts.size, MISSING_CODE if c.is_string else c.default,
+                              dtype=np.uint32 if c.is_string else c.dtype)
+            col_parts[c.id].append(got)
+        nbytes += e.length
+    if not ts_parts:
+        return UserEvents(key, kb, np.zeros(0, np.int64),
+                          {c.id: np.zeros(0, np.uint32 if c.is_string else c.dtype)
+                           for c in schema.columns}, 0)
+    ts_all = np.concatenate(ts_parts)
+    colv = {cid: np.concatenate(parts) for cid, parts in col_parts.items()}
+    if len(ts_parts) > 1 and bool((np.diff(ts_all) < 0).any()):
+        order = np.argsort(ts_all, kind="stable")  # ties keep arrival order
+        ts_all = ts_all[order]
+        colv = {cid: a[order] for cid, a in colv.items()}
+    return UserEvents(key, kb, ts_all, colv, nbytes)

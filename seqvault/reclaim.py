@@ -25,18 +25,15 @@ catalog at its next refresh, which gives the disk space back.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from .meta import pack
+from .engine import Engine
+from .index import HashIndex
+from .manifest import Edit, FileInfo
 from .wal import fsync_dir
-
-if TYPE_CHECKING:
-    from .index import HashIndex
-    from .vault import SeqVault
 
 
 @dataclass
@@ -83,82 +80,54 @@ def live_bytes(index: HashIndex, emap: ExtentMap | None = None) -> dict[int, int
     return {int(f): int(sums[f]) for f in nz}
 
 
-def file_usage(vault: SeqVault, live: dict[int, int] | None = None) -> list[dict[str, Any]]:
-    """Per-file size, live and garbage bytes (caller holds the store lock)."""
+def file_usage(engine: Engine, live: dict[int, int] | None = None) -> list[dict[str, Any]]:
+    """Per-file size, live and garbage bytes. holds: the store lock."""
+    m = engine.manifest
     if live is None:
-        live = live_bytes(vault.index)
-    active = active_files(vault)
+        live = live_bytes(m.index)
+    active = engine.active_files()
     out = []
-    for fid, info in sorted(vault.catalog.items()):
-        size = int(info.get("size", 0))
-        lv = min(live.get(fid, 0), size)
-        out.append({"file": fid, "kind": info.get("kind", "rt"), "size": size, "live": lv,
-                    "garbage": size - lv, "live_ratio": (lv / size) if size else 1.0,
-                    "active": fid in active, "sealed": bool(info.get("sealed"))})
+    for fid, info in sorted(m.catalog.items()):
+        lv = min(live.get(fid, 0), info.size)
+        out.append({"file": fid, "kind": info.kind, "size": info.size, "live": lv,
+                    "garbage": info.size - lv,
+                    "live_ratio": (lv / info.size) if info.size else 1.0,
+                    "active": fid in active, "sealed": info.sealed})
     return out
 
 
-def active_files(vault: SeqVault) -> set[int]:
-    """Files something may still append to: never reclaimed while active."""
-    ids = {app.file_id for app in vault._appenders.values()}
-    merger = getattr(vault, "_merger", None)
-    if merger is not None:
-        ids |= merger.active_files()
-    return ids
-
-
-def seal_appenders(vault: SeqVault, live: dict[int, int], ratio: float) -> list[int]:
-    """Close the store's own appenders whose file is mostly garbage so it can be reclaimed
-    (the next flush starts a fresh file). Caller holds the store lock."""
-    sealed = []
-    for kind, app in list(vault._appenders.items()):
-        if app.size == 0:
+def seal_writers(engine: Engine, live: dict[int, int], ratio: float) -> dict[int, FileInfo]:
+    """Stop the store's own writers from appending to files that are mostly garbage, so those
+    can be reclaimed (the next flush or bulk load starts a fresh file). holds: the store lock."""
+    sealed: dict[int, FileInfo] = {}
+    for w in engine.writers.values():
+        fid = w.file_id
+        if fid is None or w.size == 0 or live.get(fid, 0) / w.size >= ratio:
             continue
-        if live.get(app.file_id, 0) / app.size < ratio:
-            app.sync()
-            app.close()
-            del vault._appenders[kind]
-            info = vault.catalog.setdefault(app.file_id, {"kind": kind})
-            info["size"] = app.size
-            info["sealed"] = True
-            sealed.append(app.file_id)
+        info = w.seal()
+        if info is not None:
+            sealed[fid] = info
     return sealed
 
 
-def drop_dead_files(vault: SeqVault, candidates: set[int] | None = None,
-                    sealed: list[int] | None = None, fault: Any = None) -> dict[str, int]:
-    """Drop from the catalog every file with no live extent (among `candidates`, or all),
-    then retire and unlink them. Returns {"files": n, "bytes": b}."""
-    v = vault
-    with v._lock:
-        live = live_bytes(v.index)
-        active = active_files(v)
-        dead = [fid for fid in (candidates if candidates is not None else list(v.catalog))
-                if fid in v.catalog and fid not in active and live.get(fid, 0) == 0]
+def drop_dead_files(engine: Engine, candidates: set[int] | None = None,
+                    sealed: dict[int, FileInfo] | None = None, fault: Any = None
+                    ) -> dict[str, int]:
+    """Drop from the catalog every file with no live extent (among `candidates`, or all) and
+    publish the `sealed` records, then unlink the dropped files. Returns {"files", "bytes"}."""
+    m = engine.manifest
+    with engine.lock:
+        live = live_bytes(m.index)
+        active = engine.active_files()
+        dead = [fid for fid in (candidates if candidates is not None else list(m.catalog))
+                if fid in m.catalog and fid not in active and live.get(fid, 0) == 0]
         if not dead and not sealed:
             return {"files": 0, "bytes": 0}
-        seq = v.seq + 1
-        with v.meta.begin(write=True) as txn:
-            for fid in sealed or ():
-                if fid in dead:
-                    continue
-                info = v.catalog[fid]
-                v.meta.put(txn, "files", fid.to_bytes(4, "big"), pack(
-                    {"kind": info.get("kind", "rt"), "size": int(info["size"]),
-                     "created_ns": info.get("created_ns", time.time_ns()), "sealed": True}))
-            for fid in dead:
-                v.meta.delete(txn, "files", fid.to_bytes(4, "big"))
-            nxt = int(v.meta.get_meta(txn, "next_file_id", 1) or 1)
-            v.meta.set_meta(txn, "next_file_id", max(nxt, max(v.catalog, default=0) + 1))
-            v.meta.set_meta(txn, "seq", seq)
-        v.seq = seq
-        paths = []
-        freed = 0
-        for fid in dead:
-            paths.append(v.files.path(fid))
-            freed += int(v.catalog[fid].get("size", 0))
-            v.files.retire(fid)
-            del v.catalog[fid]
+        paths = [m.files.path(fid) for fid in dead]
+        freed = sum(m.catalog[fid].size for fid in dead)
+        files = {fid: info for fid, info in (sealed or {}).items() if fid not in dead}
+        # The commit retires the dropped files in this process (docs/design/merge.md, step 3).
+        engine.publish(Edit(files=files, drop_files=dead))
     if fault is not None and dead:
         fault("reclaim:after_drop_commit")
     for p in paths:
@@ -167,7 +136,7 @@ def drop_dead_files(vault: SeqVault, candidates: set[int] | None = None,
         except FileNotFoundError:
             pass
     if paths:
-        fsync_dir(v.path / "data")
+        fsync_dir(engine.path / "data")
         if fault is not None:
             fault("reclaim:after_unlink")
     return {"files": len(dead), "bytes": freed}

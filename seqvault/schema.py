@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -437,3 +438,12 @@ def bundled_schema_path(name: str = "behavior") -> Path:
         if candidate.exists():
             return candidate
     raise SchemaError(f"no bundled schema named {name!r}")
+
+
+def retention_cutoff(schema: Schema, now: float | None = None) -> int | None:
+    """The oldest timestamp `max_age` keeps (in the schema's unit), or None without max_age.
+    One definition for reads (which hide older events) and merge (which drops them)."""
+    if schema.retention.max_age is None:
+        return None
+    now = time.time() if now is None else now
+    return int((now - schema.retention.max_age) * TIME_UNITS[schema.time_unit])

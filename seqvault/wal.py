@@ -21,8 +21,14 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
 
 from .errors import CorruptionError, FormatVersionError
+from .schema import Schema
+from .settings import DURABILITY_MODES
 
 MAGIC = b"SVWL"
 FORMAT_VERSION = 1
@@ -34,7 +40,6 @@ MAX_RECORD = 1 << 30
 
 REC_APPEND = 1
 RECORD_TYPES = {REC_APPEND}
-DURABILITY_MODES = ("sync", "batch", "none")
 
 
 def wal_name(wal_id: int) -> str:
@@ -224,3 +229,39 @@ class WalWriter:
             if self._flusher is not None:
                 self._flusher.join(timeout=2)
             os.close(self._fd)
+
+
+# ---------------------------------------------------------------------- the append record
+# One REC_APPEND payload (docs/format/wal.md, "Append record"): a msgpack map
+# {"v": schema version, "k": [user keys], "n": [events per user], "t": int64 LE timestamps,
+#  "c": {column: LE array bytes | list of str}}; rows are grouped by user in "k" order.
+
+
+def encode_append(schema: Schema, keys: list[Any], counts: list[int], ts: np.ndarray,
+                  cols: dict[str, np.ndarray]) -> bytes:
+    enc: dict[str, Any] = {}
+    for c in schema.columns:
+        arr = cols[c.name]
+        enc[c.name] = arr.tolist() if c.is_string else arr.astype(
+            c.dtype.newbyteorder("<"), copy=False).tobytes()
+    return msgpack.packb({"v": schema.version, "k": keys, "n": counts,
+                          "t": ts.astype("<i8", copy=False).tobytes(), "c": enc},
+                         use_bin_type=True)
+
+
+def decode_append(schema: Schema, payload: bytes
+                  ) -> tuple[list[Any], list[int], np.ndarray, dict[str, np.ndarray]]:
+    """(keys, counts, ts, columns); string columns as object arrays of str; a column added
+    after the record was written reads back its default."""
+    rec = msgpack.unpackb(payload, raw=False)
+    ts = np.frombuffer(rec["t"], dtype="<i8").astype(np.int64)
+    cols: dict[str, np.ndarray] = {}
+    for c in schema.columns:
+        raw = rec["c"].get(c.name)
+        if raw is None:
+            cols[c.name] = np.full(ts.size, c.default, dtype=object if c.is_string else c.dtype)
+        elif c.is_string:
+            cols[c.name] = np.array(raw, dtype=object)
+        else:
+            cols[c.name] = np.frombuffer(raw, dtype=c.dtype.newbyteorder("<")).astype(c.dtype)
+    return rec["k"], rec["n"], ts, cols

@@ -170,7 +170,7 @@ def test_verify_clean_then_corrupt_exit_code_5(loaded, tmp_path):
     store2 = tmp_path / "s2"
     assert sv("ingest", str(log), "--schema", SCHEMA, store=store2).returncode == 0
     with SeqVault.open(store2, read_only=True) as v:
-        fid = next(f for f, info in v.catalog.items() if info["kind"] == "lt")
+        fid = next(f for f, info in v.catalog.items() if info.kind == "lt")
         ext = v.index.extents(0)[0]
         target = v.path / "data" / file_name("lt", ext.file)
         offset = ext.off + ext.length - 3

@@ -19,7 +19,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from seqvault import Schema, SeqVault
-from seqvault.cli.data_cmds import verify_store
 from seqvault.ingest import ingest, ledger_entries
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,7 +96,7 @@ def _check_all_or_nothing(store: Path, log: tuple[Path, pa.Table]) -> str:
         assert not list(store.glob("tmp-ingest-*")), "a dead ingest's spill files remain"
         events = v.stats()["events"]
         ledger = ledger_entries(v)
-        report = verify_store(v)
+        report = v.verify()
         assert report["ok"], report["problems"]
         if events == N_BEFORE:
             assert ledger == []

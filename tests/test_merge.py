@@ -49,7 +49,7 @@ def test_merge_folds_rt_into_lt_and_reads_are_unchanged(tmp_path, schema):
         assert st["files"]["rt"] == 0 and st["files"]["lt"] >= 1  # the rt file was reclaimed
         assert all(n.startswith("lt-") for n in _data_files(v))
         # every user now holds only lifetime extents, sorted and time-disjoint
-        kinds = {fid: info["kind"] for fid, info in v.catalog.items()}
+        kinds = {fid: info.kind for fid, info in v.catalog.items()}
         for u in range(12):
             ext = v.index.extents_of(_hash(u))
             assert all(kinds[e.file] == "lt" for e in ext)
@@ -182,7 +182,7 @@ def test_reclaim_deletes_mostly_garbage_lt_files(tmp_path, schema):
             _fill(v, rng, range(10), rounds=1, n=20)
             v.merge()
         before = _snapshot(v, range(10))
-        with v._lock:
+        with v.lock:
             usage = file_usage(v)
         # no sealed (inactive) file is left below the reclaim ratio
         assert all(f["live_ratio"] >= 0.5 for f in usage if not f["active"]), usage
@@ -191,8 +191,8 @@ def test_reclaim_deletes_mostly_garbage_lt_files(tmp_path, schema):
         assert st["reclaimed_files"] >= 2
         assert st["garbage_bytes"] <= st["data_bytes"] // 2 + 20_000
         on_disk = _data_files(v)
-        assert on_disk == {f"{info['kind']}-{fid:08d}.svx" for fid, info in v.catalog.items()
-                           if info["size"] > 0} | (on_disk & {f"lt-{fid:08d}.svx"
+        assert on_disk == {f"{info.kind}-{fid:08d}.svx" for fid, info in v.catalog.items()
+                           if info.size > 0} | (on_disk & {f"lt-{fid:08d}.svx"
                                                               for fid in v.catalog})
     with SeqVault.open(tmp_path / "s") as v:
         assert _snapshot(v, range(10)) == before
@@ -219,7 +219,7 @@ def test_stale_snapshot_read_retries_after_file_deleted(tmp_path, schema):
         r = SeqVault.open(tmp_path / "s", read_only=True, refresh_interval=3600)
         try:
             want = _snapshot(w, range(5))
-            rt_files = {fid for fid, i in w.catalog.items() if i["kind"] == "rt"}
+            rt_files = {fid for fid, i in w.catalog.items() if i.kind == "rt"}
             w.merge()
             assert not (rt_files & set(w.catalog))  # rt file deleted
             for fid in rt_files:
@@ -238,7 +238,7 @@ def test_reader_with_open_fd_keeps_reading_then_closes_it(tmp_path, schema):
         r = SeqVault.open(tmp_path / "s", read_only=True, refresh_interval=3600)
         try:
             want = _snapshot(r, range(5))  # opens the rt file's fd
-            rt = next(fid for fid, i in r.catalog.items() if i["kind"] == "rt")
+            rt = next(fid for fid, i in r.catalog.items() if i.kind == "rt")
             assert rt in r.files._fds
             w.merge()
             assert not w.files.path(rt).exists()

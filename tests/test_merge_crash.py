@@ -17,7 +17,7 @@ import pytest
 
 from seqvault import SeqVault
 from seqvault.files import parse_file_name
-from seqvault.merge import FAULT_ENV, FAULT_POINTS
+from seqvault.faults import FAULT_ENV, FAULT_POINTS
 
 ROOT = Path(__file__).resolve().parents[1]
 KILLS = int(os.environ.get("SEQVAULT_MERGE_KILLS", "5"))
@@ -93,7 +93,7 @@ def check_store(path: Path, acked: list[tuple[int, int]], maybe: list[tuple[int,
         by_user.setdefault(u, []).append(r)
     with SeqVault.open(path) as v:
         on_disk = {p.name for p in (v.path / "data").iterdir() if parse_file_name(p.name)}
-        cat = {f"{i['kind']}-{fid:08d}.svx" for fid, i in v.catalog.items()}
+        cat = {f"{i.kind}-{fid:08d}.svx" for fid, i in v.catalog.items()}
         assert on_disk <= cat, f"orphan files after recovery: {on_disk - cat}"
         for u in range(USERS):
             seq = v.read(u)

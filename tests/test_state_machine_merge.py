@@ -88,7 +88,7 @@ class MergeModel(StoreModel):
         assert st_["events"] + st_["retention_dropped_events"] == total
         # files on disk are exactly the catalog (nothing leaked, nothing missing)
         names = {p.name for p in (self.dir / "s" / "data").iterdir()}
-        cat = {f"{i['kind']}-{fid:08d}.svx" for fid, i in self.vault.catalog.items()}
+        cat = {f"{i.kind}-{fid:08d}.svx" for fid, i in self.vault.catalog.items()}
         assert names == cat or names <= cat
 
 

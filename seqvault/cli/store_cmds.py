@@ -219,8 +219,7 @@ def info_cmd(store: str, as_json: bool) -> None:
     from ..ingest.ledger import entries
 
     with open_store(store) as vault:
-        with vault.meta.begin() as txn:
-            fmt = vault.meta.get_meta(txn, "format_version")
+        fmt = vault.manifest.format_version
         stats = vault.stats()
         info = {
             "path": str(vault.path),

@@ -314,7 +314,7 @@ def ingest(
         # bw.events also counts stored events merged into touched users; report only new ones.
         summary.events, summary.users = written, bw.users
         summary.bytes_written = bw.bytes_written
-        bw.commit(extra=lambda txn: ledger.put_all(vault, txn, items))
+        bw.commit(ledger=items)
         summary.commit_seq = vault.seq
         summary.phases_s["commit"] = time.perf_counter() - t3
     except BaseException:
@@ -358,7 +358,7 @@ def _build_partition(bw: Any, table: Any, names: list[str], string_users: bool,
     Small users new to the store are encoded together by the vectorised fast path; users
     with long histories (several segments) or events already stored go through
     `BulkWriter.add`, which merges and cuts segments."""
-    vault = bw.vault
+    vault = bw.engine.manifest  # schema, index, settings
     ts = table.column("ts").to_numpy()
     ucol = table.column("user")
     if string_users:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..meta import pack, unpack
-
 if TYPE_CHECKING:
     from ..vault import SeqVault
 
@@ -46,18 +44,9 @@ def make_entry(*, path: str, size: int, rows: int, kind: str, fingerprint: str,
 
 
 def lookup(vault: SeqVault, key: bytes) -> dict[str, Any] | None:
-    with vault.meta.begin() as txn:
-        raw = vault.meta.get(txn, LEDGER_DB, key)
-    return unpack(raw) if raw is not None else None
+    return vault.manifest.ledger_get(key)
 
 
 def entries(vault: SeqVault) -> list[dict[str, Any]]:
     """Every ledger entry, oldest ingest first."""
-    with vault.meta.begin() as txn:
-        out = [unpack(v) for _k, v in vault.meta.items(txn, LEDGER_DB)]
-    return sorted(out, key=lambda e: e.get("ingested_ns", 0))
-
-
-def put_all(vault: SeqVault, txn: Any, items: list[tuple[bytes, dict[str, Any]]]) -> None:
-    for key, entry in items:
-        vault.meta.put(txn, LEDGER_DB, key, pack(entry))
+    return sorted(vault.manifest.ledger_entries(), key=lambda e: e.get("ingested_ns", 0))

@@ -1,0 +1,57 @@
+"""The contract between the store and its maintenance jobs (bulk load, merge, reclamation,
+the background merger): the only things those modules may touch of a store.
+
+After zarr-python's `abc/` contracts and diskcache's FanoutCache, which uses only `Cache`'s
+public methods: `SeqVault` meets this protocol, and `bulk`, `merge`, `reclaim` and
+`background` import this module, never `vault` (an import-linter contract in pyproject.toml
+keeps it so).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Protocol
+
+from .manifest import Edit, Manifest
+from .segment_writer import SegmentWriter
+
+
+class Engine(Protocol):
+    path: Path
+    read_only: bool
+    # The store lock: appends, flushes and publishes hold it; reads hold it only to snapshot.
+    lock: threading.RLock
+    manifest: Manifest
+    # The store's own segment writers by file kind ("rt": flush, "lt": bulk load and ingest).
+    writers: dict[str, SegmentWriter]
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def flush_count(self) -> int:
+        """Flushes since this writer opened (the merge backlog is counted in flushes)."""
+        ...
+
+    def check_writable(self) -> None:
+        """Raise StoreClosed / ReadOnlyError unless this is an open writer."""
+        ...
+
+    def flush(self) -> None:
+        """Seal the memtable into real-time segments (empty memtable and log after)."""
+        ...
+
+    def publish(self, edit: Edit, *, rotate_log: bool = False,
+                writers: tuple[SegmentWriter, ...] = ()) -> int:
+        """Commit `edit` (with a new, empty log if `rotate_log`; the memtable must then be
+        empty or sealed by this edit); `writers` whose files the edit publishes are told so
+        right after the commit; then checkpoint the index if due. holds: the store lock.
+        Returns the commit sequence number."""
+        ...
+
+    def checkpoint(self) -> None: ...
+
+    def active_files(self) -> set[int]:
+        """Files something may still append to (never reclaimed while active)."""
+        ...

@@ -1,0 +1,39 @@
+"""Fault points for crash tests: a process told so through the environment SIGKILLs itself
+when it passes a named point, so tests can kill a writer at exact steps of a protocol
+(docs/design/merge.md lists the points and what each proves)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+FAULT_ENV = "SEQVAULT_FAULT"
+FAULT_POINTS = (
+    "merge:after_snapshot",  # extent lists snapshotted, nothing written
+    "merge:after_write",  # new segments written to the lt file, not fsynced
+    "merge:after_sync",  # lt file fsynced, nothing published
+    "merge:after_commit",  # batch published (LMDB committed)
+    "reclaim:after_drop_commit",  # dead files dropped from the catalog, not yet unlinked
+    "reclaim:after_unlink",  # dead files unlinked
+)
+
+
+class Faults:
+    """SEQVAULT_FAULT="point[@n][,point[@n]...]": SIGKILL this process the n-th time (default
+    the 1st) it passes `point`. Read once, when the owner (a merger) is created."""
+
+    def __init__(self) -> None:
+        self.spec: dict[str, int] = {}
+        self.hits: dict[str, int] = {}
+        for part in os.environ.get(FAULT_ENV, "").split(","):
+            part = part.strip()
+            if part:
+                name, _, n = part.partition("@")
+                self.spec[name] = int(n) if n else 1
+
+    def __call__(self, point: str) -> None:
+        if point not in self.spec:
+            return
+        self.hits[point] = self.hits.get(point, 0) + 1
+        if self.hits[point] >= self.spec[point]:
+            os.kill(os.getpid(), signal.SIGKILL)

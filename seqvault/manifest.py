@@ -1,0 +1,408 @@
+"""The published state of a store, and the one way to change it: `Manifest.commit(edit)`.
+
+After LevelDB's VersionSet::LogAndApply. Flush, bulk load, ingest, merge, reclamation, schema
+evolution and settings changes each *describe* what changes in an `Edit`; `commit` writes it
+in one LMDB transaction (so a crash leaves all of it or none) and only then makes the in-memory
+state (catalog, DRAM index, dictionaries, log id, schema) match. No other module writes LMDB.
+
+The index checkpoint is a file beside LMDB (``meta/index-<seq>.ckpt``, written, fsynced and
+renamed, then referenced from LMDB), not an LMDB value: a multi-megabyte value needs a
+contiguous run of free pages, so rewriting it made ``data.mdb`` grow with every checkpoint
+(9.0 MB of file for 0.2 MB of live content in a long small-append run). Formats:
+docs/format/manifest.md and docs/format/index.md.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CorruptionError, FormatVersionError, NotFound
+from .files import ExtentFiles
+from .index import HashIndex, pack_extents, unpack_extents
+from .memtable import StringDict
+from .meta import Meta, delta_key, dict_key, pack, parse_delta_key, u32, unpack
+from .schema import Schema
+from .settings import READER_OWN, effective
+from .wal import fsync_dir
+
+# 1: the index checkpoint was one LMDB value. 2: it is a file referenced from LMDB. A version-1
+# store opens read-only as it is and is migrated by the next writer open; a version-1 SeqVault
+# refuses a version-2 store (it would not find the checkpoint and serve a partial index).
+STORE_FORMAT_VERSION = 2
+CKPT_SUFFIX = ".ckpt"
+LEDGER_DB = "ledger"
+RETENTION_COUNTERS = ("retention_dropped_age", "retention_dropped_count")
+
+
+@dataclass
+class FileInfo:
+    """One extent file in the catalog (docs/format/manifest.md, "files")."""
+
+    kind: str  # "rt" (flushed from the log) or "lt" (lifetime: bulk load, merge)
+    size: int  # published size: bytes past it are an unpublished tail
+    created_ns: int = 0
+    sealed: bool = False  # no writer appends to it any more (merge output, rolled files)
+
+    def to_record(self) -> dict[str, Any]:
+        rec: dict[str, Any] = {"kind": self.kind, "size": self.size, "created_ns": self.created_ns}
+        if self.sealed:
+            rec["sealed"] = True
+        return rec
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> FileInfo:
+        return cls(rec["kind"], int(rec["size"]), int(rec.get("created_ns", 0)),
+                   bool(rec.get("sealed", False)))
+
+
+@dataclass
+class Edit:
+    """What one commit changes. Empty fields change nothing."""
+
+    files: dict[int, FileInfo] = field(default_factory=dict)  # catalog records to write
+    drop_files: list[int] = field(default_factory=list)  # catalog records to delete
+    users: dict[int, list] = field(default_factory=dict)  # user hash → new extent list (newest first)
+    dict_entries: bool = False  # publish the string codes assigned since the last commit
+    wal_id: int | None = None  # the new current log (a rotation)
+    schema: Schema | None = None  # a new schema version
+    settings: dict[str, Any] | None = None  # persisted settings to change
+    counters: dict[str, int] = field(default_factory=dict)  # increments (retention drops)
+    ledger: list[tuple[bytes, dict[str, Any]]] = field(default_factory=list)  # ingest ledger
+
+    def is_empty(self) -> bool:
+        return not (self.files or self.drop_files or self.users or self.dict_entries
+                    or self.wal_id is not None or self.schema is not None or self.settings
+                    or self.counters or self.ledger)
+
+
+class Manifest:
+    """The store's published state, loaded from LMDB; `commit` is its only writer."""
+
+    def __init__(self, root: Path, *, read_only: bool, given: dict[str, Any] | None = None
+                 ) -> None:
+        self.root = root
+        self.read_only = read_only
+        # Settings given to this open: a writer persists them; a reader keeps only its own.
+        self.given = dict(given or {})
+        self.meta = Meta(root / "meta", read_only=read_only)
+        self.files = ExtentFiles(root / "data")
+        self.schema: Schema
+        self.settings: dict[str, Any] = {}
+        self.stored_settings: dict[str, Any] = {}
+        self.format_version = STORE_FORMAT_VERSION
+        self.seq = 0
+        self.ckpt_seq = 0
+        self.ckpt_name: str | None = None
+        self.wal_id = 1
+        self.catalog: dict[int, FileInfo] = {}
+        self.dicts: dict[str, StringDict] = {}
+        self.index = HashIndex()
+        self.deltas_since_ckpt = 0
+        self.checkpoints = 0
+
+    # ------------------------------------------------------------------ create / exists
+    @staticmethod
+    def exists(root: Path) -> bool:
+        """Whether the store's creating transaction committed. A process killed while creating
+        a store leaves metadata without a format version: that store does not exist yet, and the
+        next writer open with a schema creates it (nothing was ever acknowledged in it)."""
+        if not (root / "meta" / "data.mdb").exists():
+            return False
+        meta = Meta(root / "meta", read_only=True)
+        try:
+            with meta.begin() as txn:
+                return meta.get_meta(txn, "format_version") is not None
+        finally:
+            meta.close()
+
+    @staticmethod
+    def create(root: Path, schema: Schema, settings: dict[str, Any]) -> None:
+        """The creating transaction: format version last-written marks the store as existing."""
+        meta = Meta(root / "meta", read_only=False)
+        try:
+            with meta.begin(write=True) as txn:
+                meta.set_meta(txn, "schema_version", schema.version)
+                meta.put(txn, "schemas", u32(schema.version), schema.to_json().encode())
+                meta.set_meta(txn, "settings", settings)
+                meta.set_meta(txn, "wal_id", 1)
+                meta.set_meta(txn, "seq", 0)
+                meta.set_meta(txn, "ckpt_seq", 0)
+                meta.set_meta(txn, "next_file_id", 1)
+                meta.set_meta(txn, "created_ns", time.time_ns())
+                meta.set_meta(txn, "format_version", STORE_FORMAT_VERSION)
+        finally:
+            meta.close()
+
+    # ------------------------------------------------------------------ load / refresh
+    def load(self) -> None:
+        """Everything, from one LMDB snapshot. FileNotFoundError: the checkpoint file of this
+        snapshot was replaced meanwhile (readers retry on a newer snapshot)."""
+        with self.meta.begin() as txn:
+            self._load(txn)
+
+    def _load(self, txn: Any) -> None:
+        m = self.meta
+        version = m.get_meta(txn, "format_version")
+        if version is None:
+            raise CorruptionError(f"{m.path}: metadata has no format version", path=str(m.path))
+        if version > STORE_FORMAT_VERSION:
+            raise FormatVersionError(
+                f"{self.root}: store format version {version} is newer than this SeqVault "
+                f"supports ({STORE_FORMAT_VERSION}); upgrade seqvault to open it")
+        self.format_version = int(version)
+        schema_version = m.get_meta(txn, "schema_version")
+        raw = m.get(txn, "schemas", u32(schema_version))
+        if raw is None:
+            raise CorruptionError(f"{self.root}: schema version {schema_version} is missing")
+        self.schema = Schema.from_json(raw)
+        self.stored_settings = dict(m.get_meta(txn, "settings", {}) or {})
+        given = ({k: v for k, v in self.given.items() if k in READER_OWN} if self.read_only
+                 else self.given)
+        self.settings = effective(self.stored_settings, given)
+        self.seq = int(m.get_meta(txn, "seq"))
+        self.ckpt_seq = int(m.get_meta(txn, "ckpt_seq"))
+        self.wal_id = int(m.get_meta(txn, "wal_id"))
+        self._load_catalog(txn)
+        self._load_dicts(txn)
+        self._load_index(txn)
+
+    def _load_catalog(self, txn: Any) -> None:
+        self.catalog = {}
+        for k, v in self.meta.items(txn, "files"):
+            fid = int.from_bytes(k, "big")
+            self.catalog[fid] = FileInfo.from_record(unpack(v))
+            self.files.register(fid, self.catalog[fid].kind)
+        self.files.retire_missing(self.catalog)  # dropped by space reclamation
+
+    def _load_dicts(self, txn: Any) -> None:
+        values: dict[int, list[str]] = {}
+        for k, v in self.meta.items(txn, "dicts"):
+            values.setdefault(int.from_bytes(k[:2], "big"), []).append(v.decode("utf-8"))
+        self.dicts = {c.name: StringDict(c.name, values.get(c.id, ()))
+                      for c in self.schema.columns if c.is_string}
+
+    def _load_index(self, txn: Any) -> None:
+        ref = self.meta.get_meta(txn, "ckpt_file")
+        blob: bytes | None
+        if ref is not None:  # format 2
+            self.ckpt_name = ref["name"]
+            blob = self._read_checkpoint(ref)
+        else:  # format 1: one LMDB value (migrated by the next writer open)
+            self.ckpt_name = None
+            blob = self.meta.get(txn, "ckpt", b"index")
+        self.index = HashIndex.from_bytes(blob) if blob is not None else HashIndex()
+        applied = 0
+        for k, v in self.meta.items(txn, "delta", delta_key(self.ckpt_seq + 1, 0)):
+            _seq, h = parse_delta_key(k)
+            self.index.set_extents(h, unpack_extents(v))
+            applied += 1
+        self.deltas_since_ckpt = applied  # a checkpoint is due once this passes the setting
+
+    def _read_checkpoint(self, ref: dict[str, Any]) -> bytes:
+        path = self.meta.path / ref["name"]
+        with open(path, "rb") as fh:  # FileNotFoundError: replaced by a newer checkpoint
+            blob = fh.read()
+        if len(blob) != int(ref["size"]):
+            raise CorruptionError(f"{path}: checkpoint has {len(blob)} bytes, the manifest "
+                                  f"says {ref['size']}", path=str(path))
+        return blob
+
+    def refresh(self) -> bool:
+        """Read-only opens: catch up with the writer's commits. Returns True when the caller must
+        rebuild its memtable from the start of the (possibly new) log: the log rotated, or the
+        state was reloaded whole (dictionaries then hold only published codes)."""
+        with self.meta.begin() as txn:
+            m = self.meta
+            seq = int(m.get_meta(txn, "seq"))
+            wal_id = int(m.get_meta(txn, "wal_id"))
+            if seq == self.seq:
+                return False
+            ckpt_seq = int(m.get_meta(txn, "ckpt_seq"))
+            if m.get_meta(txn, "schema_version") != self.schema.version or ckpt_seq > self.seq:
+                self._load(txn)
+                return True
+            for k, v in m.items(txn, "delta", delta_key(self.seq + 1, 0)):
+                _s, h = parse_delta_key(k)
+                self.index.set_extents(h, unpack_extents(v))
+            self._load_catalog(txn)
+            self.seq = seq
+            if wal_id == self.wal_id:
+                return False
+            self.wal_id = wal_id
+            self._load_dicts(txn)
+            return True
+
+    # ------------------------------------------------------------------ the commit
+    def commit(self, edit: Edit) -> int:
+        """Publish `edit` atomically; returns the new commit sequence number.
+        holds: the store lock (writer)."""
+        seq = self.seq + 1
+        m = self.meta
+        with m.begin(write=True) as txn:
+            for fid, info in edit.files.items():
+                m.put(txn, "files", fid.to_bytes(4, "big"), pack(info.to_record()))
+            for fid in edit.drop_files:
+                m.delete(txn, "files", fid.to_bytes(4, "big"))
+            m.set_meta(txn, "next_file_id", max(  # never decreases: ids are not reused
+                max(self.catalog, default=0) + 1, int(m.get_meta(txn, "next_file_id", 1) or 1)))
+            for h, extents in edit.users.items():
+                m.put(txn, "delta", delta_key(seq, h), pack_extents(extents))
+            if edit.dict_entries:
+                for name, d in self.dicts.items():
+                    col_id = self.schema.column(name).id
+                    for code, s in d.pending():
+                        m.put(txn, "dicts", dict_key(col_id, code), s.encode("utf-8"))
+            if edit.wal_id is not None:
+                m.set_meta(txn, "wal_id", edit.wal_id)
+            if edit.schema is not None:
+                m.put(txn, "schemas", u32(edit.schema.version), edit.schema.to_json().encode())
+                m.set_meta(txn, "schema_version", edit.schema.version)
+            if edit.settings:
+                m.set_meta(txn, "settings", {**self.stored_settings, **edit.settings})
+            for name, inc in edit.counters.items():
+                m.set_meta(txn, name, int(m.get_meta(txn, name, 0) or 0) + int(inc))
+            for key, entry in edit.ledger:
+                m.put(txn, LEDGER_DB, key, pack(entry))
+            m.set_meta(txn, "seq", seq)
+        # Committed: now make the in-memory state match.
+        self.seq = seq
+        for fid, info in edit.files.items():
+            self.catalog[fid] = info
+            self.files.register(fid, info.kind)
+        for fid in edit.drop_files:
+            self.files.retire(fid)
+            self.catalog.pop(fid, None)
+        for h, extents in edit.users.items():
+            self.index.set_extents(h, extents)
+        self.deltas_since_ckpt += len(edit.users)
+        if edit.dict_entries:
+            for d in self.dicts.values():
+                d.persisted = len(d.values)
+        if edit.wal_id is not None:
+            self.wal_id = edit.wal_id
+        if edit.schema is not None:
+            self.schema = edit.schema
+            for c in edit.schema.columns:
+                if c.is_string and c.name not in self.dicts:
+                    self.dicts[c.name] = StringDict(c.name)
+        if edit.settings:
+            self.stored_settings.update(edit.settings)
+            self.settings.update(edit.settings)
+        return seq
+
+    # ------------------------------------------------------------------ checkpoints
+    def maybe_checkpoint(self, *, force: bool = False) -> bool:
+        pending = self.deltas_since_ckpt
+        if pending == 0 and not (force and self.needs_migration()):
+            return False
+        if not force and pending < int(self.settings["checkpoint_deltas"]):
+            return False
+        self.checkpoint()
+        return True
+
+    def needs_migration(self) -> bool:
+        return self.format_version < STORE_FORMAT_VERSION
+
+    def checkpoint(self) -> None:
+        """Write the whole DRAM index to a new checkpoint file and drop the deltas it covers.
+        holds: the store lock (writer). Crash-safe at every step: the file is complete and
+        fsynced before LMDB refers to it; an unreferenced file is deleted at the next writer
+        open (`remove_stale_checkpoints`)."""
+        name = f"index-{self.seq:016d}{CKPT_SUFFIX}"
+        path = self.meta.path / name
+        tmp = path.with_suffix(".tmp")
+        blob = self.index.to_bytes()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(blob)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(self.meta.path)
+        old = self.ckpt_name
+        m = self.meta
+        with m.begin(write=True) as txn:
+            m.set_meta(txn, "ckpt_file", {"name": name, "seq": self.seq, "size": len(blob)})
+            m.set_meta(txn, "ckpt_seq", self.seq)
+            m.delete_range(txn, "delta", delta_key(self.seq + 1, 0))
+            if m.get(txn, "ckpt", b"index") is not None:
+                m.delete(txn, "ckpt", b"index")  # format 1's checkpoint value
+            if self.format_version < STORE_FORMAT_VERSION:
+                m.set_meta(txn, "format_version", STORE_FORMAT_VERSION)
+        self.format_version = STORE_FORMAT_VERSION
+        self.ckpt_seq = self.seq
+        self.ckpt_name = name
+        self.deltas_since_ckpt = 0
+        self.checkpoints += 1
+        # Readers still loading the old file retry on a newer snapshot (FileNotFoundError).
+        if old is not None and old != name:
+            (self.meta.path / old).unlink(missing_ok=True)
+
+    def remove_stale_checkpoints(self) -> None:
+        """Writer open: delete checkpoint files no commit refers to (a crash mid-checkpoint)."""
+        for p in self.meta.path.iterdir():
+            if (p.name.endswith(CKPT_SUFFIX) and p.name != self.ckpt_name) or p.suffix == ".tmp":
+                p.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ files
+    def new_file_id(self, kind: str, *, sealed: bool = False) -> int:
+        """A fresh extent file id (never reused: a reader may still hold a deleted file's id),
+        in the in-memory catalog with size 0 until a commit publishes it."""
+        with self.meta.begin() as txn:
+            fid = max(max(self.catalog, default=0) + 1,
+                      int(self.meta.get_meta(txn, "next_file_id", 1)))
+        self.catalog[fid] = FileInfo(kind, 0, time.time_ns(), sealed)
+        self.files.register(fid, kind)
+        return fid
+
+    def forget_file(self, fid: int) -> None:
+        """An unpublished file was deleted (a rolled-back write)."""
+        self.catalog.pop(fid, None)
+        self.files.forget(fid)
+
+    # ------------------------------------------------------------------ lookups
+    def ledger_get(self, key: bytes) -> dict[str, Any] | None:
+        with self.meta.begin() as txn:
+            raw = self.meta.get(txn, LEDGER_DB, key)
+        return unpack(raw) if raw is not None else None
+
+    def ledger_entries(self) -> list[dict[str, Any]]:
+        with self.meta.begin() as txn:
+            return [unpack(v) for _k, v in self.meta.items(txn, LEDGER_DB)]
+
+    def counters(self) -> dict[str, int]:
+        with self.meta.begin() as txn:
+            return {k: int(self.meta.get_meta(txn, k, 0) or 0) for k in RETENTION_COUNTERS}
+
+    def schema_history(self) -> list[Schema]:
+        with self.meta.begin() as txn:
+            return [Schema.from_json(v) for _k, v in self.meta.items(txn, "schemas")]
+
+    def live_bytes(self) -> int:
+        """Bytes of live metadata: every LMDB key and value, plus the checkpoint file."""
+        total = 0
+        with self.meta.begin() as txn:
+            for db in self.meta.dbs:
+                for k, v in self.meta.items(txn, db):
+                    total += len(k) + len(v)
+        if self.ckpt_name is not None:
+            p = self.meta.path / self.ckpt_name
+            total += p.stat().st_size if p.exists() else 0
+        return total
+
+    def close(self) -> None:
+        self.files.close()
+        self.meta.close()
+
+
+def require_store(root: Path) -> None:
+    if not Manifest.exists(root):
+        raise NotFound(f"{root} is not a SeqVault store (no {root / 'meta'}); create it "
+                       "with SeqVault.open(path, schema=...) or `seqvault init`")

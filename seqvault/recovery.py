@@ -1,0 +1,127 @@
+"""Opening a store: the writer lock, creation, repair of a crashed writer's leftovers, and log
+replay (docs/format/manifest.md, "Recovery"; docs/format/wal.md, "Recovery")."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from . import wal as wal_mod
+from .errors import CorruptionError, StoreLocked
+from .files import file_name, parse_file_name
+from .manifest import Manifest
+from .memtable import MemTable, StringDict, add_events
+from .schema import Schema
+
+SPILL_PREFIX = "tmp-ingest-"  # seqvault/ingest/spill.py's TMP_PREFIX
+
+
+def take_lock(root: Path) -> int:
+    """The writer lock (flock on LOCK, holding our pid for the error message of the next one)."""
+    fd = os.open(root / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = os.pread(fd, 64, 0).decode().strip()
+        finally:
+            os.close(fd)
+        pid = int(holder) if holder.isdigit() else None
+        raise StoreLocked(f"{root} is open for writing by another process (pid {holder or '?'}); "
+                          "open it with read_only=True, or stop that process", pid=pid) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+def create_store(root: Path, schema: Schema, settings: dict[str, Any]) -> None:
+    for sub in ("wal", "data", "meta"):
+        (root / sub).mkdir(exist_ok=True)
+    wal_mod.create_wal(root / "wal" / wal_mod.wal_name(1), 1)
+    Manifest.create(root, schema, settings)
+
+
+def repair(root: Path, manifest: Manifest) -> None:
+    """Writer open, lock held: undo what a crashed writer left unpublished.
+
+    Extent files: cut tails past the published size, delete files no commit refers to.
+    Logs other than the current one (a flush that crashed before or after its commit), spill
+    directories of a dead ingest, checkpoint files no commit refers to: deleted.
+    """
+    data = root / "data"
+    catalog = manifest.catalog
+    for p in data.iterdir():
+        parsed = parse_file_name(p.name)
+        if parsed is None:
+            continue
+        info = catalog.get(parsed[1])
+        if info is None:
+            p.unlink()
+            continue
+        size = p.stat().st_size
+        if size > info.size:
+            with open(p, "r+b") as fh:
+                fh.truncate(info.size)
+                os.fsync(fh.fileno())
+        elif size < info.size:
+            raise CorruptionError(f"{p}: file has {size} bytes, the catalog published "
+                                  f"{info.size}; data was lost below SeqVault", path=str(p))
+    for fid, info in catalog.items():
+        if info.size > 0 and not (data / file_name(info.kind, fid)).exists():
+            raise CorruptionError(f"{data / file_name(info.kind, fid)}: file in the catalog "
+                                  "is missing", path=str(data))
+    for tmp in root.glob(f"{SPILL_PREFIX}*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    current = wal_mod.wal_name(manifest.wal_id)
+    for p in (root / "wal").iterdir():
+        if p.name != current and p.name.startswith("wal-"):
+            p.unlink()
+    manifest.remove_stale_checkpoints()
+
+
+def recover_log(root: Path, wal_id: int, schema: Schema, mem: MemTable,
+                dicts: dict[str, StringDict]) -> tuple[int, int, int]:
+    """Writer open: replay the current log into the memtable; cut a torn tail (never
+    acknowledged: an acknowledged record is whole) so appends continue from a clean end.
+    Returns (log end, events recovered, torn bytes cut)."""
+    path = root / "wal" / wal_mod.wal_name(wal_id)
+    if not path.exists():
+        raise CorruptionError(f"{path}: the current write-ahead log is missing; acknowledged "
+                              "writes may be lost", path=str(path))
+    result = wal_mod.scan(path, expect_id=wal_id)
+    torn = 0
+    if result.torn:
+        torn = result.size - result.end
+        with open(path, "r+b") as fh:
+            fh.truncate(result.end)
+            os.fsync(fh.fileno())
+    events = _apply(result, schema, mem, dicts)
+    return result.end, events, torn
+
+
+def replay_log(root: Path, wal_id: int, start: int, schema: Schema, mem: MemTable,
+               dicts: dict[str, StringDict]) -> int:
+    """Read-only opens: apply the log's whole records from `start`; returns the new position.
+    FileNotFoundError: the writer rotated the log (the caller takes a new snapshot)."""
+    path = root / "wal" / wal_mod.wal_name(wal_id)
+    if not path.exists():
+        raise FileNotFoundError(path)
+    if path.stat().st_size <= start:
+        return start
+    result = wal_mod.scan(path, start,
+                          expect_id=wal_id if start == wal_mod.FILE_HEADER_SIZE else None)
+    _apply(result, schema, mem, dicts)
+    return result.end
+
+
+def _apply(result: wal_mod.ScanResult, schema: Schema, mem: MemTable,
+           dicts: dict[str, StringDict]) -> int:
+    events = 0
+    for payload in wal_mod.iter_payloads(result):
+        keys, counts, ts, cols = wal_mod.decode_append(schema, payload)
+        add_events(mem, dicts, keys, counts, ts, cols)
+        events += int(ts.size)
+    return events
