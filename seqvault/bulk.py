@@ -104,7 +104,7 @@ class BulkWriter:
 
     def add_encoded(self, users: list[tuple[Any, bytes, int, int, int]]) -> int:
         """Add users the store does not hold yet, each as one ready-made segment
-        (key, blob, count, min_ts, max_ts): the ingest fast path (seqvault/ingest/fastpath.py),
+        (key, blob, count, min_ts, max_ts): the vectorised encoder (seqvault/segment_batch.py),
         which encodes many small users at once. Blobs are appended in large writes. Raises
         ValueError if a user already has events (use add() to merge)."""
         m = self.engine.manifest

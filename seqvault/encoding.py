@@ -31,14 +31,14 @@ FLAG_SHUFFLE = 1
 FLAG_ZSTD = 2
 
 DEFAULT_LEVEL = 3
-_WIDTH_DTYPES: dict[int, np.dtype[Any]] = {
+WIDTH_DTYPES: dict[int, np.dtype[Any]] = {
     1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")
 }
 
 _local = threading.local()
 
 
-def _compressor(level: int) -> zstandard.ZstdCompressor:
+def compressor(level: int) -> zstandard.ZstdCompressor:
     # zstandard objects are not thread-safe; one per thread and level, reused because creating a
     # compression context costs more than compressing a small column.
     cache = getattr(_local, "compressors", None)
@@ -50,7 +50,7 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
     return comp
 
 
-def _decompressor() -> zstandard.ZstdDecompressor:
+def decompressor() -> zstandard.ZstdDecompressor:
     dec = getattr(_local, "decompressor", None)
     if dec is None:
         dec = _local.decompressor = zstandard.ZstdDecompressor()
@@ -72,7 +72,7 @@ def _narrow(values: np.ndarray) -> tuple[np.ndarray, int]:
     top = int(values.max()) if values.size else 0
     for width in (1, 2, 4, 8):
         if top < (1 << (8 * width)):
-            return values.astype(_WIDTH_DTYPES[width], copy=False), width
+            return values.astype(WIDTH_DTYPES[width], copy=False), width
     raise AssertionError("unreachable: uint64 always fits 8 bytes")
 
 
@@ -89,7 +89,7 @@ def _shuffle(buf: np.ndarray, width: int) -> bytes:
 def _unshuffle(data: bytes, width: int, count: int) -> np.ndarray:
     """Inverse of `_shuffle`; returns the values as the unsigned dtype of `width`."""
     raw = np.frombuffer(data, dtype=np.uint8)
-    dtype = _WIDTH_DTYPES[width]
+    dtype = WIDTH_DTYPES[width]
     if width == 1:
         return raw
     planes = raw.reshape(width, count)
@@ -114,7 +114,7 @@ def _from_u64_bits(x: int) -> int:
 SHUFFLE_PROBE = 4096
 
 
-def _shuffle_helps(narrowed: np.ndarray, width: int, level: int) -> bool:
+def shuffle_helps(narrowed: np.ndarray, width: int, level: int) -> bool:
     """Byte-shuffle only where it helps. It wins for small, smooth values (deltas, dwell times:
     the high bytes become runs of zeros) and loses for high-entropy ids that repeat (item ids
     under a Zipf law: unshuffled, a repeated id is a repeated 3–4 byte string zstd can match;
@@ -123,7 +123,7 @@ def _shuffle_helps(narrowed: np.ndarray, width: int, level: int) -> bool:
     if narrowed.size < 64:
         return True
     probe = narrowed[:SHUFFLE_PROBE]
-    comp = _compressor(level)
+    comp = compressor(level)
     return len(comp.compress(_shuffle(probe, width))) <= len(comp.compress(probe.tobytes()))
 
 
@@ -156,14 +156,14 @@ def encode_column(values: np.ndarray, *, delta: bool = False, level: int = DEFAU
                 off = values.astype(np.int64, copy=False).view(np.uint64) - np.uint64(_as_u64_bits(base))
             narrowed, width = _narrow(off)
             encoding, param = ENC_FOR, _as_u64_bits(base)
-        shuffled = width > 1 and _shuffle_helps(narrowed, width, level)
+        shuffled = width > 1 and shuffle_helps(narrowed, width, level)
         payload = _shuffle(narrowed, width) if shuffled else narrowed.tobytes()
     elif kind == "f":
         width = values.dtype.itemsize
         encoding, param = ENC_RAW, 0
         le = values.astype(values.dtype.newbyteorder("<"), copy=False)
         shuffled = True
-        payload = _shuffle(le.view(_WIDTH_DTYPES[width]).astype(_WIDTH_DTYPES[width], copy=False),
+        payload = _shuffle(le.view(WIDTH_DTYPES[width]).astype(WIDTH_DTYPES[width], copy=False),
                            width)
     else:
         raise TypeError(f"cannot encode dtype {values.dtype}")
@@ -171,7 +171,7 @@ def encode_column(values: np.ndarray, *, delta: bool = False, level: int = DEFAU
     raw_len = len(payload)
     data = payload
     if raw_len >= 64:
-        compressed = _compressor(level).compress(payload)
+        compressed = compressor(level).compress(payload)
         if len(compressed) < raw_len:
             data = compressed
             flags |= FLAG_ZSTD
@@ -182,7 +182,7 @@ def decode_column(enc: EncodedColumn | Any, data: bytes | memoryview, count: int
                   dtype: np.dtype[Any]) -> np.ndarray:
     """Inverse of `encode_column`. `enc` supplies encoding/flags/width/param/raw_len."""
     if enc.flags & FLAG_ZSTD:
-        payload = _decompressor().decompress(data, max_output_size=enc.raw_len)
+        payload = decompressor().decompress(data, max_output_size=enc.raw_len)
         if len(payload) != enc.raw_len:
             raise ValueError(f"decompressed {len(payload)} bytes, header says {enc.raw_len}")
     else:
@@ -196,13 +196,13 @@ def decode_column(enc: EncodedColumn | Any, data: bytes | memoryview, count: int
     width = enc.width
     # DELTA stores count-1 differences (the first value is the header's param).
     stored = max(count - 1, 0) if enc.encoding == ENC_DELTA else count
-    if width not in _WIDTH_DTYPES or len(payload) != width * stored:
+    if width not in WIDTH_DTYPES or len(payload) != width * stored:
         raise ValueError(f"column payload of {len(payload)} bytes does not hold {stored} values "
                          f"of width {width}")
     if enc.flags & FLAG_SHUFFLE:
         narrowed = _unshuffle(payload, width, stored)
     else:
-        narrowed = np.frombuffer(payload, dtype=_WIDTH_DTYPES[width])
+        narrowed = np.frombuffer(payload, dtype=WIDTH_DTYPES[width])
     if enc.encoding == ENC_RAW:
         return narrowed.view(dtype.newbyteorder("<")).astype(dtype, copy=False)
     if enc.encoding == ENC_FOR:

@@ -36,6 +36,11 @@ STORE_FORMAT_VERSION = 2
 CKPT_SUFFIX = ".ckpt"
 LEDGER_DB = "ledger"
 RETENTION_COUNTERS = ("retention_dropped_age", "retention_dropped_count")
+# A checkpoint is due once the index deltas since the last one hold a quarter of the
+# checkpoint's bytes (and at least this many): LMDB then never holds much more than that, so
+# its file — which never shrinks — plus the checkpoint stays within twice the live metadata
+# (measured: docs/design/architecture.md, "Metadata").
+CKPT_MIN_DELTA_BYTES = 64 << 10
 
 
 @dataclass
@@ -102,6 +107,7 @@ class Manifest:
         self.dicts: dict[str, StringDict] = {}
         self.index = HashIndex()
         self.deltas_since_ckpt = 0
+        self.delta_bytes = 0  # bytes of those deltas
         self.checkpoints = 0
 
     # ------------------------------------------------------------------ create / exists
@@ -195,12 +201,14 @@ class Manifest:
             self.ckpt_name = None
             blob = self.meta.get(txn, "ckpt", b"index")
         self.index = HashIndex.from_bytes(blob) if blob is not None else HashIndex()
-        applied = 0
+        applied = nbytes = 0
         for k, v in self.meta.items(txn, "delta", delta_key(self.ckpt_seq + 1, 0)):
             _seq, h = parse_delta_key(k)
             self.index.set_extents(h, unpack_extents(v))
             applied += 1
-        self.deltas_since_ckpt = applied  # a checkpoint is due once this passes the setting
+            nbytes += len(k) + len(v)
+        self.deltas_since_ckpt = applied  # a checkpoint is due once these pass their limits
+        self.delta_bytes = nbytes
 
     def _read_checkpoint(self, ref: dict[str, Any]) -> bytes:
         path = self.meta.path / ref["name"]
@@ -239,35 +247,61 @@ class Manifest:
     # ------------------------------------------------------------------ the commit
     def commit(self, edit: Edit) -> int:
         """Publish `edit` atomically; returns the new commit sequence number.
+
+        Index changes are written as delta records, except when they would push the deltas
+        past `delta_limit()`: then the commit carries a new checkpoint file instead (the index
+        with the edit applied), so LMDB never holds much more than a quarter of an index of deltas.
         holds: the store lock (writer)."""
         seq = self.seq + 1
         m = self.meta
-        with m.begin(write=True) as txn:
-            for fid, info in edit.files.items():
-                m.put(txn, "files", fid.to_bytes(4, "big"), pack(info.to_record()))
-            for fid in edit.drop_files:
-                m.delete(txn, "files", fid.to_bytes(4, "big"))
-            m.set_meta(txn, "next_file_id", max(  # never decreases: ids are not reused
-                max(self.catalog, default=0) + 1, int(m.get_meta(txn, "next_file_id", 1) or 1)))
+        packed = {h: pack_extents(extents) for h, extents in edit.users.items()}
+        nbytes = sum(16 + len(v) for v in packed.values())
+        fold = bool(packed) and self.delta_bytes + nbytes > self.delta_limit()
+        ckpt: tuple[str, int] | None = None
+        if fold:
             for h, extents in edit.users.items():
-                m.put(txn, "delta", delta_key(seq, h), pack_extents(extents))
-            if edit.dict_entries:
-                for name, d in self.dicts.items():
-                    col_id = self.schema.column(name).id
-                    for code, s in d.pending():
-                        m.put(txn, "dicts", dict_key(col_id, code), s.encode("utf-8"))
-            if edit.wal_id is not None:
-                m.set_meta(txn, "wal_id", edit.wal_id)
-            if edit.schema is not None:
-                m.put(txn, "schemas", u32(edit.schema.version), edit.schema.to_json().encode())
-                m.set_meta(txn, "schema_version", edit.schema.version)
-            if edit.settings:
-                m.set_meta(txn, "settings", {**self.stored_settings, **edit.settings})
-            for name, inc in edit.counters.items():
-                m.set_meta(txn, name, int(m.get_meta(txn, name, 0) or 0) + int(inc))
-            for key, entry in edit.ledger:
-                m.put(txn, LEDGER_DB, key, pack(entry))
-            m.set_meta(txn, "seq", seq)
+                self.index.set_extents(h, extents)
+        try:
+            if fold:
+                ckpt = self._write_checkpoint_file(seq)
+            with m.begin(write=True) as txn:
+                for fid, info in edit.files.items():
+                    m.put(txn, "files", fid.to_bytes(4, "big"), pack(info.to_record()))
+                for fid in edit.drop_files:
+                    m.delete(txn, "files", fid.to_bytes(4, "big"))
+                m.set_meta(txn, "next_file_id", max(  # never decreases: ids are not reused
+                    max(self.catalog, default=0) + 1,
+                    int(m.get_meta(txn, "next_file_id", 1) or 1)))
+                if ckpt is not None:
+                    self._reference_checkpoint(txn, ckpt, seq)
+                else:
+                    # (seq, hash) keys rise: this commit's seq is above every stored one.
+                    for h in sorted(packed):
+                        m.put(txn, "delta", delta_key(seq, h), packed[h], append=True)
+                if edit.dict_entries:
+                    for name, d in self.dicts.items():
+                        col_id = self.schema.column(name).id
+                        for code, s in d.pending():
+                            m.put(txn, "dicts", dict_key(col_id, code), s.encode("utf-8"))
+                if edit.wal_id is not None:
+                    m.set_meta(txn, "wal_id", edit.wal_id)
+                if edit.schema is not None:
+                    m.put(txn, "schemas", u32(edit.schema.version), edit.schema.to_json().encode())
+                    m.set_meta(txn, "schema_version", edit.schema.version)
+                if edit.settings:
+                    m.set_meta(txn, "settings", {**self.stored_settings, **edit.settings})
+                for name, inc in edit.counters.items():
+                    m.set_meta(txn, name, int(m.get_meta(txn, name, 0) or 0) + int(inc))
+                for key, entry in edit.ledger:
+                    m.put(txn, LEDGER_DB, key, pack(entry))
+                m.set_meta(txn, "seq", seq)
+        except BaseException:
+            if fold:  # the in-memory index ran ahead of what was published: reload it
+                if ckpt is not None:
+                    (m.path / ckpt[0]).unlink(missing_ok=True)
+                with m.begin() as txn:
+                    self._load_index(txn)
+            raise
         # Committed: now make the in-memory state match.
         self.seq = seq
         for fid, info in edit.files.items():
@@ -276,9 +310,13 @@ class Manifest:
         for fid in edit.drop_files:
             self.files.retire(fid)
             self.catalog.pop(fid, None)
-        for h, extents in edit.users.items():
-            self.index.set_extents(h, extents)
-        self.deltas_since_ckpt += len(edit.users)
+        if ckpt is not None:
+            self._checkpointed(ckpt[0], seq)
+        else:
+            for h, extents in edit.users.items():
+                self.index.set_extents(h, extents)
+            self.deltas_since_ckpt += len(edit.users)
+            self.delta_bytes += nbytes
         if edit.dict_entries:
             for d in self.dicts.values():
                 d.persisted = len(d.values)
@@ -295,11 +333,17 @@ class Manifest:
         return seq
 
     # ------------------------------------------------------------------ checkpoints
+    def delta_limit(self) -> int:
+        """Delta bytes above which the index is checkpointed instead (see CKPT_MIN_DELTA_BYTES)."""
+        return max(CKPT_MIN_DELTA_BYTES, self.index.nbytes // 4)
+
     def maybe_checkpoint(self, *, force: bool = False) -> bool:
         pending = self.deltas_since_ckpt
         if pending == 0 and not (force and self.needs_migration()):
             return False
-        if not force and pending < int(self.settings["checkpoint_deltas"]):
+        due = (pending >= int(self.settings["checkpoint_deltas"])
+               or self.delta_bytes > self.delta_limit())
+        if not (force or due):
             return False
         self.checkpoint()
         return True
@@ -312,7 +356,13 @@ class Manifest:
         holds: the store lock (writer). Crash-safe at every step: the file is complete and
         fsynced before LMDB refers to it; an unreferenced file is deleted at the next writer
         open (`remove_stale_checkpoints`)."""
-        name = f"index-{self.seq:016d}{CKPT_SUFFIX}"
+        ckpt = self._write_checkpoint_file(self.seq)
+        with self.meta.begin(write=True) as txn:
+            self._reference_checkpoint(txn, ckpt, self.seq)
+        self._checkpointed(ckpt[0], self.seq)
+
+    def _write_checkpoint_file(self, seq: int) -> tuple[str, int]:
+        name = f"index-{seq:016d}{CKPT_SUFFIX}"
         path = self.meta.path / name
         tmp = path.with_suffix(".tmp")
         blob = self.index.to_bytes()
@@ -326,20 +376,26 @@ class Manifest:
             os.close(fd)
         os.replace(tmp, path)
         fsync_dir(self.meta.path)
-        old = self.ckpt_name
+        return name, len(blob)
+
+    def _reference_checkpoint(self, txn: Any, ckpt: tuple[str, int], seq: int) -> None:
+        """In the transaction that publishes commit `seq`: the checkpoint covers it."""
         m = self.meta
-        with m.begin(write=True) as txn:
-            m.set_meta(txn, "ckpt_file", {"name": name, "seq": self.seq, "size": len(blob)})
-            m.set_meta(txn, "ckpt_seq", self.seq)
-            m.delete_range(txn, "delta", delta_key(self.seq + 1, 0))
-            if m.get(txn, "ckpt", b"index") is not None:
-                m.delete(txn, "ckpt", b"index")  # format 1's checkpoint value
-            if self.format_version < STORE_FORMAT_VERSION:
-                m.set_meta(txn, "format_version", STORE_FORMAT_VERSION)
+        m.set_meta(txn, "ckpt_file", {"name": ckpt[0], "seq": seq, "size": ckpt[1]})
+        m.set_meta(txn, "ckpt_seq", seq)
+        m.delete_range(txn, "delta", delta_key(seq + 1, 0))
+        if m.get(txn, "ckpt", b"index") is not None:
+            m.delete(txn, "ckpt", b"index")  # format 1's checkpoint value
+        if self.format_version < STORE_FORMAT_VERSION:
+            m.set_meta(txn, "format_version", STORE_FORMAT_VERSION)
+
+    def _checkpointed(self, name: str, seq: int) -> None:
+        old = self.ckpt_name
         self.format_version = STORE_FORMAT_VERSION
-        self.ckpt_seq = self.seq
+        self.ckpt_seq = seq
         self.ckpt_name = name
         self.deltas_since_ckpt = 0
+        self.delta_bytes = 0
         self.checkpoints += 1
         # Readers still loading the old file retry on a newer snapshot (FileNotFoundError).
         if old is not None and old != name:

@@ -105,8 +105,11 @@ class Meta:
         value = txn.get(key, db=handle)
         return None if value is None else bytes(value)
 
-    def put(self, txn: lmdb.Transaction, db: str, key: bytes, value: bytes) -> None:
-        txn.put(key, value, db=self.dbs[db])
+    def put(self, txn: lmdb.Transaction, db: str, key: bytes, value: bytes, *,
+            append: bool = False) -> None:
+        """`append`: the key is above every key in `db` (LMDB then fills pages whole instead
+        of splitting them in half)."""
+        txn.put(key, value, db=self.dbs[db], append=append)
 
     def delete(self, txn: lmdb.Transaction, db: str, key: bytes) -> None:
         txn.delete(key, db=self.dbs[db])

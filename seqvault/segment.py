@@ -22,13 +22,13 @@ MAGIC = b"SVSG"
 FORMAT_VERSION = 1
 TIME_COLUMN_ID = 0
 
-_FIXED = struct.Struct("<4sHHIIBBHqq")  # magic, version, ncols, schema_version, count, key_type,
+FIXED_HEADER = struct.Struct("<4sHHIIBBHqq")  # magic, version, ncols, schema_version, count, key_type,
 #                                         flags, key_len, min_ts, max_ts   (36 bytes)
-_DIR = struct.Struct("<HBBBBHIIIQI")  # col_id, encoding, flags, width, dtype_code, reserved,
+DIR_ENTRY = struct.Struct("<HBBBBHIIIQI")  # col_id, encoding, flags, width, dtype_code, reserved,
 #                                       raw_len, stored_len, crc32, param, reserved  (32 bytes)
-_CRC = struct.Struct("<I")
-FIXED_SIZE = _FIXED.size
-DIR_SIZE = _DIR.size
+CRC = struct.Struct("<I")
+FIXED_SIZE = FIXED_HEADER.size
+DIR_SIZE = DIR_ENTRY.size
 
 KEY_INT64 = 0
 KEY_STRING = 1
@@ -103,22 +103,22 @@ def encode_segment(
                         encode_column(values, level=DEFAULT_LEVEL if level is None else level)))
     min_ts = int(ts[0]) if count else 0
     max_ts = int(ts[-1]) if count else 0
-    head = bytearray(_FIXED.pack(MAGIC, FORMAT_VERSION, len(encoded), schema_version, count,
+    head = bytearray(FIXED_HEADER.pack(MAGIC, FORMAT_VERSION, len(encoded), schema_version, count,
                                  key_type, 0, len(kbytes), min_ts, max_ts))
     head += kbytes
     for col_id, dcode, enc in encoded:
-        head += _DIR.pack(col_id, enc.encoding, enc.flags, enc.width, dcode, 0, enc.raw_len,
+        head += DIR_ENTRY.pack(col_id, enc.encoding, enc.flags, enc.width, dcode, 0, enc.raw_len,
                           len(enc.data), zlib.crc32(enc.data), enc.param, 0)
-    head += _CRC.pack(zlib.crc32(head))
+    head += CRC.pack(zlib.crc32(head))
     return bytes(head) + b"".join(enc.data for _, _, enc in encoded)
 
 
 def parse_header(buf: bytes | memoryview, *, where: str = "segment") -> SegmentHeader:
     """Parse and verify a segment header (magic, version, lengths, header checksum)."""
-    if len(buf) < FIXED_SIZE + _CRC.size:
+    if len(buf) < FIXED_SIZE + CRC.size:
         raise CorruptionError(f"{where}: {len(buf)} bytes is shorter than a segment header")
     (magic, version, ncols, schema_version, count, key_type, _flags, key_len, min_ts,
-     max_ts) = _FIXED.unpack_from(buf, 0)
+     max_ts) = FIXED_HEADER.unpack_from(buf, 0)
     if magic != MAGIC:
         raise CorruptionError(f"{where}: bad magic {bytes(magic)!r} (expected {MAGIC!r})")
     if version > FORMAT_VERSION:
@@ -126,11 +126,11 @@ def parse_header(buf: bytes | memoryview, *, where: str = "segment") -> SegmentH
                                  f"SeqVault reads ({FORMAT_VERSION}); upgrade seqvault")
     if version < 1:
         raise CorruptionError(f"{where}: segment format version {version} is invalid")
-    size = FIXED_SIZE + key_len + ncols * DIR_SIZE + _CRC.size
+    size = FIXED_SIZE + key_len + ncols * DIR_SIZE + CRC.size
     if len(buf) < size:
         raise CorruptionError(f"{where}: header needs {size} bytes, extent has {len(buf)}")
-    (crc,) = _CRC.unpack_from(buf, size - _CRC.size)
-    if zlib.crc32(buf[: size - _CRC.size]) != crc:
+    (crc,) = CRC.unpack_from(buf, size - CRC.size)
+    if zlib.crc32(buf[: size - CRC.size]) != crc:
         raise CorruptionError(f"{where}: header checksum mismatch")
     key = bytes(buf[FIXED_SIZE : FIXED_SIZE + key_len])
     cols: dict[int, ColumnEntry] = {}
@@ -138,7 +138,7 @@ def parse_header(buf: bytes | memoryview, *, where: str = "segment") -> SegmentH
     pos = FIXED_SIZE + key_len
     for _ in range(ncols):
         (col_id, enc, flags, width, dcode, _r1, raw_len, stored_len, ccrc, param,
-         _r2) = _DIR.unpack_from(buf, pos)
+         _r2) = DIR_ENTRY.unpack_from(buf, pos)
         pos += DIR_SIZE
         cols[col_id] = ColumnEntry(col_id, enc, flags, width, dcode, raw_len, stored_len, ccrc,
                                    param, offset)

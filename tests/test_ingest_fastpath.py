@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from seqvault.ingest import fastpath
+from seqvault import segment_batch as fastpath
 from seqvault.segment import KEY_INT64, KEY_STRING, encode_segment, key_bytes, verify_segment
 
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from seqvault import SeqVault
-from seqvault.files import parse_file_name
 from seqvault.faults import FAULT_ENV, FAULT_POINTS
+from seqvault.files import parse_file_name
 
 ROOT = Path(__file__).resolve().parents[1]
 KILLS = int(os.environ.get("SEQVAULT_MERGE_KILLS", "5"))

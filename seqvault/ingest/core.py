@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import segment_batch as fastpath
 from ..errors import DuplicateIngest, ValidationError
 from ..index import user_hash
 from ..layout import RECENT_SEGMENT_EVENTS
 from ..schema import Schema
 from ..segment import KEY_INT64, KEY_STRING, key_bytes
 from ..validate import coerce_column, coerce_time, coerce_users
-from . import fastpath, ledger
+from . import ledger
 from .sources import FINGERPRINT_ALG, Batch, InputFile, expand_paths, fingerprint
 from .spill import TMP_PREFIX, Spill, clean_stale, partition_of_ints, partition_of_strings
 

@@ -66,7 +66,7 @@ def _to_tensor(torch: Any, arr: Any, device: Any, pin: bool) -> Any:
     return t
 
 
-def _convert(obj: Any, device: Any, pin_memory: bool) -> Any:
+def convert_tensors(obj: Any, device: Any, pin_memory: bool) -> Any:
     torch = import_torch()
     pin = bool(pin_memory)
     if pin and not torch.cuda.is_available():
@@ -153,7 +153,7 @@ class LaserBatch:
     def to_torch(self, device: Any = None, pin_memory: bool = False) -> LaserBatch:
         """The same batch holding torch tensors (unsigned ints above uint8 become int64; string
         user ids stay numpy). Tensors already there are only pinned / moved."""
-        return _convert(self, device, pin_memory)
+        return convert_tensors(self, device, pin_memory)
 
     def pin_memory(self) -> LaserBatch:
         """Called by `DataLoader(pin_memory=True)`."""
@@ -197,4 +197,4 @@ class JaggedBatch:
         return self.values[name][int(self.offsets[b]):int(self.offsets[b + 1])]
 
     def to_torch(self, device: Any = None, pin_memory: bool = False) -> JaggedBatch:
-        return _convert(self, device, pin_memory)
+        return convert_tensors(self, device, pin_memory)

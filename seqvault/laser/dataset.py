@@ -22,8 +22,10 @@ import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import ValidationError
-from .batch import LaserBatch, _convert
+from ..vault import SeqVault
+from .batch import LaserBatch, convert_tensors
 from .features import StringMap
+from .reader import LaserReader
 
 
 @dataclass
@@ -43,7 +45,7 @@ class ImpressionBatch:
         return int(self.row.shape[0])
 
     def to_torch(self, device: Any = None, pin_memory: bool = False) -> ImpressionBatch:
-        out = _convert(self, device, pin_memory)
+        out = convert_tensors(self, device, pin_memory)
         out.history = self.history.to_torch(device, pin_memory)
         return out
 
@@ -112,7 +114,6 @@ class ImpressionDataset(IterableDataset):  # type: ignore[type-arg]
                  time_features: Any = True, rank: int | None = None,
                  world_size: int | None = None, output: str = "torch") -> None:
         super().__init__()
-        from ..vault import SeqVault
 
         if isinstance(store, SeqVault):
             raise ValidationError(
@@ -198,7 +199,6 @@ class ImpressionDataset(IterableDataset):  # type: ignore[type-arg]
 
     # ------------------------------------------------------------------ iteration
     def _open(self) -> Any:
-        from ..vault import SeqVault
 
         if callable(self.store) and not isinstance(self.store, str | os.PathLike):
             return self.store()
@@ -233,7 +233,6 @@ class ImpressionDataset(IterableDataset):  # type: ignore[type-arg]
         return out
 
     def __iter__(self) -> Iterator[ImpressionBatch]:
-        from ..laser_reader import LaserReader
 
         vault = self._open()
         try:

@@ -1,4 +1,4 @@
-"""Vectorised segment encoding for many small users at once (the ingest fast path).
+"""Vectorised segment encoding for many small users at once (ingest; flush and merge next).
 
 `seqvault.segment.encode_segment` encodes one user at a time; each column costs a handful of
 numpy calls, which dominates when a partition holds hundreds of thousands of users with a few
@@ -22,18 +22,26 @@ from typing import Any
 
 import numpy as np
 
-from ..encoding import (
-    _WIDTH_DTYPES,
+from .encoding import (
     DEFAULT_LEVEL,
     ENC_CONST,
     ENC_DELTA,
     ENC_FOR,
     FLAG_SHUFFLE,
     FLAG_ZSTD,
-    _compressor,
-    _shuffle_helps,
+    WIDTH_DTYPES,
+    compressor,
+    shuffle_helps,
 )
-from ..segment import _CRC, _DIR, _FIXED, DTYPE_CODES, FORMAT_VERSION, MAGIC, TIME_COLUMN_ID
+from .segment import (
+    CRC,
+    DIR_ENTRY,
+    DTYPE_CODES,
+    FIXED_HEADER,
+    FORMAT_VERSION,
+    MAGIC,
+    TIME_COLUMN_ID,
+)
 
 _ZSTD_MIN = 64  # encode_column tries zstd only from this many payload bytes
 _U64 = np.uint64
@@ -67,14 +75,14 @@ class _Column:
         self.plain: dict[int, bytes] = {}  # user → unshuffled payload, where shuffle loses
 
     def choose_shuffle(self, stored: np.ndarray) -> None:
-        """Mirror encode_column's `_shuffle_helps`: for users with >= 64 stored values of
+        """Mirror encode_column's `shuffle_helps`: for users with >= 64 stored values of
         width >= 2, keep the payload unshuffled when that compresses smaller."""
         view = memoryview(self.payload)
         for u in np.flatnonzero((stored >= 64) & (self.width >= 2)).tolist():
             w, m, off = int(self.width[u]), int(stored[u]), int(self.offsets[u])
             planes = np.frombuffer(view[off:off + w * m], dtype=np.uint8).reshape(w, m)
-            narrowed = np.ascontiguousarray(planes.T).reshape(-1).view(_WIDTH_DTYPES[w])
-            if not _shuffle_helps(narrowed, w, self.level):
+            narrowed = np.ascontiguousarray(planes.T).reshape(-1).view(WIDTH_DTYPES[w])
+            if not shuffle_helps(narrowed, w, self.level):
                 self.plain[u] = narrowed.tobytes()
 
     def data(self, u: int) -> bytes | memoryview:
@@ -217,7 +225,7 @@ def encode_users(keys: list[Any], key_type: int, kbytes: list[bytes], schema_ver
                 flags.append(shuffle if ln else 0)
         per_col.append((c.col_id, c.dcode, c.enc.tolist(), widths, c.param.tolist(), lens,
                         datas, flags))
-    fixed_pack, dir_pack, crc_pack, crc32 = _FIXED.pack, _DIR.pack, _CRC.pack, zlib.crc32
+    fixed_pack, dir_pack, crc_pack, crc32 = FIXED_HEADER.pack, DIR_ENTRY.pack, CRC.pack, zlib.crc32
     for u in range(n_users):
         kb = kbytes[u]
         head = bytearray(fixed_pack(MAGIC, FORMAT_VERSION, ncols, schema_version, cnt[u],
@@ -246,7 +254,7 @@ def _compress_all(columns: list[_Column]) -> list[dict[int, bytes]]:
     for job in jobs:
         by_level.setdefault(columns[job[0]].level, []).append(job)
     for level, items in by_level.items():
-        comp = _compressor(level)
+        comp = compressor(level)
         results = _compress_many(comp, [bytes(v) for _ci, _u, v in items])
         for (ci, u, v), z in zip(items, results):
             if len(z) < len(v):
