@@ -22,7 +22,7 @@ from seqvault import Schema, SeqVault
 from seqvault.cli.data_cmds import verify_store
 from seqvault.ingest import ingest, ledger_entries
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 N_ROWS = 200_000
 N_BEFORE = 5_000
 

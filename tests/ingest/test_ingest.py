@@ -18,7 +18,7 @@ import pytest
 from seqvault import DuplicateIngest, Schema, SeqVault, ValidationError
 from seqvault.ingest import ingest, ledger_entries
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOW_MS = 1_790_000_000_000
 ACTIONS = np.array(["impression", "click", "like", "share"], dtype=object)
 SCENARIOS = np.array(["feed", "video", "search"], dtype=object)

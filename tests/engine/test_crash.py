@@ -57,7 +57,7 @@ def run_kills(tmp_path: Path, kills: int, seed: int) -> None:
     SeqVault.open(store, schema=SCHEMA).close()
     acked: list[int] = []
     present_calls: list[int] = []
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     for _ in range(kills):
         start = max(present_calls, default=-1) + 1
         errlog = tmp_path / "child.err"

@@ -17,7 +17,7 @@ import pytest
 from seqvault import SeqVault
 from seqvault.files import file_name
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = str(ROOT / "schema" / "behavior.toml")
 NOW_MS = 1_790_000_000_000
 

@@ -12,7 +12,7 @@ from seqvault import CorruptionError, Schema, SeqVault
 from seqvault.files import parse_file_name
 from seqvault.reclaim import file_usage, live_bytes
 
-from .conftest import SCHEMA_DICT, make_events
+from ..conftest import SCHEMA_DICT, make_events
 
 
 def _fill(v: SeqVault, rng: np.random.Generator, users: range, rounds: int, n: int = 30,
