@@ -38,6 +38,7 @@ import numpy as np
 from seqvault import Schema, SeqVault, sample
 from seqvault.laser_reader import LaserReader
 
+
 def schema() -> Schema:
     # schema/behavior.toml; without retention, as the timestamps are fixed (not near "now").
     return sample.behavior_schema(retention=False)

@@ -19,24 +19,28 @@ import pytest
 from seqvault import Schema, sample
 
 
-def behavior_schema_dict() -> dict[str, Any]:
-    """The bundled schema as a dict, without retention (tests use small synthetic timestamps)."""
+def behavior_schema_dict(columns: list[str] | None = None, *, extra: list[dict] | None = None,
+                         user_type: str | None = None, unit: str | None = None) -> dict[str, Any]:
+    """The bundled schema as a dict, without retention (tests use small synthetic timestamps).
+
+    A test that needs a variation says so here: only the bundled `columns` named (with their
+    types and defaults), then `extra` column dicts; another user key type or time unit."""
     d = sample.behavior_schema(retention=False).to_dict()
-    return {"user": d["user"], "time": d["time"], "columns": d["columns"]}
+    bundled = {c["name"]: {k: c[k] for k in ("name", "type", "default")} for c in d["columns"]}
+    cols = [bundled[n] for n in (columns if columns is not None else list(bundled))]
+    user = {**d["user"], **({"type": user_type} if user_type else {})}
+    time = {**d["time"], **({"unit": unit} if unit else {})}
+    return {"user": user, "time": time, "columns": cols + list(extra or [])}
 
 
-_BUNDLED = behavior_schema_dict()
-SCHEMA_DICT: dict[str, Any] = {
-    "user": _BUNDLED["user"],
-    "time": _BUNDLED["time"],
-    "columns": [
-        {"name": "item_id", "type": "int64", "default": 0},
-        {"name": "action", "type": "string", "default": "view"},  # the tests' vocabulary: view…
-        {"name": "dwell", "type": "uint32", "default": 0},
-        {"name": "score", "type": "float32", "default": 0.0},
-        {"name": "liked", "type": "bool", "default": False},
-    ],
-}
+# The engine tests' variation: bundled key, time and item_id; an action vocabulary of their own
+# (view, click, ...); float32 and bool columns, types the bundled schema lacks.
+SCHEMA_DICT: dict[str, Any] = behavior_schema_dict(["item_id"], extra=[
+    {"name": "action", "type": "string", "default": "view"},
+    {"name": "dwell", "type": "uint32", "default": 0},
+    {"name": "score", "type": "float32", "default": 0.0},
+    {"name": "liked", "type": "bool", "default": False},
+])
 ACTIONS = ["view", "click", "like", "share"]
 
 
