@@ -19,6 +19,7 @@ import pytest
 
 from seqvault import Schema, SeqVault
 
+# Not the bundled schema: "call" numbers each append so the check can tell which survived.
 SCHEMA = Schema.from_dict({"columns": [{"name": "call", "type": "int64", "default": 0},
                                        {"name": "act", "type": "string", "default": "v"}]})
 USERS = 7

@@ -18,6 +18,7 @@ from seqvault import Schema, SeqVault
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = 8
+# Not the bundled schema: two columns are enough to check prefix consistency across processes.
 SCHEMA = {"columns": [{"name": "item", "type": "int64", "default": 0},
                       {"name": "act", "type": "string", "default": "v"}]}
 
