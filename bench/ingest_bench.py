@@ -60,12 +60,12 @@ def _cpu_s() -> float:
 
 def run_seqvault(file: str, store: str, partition_rows: int) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
-    from seqvault import Schema, SeqVault
+    from seqvault import SeqVault, sample
     from seqvault.ingest import ingest
 
     c0 = _cpu_s()
     t0 = time.perf_counter()
-    with SeqVault.open(store, schema=Schema.load(ROOT / "schema" / "behavior.toml")) as v:
+    with SeqVault.open(store, schema=sample.behavior_schema()) as v:
         s = ingest(v, [file], rows_per_partition=partition_rows)
     elapsed = time.perf_counter() - t0
     cpu = _cpu_s() - c0

@@ -40,13 +40,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from seqvault import Schema, SeqVault  # noqa: E402
+from seqvault import SeqVault, sample  # noqa: E402
 from seqvault.merge import lower_thread_priority  # noqa: E402
 from seqvault.validate import validate_events  # noqa: E402
 
-ACTIONS = np.array(["impression", "click", "like", "collect", "share", "comment", "follow"])
-ACTION_P = np.array([0.70, 0.15, 0.07, 0.03, 0.02, 0.02, 0.01])
-SCENARIOS = np.array(["feed", "video", "search", "profile"])
 DAY_MS = 86_400_000
 
 READER = r"""
@@ -78,16 +75,7 @@ def day_events(rng: np.random.Generator, users: int, per_day: float, day: int, t
     ts = t0 + day * DAY_MS + rng.integers(0, DAY_MS, n)
     late = rng.random(n) < late_frac
     ts[late] -= rng.integers(1, 3 * DAY_MS, int(late.sum()))
-    items = (rng.zipf(1.3, n) * 2_654_435_761) % 10_000_000
-    return {
-        "user_id": uid,
-        "ts": ts,
-        "item_id": items.astype(np.int64),
-        "action": ACTIONS[rng.choice(len(ACTIONS), n, p=ACTION_P)],
-        "category": (items % 997).astype(np.uint16),
-        "dwell_ms": np.where(rng.random(n) < 0.3, rng.integers(0, 60_000, n), 0).astype(np.uint32),
-        "scenario": SCENARIOS[rng.integers(0, len(SCENARIOS), n)],
-    }
+    return {"user_id": uid, "ts": ts, **sample.event_columns(rng, n, n_items=10_000_000)}
 
 
 def hour_slices(ev: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
@@ -170,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     tmp = Path(args.dir or tempfile.mkdtemp(prefix="sv-merge-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    schema = Schema.load(ROOT / "schema" / "behavior.toml")
+    schema = sample.behavior_schema()
     rng = np.random.default_rng(42)
     t0 = int(time.time() * 1000) - (args.days + 1) * DAY_MS  # inside max_age
     days = [day_events(rng, args.users, args.per_day, d, t0, args.late)

@@ -85,7 +85,7 @@ PRESETS: dict[str, RunConfig] = {
         merge_min_seconds=3.0,
         verify_users=200,
     ),
-    # Seconds, not minutes: the smoke test (tests/test_bench_smoke.py) runs this one.
+    # Seconds, not minutes: the smoke test (tests/bench/test_bench_smoke.py) runs this one.
     "tiny": RunConfig(
         workload=WorkloadConfig(n_users=40, median_len=50, max_len=3_000,
                                 sweep_lengths=(100, 2_000), sweep_users=(2, 1)),

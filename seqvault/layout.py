@@ -30,7 +30,7 @@ def segment_bounds(ts: np.ndarray, max_events: int, recent: int = RECENT_SEGMENT
         tie_start = int(np.searchsorted(ts, ts[cut], side="left"))
         if tie_start > 0:
             cut = tie_start
-        elif int(np.searchsorted(ts, ts[cut], side="right")) < end:
+        else:  # the run starts at the first event: cut after it, or nowhere if it fills all
             cut = int(np.searchsorted(ts, ts[cut], side="right"))
         if cut >= end or cut <= 0:
             break

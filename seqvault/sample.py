@@ -14,6 +14,10 @@ The log is generated window by window (a slice of time at a time), so memory sta
 and rows come out globally in time order, not grouped by user: the order a real log has.
 
     python -m seqvault.sample out.parquet --events 5000000
+
+Small in-memory helpers for tests and benchmarks use the same vocabulary and column types:
+`behavior_schema()` (the bundled schema), `event_columns()` (the non-key columns of n events),
+`events()` (with timestamps, optionally user ids) and `events_table()` (the same as Arrow).
 """
 
 from __future__ import annotations
@@ -41,6 +45,70 @@ def arrow_schema() -> Any:
         ("action", pa.string()), ("category", pa.uint16()), ("dwell_ms", pa.uint32()),
         ("scenario", pa.string()),
     ])
+
+
+def behavior_schema(*, retention: bool = True) -> Any:
+    """The bundled schema/behavior.toml. `retention=False` drops its retention rules, for
+    synthetic data whose timestamps are not near the wall clock (max_age is 730 days)."""
+    from .schema import Schema, bundled_schema_path
+
+    schema = Schema.load(bundled_schema_path("behavior"))
+    if retention:
+        return schema
+    d = schema.to_dict()
+    d.pop("retention", None)
+    return Schema.from_dict(d)
+
+
+def event_columns(rng: np.random.Generator, n: int, *,
+                  n_items: int = 1 << 40) -> dict[str, np.ndarray]:
+    """The non-key columns of `n` events of schema/behavior.toml, in its column types:
+    item_id (int64), action (str objects), category (uint16, a function of the item),
+    dwell_ms (uint32, 0 for impressions), scenario (str objects)."""
+    item = rng.integers(1, n_items, size=n, dtype=np.int64)
+    action = rng.choice(len(ACTIONS), size=n, p=ACTION_P)
+    dwell = np.where(action == 0, 0, rng.integers(0, 600_000, size=n)).astype(np.uint32)
+    return {
+        "item_id": item,
+        "action": np.array(ACTIONS, dtype=object)[action],
+        "category": (item % N_CATEGORIES).astype(np.uint16),
+        "dwell_ms": dwell,
+        "scenario": np.array(SCENARIOS, dtype=object)[
+            rng.choice(len(SCENARIOS), size=n, p=SCENARIO_P)],
+    }
+
+
+def events(rng: np.random.Generator, n: int, *, users: Any = None, now_ms: int = 1_790_000_000_000,
+           distinct_ts: int = 1_000, step_ms: int = 1_000, sort: bool = False,
+           n_items: int = 1 << 40) -> dict[str, np.ndarray]:
+    """`n` events of schema/behavior.toml as columns: ts takes `distinct_ts` values
+    `step_ms` apart ending at `now_ms` (few values: many ties), in random order unless `sort`.
+    With `users` (an int: ids 1..users, or an array of ids) a "user_id" column is added, one
+    user drawn per row, so rows of different users interleave as in a real log."""
+    ts = (now_ms - rng.integers(0, distinct_ts, size=n) * step_ms).astype(np.int64)
+    if sort:
+        ts = np.sort(ts)
+    out: dict[str, np.ndarray] = {}
+    if users is not None:
+        ids = np.arange(1, users + 1) if isinstance(users, int) else np.asarray(users)
+        out["user_id"] = rng.choice(ids, size=n).astype(ids.dtype)
+    out["ts"] = ts
+    out.update(event_columns(rng, n, n_items=n_items))
+    return out
+
+
+def events_table(rng: np.random.Generator, n: int, *, users: Any = 100, **kw: Any) -> Any:
+    """`events(...)` as an Arrow table with a user_id column, in `arrow_schema()`'s types
+    (string user ids when `users` holds strings)."""
+    import pyarrow as pa
+
+    cols = events(rng, n, users=users, **kw)
+    schema = arrow_schema()
+    if cols["user_id"].dtype.kind in "OUS":
+        schema = schema.set(0, pa.field("user_id", pa.string()))
+        cols["user_id"] = cols["user_id"].astype(object)
+    return pa.table({k: (v.tolist() if v.dtype == object else v) for k, v in cols.items()},
+                    schema=schema)
 
 
 def user_activity(n_users: int, rng: np.random.Generator, alpha: float = 1.2) -> np.ndarray:

@@ -1,4 +1,13 @@
-"""Shared fixtures: a small behaviour schema and event generators."""
+"""Shared fixtures, built from one place: the bundled schema (schema/behavior.toml) and the event
+generator of `seqvault.sample`.
+
+- `behavior_schema` (fixture) / `behavior_schema()` (helper): the bundled schema as shipped.
+- `sample.events` / `sample.events_table`: behaviour-log events in that schema's columns.
+- `SCHEMA_DICT` / `schema` / `make_events`: the engine tests' variation of the same log. It keeps
+  the bundled key, time and item/action columns and adds a float32 and a bool column, types
+  the bundled schema lacks, so every append, flush, merge and reopen test also runs the float
+  and bool encoders; timestamps are small integers with bursts of ties (arrival order).
+"""
 
 from __future__ import annotations
 
@@ -7,20 +16,38 @@ from typing import Any
 import numpy as np
 import pytest
 
-from seqvault import Schema
+from seqvault import Schema, sample
 
-SCHEMA_DICT: dict[str, Any] = {
-    "user": {"column": "user_id", "type": "int64"},
-    "time": {"column": "ts", "unit": "ms"},
-    "columns": [
-        {"name": "item_id", "type": "int64", "default": 0},
-        {"name": "action", "type": "string", "default": "view"},
-        {"name": "dwell", "type": "uint32", "default": 0},
-        {"name": "score", "type": "float32", "default": 0.0},
-        {"name": "liked", "type": "bool", "default": False},
-    ],
-}
+
+def behavior_schema_dict(columns: list[str] | None = None, *, extra: list[dict] | None = None,
+                         user_type: str | None = None, unit: str | None = None) -> dict[str, Any]:
+    """The bundled schema as a dict, without retention (tests use small synthetic timestamps).
+
+    A test that needs a variation says so here: only the bundled `columns` named (with their
+    types and defaults), then `extra` column dicts; another user key type or time unit."""
+    d = sample.behavior_schema(retention=False).to_dict()
+    bundled = {c["name"]: {k: c[k] for k in ("name", "type", "default")} for c in d["columns"]}
+    cols = [bundled[n] for n in (columns if columns is not None else list(bundled))]
+    user = {**d["user"], **({"type": user_type} if user_type else {})}
+    time = {**d["time"], **({"unit": unit} if unit else {})}
+    return {"user": user, "time": time, "columns": cols + list(extra or [])}
+
+
+# The engine tests' variation: bundled key, time and item_id; an action vocabulary of their own
+# (view, click, ...); float32 and bool columns, types the bundled schema lacks.
+SCHEMA_DICT: dict[str, Any] = behavior_schema_dict(["item_id"], extra=[
+    {"name": "action", "type": "string", "default": "view"},
+    {"name": "dwell", "type": "uint32", "default": 0},
+    {"name": "score", "type": "float32", "default": 0.0},
+    {"name": "liked", "type": "bool", "default": False},
+])
 ACTIONS = ["view", "click", "like", "share"]
+
+
+@pytest.fixture
+def behavior_schema() -> Schema:
+    """schema/behavior.toml as shipped (with its retention)."""
+    return sample.behavior_schema()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from seqvault import Schema, SchemaError, SeqVault
 from seqvault.schema import bundled_schema_path
 
-from .conftest import SCHEMA_DICT
+from ..conftest import SCHEMA_DICT
 
 
 def test_bundled_behavior_schema_loads():

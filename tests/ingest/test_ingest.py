@@ -15,32 +15,16 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from seqvault import DuplicateIngest, Schema, SeqVault, ValidationError
+from seqvault import DuplicateIngest, Schema, SeqVault, ValidationError, sample
 from seqvault.ingest import ingest, ledger_entries
 
-ROOT = Path(__file__).resolve().parent.parent
 NOW_MS = 1_790_000_000_000
-ACTIONS = np.array(["impression", "click", "like", "share"], dtype=object)
-SCENARIOS = np.array(["feed", "video", "search"], dtype=object)
-
-
-def behavior_schema() -> Schema:
-    return Schema.load(ROOT / "schema" / "behavior.toml")
 
 
 def make_table(rng: np.random.Generator, n: int, users: np.ndarray) -> pa.Table:
     """Rows in random order, few distinct timestamps per user (many ties)."""
-    u = rng.choice(users, size=n)
-    ts = NOW_MS - rng.integers(0, 40, size=n) * 1000  # 40 distinct values: ties everywhere
-    return pa.table({
-        "user_id": pa.array(u, pa.int64()),
-        "ts": pa.array(ts, pa.int64()),
-        "item_id": pa.array(rng.integers(0, 1 << 40, size=n), pa.int64()),
-        "action": pa.array(rng.choice(ACTIONS, size=n).tolist(), pa.string()),
-        "category": pa.array(rng.integers(0, 1000, size=n), pa.uint16()),
-        "dwell_ms": pa.array(rng.integers(0, 100_000, size=n), pa.uint32()),
-        "scenario": pa.array(rng.choice(SCENARIOS, size=n).tolist(), pa.string()),
-    })
+    return sample.events_table(rng, n, users=users, now_ms=NOW_MS,
+                               distinct_ts=40)  # 40 distinct values: ties everywhere
 
 
 def ground_truth(tables: list[pa.Table], user_col: str = "user_id") -> dict:
@@ -88,7 +72,7 @@ def test_ingest_matches_ground_truth_across_files_row_groups_and_partitions(tmp_
              for i, t in enumerate(tables)]
     assert len(files) == 4
     assert pq.ParquetFile(files[0]).num_row_groups > 10
-    with SeqVault.open(tmp_path / "store", schema=behavior_schema()) as v:
+    with SeqVault.open(tmp_path / "store", schema=sample.behavior_schema()) as v:
         s = ingest(v, files, rows_per_partition=10_000, batch_rows=4_000)
         assert s.partitions == 5
         assert s.events == 46_000 and s.users == len(set(pa.concat_tables(tables)
@@ -108,7 +92,7 @@ def test_directory_input_is_read_in_name_order(tmp_path):
     for i, t in enumerate(tables):
         write_parquet(t, d / f"day-{i:02d}.parquet", 1_000)
     (d / "_SUCCESS").write_text("")
-    with SeqVault.open(tmp_path / "store", schema=behavior_schema()) as v:
+    with SeqVault.open(tmp_path / "store", schema=sample.behavior_schema()) as v:
         ingest(v, [d])
         assert_matches(v, ground_truth(tables))
 
@@ -118,7 +102,7 @@ def test_ingest_merges_with_stored_events_which_count_as_older_arrivals(tmp_path
     users = np.arange(1, 30, dtype=np.int64)
     first, second = make_table(rng, 4_000, users), make_table(rng, 2_000, users)
     new = make_table(rng, 5_000, np.arange(10, 50, dtype=np.int64))
-    with SeqVault.open(tmp_path / "store", schema=behavior_schema()) as v:
+    with SeqVault.open(tmp_path / "store", schema=sample.behavior_schema()) as v:
         v.append_batch(first)
         v.flush()  # sealed real-time segments
         v.append_batch(second)  # still in the memtable (and the log)
@@ -134,7 +118,7 @@ def test_second_ingest_of_same_file_is_refused_and_force_loads_it_again(tmp_path
     f = write_parquet(t, tmp_path / "a.parquet", 500)
     copy = tmp_path / "copy-of-a.parquet"
     copy.write_bytes(f.read_bytes())
-    with SeqVault.open(tmp_path / "store", schema=behavior_schema()) as v:
+    with SeqVault.open(tmp_path / "store", schema=sample.behavior_schema()) as v:
         ingest(v, [f])
         before = v.stats()
         with pytest.raises(DuplicateIngest, match="already ingested"):
@@ -155,7 +139,7 @@ def test_same_content_twice_in_one_call_is_refused(tmp_path):
                       50)
     g = tmp_path / "b.parquet"
     g.write_bytes(f.read_bytes())
-    with SeqVault.open(tmp_path / "store", schema=behavior_schema()) as v:
+    with SeqVault.open(tmp_path / "store", schema=sample.behavior_schema()) as v:
         with pytest.raises(DuplicateIngest, match="same content"):
             ingest(v, [f, g])
         assert v.stats()["events"] == 0 and ledger_entries(v) == []
@@ -199,7 +183,7 @@ def test_bad_data_names_file_row_group_column_and_value_and_publishes_nothing(tm
         t = t.set_column(t.schema.get_field_index(col), col, pa.array(vals, pa.int64()))
     f_bad = write_parquet(t, tmp_path / "bad.parquet", 1_000)
     store = tmp_path / "store"
-    with SeqVault.open(store, schema=behavior_schema()) as v:
+    with SeqVault.open(store, schema=sample.behavior_schema()) as v:
         with pytest.raises(ValidationError) as info:
             ingest(v, [f_ok, f_bad], rows_per_partition=10_000)
         msg = str(info.value)
@@ -227,7 +211,7 @@ def test_string_user_ids_and_csv_and_json_lines(tmp_path):
     with open(jl, "w") as fh:
         for row in b.to_pylist():
             fh.write(json.dumps(row) + "\n")
-    schema = Schema.from_dict({**behavior_schema().to_dict(), "version": 1,
+    schema = Schema.from_dict({**sample.behavior_schema().to_dict(), "version": 1,
                                "user": {"column": "user_id", "type": "string"}})
     with SeqVault.open(tmp_path / "store", schema=schema) as v:
         s = ingest(v, [csv_path, jl], rows_per_partition=1_000, spill_compression="lz4")
@@ -239,7 +223,7 @@ def test_string_user_ids_and_csv_and_json_lines(tmp_path):
 def test_empty_file_is_recorded_in_the_ledger(tmp_path):
     t = make_table(np.random.default_rng(8), 0, np.arange(1, 2, dtype=np.int64))
     f = write_parquet(t, tmp_path / "empty.parquet", 100)
-    with SeqVault.open(tmp_path / "store", schema=behavior_schema()) as v:
+    with SeqVault.open(tmp_path / "store", schema=sample.behavior_schema()) as v:
         s = ingest(v, [f])
         assert s.events == 0 and len(ledger_entries(v)) == 1
         with pytest.raises(DuplicateIngest):

@@ -16,8 +16,9 @@ import numpy as np
 
 from seqvault import Schema, SeqVault
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 USERS = 8
+# Not the bundled schema: two columns are enough to check prefix consistency across processes.
 SCHEMA = {"columns": [{"name": "item", "type": "int64", "default": 0},
                       {"name": "act", "type": "string", "default": "v"}]}
 
@@ -105,7 +106,7 @@ def test_readers_see_prefix_consistent_views_during_merge(tmp_path):
             w.append(u, events_for(u, 0))
         w.flush()
         env = dict(os.environ, PYTHONPATH=str(ROOT))
-        code = READER.format(tests=str(ROOT / "tests"))
+        code = READER.format(tests=str(ROOT / "tests" / "engine"))
         readers = [subprocess.Popen([sys.executable, "-c", code, str(path), str(stop), str(i)],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
                    for i in range(3)]

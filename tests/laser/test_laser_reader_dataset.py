@@ -12,6 +12,8 @@ torch = pytest.importorskip("torch")
 from seqvault import Schema, SeqVault, ValidationError  # noqa: E402
 from seqvault.laser_reader import ImpressionBatch, ImpressionDataset  # noqa: E402
 
+from ..conftest import behavior_schema_dict  # noqa: E402
+
 pytestmark = pytest.mark.torch
 
 MAX_LEN = 12
@@ -19,14 +21,7 @@ CATS = {"news": 1, "sport": 2, "music": 3}
 
 
 def schema() -> Schema:
-    return Schema.from_dict({
-        "user": {"column": "user_id", "type": "int64"},
-        "time": {"column": "ts", "unit": "ms"},
-        "columns": [
-            {"name": "item_id", "type": "int64", "default": 0},
-            {"name": "action", "type": "string", "default": "impression"},
-        ],
-    })
+    return Schema.from_dict(behavior_schema_dict(["item_id", "action"]))  # two columns suffice
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import click
 from seqvault.cli.docs import help_text, render, walk
 from seqvault.cli.main import cli
 
-REFERENCE = Path(__file__).resolve().parent.parent / "cli" / "README.md"
+REFERENCE = Path(__file__).resolve().parents[2] / "cli" / "README.md"
 EXPECTED = {"init", "ingest", "get", "append", "merge", "stats", "info", "verify", "export",
             "schema", "schema show", "schema evolve", "ledger"}
 
@@ -64,7 +64,7 @@ def test_help_imports_no_heavy_modules():
             "try:\n    cli.main(['--help'], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in ('pyarrow', 'rich', 'fastapi', 'torch', 'uvicorn') "
             "if m in sys.modules))")
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(root)}, timeout=60)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr

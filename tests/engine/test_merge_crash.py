@@ -19,7 +19,7 @@ from seqvault import SeqVault
 from seqvault.faults import FAULT_ENV, FAULT_POINTS
 from seqvault.files import parse_file_name
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KILLS = int(os.environ.get("SEQVAULT_MERGE_KILLS", "5"))
 USERS = 6
 
@@ -70,7 +70,7 @@ def run_child(path: Path, start: int, rounds: int, fault: str | None = None,
     env.pop(FAULT_ENV, None)
     if fault:
         env[FAULT_ENV] = fault
-    code = CHILD.format(tests=str(ROOT / "tests"), users=USERS)
+    code = CHILD.format(tests=str(ROOT / "tests" / "engine"), users=USERS)
     proc = subprocess.Popen([sys.executable, "-c", code, str(path), str(start), str(rounds)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     if kill_after is not None:

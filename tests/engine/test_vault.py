@@ -19,7 +19,7 @@ from seqvault import (
     ValidationError,
 )
 
-from .conftest import make_events
+from ..conftest import make_events
 
 
 def one(ts, item=None, action="view"):

@@ -19,6 +19,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from seqvault import Schema, SeqVault
 
+# Not the bundled schema: a minimal one (an int, a string, a float column) keeps the model and
+# Hypothesis's shrunk examples small.
 SCHEMA = Schema.from_dict({
     "columns": [
         {"name": "item", "type": "int64", "default": 0},

@@ -10,7 +10,7 @@ import pytest
 from seqvault import CorruptionError, FormatVersionError, SeqVault
 from seqvault import wal as walmod
 
-from .conftest import make_events
+from ..conftest import make_events
 
 
 def _store(tmp_path, schema, n_appends=5):

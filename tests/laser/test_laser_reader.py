@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from seqvault import Schema, SeqVault, ValidationError
 from seqvault.laser_reader import LaserReader, StringMap, TimeBuckets
 
+from ..conftest import behavior_schema_dict
+
 MAX_LEN = 16
 ACTIONS = ["click", "impression", "like", "share", "zzz-rare"]
 ACTION_MAP = {"click": 1, "impression": 2, "like": 3, "share": 4}  # "zzz-rare" is OOV
@@ -21,16 +23,10 @@ OOV = 99
 
 
 def make_schema(user_type: str = "int64") -> Schema:
-    return Schema.from_dict({
-        "user": {"column": "user_id", "type": user_type},
-        "time": {"column": "ts", "unit": "ms"},
-        "columns": [
-            {"name": "item_id", "type": "int64", "default": 0},
-            {"name": "action", "type": "string", "default": "impression"},
-            {"name": "category", "type": "uint16", "default": 0},
-            {"name": "score", "type": "float32", "default": 0.0},
-        ],
-    })
+    # The bundled item_id, action and category, plus a float column (dtype and padding tests).
+    return Schema.from_dict(behavior_schema_dict(
+        ["item_id", "action", "category"], user_type=user_type,
+        extra=[{"name": "score", "type": "float32", "default": 0.0}]))
 
 
 def events(rng: np.random.Generator, n: int, t0: int = 1_000_000) -> dict[str, object]:

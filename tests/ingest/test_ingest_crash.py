@@ -18,10 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from seqvault import Schema, SeqVault
+from seqvault import SeqVault, sample
 from seqvault.ingest import ingest, ledger_entries
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 N_ROWS = 200_000
 N_BEFORE = 5_000
 
@@ -40,16 +40,8 @@ print("done", flush=True)
 
 
 def _table(rng: np.random.Generator, n: int) -> pa.Table:
-    users = rng.integers(1, 3_000, size=n)
-    return pa.table({
-        "user_id": pa.array(users, pa.int64()),
-        "ts": pa.array(1_790_000_000_000 - rng.integers(0, 10_000, size=n) * 1000, pa.int64()),
-        "item_id": pa.array(rng.integers(0, 1 << 30, size=n), pa.int64()),
-        "action": pa.array(rng.choice(["impression", "click"], size=n).tolist()),
-        "category": pa.array(rng.integers(0, 500, size=n), pa.uint16()),
-        "dwell_ms": pa.array(rng.integers(0, 9_999, size=n), pa.uint32()),
-        "scenario": pa.array(rng.choice(["feed", "video"], size=n).tolist()),
-    })
+    return sample.events_table(rng, n, users=np.arange(1, 3_000), distinct_ts=10_000,
+                               n_items=1 << 30)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +55,7 @@ def log_file(tmp_path_factory) -> tuple[Path, pa.Table]:
 
 def _fresh_store(path: Path) -> pa.Table:
     before = _table(np.random.default_rng(12), N_BEFORE)
-    with SeqVault.open(path, schema=Schema.load(ROOT / "schema" / "behavior.toml")) as v:
+    with SeqVault.open(path, schema=sample.behavior_schema()) as v:
         v.append_batch(before)
     return before
 

@@ -14,18 +14,16 @@ from seqvault import Schema, SeqVault  # noqa: E402
 from seqvault.laser.batch import import_torch  # noqa: E402
 from seqvault.laser_reader import LaserReader  # noqa: E402
 
+from ..conftest import behavior_schema_dict  # noqa: E402
+
 pytestmark = pytest.mark.torch
 T = 10
 
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory: pytest.TempPathFactory):
-    schema = Schema.from_dict({
-        "user": {"column": "user_id", "type": "int64"},
-        "time": {"column": "ts", "unit": "s"},
-        "columns": [{"name": "item_id", "type": "int64", "default": 0},
-                    {"name": "category", "type": "uint16", "default": 0}],
-    })
+    # Two bundled columns; time in seconds (the time features convert units).
+    schema = Schema.from_dict(behavior_schema_dict(["item_id", "category"], unit="s"))
     rng = np.random.default_rng(0)
     with SeqVault.open(tmp_path_factory.mktemp("t") / "s", schema=schema) as v:
         for u, n in {1: 3, 2: T, 3: 25, 4: 1}.items():

@@ -1,6 +1,6 @@
 """The core state machine plus lifetime merge, reclamation and retention (issue 3).
 
-Every rule of tests/test_state_machine.py still runs (append, append_batch, flush, reopen,
+Every rule of tests/engine/test_state_machine.py still runs (append, append_batch, flush, reopen,
 reads with every combination of last/before/since/columns, read-only views); this machine adds
 `merge` (all users or some), `reclaim`, tightening `max_events` retention, and a long-lived
 read-only view that must equal the model after `refresh()` even though merge rewrote and

@@ -129,7 +129,7 @@ def test_float_columns_round_trip_bit_exact(arr):
 
 def test_flipped_byte_in_sealed_segment_raises_on_read(tmp_path, schema):
     rng = np.random.default_rng(0)
-    from .conftest import make_events
+    from ..conftest import make_events
 
     with SeqVault.open(tmp_path / "s", schema=schema) as v:
         v.append(1, make_events(rng, 2000))

@@ -14,11 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from seqvault import SeqVault
+from seqvault import SeqVault, sample
 from seqvault.files import file_name
+from seqvault.schema import bundled_schema_path
 
-ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = str(ROOT / "schema" / "behavior.toml")
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = str(bundled_schema_path("behavior"))
 NOW_MS = 1_790_000_000_000
 
 
@@ -36,16 +37,8 @@ def sv(*args: str, store: Path | None = None, stdin: str | None = None,
 
 
 def _log(path: Path, n: int = 5_000, seed: int = 0) -> pa.Table:
-    rng = np.random.default_rng(seed)
-    t = pa.table({
-        "user_id": pa.array(rng.integers(1, 100, size=n), pa.int64()),
-        "ts": pa.array(NOW_MS - rng.integers(0, 1_000, size=n) * 1000, pa.int64()),
-        "item_id": pa.array(rng.integers(0, 1 << 40, size=n), pa.int64()),
-        "action": pa.array(rng.choice(["impression", "click"], size=n).tolist()),
-        "category": pa.array(rng.integers(0, 900, size=n), pa.uint16()),
-        "dwell_ms": pa.array(rng.integers(0, 5_000, size=n), pa.uint32()),
-        "scenario": pa.array(rng.choice(["feed", "video"], size=n).tolist()),
-    })
+    t = sample.events_table(np.random.default_rng(seed), n, users=np.arange(1, 100),
+                            now_ms=NOW_MS, distinct_ts=1_000)
     pq.write_table(t, path, row_group_size=1_000)
     return t
 

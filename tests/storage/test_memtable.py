@@ -1,0 +1,169 @@
+"""The memtable (unsealed events, readable at once) and string dictionaries, through their
+public methods: MemTable.add_grouped / get / sorted_users / clear and its event counts;
+StringDict codes, check_room, decode (with a missing-column fill) and truncate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from seqvault import memtable as memtable_mod
+from seqvault.errors import CorruptionError, ValidationError
+from seqvault.memtable import MemTable, StringDict
+
+
+def chunk(ts: list[int], items: list[int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    return np.array(ts, dtype=np.int64), {"item": np.array(items, dtype=np.int64)}
+
+
+def tail_arrays(m: MemTable, key):
+    tail = m.get(key)
+    assert tail is not None
+    ts, cols = tail.arrays()
+    return ts.tolist(), cols["item"].tolist()
+
+
+def filled() -> MemTable:
+    m = MemTable()
+    # Call 1: user "b" (3 rows) then user "a" (2 rows), rows grouped by user.
+    m.add_grouped(["b", "a"], [3, 2], *chunk([5, 1, 5, 7, 7], [10, 11, 12, 20, 21]))
+    # Call 2: "a" again (ties with call 1 at ts 7), then a new user "c".
+    m.add_grouped(["a", "c"], [2, 1], *chunk([7, 0, 3], [22, 23, 30]))
+    return m
+
+
+def test_get_returns_each_users_events_in_arrival_order():
+    m = filled()
+    assert tail_arrays(m, "b") == ([5, 1, 5], [10, 11, 12])
+    assert tail_arrays(m, "a") == ([7, 7, 7, 0], [20, 21, 22, 23])
+    assert tail_arrays(m, "c") == ([3], [30])
+    assert m.get("zz") is None
+    assert m.get("a").count == 4 and m.get("b").count == 3 and m.get("c").count == 1
+
+
+def test_arrays_are_stable_across_calls_and_later_adds():
+    m = filled()
+    first = tail_arrays(m, "a")
+    assert tail_arrays(m, "a") == first  # a second read sees the same
+    m.add_grouped(["a"], [1], *chunk([-1], [24]))
+    assert tail_arrays(m, "a") == ([7, 7, 7, 0, -1], [20, 21, 22, 23, 24])
+
+
+def test_event_counts():
+    m = MemTable()
+    assert len(m) == 0 and m.events == 0 and m.max_tail == 0
+    m = filled()
+    assert len(m) == 3  # users
+    assert m.events == 8
+    assert m.max_tail == 4  # the longest tail ("a")
+
+
+def test_sorted_users_sorts_by_ts_and_keeps_arrival_order_for_ties():
+    m = filled()
+    got = [(k, ts.tolist(), cols["item"].tolist()) for k, ts, cols in m.sorted_users()]
+    # Users in first-arrival order; each sorted by ts, equal ts in arrival order.
+    assert got == [
+        ("b", [1, 5, 5], [11, 10, 12]),
+        ("a", [0, 7, 7, 7], [23, 20, 21, 22]),
+        ("c", [3], [30]),
+    ]
+    again = [(k, ts.tolist(), cols["item"].tolist()) for k, ts, cols in m.sorted_users()]
+    assert again == got  # does not consume or reorder the memtable
+
+
+def test_sorted_users_of_an_empty_memtable_yields_nothing():
+    assert list(MemTable().sorted_users()) == []
+
+
+def test_sorted_users_with_many_ties_is_stable():
+    rng = np.random.default_rng(0)
+    m = MemTable()
+    all_ts: list[np.ndarray] = []
+    for call in range(5):
+        ts = rng.integers(0, 4, 50).astype(np.int64)
+        m.add_grouped([1], [50], ts, {"item": np.arange(50, dtype=np.int64) + 100 * call})
+        all_ts.append(ts)
+    ((key, ts, cols),) = list(m.sorted_users())
+    ts_all = np.concatenate(all_ts)
+    items_all = np.concatenate([np.arange(50) + 100 * c for c in range(5)])
+    order = np.argsort(ts_all, kind="stable")
+    assert key == 1
+    assert ts.tolist() == ts_all[order].tolist()
+    assert cols["item"].tolist() == items_all[order].tolist()
+
+
+def test_clear_forgets_everything():
+    m = filled()
+    m.clear()
+    assert len(m) == 0 and m.events == 0 and m.max_tail == 0
+    assert m.get("a") is None and list(m.sorted_users()) == []
+    m.add_grouped(["c"], [1], *chunk([9], [99]))  # usable again; "c" is a fresh user
+    assert [(k, t.tolist()) for k, t, _c in m.sorted_users()] == [("c", [9])]
+
+
+def strs(*xs: str) -> np.ndarray:
+    return np.array(xs, dtype=object)
+
+
+def test_string_codes_in_first_seen_order_and_stable():
+    d = StringDict("action")
+    assert d.encode(strs("view", "click", "view")).tolist() == [0, 1, 0]
+    assert d.encode(strs("like", "click")).tolist() == [2, 1]
+    assert d.code_of("click") == 1 and d.code_of("nope") is None
+    assert d.values == ["view", "click", "like"]
+    assert d.encode(strs()).tolist() == []
+
+
+def test_string_codes_for_large_calls_agree_with_small_ones():
+    rng = np.random.default_rng(1)
+    big = np.array([f"s{i}" for i in rng.integers(0, 300, 10_000)], dtype=object)
+    d = StringDict("c", ["s5", "s7"])
+    codes = d.encode(big)
+    assert d.code_of("s5") == 0 and d.code_of("s7") == 1  # existing codes unchanged
+    assert d.decode(codes).tolist() == big.tolist()
+    assert d.encode(big[:100]).tolist() == codes[:100].tolist()  # same strings, same codes
+
+
+def test_pending_lists_codes_added_since_load():
+    d = StringDict("c", ["x", "y"])
+    assert d.pending() == []
+    d.encode(strs("y", "z", "w"))
+    assert d.pending() == [(2, "z"), (3, "w")]
+
+
+def test_decode_and_missing_fill():
+    d = StringDict("c", ["a", "bb"])
+    assert d.decode(np.array([1, 0, 1], dtype=np.uint32)).tolist() == ["bb", "a", "bb"]
+    absent = np.array([0, 0xFFFF_FFFF, 1], dtype=np.uint32)
+    assert d.decode(absent, missing="a-much-longer-default").tolist() == [
+        "a", "a-much-longer-default", "bb"]  # the fill is not cut to the values' width
+    empty = StringDict("c")
+    assert empty.decode(np.full(2, 0xFFFF_FFFF, dtype=np.uint32), missing="dflt").tolist() == [
+        "dflt", "dflt"]
+
+
+def test_decode_of_an_unknown_code_is_corruption():
+    d = StringDict("c", ["a"])
+    with pytest.raises(CorruptionError, match="code 5"):
+        d.decode(np.array([0, 5], dtype=np.uint32))
+
+
+def test_truncate_forgets_later_codes_and_replay_reassigns_them():
+    d = StringDict("c", ["a"])
+    d.encode(strs("b", "c"))
+    d.truncate(1)
+    assert d.values == ["a"] and d.code_of("b") is None and d.code_of("c") is None
+    assert d.decode(np.array([0], dtype=np.uint32)).tolist() == ["a"]
+    with pytest.raises(CorruptionError):
+        d.decode(np.array([1], dtype=np.uint32))
+    assert d.encode(strs("b", "c")).tolist() == [1, 2]  # the same codes, as a replay needs
+
+
+def test_check_room_refuses_before_passing_the_cardinality_limit(monkeypatch):
+    monkeypatch.setattr(memtable_mod, "MAX_STRING_CARDINALITY", 4)
+    d = StringDict("action", ["a", "b", "c"])
+    d.check_room(strs("d"))                      # exactly at the limit: fine
+    d.check_room(strs("a", "b", "c", "a", "d"))  # many rows, one new string: fine
+    with pytest.raises(ValidationError, match="'action'.*limit of 4"):
+        d.check_room(strs("d", "e"))
+    assert d.values == ["a", "b", "c"]  # checking adds nothing
