@@ -167,7 +167,7 @@ def browser() -> Iterator[Any]:
     except ImportError:
         _unavailable("selenium is not installed (pip install -e '.[dev]')")
     binary, driver = chromium_paths()
-    if not binary or not driver:
+    if not (binary and driver and os.access(binary, os.X_OK) and os.access(driver, os.X_OK)):
         _unavailable("chromium / chromedriver not found; `make browser` installs Debian's "
                      "chromium and chromium-driver (needs root and apt-get)")
     opts = webdriver.ChromeOptions()
@@ -175,6 +175,7 @@ def browser() -> Iterator[Any]:
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 "--window-size=1280,1600", "--disable-extensions", "--no-first-run"):
         opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console errors for tests
     # Given the driver's path, Selenium does not try to download one (no network here).
     d = webdriver.Chrome(service=Service(executable_path=driver), options=opts)
     d.set_page_load_timeout(60)
