@@ -175,7 +175,7 @@ def test_page_and_assets_need_nothing_from_outside(client: httpx.Client) -> None
 def test_page_renders_the_overview_server_side(client: httpx.Client, vault: SeqVault) -> None:
     page = client.get("/ui").text
     users = vault.stats()["users"]
-    assert f"{users} exactly" in page
+    assert f"{users:,} exactly" in page
     assert "schema v1" in page
 
 

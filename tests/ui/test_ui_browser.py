@@ -82,7 +82,7 @@ def test_overview_shows_the_store(browser: Any, server_url: str, vault: SeqVault
     browser.get(server_url + "/ui")
     stats = vault.stats()
     card = browser.find_element("css selector", "[data-card=users]").text
-    assert f"{stats['users']} exactly" in card
+    assert f"{stats['users']:,} exactly" in card
     names = browser.execute_script(
         "return [...document.querySelectorAll('table.schema tbody tr')].map(r => r.dataset.col)")
     assert names == vault.schema.column_names

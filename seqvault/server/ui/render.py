@@ -73,7 +73,7 @@ def overview_html(doc: dict[str, Any]) -> str:
          f"{human_seconds(ret['max_age'])} max age" if "max_age" in ret else ""]).strip(", ")
     cards = [
         _card("users", f"<span data-stat='users'>{_e(human_count(s.get('users')))}</span>",
-              [f"{_e(s.get('users'))} exactly"], "users"),
+              [f"{_e(_exact(s.get('users')))} exactly"], "users"),
         _card("events", f"<span data-stat='events'>{_e(human_count(s.get('events')))}</span>",
               [f"{_e(human_count(s.get('sealed_events')))} sealed in segments",
                f"{_e(human_count(s.get('memtable_events')))} in memory (WAL)"], "events"),
@@ -133,6 +133,10 @@ def overview_html(doc: dict[str, Any]) -> str:
         f"<p class='note'>Compression: estimated by re-encoding the newest events of "
         f"{_e(sample['users'])} users ({_e(human_count(sample['events']))} events) with the "
         f"segment codec; raw = the column's in-memory width. Refreshed {_e(refreshed)}.</p>")
+
+
+def _exact(n: int | None) -> str:
+    return "–" if n is None else f"{int(n):,}"
 
 
 def _per(n: float | None) -> str:

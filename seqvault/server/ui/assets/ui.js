@@ -227,6 +227,7 @@
     if (gen !== st.gen) return null;
     drawTimeline(doc);
     drawActivity(doc);
+    performance.mark("sv:timeline-drawn"); // read by bench/ui_bench.py
     const lbl = doc.count
       ? `${iso(doc.range_ms[0])} → ${iso(doc.range_ms[1])} · ${doc.count.toLocaleString()} events`
       : "no events in this range";
@@ -306,6 +307,7 @@
       body.append(tr);
     });
     table.tBodies[0].replaceChildren(body);
+    performance.mark("sv:events-drawn");
     st.cursors[st.page + 1] = doc.next_cursor;
     $("older").disabled = !doc.next_cursor;
     $("newer").disabled = st.page === 0;
@@ -364,7 +366,9 @@
       });
       table.tBodies[0].append(tr);
     }
-    frag.append(table);
+    const wrap = el("div", { class: "table-wrap scroll" });
+    wrap.append(table);
+    frag.append(wrap);
     if (doc.rows_omitted) {
       frag.append(el("p", { class: "note" }, `… and ${doc.rows_omitted.toLocaleString()} older events (positions ${doc.padding}–${doc.padding + doc.rows_omitted - 1}).`));
     }
@@ -381,7 +385,11 @@
     status("loading…");
     try {
       const [tl] = await Promise.all([loadTimeline(gen), loadEvents(gen)]);
-      if (tl && gen === st.gen) status(tl.count ? `user ${tl.user}: ${tl.first_iso} … ${tl.last_iso} UTC` : `user ${tl.user}: no events in this range`);
+      if (tl && gen === st.gen) {
+        status(tl.count ? "Drag across the chart, or click a bar of the activity histogram, to zoom; " +
+                          "click an event's time for what a model sees before it."
+                        : `user ${tl.user}: no events in this range`);
+      }
     } catch (e) {
       if (gen === st.gen) status(e.message, true);
     }
