@@ -225,6 +225,8 @@ def screenshots(driver: Any, url: str, out: Path, pit_before: int) -> None:
     box.send_keys(str(pit_before))
     driver.find_element("css selector", "#pit-form button[type=submit]").click()
     wait_idle(driver, "document.getElementById('pit-summary')")
+    driver.set_window_size(1280, 3200)  # an element screenshot is clipped to the window
+    driver.execute_script("document.getElementById('pit-section').scrollIntoView()")
     driver.find_element("id", "pit-section").screenshot(str(out / "point-in-time.png"))
 
 
