@@ -12,6 +12,7 @@ can never pass by silently skipping them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -100,10 +101,10 @@ def heavy_user(vault: SeqVault) -> int:
 
 
 # ============================================================ the server
-@pytest.fixture(scope="session")
-def server_url(demo_store: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def served(store: Path) -> Iterator[str]:
     """`seqvault serve --store S` as a user runs it, on a socket bound to 127.0.0.1:0 that
-    this process hands over (no port race)."""
+    this process hands over (no port race); yields its URL, stops it after."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -111,7 +112,7 @@ def server_url(demo_store: Path) -> Iterator[str]:
     sock.set_inheritable(True)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "seqvault", "serve", "--store", str(demo_store), "--fd",
+        [sys.executable, "-m", "seqvault", "serve", "--store", str(store), "--fd",
          str(sock.fileno()), "--log-level", "warning"],
         pass_fds=(sock.fileno(),), env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -120,14 +121,14 @@ def server_url(demo_store: Path) -> Iterator[str]:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                if httpx.get(url + "/livez", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
                 out = proc.communicate()[0].decode(errors="replace")
-                raise RuntimeError(f"seqvault serve did not become ready:\n{out}")
+                raise RuntimeError(f"seqvault serve did not start:\n{out}")
             time.sleep(0.1)
         yield url
     finally:
@@ -137,6 +138,28 @@ def server_url(demo_store: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def server_url(demo_store: Path) -> Iterator[str]:
+    with served(demo_store) as url:
+        yield url
+
+
+STRING_USERS = ["alice", "bob/ü 1?#", "<script>x</script>"]
+
+
+@pytest.fixture(scope="session")
+def string_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store keyed by strings, with keys that need URL escaping and HTML escaping."""
+    d = Schema.load(SCHEMA).to_dict()
+    d["user"] = {"column": "user_id", "type": "string"}
+    store = tmp_path_factory.mktemp("ui-str") / "store"
+    now_ms = int(time.time() * 1000)
+    with SeqVault.open(store, schema=Schema.from_dict(d)) as v:
+        for i, user in enumerate(STRING_USERS):
+            v.append(user, bursty_events(40 + 10 * i, now_ms))
+    return store
 
 
 @pytest.fixture(scope="session")

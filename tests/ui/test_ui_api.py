@@ -219,3 +219,53 @@ def test_api_bodies_are_bounded_for_the_heaviest_user(client: httpx.Client,
     pit = client.get(f"/ui/api/users/{heavy_user}/pit",
                      params={"before": 2**62, "max_len": 100_000}).json()
     assert len(pit["rows"]) == views.MAX_PIT_ROWS
+
+
+# ============================================================ string user keys
+def test_string_keys_that_need_escaping_round_trip(string_store: Any) -> None:
+    from urllib.parse import quote
+
+    from tests.ui.conftest import STRING_USERS, served
+
+    with served(string_store) as url, httpx.Client(base_url=url, timeout=30) as c, \
+            SeqVault.open(string_store, read_only=True) as v:
+        for user in STRING_USERS:
+            path = f"/ui/api/users/{quote(user, safe='')}"
+            doc = c.get(path + "/events", params={"limit": 500}).json()
+            assert doc["user"] == user
+            assert doc["rows"] == expected_rows(v, user, views.Range(None, None))
+            assert c.get(path + "/timeline").json()["count"] == v.read(user).count
+        page = c.get("/ui")
+        assert page.status_code == 200 and "<script>x</script>" not in page.text
+        assert "'self'" in page.headers["content-security-policy"]
+
+
+def test_the_page_says_why_a_store_is_not_ready(tmp_path: Any) -> None:
+    """`create_app` starts on a store that cannot be opened yet (here: none at all) and
+    retries; the page explains instead of answering problem+json to a person."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from seqvault.server import create_app
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(tmp_path / "missing"),
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        r = httpx.get(f"http://127.0.0.1:{sock.getsockname()[1]}/ui", timeout=30)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+    assert r.status_code == 503 and r.headers["content-type"].startswith("text/html")
+    assert "Store not ready" in r.text and "http-equiv='refresh'" in r.text

@@ -165,6 +165,17 @@ def test_colour_by_column_draws_one_lane_per_value(browser: Any, server_url: str
     assert lanes == [str(v) for v in values[np.argsort(-counts, kind="stable")]]
 
 
+def test_string_keys_that_need_escaping(browser: Any, string_store: Any) -> None:
+    from tests.ui.conftest import STRING_USERS, served
+
+    with served(string_store) as url, SeqVault.open(string_store, read_only=True) as v:
+        for user in STRING_USERS[1:]:
+            look_up(browser, url, user)
+            assert rows_of(browser)[1] == expected(v, user)
+            assert range_of(browser)[2] == v.read(user).count
+    no_script_errors(browser)
+
+
 # ============================================================ point in time
 def test_point_in_time_from_a_row_is_what_laser_reader_gives(
         browser: Any, server_url: str, vault: SeqVault, heavy_user: int) -> None:

@@ -171,3 +171,15 @@ def page_html(doc: dict[str, Any], schema: Schema) -> str:
         js_v=STATIC["ui.js"].version,
         icon_v=STATIC["favicon.svg"].version,
     )
+
+
+def not_ready_html(detail: str) -> str:
+    """The page while the store cannot be opened (missing, or its writer lock is held and
+    recovery has not finished): the reason, and a reload every 2 seconds."""
+    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            "<meta http-equiv='refresh' content='2'><title>SeqVault · not ready</title>"
+            "<link rel='stylesheet' href='/ui/static/ui.css?v="
+            f"{STATIC['ui.css'].version}'></head><body><main><section><h2>Store not ready"
+            f"</h2><p class='error'>{_e(detail)}</p><p class='hint'>This page reloads every 2 "
+            "seconds; <a href='/readyz'>/readyz</a> says the same.</p></section></main>"
+            "</body></html>")

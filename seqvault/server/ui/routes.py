@@ -21,7 +21,7 @@ from ...errors import ValidationError
 from ...validate import coerce_user
 from ..problems import Problem
 from . import assets, views
-from .render import overview_html, page_html
+from .render import not_ready_html, overview_html, page_html
 
 router = APIRouter(include_in_schema=False)
 _INT_RE = re.compile(r"[+-]?[0-9]{1,19}")
@@ -104,13 +104,33 @@ async def _call(fn: Any, *args: Any) -> Any:
 
 
 # ============================================================ the page and its assets
+# The page loads only its own files and talks only to this server; a stored string that
+# slipped past escaping still could not run a script or send data elsewhere.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self' "
+                               "'unsafe-inline'; img-src 'self'; connect-src 'self'; "
+                               "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
 @router.get("/ui")
 async def ui_page(request: Request) -> Response:
     state = request.app.state.seqvault
-    vault = await state.get()
+    try:
+        vault = await state.get()
+    except Problem as exc:
+        if exc.status != 503:
+            raise
+        # A person is looking: say why in a page that retries, not in problem+json.
+        return Response(not_ready_html(exc.detail).encode(), status_code=503,
+                        media_type="text/html; charset=utf-8",
+                        headers={**PAGE_HEADERS, **exc.headers})
     doc = await _call(views.overview, vault, _sampler)
     body = page_html(doc, vault.schema).encode()
-    return _respond(request, body, "text/html; charset=utf-8", {"Cache-Control": "no-store"})
+    return _respond(request, body, "text/html; charset=utf-8", PAGE_HEADERS)
 
 
 @router.get("/ui/static/{name}")
@@ -140,7 +160,7 @@ async def ui_overview(request: Request) -> Response:
     return _json(request, doc)
 
 
-@router.get("/ui/api/users/{user}/timeline")
+@router.get("/ui/api/users/{user:path}/timeline")
 async def ui_timeline(request: Request, user: str) -> Response:
     vault = await request.app.state.seqvault.get()
     key = _user(vault, user)
@@ -150,7 +170,7 @@ async def ui_timeline(request: Request, user: str) -> Response:
     return _json(request, await _call(views.timeline, vault, key, _range(request), color, bins))
 
 
-@router.get("/ui/api/users/{user}/events")
+@router.get("/ui/api/users/{user:path}/events")
 async def ui_events(request: Request, user: str) -> Response:
     vault = await request.app.state.seqvault.get()
     key = _user(vault, user)
@@ -165,7 +185,7 @@ async def ui_events(request: Request, user: str) -> Response:
     return _json(request, doc)
 
 
-@router.get("/ui/api/users/{user}/pit")
+@router.get("/ui/api/users/{user:path}/pit")
 async def ui_point_in_time(request: Request, user: str) -> Response:
     vault = await request.app.state.seqvault.get()
     key = _user(vault, user)
