@@ -127,7 +127,7 @@ async def ui_page(request: Request) -> Response:
         # A person is looking: say why in a page that retries, not in problem+json.
         return Response(not_ready_html(exc.detail).encode(), status_code=503,
                         media_type="text/html; charset=utf-8",
-                        headers={**PAGE_HEADERS, **exc.headers})
+                        headers={**PAGE_HEADERS, **(exc.headers or {})})
     doc = await _call(views.overview, vault, _sampler)
     body = page_html(doc, vault.schema).encode()
     return _respond(request, body, "text/html; charset=utf-8", PAGE_HEADERS)
