@@ -230,6 +230,39 @@ def screenshots(driver: Any, url: str, out: Path, pit_before: int) -> None:
     driver.find_element("id", "pit-section").screenshot(str(out / "point-in-time.png"))
 
 
+def server_times(store: Path, repeat: int = 7) -> dict[str, float]:
+    """Median milliseconds of each view computed in-process (what the server spends on a
+    request before encoding), for the power user."""
+    from seqvault import SeqVault
+    from seqvault.server.ui import views
+
+    out: dict[str, float] = {}
+    with SeqVault.open(store, read_only=True) as v:
+        sampler = views.CompressionSampler()
+        whole = views.Range(None, None)
+        t0 = time.perf_counter()
+        views.overview(v, sampler)
+        out["overview (first: compression sample)"] = (time.perf_counter() - t0) * 1e3
+        cases = {
+            "overview (cached sample)": lambda: views.overview(v, sampler),
+            "timeline, whole history, colour by action": lambda: views.timeline(
+                v, POWER_USER, whole, "action"),
+            "events, first page of 50": lambda: views.events_page(
+                v, POWER_USER, whole, None, 50, None),
+            "point in time, max_len 1000": lambda: views.point_in_time(
+                v, POWER_USER, 1 << 62, 1000, None),
+        }
+        for name, fn in cases.items():
+            fn()  # warm: page cache, lazy imports
+            times = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e3)
+            out[name] = statistics.median(times)
+    return out
+
+
 def report(result: dict[str, Any]) -> str:
     loads = result["loads"]
     rest = loads[1:] or loads
@@ -261,6 +294,9 @@ def report(result: dict[str, Any]) -> str:
     lines += ["", f"Zoom to the middle third ({z['events_in_range']:,} events in range): "
               f"{z['count']} requests, {z['transfer_bytes']:,} B on the wire. "
               f"Next page: {p['count']} request, {p['transfer_bytes']:,} B."]
+    lines += ["", "Server time per view, in-process (median ms):", ""]
+    for name, ms in result["server_ms"].items():
+        lines.append(f"- {name}: {ms:.1f} ms")
     return "\n".join(lines)
 
 
@@ -281,13 +317,14 @@ def main() -> None:
             ts = v.read(POWER_USER, columns=["ts"])["ts"]
             n_user = int(ts.size)
             pit_before = int(ts[min(600, ts.size - 1)])  # 600 events before: 400 padding
+        server_ms = server_times(store)
         proc, url = start_server(store)
         try:
             result = measure(url, args.loads, args.screenshots, pit_before)
         finally:
             proc.terminate()
             proc.wait(timeout=15)
-    result.update(user_events=n_user, store_events=stats["events"], store_users=stats["users"])
+    result.update(server_ms=server_ms, user_events=n_user, store_events=stats["events"], store_users=stats["users"])
     text = report(result)
     print(text)
     if args.json_out:

@@ -1,6 +1,6 @@
 """The store explorer page of `seqvault serve`: `/ui` (docs/design/ui.md).
 
-Server-rendered HTML with a small vanilla script (`assets/ui.js`) that draws SVG charts from a
+Server-rendered HTML with a small vanilla script (`web/ui.js`) that draws SVG charts from a
 bounded JSON API under `/ui/api`; every asset ships in this package. `create_app` mounts
 `router` with `app.include_router(router)`.
 """

@@ -1,4 +1,4 @@
-"""The page's static files (ui.js, ui.css, the page template), shipped inside the package.
+"""The page's static files (web/: ui.js, ui.css, the page template), shipped in the package.
 
 Loaded once at import: they are a few tens of KiB, each kept plain and gzipped with a content
 hash that serves as its ETag and as the `?v=` the page links it with (so a browser may cache
@@ -31,7 +31,7 @@ class Asset:
 
 
 def _read(name: str) -> bytes:
-    return resources.files(__package__ or "seqvault.server.ui").joinpath("assets", name) \
+    return resources.files(__package__ or "seqvault.server.ui").joinpath("web", name) \
         .read_bytes()
 
 

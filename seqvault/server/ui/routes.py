@@ -81,8 +81,8 @@ def _range(request: Request) -> views.Range:
 
 def _respond(request: Request, body: bytes, media_type: str,
              headers: dict[str, str] | None = None) -> Response:
-    """Gzip for clients that accept it: the page's JSON and assets shrink 4-8× (measured in
-    docs/design/ui.md), and a timeline of a 100k-event user is one such body."""
+    """Gzip for clients that accept it: the page's bodies take 2-3.5× fewer bytes on the wire
+    (measured by bench/ui_bench.py, docs/design/ui.md)."""
     out = dict(headers or {})
     out["Vary"] = "Accept-Encoding"
     if len(body) >= GZIP_MIN_BYTES and "gzip" in request.headers.get("accept-encoding", ""):
