@@ -55,7 +55,7 @@ def big_id_events(n: int, now_ms: int) -> dict[str, Any]:
 
 
 def bursty_events(n: int, now_ms: int) -> dict[str, Any]:
-    # 9 distinct timestamps for n events: every page boundary falls inside a burst
+    # 10 distinct timestamps for 230 events: most page boundaries fall inside a burst
     ts = now_ms - 86_400_000 + (np.arange(n, dtype=np.int64) // max(1, n // 9)) * 60_000
     return {
         "ts": ts, "item_id": np.arange(n, dtype=np.int64),
