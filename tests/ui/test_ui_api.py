@@ -4,6 +4,7 @@ and the /ui routes over a real `seqvault serve` (errors, assets, no external URL
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import httpx
@@ -245,7 +246,6 @@ def test_the_page_says_why_a_store_is_not_ready(tmp_path: Any) -> None:
     retries; the page explains instead of answering problem+json to a person."""
     import socket
     import threading
-    import time
 
     import uvicorn
 
@@ -269,3 +269,26 @@ def test_the_page_says_why_a_store_is_not_ready(tmp_path: Any) -> None:
         sock.close()
     assert r.status_code == 503 and r.headers["content-type"].startswith("text/html")
     assert "Store not ready" in r.text and "http-equiv='refresh'" in r.text
+
+
+def test_overview_fragment_follows_the_writer(tmp_path: Any) -> None:
+    """The page's live refresh: a read-only server's overview shows what a writer process
+    commits after the page was loaded."""
+    from seqvault import Schema
+    from tests.ui.conftest import SCHEMA, bursty_events, served
+
+    now_ms = int(1000 * time.time())
+    with SeqVault.open(tmp_path / "s", schema=Schema.load(SCHEMA)) as writer:
+        writer.append(1, bursty_events(20, now_ms))
+        writer.flush()
+        with served(tmp_path / "s") as url, httpx.Client(base_url=url, timeout=30) as c:
+            def users_card() -> str:
+                html = c.get("/ui/api/overview", params={"format": "html"}).text
+                return re.search(r"data-card='users'>.*?</div></div>", html, re.S).group(0)
+
+            assert "1 exactly" in users_card()
+            writer.append(2, bursty_events(20, now_ms))
+            writer.flush()
+            deadline = time.monotonic() + 10
+            while "2 exactly" not in users_card():  # read-only opens refresh within 50 ms
+                assert time.monotonic() < deadline, users_card()

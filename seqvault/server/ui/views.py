@@ -298,8 +298,9 @@ class _Cached:
 class CompressionSampler:
     """Compression per column, estimated by re-encoding a sample of users' newest events with
     the segment codec (the store does not record stored bytes per column; see
-    docs/design/ui.md). Cached for `ttl` seconds per store commit, since it costs a read and
-    an encode of up to `sample_users` × `sample_events` events."""
+    docs/design/ui.md). Cached for `ttl` seconds per store, not per commit: it costs a read and
+    an encode of up to `sample_users` × `sample_events` events, and a store taking writes
+    commits far more often than its compression changes."""
 
     def __init__(self, sample_users: int = 32, sample_events: int = 5_000,
                  ttl: float = 60.0) -> None:
@@ -310,7 +311,7 @@ class CompressionSampler:
         self._cached: _Cached | None = None
 
     def estimate(self, vault: SeqVault) -> dict[str, Any]:
-        key = (str(vault.path), vault.seq)
+        key = str(vault.path)
         with self._lock:
             c = self._cached
             if c is not None and c.key == key and time.monotonic() - c.at < self.ttl:
