@@ -399,7 +399,8 @@
     setCurl("overview", "/stats");
     const sel = $("color");
     sel.append(el("option", { value: "" }, "(none)"));
-    for (const c of cfg.columns) if (c !== cfg.time_column) sel.append(el("option", { value: c }, c));
+    // Low-cardinality columns only (strings, bools, small ints): an id column makes no lanes.
+    for (const c of cfg.categorical) sel.append(el("option", { value: c }, c));
     document.querySelectorAll(".unit").forEach((e) => { e.textContent = cfg.time_unit; });
     const q = new URLSearchParams(location.search);
     st.color = q.has("color") ? q.get("color") || null : cfg.default_color;
