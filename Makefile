@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit bench bench-core clean cli-docs openapi venv
+.PHONY: demo test lint unit bench bench-core clean cli-docs openapi venv browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,10 +25,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check seqvault tests bench
 	$(BIN)/mypy seqvault
 
-unit: $(STAMP)
+unit: $(STAMP) browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test: lint unit
+
+# Headless Chromium for the /ui browser tests: apt-get installs it if missing and possible.
+browser:
+	@sh scripts/ensure_chromium.sh
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

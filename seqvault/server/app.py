@@ -322,6 +322,9 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
     )
     app.state.seqvault = state
     install_handlers(app)
+    from .ui import router as ui_router  # the /ui store explorer page (docs/design/ui.md)
+
+    app.include_router(ui_router)
 
     # ---------------------------------------------------------------- probes
     @app.get("/livez", tags=["health"], summary="The process is up")
