@@ -24,6 +24,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check seqvault tests bench
 	$(BIN)/mypy seqvault
+	$(BIN)/lint-imports  # the layer contracts in pyproject.toml
 
 unit: $(STAMP) browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -1,0 +1,129 @@
+"""The manifest: one commit path, checkpoint files, bounded metadata, format-1 migration
+(docs/format/manifest.md, docs/format/index.md)."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from seqvault import SeqVault, sample
+from seqvault.manifest import STORE_FORMAT_VERSION
+from seqvault.meta import Meta
+
+from ..conftest import make_events
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def _v1_store(tmp_path: Path) -> tuple[Path, dict]:
+    """A store written by the format-1 code (commit 02022ef): flushes, a merge, a checkpoint
+    held as one LMDB value, and unflushed events in its log."""
+    with tarfile.open(FIXTURES / "store-v1.tar.gz") as tf:
+        tf.extractall(tmp_path, filter="data")
+    expect = json.loads((FIXTURES / "store-v1.expected.json").read_text())
+    return tmp_path / "store-v1", expect
+
+
+def _as_lists(seq) -> dict:
+    return {k: v.tolist() for k, v in seq.columns.items()}
+
+
+def _format_on_disk(store: Path) -> tuple[int, bool]:
+    meta = Meta(store / "meta", read_only=True)
+    try:
+        with meta.begin() as txn:
+            return (meta.get_meta(txn, "format_version"),
+                    meta.get(txn, "ckpt", b"index") is not None)
+    finally:
+        meta.close()
+
+
+def test_format_1_store_reads_as_it_is_then_a_writer_migrates_it(tmp_path):
+    store, expect = _v1_store(tmp_path)
+    with SeqVault.open(store, read_only=True) as r:
+        assert {u: _as_lists(r.read(int(u))) for u in expect} == expect
+    assert _format_on_disk(store) == (1, True)  # a reader changes nothing
+    with SeqVault.open(store) as w:
+        assert w.manifest.format_version == STORE_FORMAT_VERSION
+        assert {u: _as_lists(w.read(int(u))) for u in expect} == expect
+    assert _format_on_disk(store) == (STORE_FORMAT_VERSION, False)
+    assert len(list((store / "meta").glob("index-*.ckpt"))) == 1
+    with SeqVault.open(store, read_only=True) as r:
+        assert {u: _as_lists(r.read(int(u))) for u in expect} == expect
+
+
+def test_writer_open_removes_checkpoint_files_no_commit_refers_to(tmp_path, schema):
+    store = tmp_path / "s"
+    with SeqVault.open(store, schema=schema) as v:
+        v.append(1, make_events(np.random.default_rng(1), 5))
+        v.flush()
+        v.checkpoint()
+        live = v.manifest.ckpt_name
+    (store / "meta" / "index-0000000000009999.ckpt").write_bytes(b"from a crash")
+    (store / "meta" / "index-0000000000009999.tmp").write_bytes(b"half written")
+    with SeqVault.open(store) as v:
+        names = sorted(p.name for p in (store / "meta").iterdir() if "index-" in p.name)
+        assert names == [v.manifest.ckpt_name] and live in names
+        assert len(v.read(1)) == 5
+
+
+def test_reader_follows_checkpoints_that_replace_each_other(tmp_path, schema):
+    store = tmp_path / "s"
+    rng = np.random.default_rng(2)
+    with SeqVault.open(store, schema=schema, durability="none") as w:
+        w.append(1, make_events(rng, 3))
+        w.flush()
+        with SeqVault.open(store, read_only=True, refresh_interval=3600) as r:
+            for i in range(2, 6):
+                w.append(i, make_events(rng, 3))
+                w.flush()
+                w.checkpoint()  # deletes the checkpoint file the reader loaded
+                r.refresh()
+                assert [len(r.read(u)) for u in range(1, i + 1)] == [3] * i
+
+
+def test_a_commit_with_more_deltas_than_allowed_carries_a_checkpoint(tmp_path, schema):
+    store = tmp_path / "s"
+    rng = np.random.default_rng(3)
+    with SeqVault.open(store, schema=schema, durability="none") as v:
+        users = list(range(3_000))
+        v.append_batch({"user_id": np.repeat(users, 2), **make_events(rng, 2 * len(users))})
+        before = v.manifest.checkpoints
+        v.flush()  # 3,000 delta records: far over the limit
+        m = v.manifest
+        assert m.checkpoints == before + 1 and m.ckpt_seq == m.seq
+        assert m.deltas_since_ckpt == 0
+        with m.meta.begin() as txn:
+            assert list(m.meta.items(txn, "delta")) == []
+        got = [len(v.read(u)) for u in (0, 1_500, 2_999)]
+    assert got == [2, 2, 2]
+    with SeqVault.open(store, read_only=True) as r:
+        assert [len(r.read(u)) for u in (0, 1_500, 2_999)] == [2, 2, 2]
+
+
+def test_metadata_stays_within_twice_its_live_content(tmp_path):
+    """Many small appends, flushes and merges (what made meta/ 40x its live content): LMDB's
+    file plus the checkpoint stay within 2x the live bytes (keys, values, checkpoint).
+    lock.mdb is left out: a fixed-size reader table (64 KiB), not data."""
+    store = tmp_path / "s"
+    rng = np.random.default_rng(4)
+    n_users = 2_000
+    with SeqVault.open(store, schema=sample.behavior_schema(retention=False),
+                       durability="none") as v:
+        for rnd in range(24):
+            users = np.repeat(np.arange(n_users), 3)
+            ts = 1_700_000_000_000 + rnd * 1_000_000 + rng.integers(0, 1_000_000, users.size)
+            v.append_batch({"user_id": users, "ts": ts,
+                            **sample.event_columns(rng, users.size)})
+            v.flush()
+            if rnd % 8 == 7:
+                v.merge()
+        v.merge()
+        live = v.manifest.live_bytes()
+    meta = store / "meta"
+    on_disk = sum(p.stat().st_size for p in meta.iterdir() if p.name != "lock.mdb")
+    assert on_disk <= 2 * live, (on_disk, live)
