@@ -8,7 +8,6 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from seqvault import SeqVault, sample
 from seqvault.manifest import STORE_FORMAT_VERSION
