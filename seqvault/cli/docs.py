@@ -3,7 +3,7 @@
     python -m seqvault.cli.docs            # rewrite cli/README.md
     python -m seqvault.cli.docs --check    # exit 1 when cli/README.md is out of date
 
-tests/test_cli_docs.py fails when a command is missing from the reference or has no help.
+tests/cli/test_cli_docs.py fails when a command is missing from the reference or has no help.
 """
 
 from __future__ import annotations

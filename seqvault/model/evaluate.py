@@ -1,6 +1,6 @@
 """The offline comparison: train every model with one protocol, write tables and plots.
 
-`seqvault model eval` (and `python -m seqvault.model.evaluate`) runs `run_from_options`:
+`seqvault model eval` (and `python -m seqvault.model eval`) runs `run_from_options`:
 build the data set, load it into a SeqVault store and read point-in-time histories back through
 `laser_reader` (or use in-memory arrays), train each model for each seed, count FLOPs, measure
 throughput, and write `results.json`, `report.md` and PNG plots into the output folder.
@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from .cli import eval_command
 from .data import ArrayHistory, CachedHistory, Dataset, HistorySource
 from .flops import count_flops, measure_throughput
 from .layers import ModelConfig
@@ -276,10 +275,4 @@ def run(plan: EvalPlan, log: Log = print) -> dict[str, Any]:
     return results
 
 
-# `seqvault.model.evaluate:main` is the click command itself (mounted as `seqvault model eval`).
-main = eval_command
-
-if __name__ == "__main__":
-    main(prog_name="python -m seqvault.model.evaluate")
-
-__all__ = ["EvalPlan", "run", "run_from_options", "main"]
+__all__ = ["EvalPlan", "run", "run_from_options"]
