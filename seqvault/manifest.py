@@ -22,10 +22,11 @@ from typing import Any
 
 from .errors import CorruptionError, FormatVersionError, NotFound
 from .files import ExtentFiles
-from .index import HashIndex, pack_extents, unpack_extents
+from .index import HashIndex, pack_extents, unpack_extents, user_hash
 from .memtable import StringDict
-from .meta import Meta, delta_key, dict_key, pack, parse_delta_key, u32, unpack
+from .meta import Meta, delta_key, dict_key, pack, parse_delta_key, sealed_key, u32, unpack
 from .schema import Schema
+from .segment import key_bytes
 from .settings import READER_OWN, effective
 from .wal import fsync_dir
 
@@ -77,11 +78,18 @@ class Edit:
     settings: dict[str, Any] | None = None  # persisted settings to change
     counters: dict[str, int] = field(default_factory=dict)  # increments (retention drops)
     ledger: list[tuple[bytes, dict[str, Any]]] = field(default_factory=list)  # ingest ledger
+    # user key → log offset: the user's events in the current log up to there are sealed
+    # (a partial seal, docs/design/realtime.md); dropped when the log rotates.
+    sealed: dict[Any, int] = field(default_factory=dict)
 
-    def is_empty(self) -> bool:
-        return not (self.files or self.drop_files or self.users or self.dict_entries
-                    or self.wal_id is not None or self.schema is not None or self.settings
-                    or self.counters or self.ledger)
+
+@dataclass
+class Refreshed:
+    """What a reader's refresh found: rebuild the memtable from the log's start, or drop the
+    events of these users up to these log offsets (sealed by the writer meanwhile)."""
+
+    rebuild: bool = False
+    sealed: list[tuple[Any, int]] = field(default_factory=list)
 
 
 class Manifest:
@@ -109,6 +117,7 @@ class Manifest:
         self.deltas_since_ckpt = 0
         self.delta_bytes = 0  # bytes of those deltas
         self.checkpoints = 0
+        self.sealed: dict[Any, int] = {}  # user key → sealed through (current log)
 
     # ------------------------------------------------------------------ create / exists
     @staticmethod
@@ -175,6 +184,25 @@ class Manifest:
         self._load_catalog(txn)
         self._load_dicts(txn)
         self._load_index(txn)
+        self.sealed = {}
+        self._apply_sealed(self._sealed_since(txn, 0))
+
+    def _sealed_since(self, txn: Any, after_seq: int) -> list[tuple[Any, int]]:
+        """(key, through) records of the current log committed after `after_seq`."""
+        out = []
+        start = sealed_key(self.wal_id, after_seq + 1, 0)
+        end = sealed_key(self.wal_id + 1, 0, 0)
+        for k, v in self.meta.items(txn, "sealed", start):
+            if k >= end:
+                break
+            through, key = unpack(v)
+            out.append((key, int(through)))
+        return out
+
+    def _apply_sealed(self, records: list[tuple[Any, int]]) -> None:
+        for key, through in records:
+            if through > self.sealed.get(key, -1):
+                self.sealed[key] = through
 
     def _load_catalog(self, txn: Any) -> None:
         self.catalog = {}
@@ -219,30 +247,36 @@ class Manifest:
                                   f"says {ref['size']}", path=str(path))
         return blob
 
-    def refresh(self) -> bool:
-        """Read-only opens: catch up with the writer's commits. Returns True when the caller must
-        rebuild its memtable from the start of the (possibly new) log: the log rotated, or the
-        state was reloaded whole (dictionaries then hold only published codes)."""
+    def refresh(self) -> Refreshed:
+        """Read-only opens: catch up with the writer's commits. `rebuild`: the caller must
+        rebuild its memtable from the start of the (possibly new) log — the log rotated, or the
+        state was reloaded whole (dictionaries then hold only published codes); otherwise
+        `sealed` lists the users whose events up to an offset went into segments."""
         with self.meta.begin() as txn:
             m = self.meta
             seq = int(m.get_meta(txn, "seq"))
             wal_id = int(m.get_meta(txn, "wal_id"))
             if seq == self.seq:
-                return False
+                return Refreshed()
             ckpt_seq = int(m.get_meta(txn, "ckpt_seq"))
             if m.get_meta(txn, "schema_version") != self.schema.version or ckpt_seq > self.seq:
                 self._load(txn)
-                return True
+                return Refreshed(rebuild=True)
             for k, v in m.items(txn, "delta", delta_key(self.seq + 1, 0)):
                 _s, h = parse_delta_key(k)
                 self.index.set_extents(h, unpack_extents(v))
             self._load_catalog(txn)
+            old_seq = self.seq
             self.seq = seq
             if wal_id == self.wal_id:
-                return False
+                fresh = self._sealed_since(txn, old_seq)
+                self._apply_sealed(fresh)
+                return Refreshed(sealed=fresh)
             self.wal_id = wal_id
+            self.sealed = {}
+            self._apply_sealed(self._sealed_since(txn, 0))
             self._load_dicts(txn)
-            return True
+            return Refreshed(rebuild=True)
 
     # ------------------------------------------------------------------ the commit
     def commit(self, edit: Edit) -> int:
@@ -294,6 +328,11 @@ class Manifest:
                     m.set_meta(txn, name, int(m.get_meta(txn, name, 0) or 0) + int(inc))
                 for key, entry in edit.ledger:
                     m.put(txn, LEDGER_DB, key, pack(entry))
+                if edit.wal_id is not None:  # records of older logs are moot
+                    m.delete_range(txn, "sealed", sealed_key(edit.wal_id, 0, 0))
+                for ukey, through in edit.sealed.items():
+                    m.put(txn, "sealed", sealed_key(self.wal_id, seq, _hash_of(ukey)),
+                          pack([through, ukey]))
                 m.set_meta(txn, "seq", seq)
         except BaseException:
             if fold:  # the in-memory index ran ahead of what was published: reload it
@@ -322,6 +361,8 @@ class Manifest:
                 d.persisted = len(d.values)
         if edit.wal_id is not None:
             self.wal_id = edit.wal_id
+            self.sealed = {}
+        self._apply_sealed(list(edit.sealed.items()))
         if edit.schema is not None:
             self.schema = edit.schema
             for c in edit.schema.columns:
@@ -462,3 +503,7 @@ def require_store(root: Path) -> None:
     if not Manifest.exists(root):
         raise NotFound(f"{root} is not a SeqVault store (no {root / 'meta'}); create it "
                        "with SeqVault.open(path, schema=...) or `seqvault init`")
+
+
+def _hash_of(key: Any) -> int:
+    return user_hash(key_bytes(key)[1])

@@ -1,7 +1,9 @@
 """Recent events held in memory until they are sealed into segments, and string dictionaries.
 
 Every event in the memtable is also in the write-ahead log; the memtable is what makes those
-events readable at once. Chunks are kept in arrival order (unsorted): reads sort, flush sorts.
+events readable at once. Chunks are kept in arrival order; a tail's sorted view is cached for
+reads, and a flush sorts everything at once. A user's tail is sealed on its own once it is long
+(`drop_through`), the rest together at a full flush (docs/design/realtime.md).
 """
 
 from __future__ import annotations
@@ -16,95 +18,159 @@ from .schema import MAX_STRING_CARDINALITY
 
 
 class Chunk:
-    """The events of one append call, grouped by user (each user's rows contiguous, in call
-    order). Users' tails point into it, so an append of events for many users costs one
-    list append per user, not a copy of every column per user."""
+    """The events of one append call (one log record), grouped by user (each user's rows
+    contiguous, in call order). Users' tails point into it, so an append of events for many
+    users costs one list append per user, not a copy of every column per user. `end` is the
+    log offset just past the record: a user's tail is cut at a "sealed through" offset by
+    dropping the chunks that end at or before it."""
 
-    __slots__ = ("ts", "cols")
+    __slots__ = ("ts", "cols", "end")
 
-    def __init__(self, ts: np.ndarray, cols: dict[str, np.ndarray]) -> None:
+    def __init__(self, ts: np.ndarray, cols: dict[str, np.ndarray], end: int = 0) -> None:
         self.ts = ts
         self.cols = cols
+        self.end = end
 
 
 class UserTail:
-    """One user's unsealed events: (chunk, start, end) slices in arrival order."""
+    """One user's unsealed events: (chunk, start, stop) slices in arrival order."""
 
-    __slots__ = ("refs", "count", "uid")
+    __slots__ = ("refs", "count", "uid", "sorted_cache")
 
     def __init__(self, uid: int = 0) -> None:
         self.refs: list[tuple[Chunk, int, int]] = []
         self.count = 0
         self.uid = uid  # dense id within this memtable (for the vectorised flush)
+        self.sorted_cache: tuple[int, np.ndarray, dict[str, np.ndarray]] | None = None
 
     def arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Concatenated columns in arrival order. Compacts the slices into one private chunk
-        so repeated reads stay cheap; arrays are never mutated after, so callers may keep the
-        references outside the store lock."""
+        """Concatenated columns in arrival order (fresh arrays; the chunks stay shared)."""
         if len(self.refs) == 1:
             chunk, s, e = self.refs[0]
-            if s == 0 and e == chunk.ts.size:
-                return chunk.ts, chunk.cols
-            ts = chunk.ts[s:e]
-            cols = {k: v[s:e] for k, v in chunk.cols.items()}
-        else:
-            ts = np.concatenate([c.ts[s:e] for c, s, e in self.refs])
-            names = self.refs[0][0].cols.keys()
-            cols = {k: np.concatenate([c.cols[k][s:e] for c, s, e in self.refs]) for k in names}
-        self.refs = [(Chunk(ts, cols), 0, ts.size)]
+            return chunk.ts[s:e], {k: v[s:e] for k, v in chunk.cols.items()}
+        ts = np.concatenate([c.ts[s:e] for c, s, e in self.refs])
+        names = self.refs[0][0].cols.keys()
+        cols = {k: np.concatenate([c.cols[k][s:e] for c, s, e in self.refs]) for k in names}
         return ts, cols
+
+    def sorted_arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The tail sorted by timestamp, ties in arrival order: what reads merge. Cached until
+        the tail changes; arrays are never mutated after, so callers may keep them outside the
+        store lock. Events usually arrive in time order, so the sort is mostly a check."""
+        cached = self.sorted_cache
+        if cached is not None and cached[0] == self.count:
+            return cached[1], cached[2]
+        ts, cols = self.arrays()
+        if ts.size > 1 and bool((ts[1:] < ts[:-1]).any()):
+            order = np.argsort(ts, kind="stable")
+            ts = ts[order]
+            cols = {k: v[order] for k, v in cols.items()}
+        self.sorted_cache = (self.count, ts, cols)
+        return ts, cols
+
+    def drop_through(self, through: int) -> int:
+        """Forget the events of records ending at or before log offset `through` (they were
+        sealed into a segment); returns how many."""
+        keep = [r for r in self.refs if r[0].end > through]
+        dropped = self.count - sum(e - s for _c, s, e in keep)
+        self.refs = keep
+        self.count -= dropped
+        self.sorted_cache = None
+        return dropped
 
 
 class MemTable:
+    """Every unsealed event, by user. `through[uid]` marks rows of older chunks that were
+    sealed (per user) since the last full flush, so the vectorised flush skips them."""
+
     def __init__(self) -> None:
         self.users: dict[Any, UserTail] = {}
         self.keys: list[Any] = []  # uid → key
         self.chunks: list[tuple[Chunk, list[int], Sequence[int]]] = []  # (chunk, uids, counts)
+        self.through: dict[int, int] = {}  # uid → sealed through this log offset
         self.events = 0
         self.max_tail = 0
 
     def add_grouped(self, keys: Sequence[Any], counts: Sequence[int], ts: np.ndarray,
-                    cols: dict[str, np.ndarray]) -> None:
-        """Add one call's events: rows grouped by user, `counts[i]` rows for `keys[i]`."""
-        chunk = Chunk(ts, cols)
+                    cols: dict[str, np.ndarray], end: int = 0, seal_at: int = 0) -> list[Any]:
+        """Add one call's events: rows grouped by user, `counts[i]` rows for `keys[i]`; `end`:
+        the log offset after the call's record. Returns the keys whose tail now holds at least
+        `seal_at` events (none when 0)."""
+        chunk = Chunk(ts, cols, end)
         users = self.users
         start = 0
         top = self.max_tail
         uids = []
+        full: list[Any] = []
         for key, n in zip(keys, counts):
             tail = users.get(key)
             if tail is None:
                 tail = users[key] = UserTail(len(self.keys))
                 self.keys.append(key)
             uids.append(tail.uid)
-            end = start + n
-            tail.refs.append((chunk, start, end))
+            stop = start + n
+            tail.refs.append((chunk, start, stop))
             tail.count += n
+            tail.sorted_cache = None
             if tail.count > top:
                 top = tail.count
-            start = end
+            if seal_at and tail.count >= seal_at:
+                full.append(key)
+            start = stop
         self.max_tail = top
         self.events += int(ts.size)
         self.chunks.append((chunk, uids, counts))
+        return full
+
+    def drop_through(self, key: Any, through: int) -> int:
+        """The user's events up to log offset `through` were sealed: forget them."""
+        tail = self.users.get(key)
+        if tail is None:
+            return 0
+        dropped = tail.drop_through(through)
+        self.through[tail.uid] = max(self.through.get(tail.uid, -1), through)
+        self.events -= dropped
+        if tail.count == 0:
+            del self.users[key]
+        return dropped
 
     def sorted_users(self) -> Iterator[tuple[Any, np.ndarray, dict[str, np.ndarray]]]:
         """Every user's events sorted by (ts, arrival), for a flush: one concatenation and one
         lexsort over the whole memtable instead of gathering each user's slices."""
-        if not self.chunks:
-            return
+        users, ts, cols, starts, counts = self.grouped()
+        for i, key in enumerate(users):
+            s, e = int(starts[i]), int(starts[i] + counts[i])
+            yield key, ts[s:e], {k: v[s:e] for k, v in cols.items()}
+
+    def grouped(self) -> tuple[list[Any], np.ndarray, dict[str, np.ndarray], np.ndarray,
+                               np.ndarray]:
+        """(keys, ts, cols, starts, counts): every user's events contiguous and sorted by
+        (ts, arrival), users in first-arrival order — the input of the vectorised encoder."""
+        if not self.chunks or self.events == 0:
+            return [], np.zeros(0, np.int64), {}, np.zeros(0, np.int64), np.zeros(0, np.int64)
         ts = np.concatenate([c.ts for c, _u, _n in self.chunks])
         names = list(self.chunks[0][0].cols)
         uid = np.concatenate([np.repeat(np.asarray(u, dtype=np.int64), np.asarray(n, np.int64))
                               for _c, u, n in self.chunks])
+        cols = {k: np.concatenate([c.cols[k] for c, _u, _n in self.chunks]) for k in names}
+        if self.through:  # rows sealed per user since the last full flush
+            ends = np.concatenate([np.full(c.ts.size, c.end, dtype=np.int64)
+                                   for c, _u, _n in self.chunks])
+            limit = np.full(len(self.keys), -1, dtype=np.int64)
+            for u, t in self.through.items():
+                limit[u] = t
+            live = ends > limit[uid]
+            ts, uid = ts[live], uid[live]
+            cols = {k: v[live] for k, v in cols.items()}
         order = np.lexsort((ts, uid))  # by user, then ts; stable, so ties keep arrival order
         ts = ts[order]
         uid = uid[order]
-        cols = {k: np.concatenate([c.cols[k] for c, _u, _n in self.chunks])[order] for k in names}
+        cols = {k: v[order] for k, v in cols.items()}
         bounds = np.flatnonzero(uid[1:] != uid[:-1]) + 1
-        starts = np.concatenate(([0], bounds)).tolist()
-        ends = np.concatenate((bounds, [uid.size])).tolist()
-        for s, e in zip(starts, ends):
-            yield self.keys[int(uid[s])], ts[s:e], {k: v[s:e] for k, v in cols.items()}
+        starts = np.concatenate(([0], bounds)).astype(np.int64)
+        counts = np.diff(np.concatenate((starts, [uid.size]))).astype(np.int64)
+        keys = [self.keys[int(u)] for u in uid[starts]] if uid.size else []
+        return keys, ts, cols, starts, counts
 
     def get(self, key: Any) -> UserTail | None:
         return self.users.get(key)
@@ -113,6 +179,7 @@ class MemTable:
         self.users.clear()
         self.keys.clear()
         self.chunks.clear()
+        self.through.clear()
         self.events = 0
         self.max_tail = 0
 
@@ -216,8 +283,10 @@ class StringDict:
 
 
 def add_events(mem: MemTable, dicts: dict[str, StringDict], keys: Sequence[Any],
-               counts: Sequence[int], ts: np.ndarray, cols: dict[str, np.ndarray]) -> None:
-    """Add validated, user-grouped events (string columns as str) to `mem` as codes."""
+               counts: Sequence[int], ts: np.ndarray, cols: dict[str, np.ndarray], *,
+               end: int = 0, seal_at: int = 0) -> list[Any]:
+    """Add validated, user-grouped events (string columns as str) to `mem` as codes; `end` is
+    the log offset after their record. Returns the keys whose tail reached `seal_at`."""
     coded = {name: (dicts[name].encode(arr) if name in dicts else arr)
              for name, arr in cols.items()}
-    mem.add_grouped(keys, counts, ts, coded)
+    return mem.add_grouped(keys, counts, ts, coded, end=end, seal_at=seal_at)

@@ -22,7 +22,7 @@ import msgpack
 from .errors import CorruptionError
 
 MAP_SIZE = 1 << 40  # virtual address space only; the file grows as needed
-DB_NAMES = ("meta", "schemas", "files", "ckpt", "delta", "dicts", "ledger", "readers")
+DB_NAMES = ("meta", "schemas", "files", "ckpt", "delta", "dicts", "ledger", "readers", "sealed")
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -45,6 +45,14 @@ def parse_delta_key(k: bytes) -> tuple[int, int]:
 
 def dict_key(col_id: int, code: int) -> bytes:
     return _DICT_KEY.pack(col_id, code)
+
+
+_SEALED_KEY = struct.Struct(">IQQ")
+
+
+def sealed_key(wal_id: int, seq: int, h: int) -> bytes:
+    """Key of a "sealed through" record: log id, commit seq, user hash (all big-endian)."""
+    return _SEALED_KEY.pack(wal_id, seq, h)
 
 
 def pack(value: Any) -> bytes:

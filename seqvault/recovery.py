@@ -9,11 +9,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import wal as wal_mod
 from .errors import CorruptionError, StoreLocked
 from .files import file_name, parse_file_name
 from .manifest import Manifest
-from .memtable import MemTable, StringDict, add_events
+from .memtable import MemTable, StringDict
 from .schema import Schema
 
 SPILL_PREFIX = "tmp-ingest-"  # seqvault/ingest/spill.py's TMP_PREFIX
@@ -83,7 +85,7 @@ def repair(root: Path, manifest: Manifest) -> None:
 
 
 def recover_log(root: Path, wal_id: int, schema: Schema, mem: MemTable,
-                dicts: dict[str, StringDict]) -> tuple[int, int, int]:
+                dicts: dict[str, StringDict], sealed: dict[Any, int]) -> tuple[int, int, int]:
     """Writer open: replay the current log into the memtable; cut a torn tail (never
     acknowledged: an acknowledged record is whole) so appends continue from a clean end.
     Returns (log end, events recovered, torn bytes cut)."""
@@ -98,12 +100,12 @@ def recover_log(root: Path, wal_id: int, schema: Schema, mem: MemTable,
         with open(path, "r+b") as fh:
             fh.truncate(result.end)
             os.fsync(fh.fileno())
-    events = _apply(result, schema, mem, dicts)
+    events = _apply(result, schema, mem, dicts, sealed)
     return result.end, events, torn
 
 
 def replay_log(root: Path, wal_id: int, start: int, schema: Schema, mem: MemTable,
-               dicts: dict[str, StringDict]) -> int:
+               dicts: dict[str, StringDict], sealed: dict[Any, int]) -> int:
     """Read-only opens: apply the log's whole records from `start`; returns the new position.
     FileNotFoundError: the writer rotated the log (the caller takes a new snapshot)."""
     path = root / "wal" / wal_mod.wal_name(wal_id)
@@ -113,15 +115,34 @@ def replay_log(root: Path, wal_id: int, start: int, schema: Schema, mem: MemTabl
         return start
     result = wal_mod.scan(path, start,
                           expect_id=wal_id if start == wal_mod.FILE_HEADER_SIZE else None)
-    _apply(result, schema, mem, dicts)
+    _apply(result, schema, mem, dicts, sealed)
     return result.end
 
 
 def _apply(result: wal_mod.ScanResult, schema: Schema, mem: MemTable,
-           dicts: dict[str, StringDict]) -> int:
+           dicts: dict[str, StringDict], sealed: dict[Any, int]) -> int:
+    """Replay whole records into the memtable, skipping each user's events in records that
+    end at or before that user's "sealed through" offset (already in a segment)."""
     events = 0
-    for payload in wal_mod.iter_payloads(result):
-        keys, counts, ts, cols = wal_mod.decode_append(schema, payload)
-        add_events(mem, dicts, keys, counts, ts, cols)
+    for offset, rec_type, payload in result.records:
+        if rec_type != wal_mod.REC_APPEND:
+            continue
+        end = offset + wal_mod.RECORD_HEADER_SIZE + len(payload)
+        keys, counts, ts, raw = wal_mod.decode_append(schema, payload)
+        # Codes are assigned in log order by every replayer, so strings of skipped (sealed)
+        # events are encoded too: later records then get the codes the writer gave them.
+        cols = {name: (dicts[name].encode(arr) if name in dicts else arr)
+                for name, arr in raw.items()}
+        if sealed:
+            live = [sealed.get(k, -1) < end for k in keys]
+            if not all(live):
+                rows = np.repeat(np.asarray(live, dtype=bool), np.asarray(counts, np.int64))
+                keys = [k for k, ok in zip(keys, live) if ok]
+                counts = [n for n, ok in zip(counts, live) if ok]
+                ts = ts[rows]
+                cols = {k: v[rows] for k, v in cols.items()}
+                if not keys:
+                    continue
+        mem.add_grouped(keys, counts, ts, cols, end=end)
         events += int(ts.size)
     return events

@@ -32,6 +32,7 @@ from .errors import (
 )
 from .files import ExtentFiles
 from .index import Extent, HashIndex, user_hash
+from .layout import segment_bounds
 from .manifest import Edit, FileInfo, Manifest
 from .memtable import MemTable, StringDict, add_events
 from .merge import Merger, merge_stats
@@ -94,8 +95,9 @@ class SeqVault:
         self._merger: Merger | None = None
         self._bg_merge: BackgroundMerger | None = None
         self._live_cache: tuple[int, int, int] | None = None  # (seq, ckpt count, live bytes)
-        self._counters = {"appends": 0, "appended_events": 0, "flushes": 0, "reads": 0,
-                          "recovered_events": 0, "torn_tail_bytes": 0}
+        self._counters = {"appends": 0, "appended_events": 0, "flushes": 0, "tail_seals": 0,
+                          "tail_sealed_events": 0, "reads": 0, "recovered_events": 0,
+                          "torn_tail_bytes": 0}
         exists = Manifest.exists(path)
         if not exists:
             if read_only or not create:
@@ -132,7 +134,7 @@ class SeqVault:
             m.commit(Edit(settings=changed))
         repair(self.path, m)
         self.wal_pos, recovered, torn = recover_log(self.path, m.wal_id, m.schema, self.mem,
-                                                    m.dicts)
+                                                    m.dicts, m.sealed)
         self._counters["recovered_events"] = recovered
         self._counters["torn_tail_bytes"] = torn
         self.wal = wal_mod.WalWriter(self.path / "wal" / wal_mod.wal_name(m.wal_id),
@@ -160,7 +162,7 @@ class SeqVault:
         m = self.manifest
         self.mem.clear()
         self.wal_pos = replay_log(self.path, m.wal_id, wal_mod.FILE_HEADER_SIZE, m.schema,
-                                  self.mem, m.dicts)
+                                  self.mem, m.dicts, m.sealed)
 
     # ================================================================== the published state
     @property
@@ -205,7 +207,9 @@ class SeqVault:
 
     @property
     def flush_count(self) -> int:
-        return self._counters["flushes"]
+        """Publications of real-time segments (full flushes and single-user seals): what the
+        merge backlog counts."""
+        return self._counters["flushes"] + self._counters["tail_seals"]
 
     # ================================================================== writes
     def check_writable(self) -> None:
@@ -264,21 +268,72 @@ class SeqVault:
             wal = self.wal
             assert wal is not None
             end = wal.append(payload)
-            add_events(self.mem, self.dicts, keys, counts, ts, cols)
+            full = add_events(self.mem, self.dicts, keys, counts, ts, cols, end=end,
+                              seal_at=int(self.settings["tail_events"]))
             self._counters["appends"] += 1
             self._counters["appended_events"] += int(ts.size)
             need_flush = self._needs_flush()
         wal.commit(end)
         if need_flush:
             self.flush()
+        elif full:
+            self._seal_users(full)
         if self._bg_merge is not None:
             self._bg_merge.throttle()  # waits only while merge is far behind (background.py)
         return int(ts.size)
 
     def _needs_flush(self) -> bool:
         s = self.settings
-        return (self.mem.events >= s["memtable_events"] or self.mem.max_tail >= s["tail_events"]
+        return (self.mem.events >= s["memtable_events"]
                 or (self.wal is not None and self.wal.size >= s["wal_bytes"]))
+
+    def _seal_users(self, keys: list[Any]) -> None:
+        """Seal these users' long tails into real-time segments on their own, without a log
+        rotation: the commit records that each one's events up to the log's current end are
+        sealed, so replays skip them (docs/design/realtime.md, "Partial seals")."""
+        with self.lock:
+            self.check_writable()
+            m = self.manifest
+            seal_at = int(self.settings["tail_events"])
+            tails = [(k, t) for k in dict.fromkeys(keys)
+                     if (t := self.mem.get(k)) is not None and t.count >= seal_at]
+            if not tails:
+                return
+            wal = self.wal
+            assert wal is not None
+            through = wal.size
+            # A "sealed through" offset past the durable end of the log could, after a power
+            # loss cut the log, make a replay skip newer records written at lower offsets.
+            wal.sync_to(through)
+            w = self.writers["rt"]
+            seg_max = int(self.settings["segment_events"])
+            level = int(self.settings["zstd_level"])
+            users: dict[int, list[Extent]] = {}
+            sealed: dict[Any, int] = {}
+            events = 0
+            try:
+                for key, tail in tails:
+                    ts, cols = tail.sorted_arrays()
+                    fresh = []
+                    bounds = segment_bounds(ts, seg_max)
+                    for lo, hi in zip(bounds[:-1], bounds[1:]):
+                        blob = encode_user_segment(m.schema, key, ts[lo:hi],
+                                                   {k: v[lo:hi] for k, v in cols.items()}, level)
+                        fresh.append(w.append(blob, hi - lo, int(ts[lo]), int(ts[hi - 1])))
+                    h = user_hash(key_bytes(key)[1])
+                    users[h] = list(reversed(fresh)) + m.index.extents_of(h)
+                    sealed[key] = through
+                    events += int(ts.size)
+                w.sync()
+                self.publish(Edit(files=w.pending(), users=users, dict_entries=True,
+                                  sealed=sealed), writers=(w,))
+            except BaseException:
+                w.rollback()
+                raise
+            for key in sealed:
+                self.mem.drop_through(key, through)
+            self._counters["tail_seals"] += 1
+            self._counters["tail_sealed_events"] += events
 
     def flush(self) -> None:
         """Seal every user's in-memory events into real-time segments and start a new log."""
@@ -463,12 +518,15 @@ class SeqVault:
         for attempt in range(20):
             try:
                 with self.lock:
-                    if self.manifest.refresh():
+                    found = self.manifest.refresh()
+                    if found.rebuild:
                         self._replay_from_start()
                     else:
                         m = self.manifest
+                        for key, through in found.sealed:
+                            self.mem.drop_through(key, through)
                         self.wal_pos = replay_log(self.path, m.wal_id, self.wal_pos, m.schema,
-                                                  self.mem, m.dicts)
+                                                  self.mem, m.dicts, m.sealed)
                 self._last_refresh = time.monotonic()
                 return
             except FileNotFoundError:
