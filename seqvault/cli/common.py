@@ -22,10 +22,55 @@ if TYPE_CHECKING:
 
 DEFAULT_STORE = "./seqvault-store"
 
+# The store the running command works on: a filesystem error without a file name (a failed
+# write to an open descriptor) is then still reported with a path.
+_CURRENT_STORE: list[str] = []
+
+
+def _remember_store(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    _CURRENT_STORE[:] = [value]
+    return value
+
+
 store_option = click.option(
     "--store", "-s", "store", envvar="SEQVAULT_STORE", default=DEFAULT_STORE,
-    show_default=True, type=click.Path(file_okay=False),
+    show_default=True, type=click.Path(file_okay=False), callback=_remember_store,
     help="Store directory (else $SEQVAULT_STORE, else ./seqvault-store).")
+
+
+def current_store() -> str | None:
+    return _CURRENT_STORE[0] if _CURRENT_STORE else None
+
+
+def describe_os_error(exc: OSError) -> tuple[str, int]:
+    """A filesystem error as one line naming the path, and its exit code: 8 (read-only
+    store) for a read-only filesystem, else 1. Used by `main` instead of a traceback."""
+    import errno
+
+    from ..errors import ReadOnlyError
+
+    path = exc.filename or current_store()
+    where = f" {path}" if path else ""
+    reason = exc.strerror or str(exc)
+    code = exc.errno
+    if code is None:  # pyarrow's IOError puts "[errno 28] ..." in the message only
+        for candidate in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+            if f"errno {candidate}]" in str(exc).lower():
+                code = candidate
+    if code is not None and (not exc.strerror or "errno" in exc.strerror.lower()):
+        reason = os.strerror(code)  # pyarrow: "Error writing bytes... Detail: [errno 28] ..."
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return (f"disk full: cannot write{where} ({reason}); free some space and retry "
+                "(an interrupted ingest publishes nothing and removes its temporary files)", 1)
+    if code in (errno.EACCES, errno.EPERM):
+        return (f"permission denied:{where} ({reason}); check the owner and mode of that path "
+                "and its parent directories", 1)
+    if code == errno.EROFS:
+        return (f"read-only filesystem:{where} cannot be written; commands that only read "
+                "(get, stats, verify, export) work on a store there", ReadOnlyError.exit_code)
+    if code == errno.ENOENT:
+        return f"no such file or directory:{where}", 1
+    return f"{reason}:{where}" if where else reason, 1
 
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Machine-readable JSON on stdout.")

@@ -89,11 +89,20 @@ def ingest_cmd(paths: tuple[str, ...], store: str, schema_path: str | None, user
         schema = _schema_for_new_store(list(paths), schema_path, user_column, time_column,
                                        time_unit)
     enabled = (not ci_or_pipe()) if show_progress is None else show_progress
-    with SeqVault.open(store, schema=schema) as vault, progress_bar(enabled) as update:
-        summary = ingest(vault, list(paths), force=force, progress=update,
-                         rows_per_partition=partition_rows,
-                         spill_compression=None if spill_compression == "none"
-                         else spill_compression)
+    with SeqVault.open(store, schema=schema) as vault:
+        with progress_bar(enabled) as update:
+            summary = ingest(vault, list(paths), force=force, progress=update,
+                             rows_per_partition=partition_rows,
+                             spill_compression=None if spill_compression == "none"
+                             else spill_compression)
+        try:
+            vault.close()  # the index checkpoint; the ingest itself is committed already
+        except Exception as exc:
+            # Say so: a user who reruns a committed ingest would store its events twice.
+            raise click.ClickException(
+                f"ingested {summary.events:,} events (committed and durable), but closing "
+                f"{store} failed: {exc}. The data is safe (the next open replays the index "
+                "from the committed metadata); do not ingest these files again") from exc
     data = summary.to_dict()
     data["store"] = store
     if as_json:
@@ -254,9 +263,9 @@ def verify_store(vault: Any, update: Any = None) -> dict[str, Any]:
                         f"[{e.min_ts}, {e.max_ts}]")
             except (CorruptionError, OSError) as exc:
                 problems.append({"path": path, "offset": e.off, "length": e.length,
-                                 "user": user, "user_hash": h, "error": str(exc)})
+                                 "user_id": user, "user_hash": h, "error": str(exc)})
         if total != int(idx.u_count[r]):
-            problems.append({"user": user, "user_hash": h,
+            problems.append({"user_id": user, "user_hash": h,
                              "error": f"index counts {int(idx.u_count[r])} events, its extents "
                                       f"hold {total}"})
         if update is not None and (r % 1024 == 0 or r == n_users - 1):
@@ -292,7 +301,7 @@ def verify_cmd(store: str, show_progress: bool | None, as_json: bool) -> None:
         echo_json(report)
     else:
         for p in report["problems"]:
-            who = f" user {p['user']!r}" if p.get("user") is not None else ""
+            who = f" user {p['user_id']!r}" if p.get("user_id") is not None else ""
             click.echo(f"CORRUPT {p.get('path', '')}{who}: {p['error']}")
         status = "OK" if report["ok"] else f"{len(report['problems'])} problem(s)"
         click.echo(f"{status}: {report['users']:,} users, {report['segments']:,} segments, "
