@@ -186,7 +186,14 @@ def _open_inputs(paths: list[Any], schema: Schema) -> list[InputFile]:
     strings = tuple(c.name for c in schema.columns if c.is_string)
     if schema.user_type == "string":
         strings = (schema.user_column, *strings)
-    return [InputFile.open(p, string_columns=strings) for p in expand_paths(paths)]
+    # Explicit CSV types from the store's schema (bool, ints, floats by name; strings above).
+    types = {c.name: ("bool" if c.type == "bool" else c.type) for c in schema.columns
+             if not c.is_string}
+    types[schema.time_column] = "int64"
+    if schema.user_type == "int64":
+        types[schema.user_column] = "int64"
+    return [InputFile.open(p, string_columns=strings, column_types=types)
+            for p in expand_paths(paths)]
 
 
 def _partitions(files: list[InputFile], rows_per_partition: int) -> int:
