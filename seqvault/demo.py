@@ -29,13 +29,80 @@ def step(title: str) -> None:
     print(f"\n=== {title} ===", flush=True)
 
 
+def seqvault_command() -> str:
+    """How to type `seqvault` in this shell: plain `seqvault` when it is on PATH and is this
+    installation's, else the path of this virtual environment's script (`make demo` runs from
+    .venv without activating it, so a bare `seqvault` would be "command not found")."""
+    script = Path(sys.executable).parent / "seqvault"
+    found = shutil.which("seqvault")
+    if found and script.exists() and Path(found).resolve() == script.resolve():
+        return "seqvault"
+    if not script.exists():
+        return f"{shlex.quote(sys.executable)} -m seqvault"
+    try:
+        rel = script.relative_to(Path.cwd())
+    except ValueError:
+        return shlex.quote(str(script))
+    return shlex.quote(str(rel))
+
+
 def sv(*args: str) -> subprocess.CompletedProcess[str]:
     """Run `seqvault ARGS` as a user would (stdout/stderr go straight to the terminal)."""
-    print("$ seqvault " + " ".join(shlex.quote(a) for a in args), flush=True)
+    print(f"$ {seqvault_command()} " + " ".join(shlex.quote(a) for a in args), flush=True)
     result = subprocess.run([sys.executable, "-m", "seqvault", *args], text=True)
     if result.returncode != 0:
         raise SystemExit(f"seqvault {args[0]} failed with exit code {result.returncode}")
     return result
+
+
+def store_in_use(store: Path) -> list[int] | None:
+    """Processes that have the store open: their pids (Linux, from /proc), or [] when some
+    process holds it but its pid is unknown; None when nobody has it open.
+
+    Every process with the store open (a writer, a read-only server) holds a shared lock on
+    LMDB's lock file for as long as it has the store open, so taking that lock exclusively
+    succeeds only when nobody else does."""
+    import fcntl
+
+    lock = store / "meta" / "lock.mdb"
+    if not lock.exists():
+        return None
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+        return None
+    except OSError:
+        pass
+    finally:
+        os.close(fd)  # also drops the lock if we got it
+    return _pids_with_open_files(store)
+
+
+def _pids_with_open_files(root: Path) -> list[int]:
+    prefix = str(root.resolve()) + os.sep
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        if int(proc.name) == os.getpid():
+            continue
+        try:
+            if any(os.readlink(fd).startswith(prefix) for fd in (proc / "fd").iterdir()):
+                pids.append(int(proc.name))
+        except OSError:  # gone, or not ours to look at
+            continue
+    return sorted(pids)
+
+
+def remove_store(store: Path) -> None:
+    """Delete the demo's store so the ingest starts fresh, unless a process has it open (a
+    server started from it keeps serving deleted files): then stop with what to do."""
+    users = store_in_use(store)
+    if users is not None:
+        who = f"process {', '.join(map(str, users))}" if users else "another process"
+        kill = f" (kill {' '.join(map(str, users))})" if users else ""
+        raise SystemExit(f"{store} is open by {who}, e.g. a `seqvault serve` started from it; "
+                         f"stop it first{kill}, then run `make demo` again. The store was left "
+                         "as it is.")
+    shutil.rmtree(store)
 
 
 def sample_users(log: Path) -> tuple[int, int]:
@@ -81,7 +148,7 @@ def main() -> None:
               "(heavy-tailed histories, Zipf items, bursts of equal timestamps, "
               "rows in time order)")
     if STORE.exists():
-        shutil.rmtree(STORE)  # the demo's own store: start fresh so the ingest is not a duplicate
+        remove_store(STORE)  # the demo's own store: start fresh so the ingest is not a duplicate
     schema = Path(__file__).resolve().parent.parent / "schema" / "behavior.toml"
     step("2. ingest into a new store")
     sv("ingest", str(log), "--store", str(STORE), *(["--schema", str(schema)]
@@ -95,7 +162,10 @@ def main() -> None:
     sv("stats", "--store", str(STORE))
     sv("verify", "--store", str(STORE))
     serve_and_fetch(STORE, heavy)
-    print(f"\nDone. Try: seqvault get {heavy} --last 20 --store {STORE}")
+    cmd = seqvault_command()
+    print(f"\nDone. Try: {cmd} get {heavy} --last 20 --store {STORE}")
+    if cmd.endswith("/seqvault"):
+        print(f"(or run `. {Path(cmd).parent}/activate` once, then type just `seqvault ...`)")
 
 
 if __name__ == "__main__":
