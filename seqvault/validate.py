@@ -246,7 +246,7 @@ def _utc(ts: int, unit: str) -> str:
 
     seconds = ts / TIME_UNITS[unit]
     try:
-        return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     except (OverflowError, OSError, ValueError):
         return "out of range"
 

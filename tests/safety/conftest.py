@@ -52,12 +52,12 @@ def make_store(path: Path, users: dict[int, int]) -> Path:
     return path
 
 
-def seqvault_cli(*args: str, input: str | None = None, cwd: Path | None = None,
+def seqvault_cli(*args: str, stdin: str | None = None, cwd: Path | None = None,
                  prefix: tuple[str, ...] = (), timeout: float = 120
                  ) -> subprocess.CompletedProcess[str]:
     """`python -m seqvault ARGS` in a subprocess (optionally under `prefix`, e.g. unshare)."""
     env = {**os.environ, "SEQVAULT_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([*prefix, sys.executable, "-m", "seqvault", *args], input=input,
+    return subprocess.run([*prefix, sys.executable, "-m", "seqvault", *args], input=stdin,
                           capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
 
 

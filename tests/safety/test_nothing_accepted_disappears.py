@@ -86,7 +86,7 @@ def test_cli_append_refuses_an_old_event_naming_the_line(tmp_path: Path, behavio
     good = {"user_id": 1, "ts": now_ms(), "item_id": 5, "action": "click", "category": 1,
             "dwell_ms": 10, "scenario": "feed"}
     lines = [json.dumps(good), json.dumps({**good, "ts": OLD})]
-    r = seqvault_cli("append", "--store", str(store), input="\n".join(lines) + "\n")
+    r = seqvault_cli("append", "--store", str(store), stdin="\n".join(lines) + "\n")
     assert r.returncode == 3, r.stderr
     msg = one_line_error(r)
     assert "stdin line 2" in msg and str(OLD) in msg and "max_age" in msg
