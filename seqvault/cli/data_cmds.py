@@ -130,7 +130,7 @@ def ingest_cmd(paths: tuple[str, ...], store: str, schema_path: str | None, user
 @click.option("--since", type=int, default=None, help="Only events with ts >= TS.")
 @click.option("--before", type=int, default=None, help="Only events with ts < TS.")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=None,
-              help="Reader processes (default: one per core, up to 8, for 500k+ events).")
+              help="Reader processes (default: one per idle core, up to 8, for 500k+ events).")
 @click.option("--progress/--no-progress", "show_progress", default=None,
               help="Progress bar on stderr (default: on a terminal).")
 @json_option

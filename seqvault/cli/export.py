@@ -149,10 +149,16 @@ def _worker_chunk(keys: list[Any], names: list[str], since: int | None,
 
 def default_jobs(events: int) -> int:
     """Worker processes for an export of `events` events: one for small exports (starting a
-    process costs about 0.3 s of imports), else one per core up to 8."""
+    process costs about 0.3 s of imports), else one per idle core, up to 8. Export is bound
+    by the read path's CPU, so processes help only where cores are idle: on a machine whose
+    load average already fills its cores, a second process made a 3M-event export slower
+    (bench/export_bench.py; docs/design/safety.md)."""
     if events < PARALLEL_MIN_EVENTS:
         return 1
-    return max(1, min(8, os.cpu_count() or 1))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    idle = cores - os.getloadavg()[0]
+    return max(1, min(8, int(idle + 0.5)))
 
 
 def _tables(vault: Any, keys: list[Any], names: list[str], since: int | None,
