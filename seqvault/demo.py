@@ -55,46 +55,11 @@ def sv(*args: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def store_in_use(store: Path) -> list[int] | None:
-    """Processes that have the store open: their pids (Linux, from /proc), or [] when some
-    process holds it but its pid is unknown; None when nobody has it open.
-
-    Every process with the store open (a writer, a read-only server) holds a shared lock on
-    LMDB's lock file for as long as it has the store open, so taking that lock exclusively
-    succeeds only when nobody else does."""
-    import fcntl
-
-    lock = store / "meta" / "lock.mdb"
-    if not lock.exists():
-        return None
-    fd = os.open(lock, os.O_RDWR)
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
-        return None
-    except OSError:
-        pass
-    finally:
-        os.close(fd)  # also drops the lock if we got it
-    return _pids_with_open_files(store)
-
-
-def _pids_with_open_files(root: Path) -> list[int]:
-    prefix = str(root.resolve()) + os.sep
-    pids = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        if int(proc.name) == os.getpid():
-            continue
-        try:
-            if any(os.readlink(fd).startswith(prefix) for fd in (proc / "fd").iterdir()):
-                pids.append(int(proc.name))
-        except OSError:  # gone, or not ours to look at
-            continue
-    return sorted(pids)
-
-
 def remove_store(store: Path) -> None:
     """Delete the demo's store so the ingest starts fresh, unless a process has it open (a
     server started from it keeps serving deleted files): then stop with what to do."""
+    from .cli.common import store_in_use
+
     users = store_in_use(store)
     if users is not None:
         who = f"process {', '.join(map(str, users))}" if users else "another process"

@@ -289,7 +289,8 @@ def check_time_plausible(schema: Schema, ts: np.ndarray, *, now: float | None = 
                             f"{_utc(v * (per_s // per), unit)} read as {_UNIT_NAMES[coarse]}: "
                             f"the time column holds {_UNIT_NAMES[unit]}; convert it (multiply "
                             f'by {per_s // per}) or declare the time unit "{coarse}" in the '
-                            "schema")
+                            f"schema (`seqvault ingest --time-unit {coarse}` when it infers "
+                            "one)")
     max_age = schema.retention.max_age
     if max_age is not None:
         now_s = time.time() if now is None else now

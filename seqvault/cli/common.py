@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -182,3 +183,42 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def store_in_use(store: Path) -> list[int] | None:
+    """Processes that have the store open: their pids (Linux, from /proc), or [] when some
+    process holds it but its pid is unknown; None when nobody has it open.
+
+    Every process with the store open (a writer, a read-only server) holds a shared lock on
+    LMDB's lock file for as long as it has the store open, so taking that lock exclusively
+    succeeds only when nobody else does. Call it only from a process that does not have the
+    store open itself: POSIX record locks belong to the process, and closing our descriptor
+    of lock.mdb would drop this process's own LMDB lock."""
+    import fcntl
+
+    lock = store / "meta" / "lock.mdb"
+    if not lock.exists():
+        return None
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+        return None
+    except OSError:
+        pass
+    finally:
+        os.close(fd)  # also drops the lock if we got it
+    return _pids_with_open_files(store)
+
+
+def _pids_with_open_files(root: Path) -> list[int]:
+    prefix = str(root.resolve()) + os.sep
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        if int(proc.name) == os.getpid():
+            continue
+        try:
+            if any(os.readlink(fd).startswith(prefix) for fd in (proc / "fd").iterdir()):
+                pids.append(int(proc.name))
+        except OSError:  # gone, or not ours to look at
+            continue
+    return sorted(pids)

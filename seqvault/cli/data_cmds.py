@@ -45,6 +45,49 @@ def _schema_for_new_store(paths: list[str], schema_path: str | None, user_column
     return schema
 
 
+def _remove_if_empty(store: Any) -> None:
+    """Remove a store this command created when the ingest failed before publishing anything
+    and no other process opened it meanwhile, so that the rerun (say with --time-unit s, as a
+    refused timestamp suggests) infers its schema afresh instead of finding an empty store."""
+    import shutil
+
+    from ..errors import SeqVaultError
+    from ..vault import SeqVault
+    from .common import store_in_use
+
+    if not store.exists() or store_in_use(store) is not None:
+        return
+    try:
+        with SeqVault.open(store, read_only=True) as v:
+            empty = v.stats()["events"] == 0
+    except (SeqVaultError, OSError):
+        empty = False
+    if empty and store_in_use(store) is None:
+        shutil.rmtree(store, ignore_errors=True)
+
+
+def _ingest_into(store: str, schema: Any, paths: list[str], force: bool, enabled: bool,
+                 partition_rows: int, spill_compression: str) -> Any:
+    from ..ingest import ingest
+    from ..vault import SeqVault
+
+    with SeqVault.open(store, schema=schema) as vault:
+        with progress_bar(enabled) as update:
+            summary = ingest(vault, paths, force=force, progress=update,
+                             rows_per_partition=partition_rows,
+                             spill_compression=None if spill_compression == "none"
+                             else spill_compression)
+        try:
+            vault.close()  # the index checkpoint; the ingest itself is committed already
+        except Exception as exc:
+            # Say so: a user who reruns a committed ingest would store its events twice.
+            raise click.ClickException(
+                f"ingested {summary.events:,} events (committed and durable), but closing "
+                f"{store} failed: {exc}. The data is safe (the next open replays the index "
+                "from the committed metadata); do not ingest these files again") from exc
+    return summary
+
+
 @click.command("ingest")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @store_option
@@ -80,29 +123,20 @@ def ingest_cmd(paths: tuple[str, ...], store: str, schema_path: str | None, user
     """
     from pathlib import Path
 
-    from ..ingest import ingest
-    from ..vault import SeqVault
-
     exists = (Path(store) / "meta" / "data.mdb").exists()
     schema = None
     if not exists or schema_path:
         schema = _schema_for_new_store(list(paths), schema_path, user_column, time_column,
                                        time_unit)
     enabled = (not ci_or_pipe()) if show_progress is None else show_progress
-    with SeqVault.open(store, schema=schema) as vault:
-        with progress_bar(enabled) as update:
-            summary = ingest(vault, list(paths), force=force, progress=update,
-                             rows_per_partition=partition_rows,
-                             spill_compression=None if spill_compression == "none"
-                             else spill_compression)
-        try:
-            vault.close()  # the index checkpoint; the ingest itself is committed already
-        except Exception as exc:
-            # Say so: a user who reruns a committed ingest would store its events twice.
-            raise click.ClickException(
-                f"ingested {summary.events:,} events (committed and durable), but closing "
-                f"{store} failed: {exc}. The data is safe (the next open replays the index "
-                "from the committed metadata); do not ingest these files again") from exc
+    created = not Path(store).exists()
+    try:
+        summary = _ingest_into(store, schema, list(paths), force, enabled, partition_rows,
+                               spill_compression)
+    except BaseException:
+        if created:
+            _remove_if_empty(Path(store))
+        raise
     data = summary.to_dict()
     data["store"] = store
     if as_json:

@@ -139,3 +139,23 @@ def test_http_write_of_a_1970_timestamp_is_refused(tmp_path: Path) -> None:
         assert c.get("/users/2/sequence").json()["count"] == 0
         assert c.get("/stats").json()["events"] == 5
         assert isinstance(c, httpx.Client)
+
+
+def test_seconds_log_into_a_new_store_is_refused_and_the_rerun_works(tmp_path: Path) -> None:
+    """Ingest infers ms for an integer time column; a log in seconds is refused with the fix
+    (--time-unit s), and the store this failed command created is gone, so the fix works."""
+    n = 50
+    now_s = now_ms() // 1000
+    pq.write_table(pa.table({"user_id": pa.array(np.arange(n), pa.int64()),
+                             "ts": pa.array(now_s - np.arange(n), pa.int64()),
+                             "x": pa.array(np.arange(n), pa.int32())}), tmp_path / "s.parquet")
+    store = tmp_path / "new"
+    r = seqvault_cli("ingest", str(tmp_path / "s.parquet"), "--store", str(store))
+    assert r.returncode == 3 and "--time-unit s" in one_line_error(r)
+    assert not store.exists()
+    r = seqvault_cli("ingest", str(tmp_path / "s.parquet"), "--store", str(store),
+                     "--time-unit", "s")
+    assert r.returncode == 0, r.stderr
+    with SeqVault.open(store, read_only=True) as v:
+        assert v.schema.time_unit == "s" and v.stats()["events"] == n
+        assert v.read(7)["ts"].tolist() == [now_s - 7]
