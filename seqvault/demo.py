@@ -115,6 +115,8 @@ def main() -> None:
     if STORE.exists():
         remove_store(STORE)  # the demo's own store: start fresh so the ingest is not a duplicate
     schema = Path(__file__).resolve().parent.parent / "schema" / "behavior.toml"
+    if schema.is_relative_to(Path.cwd()):  # print `schema/behavior.toml`, as a user types it
+        schema = schema.relative_to(Path.cwd())
     step("2. ingest into a new store")
     sv("ingest", str(log), "--store", str(STORE), *(["--schema", str(schema)]
                                                     if schema.exists() else []))
