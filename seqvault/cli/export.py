@@ -16,6 +16,7 @@ import functools
 import os
 import secrets
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -200,7 +201,11 @@ def export_parquet(vault: Any, out: str | os.PathLike[str], keys: list[Any], nam
     rows = 0
     users_done = 0
     try:
-        with pq.ParquetWriter(fh, arrow_schema, compression="zstd") as writer:
+        # Row groups are encoded and compressed by a writer thread (pyarrow releases the GIL
+        # there) while this thread reads the next users; one group in flight bounds memory.
+        with pq.ParquetWriter(fh, arrow_schema, compression="zstd") as writer, \
+                ThreadPoolExecutor(1, thread_name_prefix="export-writer") as io:
+            in_flight: Future[None] | None = None
             pending: list[Any] = []
             pending_rows = 0
             for done, table in _tables(vault, keys, names, since, before, jobs):
@@ -209,11 +214,15 @@ def export_parquet(vault: Any, out: str | os.PathLike[str], keys: list[Any], nam
                     pending.append(table)
                     pending_rows += table.num_rows
                 if pending_rows >= ROW_GROUP_ROWS:
-                    writer.write_table(pa.concat_tables(pending))
+                    if in_flight is not None:
+                        in_flight.result()  # raises the writer's error here
+                    in_flight = io.submit(writer.write_table, pa.concat_tables(pending))
                     rows += pending_rows
                     pending, pending_rows = [], 0
                 if progress is not None:
                     progress("export", users_done, len(keys))
+            if in_flight is not None:
+                in_flight.result()
             if pending:
                 writer.write_table(pa.concat_tables(pending))
                 rows += pending_rows
