@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from seqvault import demo
+from seqvault.cli.common import store_in_use
 
 from .conftest import ROOT, make_store, seqvault_cli
 
@@ -41,7 +42,7 @@ def test_demo_never_deletes_a_store_in_use(tmp_path: Path) -> None:
          "time.sleep(60)", str(store)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
-        assert demo.store_in_use(store) is not None
+        assert store_in_use(store) is not None
         with pytest.raises(SystemExit) as info:
             demo.remove_store(store)
         assert str(holder.pid) in str(info.value) or "another process" in str(info.value)
@@ -49,7 +50,7 @@ def test_demo_never_deletes_a_store_in_use(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
-    assert demo.store_in_use(store) is None
+    assert store_in_use(store) is None
     demo.remove_store(store)
     assert not store.exists()
 
