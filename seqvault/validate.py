@@ -204,7 +204,8 @@ def coerce_column(col: Column, values: Any) -> np.ndarray:
     return coerce_int(col.name, arr, col.dtype)
 
 
-def coerce_time(schema: Schema, values: Any, *, now: float | None = None) -> np.ndarray:
+def coerce_time(schema: Schema, values: Any, *, now: float | None = None,
+                retention: bool = True) -> np.ndarray:
     """The time column as int64 in the schema's unit, or a ValidationError.
 
     Besides the type and range checks, two checks keep accepted events readable
@@ -212,6 +213,7 @@ def coerce_time(schema: Schema, values: Any, *, now: float | None = None) -> np.
     like a coarser unit than the column's (seconds written into a millisecond column) is
     refused, and so is one older than the retention window (`max_age` before `now`, wall
     clock seconds): reads would never return it and the next merge would delete it.
+    `retention=False` leaves the retention check to the caller (ingest's `expired="drop"`).
     """
     name = schema.time_column
     arr = _to_numpy(name, values)
@@ -231,7 +233,7 @@ def coerce_time(schema: Schema, values: Any, *, now: float | None = None) -> np.
                                   value=exc.value) from None
         raise
     if ts.size:
-        check_time_plausible(schema, ts, now=now)
+        check_time_plausible(schema, ts, now=now, retention=retention)
     return ts
 
 
@@ -269,7 +271,17 @@ def _finer_unit_hint(schema: Schema, value: Any) -> str | None:
 _UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
 
 
-def check_time_plausible(schema: Schema, ts: np.ndarray, *, now: float | None = None) -> None:
+def retention_cutoff(schema: Schema, now: float | None = None) -> int | None:
+    """The oldest timestamp a read returns now (the schema's unit), or None without max_age."""
+    max_age = schema.retention.max_age
+    if max_age is None:
+        return None
+    now_s = time.time() if now is None else now
+    return int((now_s - max_age) * TIME_UNITS[schema.time_unit])
+
+
+def check_time_plausible(schema: Schema, ts: np.ndarray, *, now: float | None = None,
+                         retention: bool = True) -> None:
     """Refuse timestamps in a coarser unit than the column's, and timestamps outside the
     retention window; the error names the column, the row, the value and what was expected."""
     name, unit = schema.time_column, schema.time_unit
@@ -291,10 +303,9 @@ def check_time_plausible(schema: Schema, ts: np.ndarray, *, now: float | None = 
                             f'by {per_s // per}) or declare the time unit "{coarse}" in the '
                             f"schema (`seqvault ingest --time-unit {coarse}` when it infers "
                             "one)")
-    max_age = schema.retention.max_age
-    if max_age is not None:
-        now_s = time.time() if now is None else now
-        cutoff = int((now_s - max_age) * per_s)
+    cutoff = retention_cutoff(schema, now) if retention else None
+    if cutoff is not None:
+        max_age = schema.retention.max_age or 0.0
         if mn < cutoff:
             i = _first(ts < cutoff)
             v = int(ts[i])
@@ -302,7 +313,8 @@ def check_time_plausible(schema: Schema, ts: np.ndarray, *, now: float | None = 
                         f"({_utc(v, unit)}) is older than the schema's retention "
                         f"max_age of {_age(max_age)} (expected {name} >= {cutoff}, "
                         f"{_utc(cutoff, unit)}): reads would never return it. Send recent "
-                        "events, or raise retention.max_age (`seqvault schema evolve`)")
+                        "events, raise retention.max_age (`seqvault schema evolve`), or leave "
+                        "such events out of a bulk load (`seqvault ingest --expired drop`)")
 
 
 def _age(seconds: float) -> str:

@@ -67,7 +67,7 @@ def _remove_if_empty(store: Any) -> None:
 
 
 def _ingest_into(store: str, schema: Any, paths: list[str], force: bool, enabled: bool,
-                 partition_rows: int, spill_compression: str) -> Any:
+                 partition_rows: int, spill_compression: str, expired: str) -> Any:
     from ..ingest import ingest
     from ..vault import SeqVault
 
@@ -76,7 +76,7 @@ def _ingest_into(store: str, schema: Any, paths: list[str], force: bool, enabled
             summary = ingest(vault, paths, force=force, progress=update,
                              rows_per_partition=partition_rows,
                              spill_compression=None if spill_compression == "none"
-                             else spill_compression)
+                             else spill_compression, expired=expired)
         try:
             vault.close()  # the index checkpoint; the ingest itself is committed already
         except Exception as exc:
@@ -109,11 +109,15 @@ def _ingest_into(store: str, schema: Any, paths: list[str], force: bool, enabled
               default="auto", show_default=True,
               help="Compression of the temporary spill files (auto: none while they would "
                    "use under a quarter of the free disk, else lz4).")
+@click.option("--expired", type=click.Choice(["refuse", "drop"]), default="refuse",
+              show_default=True,
+              help="Rows older than the schema's retention max_age (reads would never return "
+                   "them): refuse the ingest (exit 3), or drop them and report how many.")
 @json_option
 def ingest_cmd(paths: tuple[str, ...], store: str, schema_path: str | None, user_column: str,
                time_column: str, time_unit: str | None, force: bool,
                show_progress: bool | None, partition_rows: int, spill_compression: str,
-               as_json: bool) -> None:
+               expired: str, as_json: bool) -> None:
     """Load Parquet files or directories (also CSV, JSON lines) into the store, atomically.
 
     Rows may come in any order; each user's events are stored by time, ties in input order
@@ -132,7 +136,7 @@ def ingest_cmd(paths: tuple[str, ...], store: str, schema_path: str | None, user
     created = not Path(store).exists()
     try:
         summary = _ingest_into(store, schema, list(paths), force, enabled, partition_rows,
-                               spill_compression)
+                               spill_compression, expired)
     except BaseException:
         if created:
             _remove_if_empty(Path(store))
@@ -152,6 +156,9 @@ def ingest_cmd(paths: tuple[str, ...], store: str, schema_path: str | None, user
     if s.ignored_columns:
         click.echo(f"  ignored columns not in the schema: {', '.join(s.ignored_columns)}",
                    err=True)
+    if s.dropped_expired:
+        click.echo(f"  dropped {s.dropped_expired:,} events older than the retention window "
+                   "(--expired drop)", err=True)
 
 
 @click.command("export")
