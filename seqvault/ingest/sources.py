@@ -220,9 +220,15 @@ class InputFile:
         """(header, 1-based line) of the first row whose field `bad_value[0]` equals
         `bad_value[1]`, or whose field count is not `width`."""
         import csv
+        import io as _io
 
-        delimiter = "\t" if self.path.name.lower().endswith(".tsv") else ","
-        with open(self.path, newline="", encoding="utf-8", errors="replace") as fh:
+        import pyarrow as pa
+
+        name = self.path.name.lower()
+        delimiter = "\t" if name.endswith((".tsv", ".tsv.gz", ".tsv.zst", ".tsv.bz2")) else ","
+        # pyarrow's stream decompresses .gz/.zst/.bz2 by extension, as the CSV reader does.
+        stream = pa.input_stream(str(self.path), compression="detect")
+        with _io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="") as fh:
             reader = csv.reader(fh, delimiter=delimiter)
             header = next(reader, [])
             for fields in reader:

@@ -72,3 +72,13 @@ def test_header_only_csv_ingests_nothing(tmp_path: Path) -> None:
     csv.write_text(HEADER + "\n")
     code, _ = _ingest(tmp_path, csv)
     assert code == 0
+
+
+def test_bad_value_in_a_gzipped_csv_is_reported_at_its_row(tmp_path: Path) -> None:
+    import gzip
+
+    csv = _csv(tmp_path / "log.csv", 400, {333: f"3,{now_ms()},5,click,3,-1,feed"})
+    gz = tmp_path / "log.csv.gz"
+    gz.write_bytes(gzip.compress(csv.read_bytes()))
+    code, msg = _ingest(tmp_path, gz)
+    assert code == 3 and "line 335 (data row 333)" in msg and "'dwell_ms'" in msg
