@@ -1,13 +1,14 @@
-"""`seqvault export`: users' events to one Parquet file, atomically and at ingest speed.
+"""`seqvault export`: users' events to one Parquet file, atomically and in vectorised batches.
 
 Atomic: the file is written under a temporary name in the target's directory, fsynced, and
 renamed over the target only when complete (then the directory is fsynced). A failure (a
 corrupt extent, a full disk, Ctrl-C) removes the temporary file and leaves any existing file
-of that name untouched (docs/design/safety.md, "Export").
+of that name untouched (docs/design/safety.md, section 2).
 
 Fast: string columns are read as dictionary codes (`read(..., strings="codes")`), rows of
 many users are gathered as numpy arrays, and each row group is built with a handful of
-vectorised Arrow calls; no per-event Python work and no per-user Arrow objects.
+vectorised Arrow calls; no per-event Python work and no per-user Arrow objects. The cost
+left is the read path's, one user at a time; `jobs` spreads it over processes.
 """
 
 from __future__ import annotations
