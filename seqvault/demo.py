@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from .shell import seqvault_command
+
 DATA = Path("demo-data")
 STORE = Path("demo-store")
 DEFAULT_EVENTS = 3_000_000
@@ -31,11 +33,26 @@ def step(title: str) -> None:
 
 def sv(*args: str) -> subprocess.CompletedProcess[str]:
     """Run `seqvault ARGS` as a user would (stdout/stderr go straight to the terminal)."""
-    print("$ seqvault " + " ".join(shlex.quote(a) for a in args), flush=True)
+    print(f"$ {seqvault_command()} " + " ".join(shlex.quote(a) for a in args), flush=True)
     result = subprocess.run([sys.executable, "-m", "seqvault", *args], text=True)
     if result.returncode != 0:
         raise SystemExit(f"seqvault {args[0]} failed with exit code {result.returncode}")
     return result
+
+
+def remove_store(store: Path) -> None:
+    """Delete the demo's store so the ingest starts fresh, unless a process has it open (a
+    server started from it keeps serving deleted files): then stop with what to do."""
+    from .cli.common import store_in_use
+
+    users = store_in_use(store)
+    if users is not None:
+        who = f"process {', '.join(map(str, users))}" if users else "another process"
+        kill = f" (kill {' '.join(map(str, users))})" if users else ""
+        raise SystemExit(f"{store} is open by {who}, e.g. a `seqvault serve` started from it; "
+                         f"stop it first{kill}, then run `make demo` again. The store was left "
+                         "as it is.")
+    shutil.rmtree(store)
 
 
 def sample_users(log: Path) -> tuple[int, int]:
@@ -81,8 +98,10 @@ def main() -> None:
               "(heavy-tailed histories, Zipf items, bursts of equal timestamps, "
               "rows in time order)")
     if STORE.exists():
-        shutil.rmtree(STORE)  # the demo's own store: start fresh so the ingest is not a duplicate
+        remove_store(STORE)  # the demo's own store: start fresh so the ingest is not a duplicate
     schema = Path(__file__).resolve().parent.parent / "schema" / "behavior.toml"
+    if schema.is_relative_to(Path.cwd()):  # print `schema/behavior.toml`, as a user types it
+        schema = schema.relative_to(Path.cwd())
     step("2. ingest into a new store")
     sv("ingest", str(log), "--store", str(STORE), *(["--schema", str(schema)]
                                                     if schema.exists() else []))
@@ -95,7 +114,10 @@ def main() -> None:
     sv("stats", "--store", str(STORE))
     sv("verify", "--store", str(STORE))
     serve_and_fetch(STORE, heavy)
-    print(f"\nDone. Try: seqvault get {heavy} --last 20 --store {STORE}")
+    cmd = seqvault_command()
+    print(f"\nDone. Try: {cmd} get {heavy} --last 20 --store {STORE}")
+    if cmd.endswith("/seqvault"):
+        print(f"(or run `. {Path(cmd).parent}/activate` once, then type just `seqvault ...`)")
 
 
 if __name__ == "__main__":

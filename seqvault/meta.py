@@ -9,6 +9,7 @@ one transaction, so a crash leaves either the whole flush or none of it
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import threading
@@ -73,6 +74,16 @@ _ENVS: dict[str, tuple[Any, dict[str, Any], int]] = {}
 _ENVS_LOCK = threading.Lock()
 
 
+def _open_db(env: Any, name: str, read_only_env: bool) -> Any:
+    """A named database; None when a read-only environment lacks it (it cannot be created)."""
+    try:
+        return env.open_db(name.encode())
+    except lmdb.ReadonlyError:
+        if not read_only_env:
+            raise
+        return None
+
+
 class Meta:
     """Thin wrapper over the LMDB environment and its named databases."""
 
@@ -87,14 +98,22 @@ class Meta:
         with _ENVS_LOCK:
             entry = _ENVS.get(self._key)
             if entry is None:
+                # A store on a read-only filesystem (a snapshot, a read-only mount): only there
+                # is the environment opened read-only at the LMDB level, which then skips its
+                # lock file (nobody can write there, so there is no writer to coordinate with).
+                ro_fs = read_only and bool(os.statvfs(path).f_flag & os.ST_RDONLY)
                 try:
                     env = lmdb.open(str(path), map_size=MAP_SIZE, max_dbs=len(DB_NAMES) + 2,
                                     subdir=True, lock=True, sync=True, metasync=True,
-                                    max_readers=1024, create=not read_only)
+                                    max_readers=1024, create=not read_only, readonly=ro_fs)
+                except lmdb.ReadonlyError as exc:  # EACCES: a permission problem, not damage
+                    raise PermissionError(errno.EACCES, "Permission denied (opening a store, "
+                                          "even to read, needs write access to meta/lock.mdb,"
+                                          " LMDB's table of readers)", str(path)) from exc
                 except lmdb.Error as exc:
                     raise CorruptionError(f"{path}: cannot open metadata: {exc}",
                                           path=str(path)) from exc
-                dbs = {name: env.open_db(name.encode()) for name in DB_NAMES}
+                dbs = {name: _open_db(env, name, ro_fs) for name in DB_NAMES}
                 entry = (env, dbs, 0)
             env, dbs, refs = entry
             _ENVS[self._key] = (env, dbs, refs + 1)

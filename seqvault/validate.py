@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ValidationError
-from .schema import Column, Schema
+from .schema import TIME_UNITS, Column, Schema, retention_cutoff
 
 
 def _fail(column: str, row: int | None, value: Any, expected: str) -> ValidationError:
@@ -203,7 +203,17 @@ def coerce_column(col: Column, values: Any) -> np.ndarray:
     return coerce_int(col.name, arr, col.dtype)
 
 
-def coerce_time(schema: Schema, values: Any) -> np.ndarray:
+def coerce_time(schema: Schema, values: Any, *, now: float | None = None,
+                retention: bool = True) -> np.ndarray:
+    """The time column as int64 in the schema's unit, or a ValidationError.
+
+    Besides the type and range checks, two checks keep accepted events readable
+    (docs/design/safety.md, "Nothing accepted silently disappears"): a timestamp that looks
+    like a coarser unit than the column's (seconds written into a millisecond column) is
+    refused, and so is one older than the retention window (`max_age` before `now`, wall
+    clock seconds): reads would never return it and the next merge would delete it.
+    `retention=False` leaves the retention check to the caller (ingest's `expired="drop"`).
+    """
     name = schema.time_column
     arr = _to_numpy(name, values)
     if arr.dtype.kind == "M":  # numpy datetime64 → the schema's unit
@@ -211,9 +221,97 @@ def coerce_time(schema: Schema, values: Any) -> np.ndarray:
     if arr.ndim != 1:
         raise ValidationError(f"column {name!r}: expected a flat list, got shape {arr.shape}",
                               column=name)
-    return coerce_int(name, arr, np.dtype(np.int64), lo=0, hi=schema.max_ts,
-                      expected=f"is not a timestamp in {schema.time_unit} "
-                               f"(expected an integer in 0..{schema.max_ts})")
+    try:
+        ts = coerce_int(name, arr, np.dtype(np.int64), lo=0, hi=schema.max_ts,
+                        expected=f"is not a timestamp in {schema.time_unit} "
+                                 f"(expected an integer in 0..{schema.max_ts})")
+    except ValidationError as exc:
+        hint = _finer_unit_hint(schema, exc.value)
+        if hint:
+            raise ValidationError(f"{exc}; {hint}", column=exc.column, row=exc.row,
+                                  value=exc.value) from None
+        raise
+    if ts.size:
+        check_time_plausible(schema, ts, now=now, retention=retention)
+    return ts
+
+
+# Epoch instants a behaviour log plausibly holds: 1990-01-01 .. 2100-01-01 (seconds). A value
+# that is such an instant in a *coarser* unit than the column's reads, in the column's unit, as
+# a moment in January or February 1970: the classic "seconds into a millisecond column" mistake.
+PLAUSIBLE_EPOCH_S = (631_152_000, 4_102_444_800)
+
+
+def _utc(ts: int, unit: str) -> str:
+    import datetime as dt
+
+    seconds = ts / TIME_UNITS[unit]
+    try:
+        return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):
+        return "out of range"
+
+
+def _finer_unit_hint(schema: Schema, value: Any) -> str | None:
+    """For a value too large for the column's unit: does it read as a plausible instant in a
+    finer unit (milliseconds written into a seconds column)?"""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        return None
+    v, per_s = int(value), TIME_UNITS[schema.time_unit]
+    lo, hi = PLAUSIBLE_EPOCH_S
+    for unit, per in TIME_UNITS.items():
+        if per > per_s and lo * per <= v <= hi * per:
+            return (f"it looks like {_UNIT_NAMES[unit]} ({_utc(v, unit)}); convert it to "
+                    f"{_UNIT_NAMES[schema.time_unit]} (divide by {per // per_s}) or declare the "
+                    f'time unit "{unit}" in the schema')
+    return None
+
+
+_UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+
+
+def check_time_plausible(schema: Schema, ts: np.ndarray, *, now: float | None = None,
+                         retention: bool = True) -> None:
+    """Refuse timestamps in a coarser unit than the column's, and timestamps outside the
+    retention window; the error names the column, the row, the value and what was expected."""
+    name, unit = schema.time_column, schema.time_unit
+    per_s = TIME_UNITS[unit]
+    lo, hi = PLAUSIBLE_EPOCH_S
+    mn = int(ts.min())
+    if mn < lo * per_s:  # something before 1990 in the column's unit: look closer
+        for coarse, per in TIME_UNITS.items():
+            if per >= per_s:
+                continue
+            bad = (ts >= lo * per) & (ts <= hi * per)
+            if bad.any():
+                i = _first(bad)
+                v = int(ts[i])
+                raise _fail(name, i, v,
+                            f"is {_utc(v, unit)} read as {_UNIT_NAMES[unit]}, but "
+                            f"{_utc(v * (per_s // per), unit)} read as {_UNIT_NAMES[coarse]}: "
+                            f"the time column holds {_UNIT_NAMES[unit]}; convert it (multiply "
+                            f'by {per_s // per}) or declare the time unit "{coarse}" in the '
+                            f"schema (`seqvault ingest --time-unit {coarse}` when it infers "
+                            "one)")
+    cutoff = retention_cutoff(schema, now) if retention else None
+    if cutoff is not None:
+        max_age = schema.retention.max_age or 0.0
+        if mn < cutoff:
+            i = _first(ts < cutoff)
+            v = int(ts[i])
+            raise _fail(name, i, v,
+                        f"({_utc(v, unit)}) is older than the schema's retention "
+                        f"max_age of {_age(max_age)} (expected {name} >= {cutoff}, "
+                        f"{_utc(cutoff, unit)}): reads would never return it. Send recent "
+                        "events, raise retention.max_age (`seqvault schema evolve`), or leave "
+                        "such events out of a bulk load (`seqvault ingest --expired drop`)")
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 def coerce_user(schema: Schema, user: Any) -> int | str:

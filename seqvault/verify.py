@@ -82,9 +82,9 @@ def verify_store(root: Path, manifest: Manifest, update: Progress | None = None
                         f"[{e.min_ts}, {e.max_ts}]")
             except (CorruptionError, OSError) as exc:
                 problems.append({"path": path, "offset": e.off, "length": e.length,
-                                 "user": user, "user_hash": h, "error": str(exc)})
+                                 "user_id": user, "user_hash": h, "error": str(exc)})
         if total != int(idx.u_count[r]):
-            problems.append({"user": user, "user_hash": h,
+            problems.append({"user_id": user, "user_hash": h,
                              "error": f"index counts {int(idx.u_count[r])} events, its extents "
                                       f"hold {total}"})
         if update is not None and (r % 1024 == 0 or r == n_users - 1):

@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -22,10 +23,55 @@ if TYPE_CHECKING:
 
 DEFAULT_STORE = "./seqvault-store"
 
+# The store the running command works on: a filesystem error without a file name (a failed
+# write to an open descriptor) is then still reported with a path.
+_CURRENT_STORE: list[str] = []
+
+
+def _remember_store(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    _CURRENT_STORE[:] = [value]
+    return value
+
+
 store_option = click.option(
     "--store", "-s", "store", envvar="SEQVAULT_STORE", default=DEFAULT_STORE,
-    show_default=True, type=click.Path(file_okay=False),
+    show_default=True, type=click.Path(file_okay=False), callback=_remember_store,
     help="Store directory (else $SEQVAULT_STORE, else ./seqvault-store).")
+
+
+def current_store() -> str | None:
+    return _CURRENT_STORE[0] if _CURRENT_STORE else None
+
+
+def describe_os_error(exc: OSError) -> tuple[str, int]:
+    """A filesystem error as one line naming the path, and its exit code: 8 (read-only
+    store) for a read-only filesystem, else 1. Used by `main` instead of a traceback."""
+    import errno
+
+    from ..errors import ReadOnlyError
+
+    path = exc.filename or current_store()
+    where = f" {path}" if path else ""
+    reason = exc.strerror or str(exc)
+    code = exc.errno
+    if code is None:  # pyarrow's IOError puts "[errno 28] ..." in the message only
+        for candidate in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+            if f"errno {candidate}]" in str(exc).lower():
+                code = candidate
+    if code is not None and (not exc.strerror or "errno" in exc.strerror.lower()):
+        reason = os.strerror(code)  # pyarrow: "Error writing bytes... Detail: [errno 28] ..."
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return (f"disk full: cannot write{where} ({reason}); free some space and retry "
+                "(an interrupted ingest publishes nothing and removes its temporary files)", 1)
+    if code in (errno.EACCES, errno.EPERM):
+        return (f"permission denied:{where} ({reason}); check the owner and mode of that path "
+                "and its parent directories", 1)
+    if code == errno.EROFS:
+        return (f"read-only filesystem:{where} cannot be written; commands that only read "
+                "(get, stats, verify, export) work on a store there", ReadOnlyError.exit_code)
+    if code == errno.ENOENT:
+        return f"no such file or directory:{where}", 1
+    return f"{reason}:{where}" if where else reason, 1
 
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Machine-readable JSON on stdout.")
@@ -114,7 +160,8 @@ def progress_bar(enabled: bool) -> Iterator[Callable[[str, int, int | None], Non
     )
 
     labels = {"fingerprint": "fingerprint (bytes)", "read": "read + partition",
-              "write": "sort + write", "verify": "verify"}
+              "write": "sort + write", "verify": "verify",
+              "export": "export (users)"}
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console,
@@ -136,3 +183,42 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def store_in_use(store: Path) -> list[int] | None:
+    """Processes that have the store open: their pids (Linux, from /proc), or [] when some
+    process holds it but its pid is unknown; None when nobody has it open.
+
+    Every process with the store open (a writer, a read-only server) holds a shared lock on
+    LMDB's lock file for as long as it has the store open, so taking that lock exclusively
+    succeeds only when nobody else does. Call it only from a process that does not have the
+    store open itself: POSIX record locks belong to the process, and closing our descriptor
+    of lock.mdb would drop this process's own LMDB lock."""
+    import fcntl
+
+    lock = store / "meta" / "lock.mdb"
+    if not lock.exists():
+        return None
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+        return None
+    except OSError:
+        pass
+    finally:
+        os.close(fd)  # also drops the lock if we got it
+    return _pids_with_open_files(store)
+
+
+def _pids_with_open_files(root: Path) -> list[int]:
+    prefix = str(root.resolve()) + os.sep
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        if int(proc.name) == os.getpid():
+            continue
+        try:
+            if any(os.readlink(fd).startswith(prefix) for fd in (proc / "fd").iterdir()):
+                pids.append(int(proc.name))
+        except OSError:  # gone, or not ours to look at
+            continue
+    return sorted(pids)

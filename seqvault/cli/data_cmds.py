@@ -45,6 +45,49 @@ def _schema_for_new_store(paths: list[str], schema_path: str | None, user_column
     return schema
 
 
+def _remove_if_empty(store: Any) -> None:
+    """Remove a store this command created when the ingest failed before publishing anything
+    and no other process opened it meanwhile, so that the rerun (say with --time-unit s, as a
+    refused timestamp suggests) infers its schema afresh instead of finding an empty store."""
+    import shutil
+
+    from ..errors import SeqVaultError
+    from ..vault import SeqVault
+    from .common import store_in_use
+
+    if not store.exists() or store_in_use(store) is not None:
+        return
+    try:
+        with SeqVault.open(store, read_only=True) as v:
+            empty = v.stats()["events"] == 0
+    except (SeqVaultError, OSError):
+        empty = False
+    if empty and store_in_use(store) is None:
+        shutil.rmtree(store, ignore_errors=True)
+
+
+def _ingest_into(store: str, schema: Any, paths: list[str], force: bool, enabled: bool,
+                 partition_rows: int, spill_compression: str, expired: str) -> Any:
+    from ..ingest import ingest
+    from ..vault import SeqVault
+
+    with SeqVault.open(store, schema=schema) as vault:
+        with progress_bar(enabled) as update:
+            summary = ingest(vault, paths, force=force, progress=update,
+                             rows_per_partition=partition_rows,
+                             spill_compression=None if spill_compression == "none"
+                             else spill_compression, expired=expired)
+        try:
+            vault.close()  # the index checkpoint; the ingest itself is committed already
+        except Exception as exc:
+            # Say so: a user who reruns a committed ingest would store its events twice.
+            raise click.ClickException(
+                f"ingested {summary.events:,} events (committed and durable), but closing "
+                f"{store} failed: {exc}. The data is safe (the next open replays the index "
+                "from the committed metadata); do not ingest these files again") from exc
+    return summary
+
+
 @click.command("ingest")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @store_option
@@ -66,11 +109,15 @@ def _schema_for_new_store(paths: list[str], schema_path: str | None, user_column
               default="auto", show_default=True,
               help="Compression of the temporary spill files (auto: none while they would "
                    "use under a quarter of the free disk, else lz4).")
+@click.option("--expired", type=click.Choice(["refuse", "drop"]), default="refuse",
+              show_default=True,
+              help="Rows older than the schema's retention max_age (reads would never return "
+                   "them): refuse the ingest (exit 3), or drop them and report how many.")
 @json_option
 def ingest_cmd(paths: tuple[str, ...], store: str, schema_path: str | None, user_column: str,
                time_column: str, time_unit: str | None, force: bool,
                show_progress: bool | None, partition_rows: int, spill_compression: str,
-               as_json: bool) -> None:
+               expired: str, as_json: bool) -> None:
     """Load Parquet files or directories (also CSV, JSON lines) into the store, atomically.
 
     Rows may come in any order; each user's events are stored by time, ties in input order
@@ -80,20 +127,20 @@ def ingest_cmd(paths: tuple[str, ...], store: str, schema_path: str | None, user
     """
     from pathlib import Path
 
-    from ..ingest import ingest
-    from ..vault import SeqVault
-
     exists = (Path(store) / "meta" / "data.mdb").exists()
     schema = None
     if not exists or schema_path:
         schema = _schema_for_new_store(list(paths), schema_path, user_column, time_column,
                                        time_unit)
     enabled = (not ci_or_pipe()) if show_progress is None else show_progress
-    with SeqVault.open(store, schema=schema) as vault, progress_bar(enabled) as update:
-        summary = ingest(vault, list(paths), force=force, progress=update,
-                         rows_per_partition=partition_rows,
-                         spill_compression=None if spill_compression == "none"
-                         else spill_compression)
+    created = not Path(store).exists()
+    try:
+        summary = _ingest_into(store, schema, list(paths), force, enabled, partition_rows,
+                               spill_compression, expired)
+    except BaseException:
+        if created:
+            _remove_if_empty(Path(store))
+        raise
     data = summary.to_dict()
     data["store"] = store
     if as_json:
@@ -109,6 +156,9 @@ def ingest_cmd(paths: tuple[str, ...], store: str, schema_path: str | None, user
     if s.ignored_columns:
         click.echo(f"  ignored columns not in the schema: {', '.join(s.ignored_columns)}",
                    err=True)
+    if s.dropped_expired:
+        click.echo(f"  dropped {s.dropped_expired:,} events older than the retention window "
+                   "(--expired drop)", err=True)
 
 
 @click.command("export")
@@ -120,21 +170,22 @@ def ingest_cmd(paths: tuple[str, ...], store: str, schema_path: str | None, user
 @click.option("--columns", "-c", default=None, help="Comma-separated columns (default: all).")
 @click.option("--since", type=int, default=None, help="Only events with ts >= TS.")
 @click.option("--before", type=int, default=None, help="Only events with ts < TS.")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=None,
+              help="Reader processes (default: one per idle core, up to 8, for 500k+ events).")
 @click.option("--progress/--no-progress", "show_progress", default=None,
               help="Progress bar on stderr (default: on a terminal).")
 @json_option
 def export_cmd(out: str, store: str, users: tuple[str, ...], users_file: Any,
                columns: str | None, since: int | None, before: int | None,
-               show_progress: bool | None, as_json: bool) -> None:
-    """Write users' events to a Parquet file OUT (all users, or some).
+               jobs: int | None, show_progress: bool | None, as_json: bool) -> None:
+    """Write users' events to a Parquet file OUT (all users, or some), atomically.
 
     One row per event with the user column first; users are written one after another, each
-    in ascending time (what `get` returns, retention applied).
+    in ascending time (what `get` returns, retention applied). OUT appears only when complete:
+    a failed export leaves an existing OUT untouched and removes its temporary file.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from .common import parse_user
+    from .export import default_jobs, export_parquet
 
     enabled = (not ci_or_pipe()) if show_progress is None else show_progress
     with open_store(store) as vault, progress_bar(enabled) as update:
@@ -142,48 +193,25 @@ def export_cmd(out: str, store: str, users: tuple[str, ...], users_file: Any,
         wanted = list(users)
         if users_file is not None:
             wanted += [line.strip() for line in users_file if line.strip()]
-        keys: list[Any] = ([parse_user(schema, u) for u in wanted] if wanted
-                           else list(vault.users()))
         names = parse_columns(columns) or schema.column_names
+        unknown = [n for n in names if n not in schema.column_names]
+        if unknown:
+            raise click.BadParameter(f"unknown column(s) {unknown}; the schema has "
+                                     f"{schema.column_names}", param_hint="--columns")
         if schema.time_column not in names:
             names = [schema.time_column, *names]
-        by_name = schema.by_name
-        fields = [pa.field(schema.user_column, pa.string() if schema.user_type == "string"
-                           else pa.int64())]
-        for n in names:
-            if n == schema.time_column:
-                fields.append(pa.field(n, pa.int64()))
-            elif n in by_name:
-                c = by_name[n]
-                fields.append(pa.field(n, pa.string() if c.is_string
-                                       else pa.from_numpy_dtype(c.dtype)))
-            else:
-                raise click.BadParameter(f"unknown column {n!r}; the schema has "
-                                         f"{schema.column_names}", param_hint="--columns")
-        arrow_schema = pa.schema(fields)
-        rows = 0
-        pending: list[Any] = []
-        pending_rows = 0
-        with pq.ParquetWriter(out, arrow_schema, compression="zstd") as writer:
-            for i, key in enumerate(keys):
-                seq = vault.read(key, columns=names, since=since, before=before)
-                if len(seq):
-                    arrays = [pa.array([key] * len(seq), type=fields[0].type)]
-                    arrays += [pa.array(seq[n], type=f.type) for n, f in zip(names, fields[1:])]
-                    pending.append(pa.RecordBatch.from_arrays(arrays, schema=arrow_schema))
-                    pending_rows += len(seq)
-                    rows += len(seq)
-                if pending_rows >= 262_144:
-                    writer.write_table(pa.Table.from_batches(pending))
-                    pending, pending_rows = [], 0
-                update("export", i + 1, len(keys))
-            if pending:
-                writer.write_table(pa.Table.from_batches(pending))
-    result = {"path": out, "users": len(keys), "events": rows}
+        names = list(dict.fromkeys(names))
+        keys: list[Any] = ([parse_user(schema, u) for u in wanted] if wanted
+                           else list(vault.users()))
+        if jobs is None:
+            jobs = default_jobs(vault.stats()["events"] if not wanted else 0)
+        result = export_parquet(vault, out, keys, names, since=since, before=before,
+                                jobs=jobs, progress=update)
     if as_json:
         echo_json(result)
     else:
-        click.echo(f"Exported {rows:,} events of {len(keys):,} users to {out}", err=True)
+        click.echo(f"Exported {result['events']:,} events of {result['users']:,} users to "
+                   f"{out} ({human_bytes(result['bytes'])})", err=True)
 
 
 @click.command("verify")
@@ -206,7 +234,7 @@ def verify_cmd(store: str, show_progress: bool | None, as_json: bool) -> None:
         echo_json(report)
     else:
         for p in report["problems"]:
-            who = f" user {p['user']!r}" if p.get("user") is not None else ""
+            who = f" user {p['user_id']!r}" if p.get("user_id") is not None else ""
             click.echo(f"CORRUPT {p.get('path', '')}{who}: {p['error']}")
         status = "OK" if report["ok"] else f"{len(report['problems'])} problem(s)"
         click.echo(f"{status}: {report['users']:,} users, {report['segments']:,} segments, "

@@ -48,6 +48,24 @@ def main() -> None:
         # `seqvault get u1 --nl | head` must exit quietly.
         sys.stderr.close()
         sys.exit(0)
+    except OSError as exc:
+        # Disk full, permission denied, read-only filesystem: one line naming the path, not a
+        # traceback (docs/design/safety.md, "Filesystem faults").
+        from .common import describe_os_error
+
+        message, code = describe_os_error(exc)
+        click.echo(f"Error: {message}", err=True)
+        sys.exit(code)
+    except Exception as exc:
+        # LMDB reports a failed metadata write (a full disk, an I/O error) as lmdb.Error; the
+        # transaction was aborted, so the last committed state is what the store holds.
+        if type(exc).__module__ != "lmdb":
+            raise
+        from .common import current_store
+
+        click.echo(f"Error: metadata write failed in {current_store() or 'the store'} ({exc}); "
+                   "check free disk space; the last committed state is intact", err=True)
+        sys.exit(1)
 
 
 # Commands of the other issues (ingest, get, serve, bench, model, ...) are listed in

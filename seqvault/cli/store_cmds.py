@@ -80,7 +80,8 @@ def get_cmd(store: str, user: str, last: int | None, columns: str | None, before
         out.flush()
         return
     if as_json or not stdout_is_terminal():
-        echo_json({"user": key, "count": len(seq), "columns": cols})
+        # The same keys as HTTP's JSON body (`user_id`, `count`, `columns`).
+        echo_json({"user_id": key, "count": len(seq), "columns": cols})
         return
     from rich.console import Console
     from rich.table import Table
@@ -206,9 +207,28 @@ def stats_cmd(store: str, as_json: bool) -> None:
     with open_store(store) as vault:
         stats = vault.stats()
     if as_json or not stdout_is_terminal():
-        echo_json(stats)
+        echo_json(stats)  # raw numbers (bytes, counts) for machines
     else:
-        _print_mapping(f"SeqVault store {stats['path']}", stats)
+        _print_mapping(f"SeqVault store {stats['path']}", humanize_stats(stats))
+
+
+def humanize_stats(stats: dict[str, Any]) -> dict[str, Any]:
+    """Byte counts in KiB/MiB/GiB and counts with thousands separators, for people."""
+    from .common import human_bytes
+
+    out: dict[str, Any] = {}
+    for k, v in stats.items():
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            out[k] = v
+        elif k.endswith("_bytes"):
+            out[k] = human_bytes(v)
+        elif k.endswith("_per_user"):
+            out[k] = f"{v:,.1f} B" if "bytes" in k else f"{v:,.1f}"
+        elif isinstance(v, int):
+            out[k] = f"{v:,}"
+        else:
+            out[k] = f"{v:,.3g}"
+    return out
 
 
 @click.command("info")

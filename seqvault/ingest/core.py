@@ -26,7 +26,7 @@ from .. import segment_batch as fastpath
 from ..errors import DuplicateIngest, ValidationError
 from ..index import user_hash
 from ..layout import RECENT_SEGMENT_EVENTS
-from ..schema import Schema
+from ..schema import Schema, retention_cutoff
 from ..segment import KEY_INT64, KEY_STRING, key_bytes
 from ..validate import coerce_column, coerce_time, coerce_users
 from . import ledger
@@ -62,6 +62,7 @@ class IngestSummary:
     events_per_s: float = 0.0
     peak_rss_bytes: int = 0
     ignored_columns: list[str] = field(default_factory=list)
+    dropped_expired: int = 0  # rows older than retention, left out with expired="drop"
     commit_seq: int = 0
     phases_s: dict[str, float] = field(default_factory=dict)
 
@@ -93,10 +94,14 @@ class _Converter:
     """Validate one record batch against the schema and turn it into spill columns:
     user, ts (int64), numeric columns in the schema's dtype, string columns as store codes."""
 
-    def __init__(self, vault: SeqVault) -> None:
+    def __init__(self, vault: SeqVault, expired: str = "refuse") -> None:
         import pyarrow as pa
 
         self.vault = vault
+        # expired="drop": rows older than the retention window are left out and counted
+        # (validated first, so an error still names its row in the input).
+        self.cutoff = retention_cutoff(vault.schema) if expired == "drop" else None
+        self.dropped = 0
         self.schema: Schema = vault.schema
         fields = [pa.field("user", pa.string() if self.schema.user_type == "string"
                            else pa.int64()), pa.field("ts", pa.int64())]
@@ -139,7 +144,8 @@ class _Converter:
                                           f"(arrow type {ucol.type}) is not an int64 user id",
                                           column=s.user_column, row=0, value=example)
                 users = coerce_users(s, ucol)
-            ts = coerce_time(s, rb.column(names.index(s.time_column)))
+            ts = coerce_time(s, rb.column(names.index(s.time_column)),
+                             retention=self.cutoff is None)
             arrays: list[Any] = [users if s.user_type == "string" else pa.array(users),
                                  pa.array(ts)]
             for c in s.columns:
@@ -150,7 +156,13 @@ class _Converter:
                     arrays.append(pa.array(coerce_column(c, col)))
         except ValidationError as exc:
             raise _relocate(exc, f, b) from None
-        return pa.RecordBatch.from_arrays(arrays, schema=self.spill_schema), users
+        out = pa.RecordBatch.from_arrays(arrays, schema=self.spill_schema)
+        if self.cutoff is not None and ts.size and int(ts.min()) < self.cutoff:
+            keep = ts >= self.cutoff
+            self.dropped += int(keep.size - np.count_nonzero(keep))
+            out = out.filter(pa.array(keep))
+            users = users.filter(pa.array(keep)) if s.user_type == "string" else users[keep]
+        return out, users
 
     def _codes(self, name: str, col: Any) -> np.ndarray:
         """Arrow strings → the store's dictionary codes (new strings get new codes; they are
@@ -187,7 +199,14 @@ def _open_inputs(paths: list[Any], schema: Schema) -> list[InputFile]:
     strings = tuple(c.name for c in schema.columns if c.is_string)
     if schema.user_type == "string":
         strings = (schema.user_column, *strings)
-    return [InputFile.open(p, string_columns=strings) for p in expand_paths(paths)]
+    # Explicit CSV types from the store's schema (bool, ints, floats by name; strings above).
+    types = {c.name: ("bool" if c.type == "bool" else c.type) for c in schema.columns
+             if not c.is_string}
+    types[schema.time_column] = "int64"
+    if schema.user_type == "int64":
+        types[schema.user_column] = "int64"
+    return [InputFile.open(p, string_columns=strings, column_types=types)
+            for p in expand_paths(paths)]
 
 
 def _partitions(files: list[InputFile], rows_per_partition: int) -> int:
@@ -205,13 +224,21 @@ def ingest(
     rows_per_partition: int = DEFAULT_PARTITION_ROWS,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     spill_compression: str | None = "auto",
+    expired: str = "refuse",
 ) -> IngestSummary:
     """Ingest files (or directories of files) into `vault`; all or nothing.
 
     Raises DuplicateIngest when a file's content was ingested before (unless `force`), and
     ValidationError naming file, row group, column and value when data does not fit the
     schema; in both cases nothing is published.
+
+    Rows older than the schema's retention window (`max_age`) would never be read: by default
+    (`expired="refuse"`) they fail the ingest like any invalid value; `expired="drop"` leaves
+    them out and counts them in `summary.dropped_expired` (docs/design/safety.md).
     """
+    if expired not in ("refuse", "drop"):
+        raise ValidationError(f"expired: {expired!r} is not 'refuse' or 'drop'",
+                              column="expired", value=expired)
     t0 = time.perf_counter()
     summary = IngestSummary()
     files = _open_inputs(list(paths), vault.schema)
@@ -245,7 +272,7 @@ def ingest(
         plan.append((key, f, previous))
     summary.phases_s["fingerprint"] = time.perf_counter() - t0
 
-    conv = _Converter(vault)
+    conv = _Converter(vault, expired)
     needed = conv.needed()
     for f in files:  # missing columns fail before any work
         if f.arrow_schema is not None:
@@ -283,12 +310,13 @@ def ingest(
                 else:
                     part_ids = partition_of_ints(users, parts)
                 spill.write(rb, part_ids)
-                file_rows += rb.num_rows
-                rows_read += rb.num_rows
+                file_rows += b.data.num_rows  # input rows (expired="drop" may spill fewer)
+                rows_read += b.data.num_rows
                 if progress:
                     progress("read", rows_read, total_rows)
             f.rows = file_rows
         spill.finish()
+        summary.dropped_expired = conv.dropped
         summary.spill_bytes = spill.bytes_on_disk()
         summary.phases_s["spill"] = time.perf_counter() - t1
         # ------------------------------------------------------------ pass 2: build
@@ -303,7 +331,7 @@ def ingest(
             written += _build_partition(bw, table, names, vault.schema.user_type == "string")
             del table
             if progress:
-                progress("write", written, rows_read)
+                progress("write", written, rows_read - conv.dropped)
         summary.phases_s["build"] = time.perf_counter() - t2
         # ------------------------------------------------------------ commit
         t3 = time.perf_counter()

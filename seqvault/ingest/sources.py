@@ -96,7 +96,10 @@ class InputFile:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, path: Path, *, string_columns: tuple[str, ...] = ()) -> InputFile:
+    def open(cls, path: Path, *, string_columns: tuple[str, ...] = (),
+             column_types: dict[str, str] | None = None) -> InputFile:
+        """`column_types` (name → Arrow type alias, e.g. "int64", "uint16") types CSV columns
+        explicitly: the store's schema, so a bad value fails at its row."""
         kind = kind_of(path)
         assert kind is not None
         size = path.stat().st_size
@@ -112,6 +115,7 @@ class InputFile:
             return cls(path, kind, size, meta.num_rows, arrow_schema)
         f = cls(path, kind, size, None)
         f.extra["string_columns"] = string_columns
+        f.extra["column_types"] = dict(column_types or {})
         return f
 
     def column_names(self) -> list[str]:
@@ -145,19 +149,96 @@ class InputFile:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
-        types = {c: pa.string() for c in self.extra.get("string_columns", ())}
+        # Parse with the store's column types, not types inferred per block: a bad value then
+        # fails at its own row (pyarrow names the line), instead of turning its whole block
+        # into strings that fail at row 0 of the block.
+        types = {c: pa.type_for_alias(t) for c, t in self.extra.get("column_types", {}).items()}
+        types.update({c: pa.string() for c in self.extra.get("string_columns", ())})
         delimiter = "\t" if self.path.name.lower().rstrip(".gz").endswith(".tsv") else ","
-        reader = pacsv.open_csv(
-            self.path,
-            read_options=pacsv.ReadOptions(block_size=16 << 20),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter),
-            # Every column is read (a missing one is then reported by name, not by pyarrow).
-            convert_options=pacsv.ConvertOptions(column_types=types),
-        )
+        try:
+            reader = pacsv.open_csv(
+                self.path,
+                read_options=pacsv.ReadOptions(block_size=16 << 20),
+                parse_options=pacsv.ParseOptions(delimiter=delimiter),
+                # Every column is read (a missing one is then reported by name, not by pyarrow).
+                convert_options=pacsv.ConvertOptions(column_types=types),
+            )
+        except pa.ArrowInvalid as exc:
+            raise self._csv_error(exc, []) from None
+        header = list(reader.schema.names)
         file_row = 0
-        for i, rb in enumerate(reader):
+        i = 0
+        while True:
+            try:
+                rb = reader.read_next_batch()
+            except StopIteration:
+                return
+            except pa.ArrowInvalid as exc:
+                raise self._csv_error(exc, header) from None
             yield Batch(rb, "block", i, 0, file_row)
             file_row += rb.num_rows
+            i += 1
+
+    def _csv_error(self, exc: Exception, header: list[str]) -> ValidationError:
+        """pyarrow's CSV error as a ValidationError naming the line, the data row, the column
+        and the value. pyarrow's "Row #N" is the 1-based line number (the header is line 1);
+        data rows are 0-based, as in every other ingest error."""
+        import re
+
+        text = str(exc)
+        if "Empty CSV file" in text:
+            return ValidationError(f"{self.path}: the file is empty; a CSV needs a header line "
+                                   "naming the columns, then one event per line",
+                                   value=str(self.path))
+        line_m = re.search(r"Row #(\d+)", text)
+        line = int(line_m.group(1)) if line_m else None
+        conv = re.search(r"In CSV column #(\d+): .*conversion error to (\w+): invalid value "
+                         r"'(.*)'", text)
+        cols = re.search(r"Expected (\d+) columns, got (\d+): ?(.*)", text)
+        if line is None and (conv or cols):
+            # Multi-threaded parsing does not know the line: find it (error path only).
+            header, line = self._find_csv_line(
+                (int(conv.group(1)), conv.group(3)) if conv else None,
+                int(cols.group(1)) if cols else None)
+        where = f"{self.path}: line {line} (data row {line - 2})" if line else f"{self.path}"
+        row = line - 2 if line else None
+        if conv:
+            idx, want, value = int(conv.group(1)), conv.group(2), conv.group(3)
+            name = header[idx] if idx < len(header) else f"#{idx}"
+            return ValidationError(f"{where}: column {name!r}: value {value!r} is not "
+                                   f"{'an' if want[:1] in 'aeiou' else 'a'} {want} (the "
+                                   f"store's type for {name!r})", column=name,
+                                   row=row, value=value)
+        if cols:
+            return ValidationError(f"{where}: expected {cols.group(1)} fields (the header has "
+                                   f"{cols.group(1)} columns), got {cols.group(2)}: "
+                                   f"{cols.group(3)[:200]!r}", row=row, value=cols.group(3)[:200])
+        return ValidationError(f"{where}: cannot parse as CSV: {text}", row=row)
+
+    def _find_csv_line(self, bad_value: tuple[int, str] | None, width: int | None
+                       ) -> tuple[list[str], int | None]:
+        """(header, 1-based line) of the first row whose field `bad_value[0]` equals
+        `bad_value[1]`, or whose field count is not `width`."""
+        import csv
+        import io as _io
+
+        import pyarrow as pa
+
+        name = self.path.name.lower()
+        delimiter = "\t" if name.endswith((".tsv", ".tsv.gz", ".tsv.zst", ".tsv.bz2")) else ","
+        # pyarrow's stream decompresses .gz/.zst/.bz2 by extension, as the CSV reader does.
+        stream = pa.input_stream(str(self.path), compression="detect")
+        with _io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="") as fh:
+            reader = csv.reader(fh, delimiter=delimiter)
+            header = next(reader, [])
+            for fields in reader:
+                if bad_value is not None:
+                    idx, value = bad_value
+                    if idx < len(fields) and fields[idx] == value:
+                        return header, reader.line_num
+                elif width is not None and fields and len(fields) != width:
+                    return header, reader.line_num
+        return header, None
 
     def _json(self, columns: list[str] | None) -> Iterator[Batch]:
         import io as _io

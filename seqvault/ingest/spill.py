@@ -103,10 +103,18 @@ class Spill:
         return entry[1]
 
     def finish(self) -> None:
-        for sink, writer in self._writers.values():
-            writer.close()
-            sink.close()
-        self._writers.clear()
+        writers, self._writers = list(self._writers.values()), {}
+        errors: list[BaseException] = []
+        for sink, writer in writers:
+            # Close every file even when one fails (a full disk fails the flush of each):
+            # a leaked descriptor would keep a removed spill file's blocks allocated.
+            for closer in (writer.close, sink.close):
+                try:
+                    closer()
+                except Exception as exc:  # noqa: BLE001 - re-raised below
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def read(self, part: int) -> Any:
         """The partition as one pyarrow Table (empty table when nothing was written)."""
@@ -125,8 +133,15 @@ class Spill:
         self.path(part).unlink(missing_ok=True)
 
     def remove(self) -> None:
-        self.finish()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        """Close and delete every spill file; never raises (it runs while an ingest fails,
+        typically because the disk is full, and must give the space back then)."""
+        try:
+            self.finish()
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            pass
+        finally:
+            self._memory = None
+            shutil.rmtree(self.directory, ignore_errors=True)
 
     def bytes_on_disk(self) -> int:
         return sum(os.path.getsize(p) for p in self.directory.iterdir())

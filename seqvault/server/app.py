@@ -63,6 +63,7 @@ class ServerState:
         self.metrics = metrics
         self.vault: SeqVault | None = None
         self.error: str | None = "not opened yet"
+        self.identity: tuple[int, int] | None = None  # of the metadata file we opened
         self._lock = threading.Lock()
         self._next_try = 0.0
 
@@ -86,6 +87,7 @@ class ServerState:
                 self.metrics.ready.set(0)
                 return None
             self.error = None
+            self.identity = store_identity(self.store_path)
             warm_up(self.vault)
             self.metrics.ready.set(1)
             return self.vault
@@ -108,6 +110,15 @@ class ServerState:
                     self.vault = None
                     self.error = "closed"
                     self.metrics.ready.set(0)
+
+
+def store_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the store's metadata file; None when it is gone."""
+    try:
+        st = os.stat(path / "meta" / "data.mdb")
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 # ============================================================ request models (OpenAPI)
@@ -335,6 +346,12 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
              responses=_problem_responses(503))
     async def readyz() -> dict[str, Any]:
         vault = await state.get()
+        if store_identity(state.store_path) != state.identity:
+            # Deleted (or deleted and re-created) under us: we would answer from files that
+            # are gone from the directory; a load balancer must stop sending us traffic.
+            raise Problem(503, "not-ready", f"store {str(state.store_path)!r} was removed or "
+                          "replaced since this server opened it; restart the server",
+                          headers={"Retry-After": "1"})
         if vault.read_only:
             try:
                 await run_in_threadpool(vault.refresh)

@@ -47,7 +47,9 @@ def serve_and_fetch(store_path: str | os.PathLike[str], user_id: Any = None, *, 
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [sys.executable, "-m", "seqvault", "serve", "--store", str(store_path),
            "--fd", str(sock.fileno()), "--log-level", "warning"]
-    print(f"$ seqvault serve --store {store_path}   (listening on {url})", file=out)
+    from ..shell import seqvault_command  # the spelling that works in this shell
+
+    print(f"$ {seqvault_command()} serve --store {store_path}   (listening on {url})", file=out)
     proc = subprocess.Popen(cmd, pass_fds=(sock.fileno(),), env=env)
     sock.close()  # the child holds its own copy
     try:

@@ -107,7 +107,7 @@ def test_get_json_nl_and_filters(loaded):
     r = sv("get", str(u), "--last", "3", "--json", store=store)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["user"] == u and out["count"] == 3
+    assert out["user_id"] == u and out["count"] == 3
     assert out["columns"]["ts"] == ts[-3:].tolist()
     assert set(out["columns"]) == {"ts", "item_id", "action", "category", "dwell_ms",
                                    "scenario"}
@@ -178,7 +178,7 @@ def test_verify_clean_then_corrupt_exit_code_5(loaded, tmp_path):
     assert "CORRUPT" in r.stdout and target.name in r.stdout
     r = sv("verify", "--json", store=store2)
     rep = json.loads(r.stdout)
-    assert r.returncode == 5 and not rep["ok"] and rep["problems"][0]["user"] is not None
+    assert r.returncode == 5 and not rep["ok"] and rep["problems"][0]["user_id"] is not None
 
 
 def test_export_round_trip(loaded, tmp_path):

@@ -113,11 +113,15 @@ def test_retention_max_age(tmp_path):
     s = Schema.from_dict({**SCHEMA_DICT, "retention": {"max_age": "1d"}})
     now = int(time.time() * 1000)
     rng = np.random.default_rng(4)
-    with SeqVault.open(tmp_path / "s", schema=s, durability="none") as v:
+    # Writes refuse events already outside the window (docs/design/safety.md): write under a
+    # longer max_age, then shrink it (an online schema change), as time passing would.
+    wide = Schema.from_dict({**SCHEMA_DICT, "retention": {"max_age": "7d"}})
+    with SeqVault.open(tmp_path / "s", schema=wide, durability="none") as v:
         old = make_events(rng, 10, t0=now - 3 * 86_400_000, span=1000)
         new = make_events(rng, 10, t0=now - 3_600_000, span=1000)
         v.append(1, old)
         v.append(1, new)
+        v.evolve_schema(s)
         v.flush()
         assert len(v.read(1)) == 10  # reads already hide the old ones
         res = v.merge()
