@@ -7,6 +7,12 @@ starts, answers 503 on /readyz and on data endpoints, and retries the open at mo
 `REOPEN_INTERVAL` seconds. Every blocking engine call, and the encoding of large bodies, runs
 in the thread pool so the event loop only parses requests and moves bytes.
 
+Every request's work and memory are bounded by settings (the response budget:
+`max_last`, `max_batch_users`, `max_response_events`, `max_response_bytes`, `max_body_bytes`,
+`max_inflight`); batchGet streams one user at a time (batch.py). The limits are in the OpenAPI
+document, which is specialised to the open store (column names, user id type) so that it says
+exactly what the server accepts (contract.py).
+
 The process model and the wire contract are in docs/design/http.md.
 """
 
@@ -25,26 +31,32 @@ from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
-from starlette.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, create_model
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from .. import __version__
-from ..errors import SeqVaultError, ValidationError
+from ..errors import NotFound, SeqVaultError, StoreLocked, ValidationError
 from ..schema import Schema
 from ..validate import coerce_user
 from ..vault import SeqVault
-from . import formats
-from .formats import BatchItem, choose_encoding, compress, negotiate
+from . import batch, contract, formats
+from .formats import choose_encoding, compress, negotiate
+from .guard import BodyLimitMiddleware, RequestGuard
+from .memory import tune_malloc
 from .metrics import Metrics, MetricsMiddleware
-from .problems import PROBLEM_JSON, Problem, from_engine, install_handlers
+from .problems import PROBLEM_JSON, Problem, install_handlers, request_id_of
 
 log = logging.getLogger("seqvault.server")
 
-DEFAULT_MAX_LAST = 100_000
-DEFAULT_MAX_BODY_BYTES = 64 << 20
-DEFAULT_MAX_BATCH_USERS = 1_000
+DEFAULT_MAX_LAST = 100_000  # events in one user's response
+DEFAULT_MAX_BODY_BYTES = 64 << 20  # request body
+DEFAULT_MAX_BATCH_USERS = 1_000  # ids in one batchGet
+# distinct users x last of one batchGet: ~55 MB of JSON, ~30 MB of Arrow at the test schema
+DEFAULT_MAX_RESPONSE_EVENTS = 1_000_000
+DEFAULT_MAX_RESPONSE_BYTES = 128 << 20  # bytes of one response body (long strings)
+DEFAULT_MAX_INFLIGHT = 256  # requests one worker works on at once; more get 503
 COMPRESS_MIN_BYTES = 8_192  # below this, compression costs more time than it saves bytes
 REOPEN_INTERVAL = 0.5
 _INT_RE = re.compile(r"[+-]?[0-9]{1,20}")
@@ -63,6 +75,7 @@ class ServerState:
         self.metrics = metrics
         self.vault: SeqVault | None = None
         self.error: str | None = "not opened yet"
+        self.reason = "not opened yet"  # what a client may see: no paths
         self._lock = threading.Lock()
         self._next_try = 0.0
 
@@ -82,6 +95,10 @@ class ServerState:
                                            create=False, auto_merge=not self.read_only)
             except (SeqVaultError, OSError) as exc:
                 self.error = f"{type(exc).__name__}: {exc}"
+                self.reason = ("it is open for writing by another process"
+                               if isinstance(exc, StoreLocked) else
+                               "there is no store at the configured path yet"
+                               if isinstance(exc, NotFound) else type(exc).__name__)
                 log.warning("store %s not ready: %s", self.store_path, self.error)
                 self.metrics.ready.set(0)
                 return None
@@ -95,8 +112,9 @@ class ServerState:
         if vault is None:
             vault = await run_in_threadpool(self.try_open)
         if vault is None:
-            raise Problem(503, "not-ready", f"store {str(self.store_path)!r} is not open: "
-                          f"{self.error}", headers={"Retry-After": "1"})
+            # the full reason (with the path) is in the server log, not in the answer
+            raise Problem(503, "not-ready", f"the store is not open: {self.reason}; retry "
+                          "shortly", headers={"Retry-After": "1"})
         return vault
 
     def close(self) -> None:
@@ -111,18 +129,28 @@ class ServerState:
 
 
 # ============================================================ request models (OpenAPI)
-class BatchGetRequest(BaseModel):
+class BatchGetBase(BaseModel):
     """`POST /sequences:batchGet` body. Ids may be numbers or strings (an int64 store accepts
     decimal strings too, so JavaScript clients can send ids they received with
-    `?ids_as=string`)."""
+    `?ids_as=string`); an id of any other JSON type fails only its own entry (422)."""
 
     model_config = ConfigDict(extra="forbid")
-    user_ids: list[StrictInt | StrictStr] = Field(min_length=1)
-    last: StrictInt | None = Field(None, gt=0, description="newest N events per user")
-    columns: list[StrictStr] | None = Field(None, description="default: every column")
+    columns: list[StrictStr] | None = Field(
+        None, min_length=1, description="default: every column, time column first")
     before: Int64 | list[Int64] | None = Field(
         None, description="keep ts < before: one value, or one per user")
     since: Int64 | None = Field(None, description="keep ts >= since")
+
+
+def batch_request_model(max_batch_users: int, max_last: int) -> type[BaseModel]:
+    """The body model with this app's limits in it, so the OpenAPI document states them."""
+    return create_model(
+        "BatchGetRequest", __base__=BatchGetBase,
+        user_ids=(list[Any], Field(min_length=1, max_length=max_batch_users,
+                                   description="user ids; duplicates are answered once")),
+        last=(StrictInt | None, Field(None, gt=0, le=max_last,
+                                      description="newest N events per user")),
+    )
 
 
 class ProblemDetails(BaseModel):
@@ -168,9 +196,17 @@ _WRITE_BODY = {
 
 # ============================================================ helpers
 def parse_user(schema: Schema, raw: Any) -> int | str:
-    """A user id from a path segment or a batch list, checked against the schema's type."""
+    """A user id from a path segment or a batch list (any JSON value), checked against the
+    schema's type."""
+    if not isinstance(raw, int | str) or isinstance(raw, bool):
+        kind = {bool: "a boolean", float: "a number with a fraction", type(None): "null",
+                list: "a list", dict: "an object"}.get(type(raw), type(raw).__name__)
+        raise ValidationError(f"user_id: {raw!r} is {kind}; this store's user ids are "
+                              f"{schema.user_type}" + (" (numbers or decimal strings)"
+                                                       if schema.user_type == "int64" else ""),
+                              column="user_id", value=raw)
     if schema.user_type == "int64" and isinstance(raw, str):
-        if not _INT_RE.fullmatch(raw):
+        if not contract.INT64_ID_RE.fullmatch(raw):
             raise ValidationError(f"user_id: {raw!r} is not an integer; this store's user "
                                   f"column {schema.user_column!r} is int64",
                                   column="user_id", value=raw)
@@ -209,7 +245,8 @@ def query_int(params: Any, name: str, *, minimum: int | None = None,
 def parse_columns(schema: Schema, columns: str | Sequence[str] | None) -> list[str] | None:
     if columns is None:
         return None
-    names = [c.strip() for c in columns.split(",")] if isinstance(columns, str) else list(columns)
+    # no stripping: the contract's pattern has no blanks, and the server accepts what it says
+    names = columns.split(",") if isinstance(columns, str) else list(columns)
     if not names or any(not n for n in names):
         raise Problem(422, "invalid-parameter",
                       f"columns: {columns!r} must be a comma-separated list of column names "
@@ -224,48 +261,6 @@ def parse_columns(schema: Schema, columns: str | Sequence[str] | None) -> list[s
 
 async def read_body(request: Request) -> bytes:
     return await request.body()  # the size limit is enforced by BodyLimitMiddleware
-
-
-class BodyLimitMiddleware:
-    """413 for bodies over `limit` bytes: by Content-Length before reading, else while reading."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = 0
-                if declared > self.limit:
-                    resp = self._problem(declared, scope.get("path", "")).response(
-                        scope.get("path"))
-                    await resp(scope, receive, send)
-                    return
-        seen = 0
-
-        async def limited_receive() -> Any:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise self._problem(seen, scope.get("path", ""))
-            return message
-
-        await self.app(scope, limited_receive, send)
-
-    def _problem(self, size: int, path: str) -> Problem:
-        return Problem(413, "content-too-large",
-                       f"request body: {size} bytes is over this server's limit of "
-                       f"{self.limit} bytes (--max-body-bytes)", limit=self.limit,
-                       headers={"Connection": "close"})
 
 
 def warm_up(vault: SeqVault | None) -> None:
@@ -287,6 +282,9 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
                token: str | None = None, max_last: int = DEFAULT_MAX_LAST,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                max_batch_users: int = DEFAULT_MAX_BATCH_USERS,
+               max_response_events: int = DEFAULT_MAX_RESPONSE_EVENTS,
+               max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+               max_inflight: int = DEFAULT_MAX_INFLIGHT,
                compress_min_bytes: int = COMPRESS_MIN_BYTES) -> FastAPI:
     """The HTTP service over the store at `store_path`.
 
@@ -296,14 +294,22 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
     if not read_only and not token:
         raise ValueError("create_app: read_only=False needs a token (writes are only accepted "
                          "with Authorization: Bearer <token>)")
-    if max_last <= 0 or max_body_bytes <= 0 or max_batch_users <= 0:
-        raise ValueError("create_app: max_last, max_body_bytes and max_batch_users must be > 0")
+    limits = {"max_last": max_last, "max_body_bytes": max_body_bytes,
+              "max_batch_users": max_batch_users, "max_response_events": max_response_events,
+              "max_response_bytes": max_response_bytes, "max_inflight": max_inflight}
+    bad = [k for k, v in limits.items() if v <= 0]
+    if bad:
+        raise ValueError(f"create_app: {bad} must be > 0")
+    if max_last > max_response_events:
+        raise ValueError(f"create_app: max_last={max_last} is over max_response_events="
+                         f"{max_response_events} (one user's read must fit the budget)")
     metrics = Metrics()
     state = ServerState(Path(store_path), read_only, metrics)
     token_bytes = token.encode() if token else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tune_malloc()
         await run_in_threadpool(state.try_open, force=True)
         try:
             yield
@@ -319,9 +325,11 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
             "`Accept-Encoding` for large bodies; errors are RFC 9457 problem+json. "
             "Int64 user ids above 2^53 lose precision in JavaScript: add `?ids_as=string`."),
         lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # served offline by contract.install_docs
     )
     app.state.seqvault = state
     install_handlers(app)
+    contract.install_docs(app)
 
     # ---------------------------------------------------------------- probes
     @app.get("/livez", tags=["health"], summary="The process is up")
@@ -367,8 +375,7 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
             return vault.stats()
 
         stats = await run_in_threadpool(work)
-        stats["server"] = {"pid": os.getpid(), "version": __version__, "max_last": max_last,
-                           "max_body_bytes": max_body_bytes, "max_batch_users": max_batch_users,
+        stats["server"] = {"pid": os.getpid(), "version": __version__, **limits,
                            "writes": not read_only}
         return stats
 
@@ -377,23 +384,29 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
     # as much as a 100-event read; measured), so its parameters are documented by hand here.
     seq_params = [
         {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"},
-         "description": "int64 or string, as the schema says"},
+         "description": "int64 or string, as the schema says; percent-encode anything but "
+                        "letters, digits and `-._~` (a `/` in an id is `%2F`)"},
         {"name": "last", "in": "query", "required": False,
          "schema": {"type": "integer", "exclusiveMinimum": 0, "maximum": max_last},
          "description": f"newest N events (default and maximum {max_last})"},
-        {"name": "columns", "in": "query", "required": False, "schema": {"type": "string"},
+        {"name": "columns", "in": "query", "required": False,
+         "schema": {"type": "string", "pattern": contract.COLUMNS_PATTERN},
          "description": "comma-separated column names; default: all, time column first"},
-        {"name": "before", "in": "query", "required": False, "schema": {"type": "integer"},
+        {"name": "before", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": -(1 << 63), "maximum": (1 << 63) - 1},
          "description": "keep ts < before (schema time unit)"},
-        {"name": "since", "in": "query", "required": False, "schema": {"type": "integer"},
+        {"name": "since", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": -(1 << 63), "maximum": (1 << 63) - 1},
          "description": "keep ts >= since (schema time unit)"},
         {"name": "ids_as", "in": "query", "required": False,
          "schema": {"type": "string", "enum": ["number", "string"], "default": "number"},
          "description": "`string`: user ids as JSON strings (int64 above 2^53 in JavaScript)"},
     ]
 
+    # `:path` so that an id holding `/` (sent as %2F, which the server decodes before routing)
+    # still reaches this route.
     @app.get(
-        "/users/{user_id}/sequence", tags=["sequences"], response_class=Response,
+        "/users/{user_id:path}/sequence", tags=["sequences"], response_class=Response,
         summary="One user's newest events, ascending by time",
         responses={200: {"description": "the sequence (format by Accept)",
                          "content": _SEQ_CONTENT},
@@ -422,6 +435,12 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
             body = formats.encode_sequence(fmt, vault.schema, key, seq.columns, seq.count,
                                            ids_as_string=ids_as == "string",
                                            dictionaries=seq.dictionaries)
+            if len(body) > max_response_bytes:
+                raise Problem(422, "over-limit",
+                              f"the response of {len(body)} bytes is over this server's "
+                              f"budget of {max_response_bytes} bytes (max_response_bytes); "
+                              "ask for fewer columns or a smaller last",
+                              setting="max_response_bytes", limit=max_response_bytes)
             enc = encoding if len(body) >= compress_min_bytes else None
             return compress(body, enc), seq.count, enc
 
@@ -432,65 +451,93 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
             headers["Content-Encoding"] = enc
         return Response(body, media_type=formats.MEDIA_TYPES[fmt], headers=headers)
 
-    @app.post(
-        "/sequences:batchGet", tags=["sequences"], response_class=Response,
-        summary="Many users' sequences in one call, with a status per user",
-        responses={200: {"description": "per-user results (format by Accept)", "content": {
-            formats.JSON: {}, formats.MSGPACK: {}, formats.ARROW: {}}},
-            **_problem_responses(406, 413, 422, 503)},
-    )
+    BatchGetRequest = batch_request_model(max_batch_users, max_last)
+
     async def batch_get(
-        request: Request, body: BatchGetRequest,
+        request: Request, body: Any,
         ids_as: IdsAs = Query("number", description="`string`: user ids as JSON strings"),
     ) -> Response:
+        req: Any = body
         fmt = negotiate(request.headers.get("accept"))
         encoding = choose_encoding(request.headers.get("accept-encoding"))
-        if len(body.user_ids) > max_batch_users:
-            raise Problem(422, "invalid-parameter",
-                          f"user_ids: {len(body.user_ids)} ids is over this server's limit of "
-                          f"{max_batch_users} per call", field="user_ids")
-        if body.last is not None and body.last > max_last:
-            raise Problem(422, "invalid-parameter",
-                          f"last: {body.last} is over this server's maximum of {max_last}",
-                          field="last", value=body.last)
         befores: list[int | None]
-        if isinstance(body.before, list):
-            if len(body.before) != len(body.user_ids):
+        if isinstance(req.before, list):
+            if len(req.before) != len(req.user_ids):
                 raise Problem(422, "invalid-parameter",
-                              f"before: {len(body.before)} values for {len(body.user_ids)} "
+                              f"before: {len(req.before)} values for {len(req.user_ids)} "
                               "user_ids; give one value or one per user", field="before")
-            befores = list(body.before)
+            befores = list(req.before)
         else:
-            befores = [body.before] * len(body.user_ids)
+            befores = [req.before] * len(req.user_ids)
         vault = await state.get()
-        names = parse_columns(vault.schema, body.columns)
-        last = body.last or max_last
-
-        def work() -> tuple[bytes, list[int], str | None]:
-            schema = vault.schema
-            items: list[BatchItem] = []
-            for raw, before in zip(body.user_ids, befores):
-                try:
-                    key = parse_user(schema, raw)
-                    seq = vault.read(key, last=last, columns=names, before=before,
-                                     since=body.since)
-                except ValidationError as exc:
-                    prob = from_engine(exc).to_dict()
-                    items.append(BatchItem(raw, prob["status"], problem=prob))
-                    continue
-                items.append(BatchItem(key, 200, seq.count, seq.columns))
-            out_names = names if names is not None else schema.column_names
-            data = formats.encode_batch(fmt, schema, out_names, items,
-                                        ids_as_string=ids_as == "string")
-            enc = encoding if len(data) >= compress_min_bytes else None
-            return compress(data, enc), [it.count for it in items if it.status == 200], enc
-
-        data, lengths, enc = await run_in_threadpool(work)
-        metrics.served("/sequences:batchGet", fmt, lengths)
+        names = parse_columns(vault.schema, req.columns)
+        last = req.last or max_last
+        entries = batch.plan(vault.schema, req.user_ids, befores, parse_user)
+        n_reads = sum(1 for e in entries if e.problem is None)
+        refused = batch.over_budget(n_reads, last, max_response_events)
+        if refused is not None:
+            raise refused
+        rid = request_id_of(request)
+        lengths: list[int] = []
+        pieces = batch.stream(vault, entries, fmt, names, last, req.since,
+                              ids_as_string=ids_as == "string", max_bytes=max_response_bytes,
+                              request_id=rid, lengths=lengths)
         headers = {"Vary": "Accept, Accept-Encoding"}
-        if enc:
-            headers["Content-Encoding"] = enc
-        return Response(data, media_type=formats.MEDIA_TYPES[fmt], headers=headers)
+        media = formats.MEDIA_TYPES[fmt]
+
+        # Encode until the body is known to be small (then send it whole, uncompressed below
+        # compress_min_bytes, as before) or large (then stream the rest, compressing on the fly).
+        def prefix() -> tuple[list[bytes], bool]:
+            got: list[bytes] = []
+            size = 0
+            for piece in pieces:
+                got.append(piece)
+                size += len(piece)
+                if size >= compress_min_bytes:
+                    return got, False
+            return got, True
+
+        first, done = await run_in_threadpool(prefix)
+        if done:
+            data = b"".join(first)
+            enc = encoding if len(data) >= compress_min_bytes else None
+            metrics.served("/sequences:batchGet", fmt, lengths)
+            if enc:
+                headers["Content-Encoding"] = enc
+            return Response(compress(data, enc), media_type=media, headers=headers)
+        if encoding:
+            headers["Content-Encoding"] = encoding
+
+        async def rest() -> AsyncIterator[bytes]:
+            squeeze = formats.stream_compressor(encoding)
+            for piece in first:
+                out = squeeze(piece)
+                if out:
+                    yield out
+            async for piece in iterate_in_threadpool(pieces):
+                out = squeeze(piece)
+                if out:
+                    yield out
+            tail = squeeze(None)
+            if tail:
+                yield tail
+            metrics.served("/sequences:batchGet", fmt, lengths)
+
+        return StreamingResponse(rest(), media_type=media, headers=headers)
+
+    # The body model is built at run time (it carries this app's limits), so the annotation is
+    # set here: under `from __future__ import annotations` FastAPI could not resolve the name.
+    batch_get.__annotations__["body"] = BatchGetRequest
+    app.post(
+        "/sequences:batchGet", tags=["sequences"], response_class=Response,
+        summary="Many users' sequences in one call, with a status per user",
+        description=batch.__doc__,
+        responses={200: {"description": "per-user results (format by Accept)", "content": {
+            formats.JSON: {"schema": {"$ref": "#/components/schemas/BatchResults"}},
+            formats.MSGPACK: {"schema": {"type": "string", "format": "binary"}},
+            formats.ARROW: {"schema": {"type": "string", "format": "binary"}}}},
+            **_problem_responses(406, 413, 422, 503)},
+    )(batch_get)
 
     # ---------------------------------------------------------------- writes
     def check_write(request: Request) -> None:
@@ -510,7 +557,8 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
             raise Problem(403, "forbidden", "the bearer token is not valid for this server")
 
     @app.post(
-        "/users/{user_id}/events", tags=["writes"], summary="Append one user's events (atomic)",
+        "/users/{user_id:path}/events", tags=["writes"],
+        summary="Append one user's events (atomic)",
         openapi_extra={"requestBody": _WRITE_BODY},
         responses=_problem_responses(400, 401, 403, 405, 413, 415, 422, 503),
     )
@@ -522,7 +570,10 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
         key = parse_user(vault.schema, user_id)
 
         def work() -> int:
-            return vault.append(key, formats.decode_columns(fmt, raw))
+            cols = formats.decode_columns(fmt, raw)
+            if fmt != "arrow":
+                formats.reject_bools(vault.schema, cols)
+            return vault.append(key, cols)
 
         n = await run_in_threadpool(work)
         return {"user_id": key, "appended": n}
@@ -541,12 +592,16 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
         vault = await state.get()
 
         def work() -> int:
-            return vault.append_batch(formats.decode_columns(fmt, raw))
+            cols = formats.decode_columns(fmt, raw)
+            if fmt != "arrow":
+                formats.reject_bools(vault.schema, cols)
+            return vault.append_batch(cols)
 
         n = await run_in_threadpool(work)
         return {"appended": n}
 
-    # the OpenAPI document references SequenceJSON; make sure it is in the components
+    # The generic document (http/openapi.json) plus the components it references; served
+    # specialised to the open store (contract.specialise), so it is exact for that store.
     openapi_default = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -555,12 +610,18 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
             comps = doc.setdefault("components", {}).setdefault("schemas", {})
             comps["SequenceJSON"] = SequenceJSON.model_json_schema(
                 ref_template="#/components/schemas/{model}")
+            comps.update(contract.extra_components())
+            contract.tighten(doc, limits)
             app.openapi_schema = doc
-        return app.openapi_schema
+        vault = state.vault
+        if vault is None:
+            return app.openapi_schema
+        return contract.specialise(app.openapi_schema, vault.schema)
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes)
+    app.add_middleware(RequestGuard, max_inflight=max_inflight)
     return app
 
 
@@ -578,6 +639,12 @@ def app_from_env() -> FastAPI:
         token=token,
         max_last=int(env.get("SEQVAULT_SERVE_MAX_LAST", DEFAULT_MAX_LAST)),
         max_body_bytes=int(env.get("SEQVAULT_SERVE_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)),
+        max_batch_users=int(env.get("SEQVAULT_SERVE_MAX_BATCH_USERS", DEFAULT_MAX_BATCH_USERS)),
+        max_response_events=int(env.get("SEQVAULT_SERVE_MAX_RESPONSE_EVENTS",
+                                        DEFAULT_MAX_RESPONSE_EVENTS)),
+        max_response_bytes=int(env.get("SEQVAULT_SERVE_MAX_RESPONSE_BYTES",
+                                       DEFAULT_MAX_RESPONSE_BYTES)),
+        max_inflight=int(env.get("SEQVAULT_SERVE_MAX_INFLIGHT", DEFAULT_MAX_INFLIGHT)),
     )
 
 
