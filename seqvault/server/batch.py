@@ -27,7 +27,7 @@ from ..errors import SeqVaultError, ValidationError
 from ..schema import Schema
 from ..vault import SeqVault
 from .formats import BatchEncoder, BatchItem
-from .problems import Problem, from_engine
+from .problems import Problem, bounded, from_engine
 
 log = logging.getLogger("seqvault.server")
 
@@ -54,7 +54,8 @@ def plan(schema: Schema, user_ids: Sequence[Any], befores: Sequence[int | None],
             dedup: Any = ("bad", json.dumps(raw, sort_keys=True), before)
             if dedup not in seen:
                 seen.add(dedup)
-                entries.append(Entry(raw, None, before, from_engine(exc).to_dict()))
+                # the id is echoed (so the client can match it), cut to the echo limits
+                entries.append(Entry(bounded(raw), None, before, from_engine(exc).to_dict()))
             continue
         if (key, before) not in seen:
             seen.add((key, before))

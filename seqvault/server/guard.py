@@ -47,7 +47,10 @@ class RequestGuard:
 
         async def send_with_id(message: Any) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), header]
+                headers = list(message.get("headers", ()))
+                if not any(k.lower() == b"x-request-id" for k, _ in headers):  # problems have it
+                    headers.append(header)
+                message["headers"] = headers
             await send(message)
 
         if self.inflight >= self.max_inflight:

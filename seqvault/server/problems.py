@@ -107,6 +107,11 @@ def request_id_of(request: Request) -> str | None:
     return request.scope.get("state", {}).get("request_id")
 
 
+def bounded(v: Any) -> Any:
+    """A value made JSON-able and cut to the echo limits (for echoing client input)."""
+    return _jsonable(v)
+
+
 def _jsonable(v: Any) -> Any:
     """Extension values must serialise: numpy scalars → Python, anything odd → repr."""
     if hasattr(v, "item") and callable(v.item):

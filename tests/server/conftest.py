@@ -45,8 +45,9 @@ class ServerThread:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        cfg = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                             http=IMPORT_STRING, **config)
+        settings: dict[str, Any] = {"log_level": "warning", "access_log": False,
+                                    "lifespan": "on", "http": IMPORT_STRING, **config}
+        cfg = uvicorn.Config(app, **settings)
         self.server = uvicorn.Server(cfg)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        daemon=True)
