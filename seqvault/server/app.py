@@ -33,7 +33,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, create_model
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from .. import __version__
@@ -62,7 +62,19 @@ REOPEN_INTERVAL = 0.5
 _INT_RE = re.compile(r"[+-]?[0-9]{1,20}")
 
 IdsAs = Literal["number", "string"]
-Int64 = Annotated[StrictInt, Field(ge=-(1 << 63), le=(1 << 63) - 1)]
+
+
+def _json_int(v: Any) -> Any:
+    """JSON Schema's "integer": ints and integral floats (401.0), never strings or booleans."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError("Input should be an integer")
+    return v
+
+
+# (constraints before the validator: that order gives JSON Schema's minimum/maximum names)
+Int64 = Annotated[int, Field(ge=-(1 << 63), le=(1 << 63) - 1), BeforeValidator(_json_int)]
 
 
 # ============================================================ state
@@ -148,8 +160,8 @@ def batch_request_model(max_batch_users: int, max_last: int) -> type[BaseModel]:
         "BatchGetRequest", __base__=BatchGetBase,
         user_ids=(list[Any], Field(min_length=1, max_length=max_batch_users,
                                    description="user ids; duplicates are answered once")),
-        last=(StrictInt | None, Field(None, gt=0, le=max_last,
-                                      description="newest N events per user")),
+        last=(Annotated[int, Field(gt=0, le=max_last), BeforeValidator(_json_int)] | None,
+              Field(None, description="newest N events per user")),
     )
 
 

@@ -82,8 +82,10 @@ def tighten(doc: dict[str, Any], limits: dict[str, int]) -> None:
 
 
 def _column_item(schema: Schema, name: str) -> dict[str, Any]:
-    if name in (schema.time_column, schema.user_column):
-        if name == schema.user_column and schema.user_type == "string":
+    if name == schema.time_column:
+        return {"type": "integer", "minimum": 0, "maximum": schema.max_ts}
+    if name == schema.user_column:
+        if schema.user_type == "string":
             return {"type": "string", "maxLength": 1024}
         return {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX}
     col = schema.column(name)

@@ -415,6 +415,10 @@ def decode_columns(fmt: str, raw: bytes) -> Mapping[str, Any]:
                       f"{type(doc).__name__}" + (f" with keys {sorted(doc)[:5]}"
                                                  if isinstance(doc, dict) else ""),
                       column="columns")
+    extra = sorted(str(k) for k in doc if k != "columns")
+    if extra:
+        raise Problem(422, "validation", f"body: unknown member(s) {extra[:5]}; the body is "
+                      '{"columns": {...}} only', column=extra[0])
     cols = doc["columns"]
     bad = [k for k, v in cols.items() if not isinstance(v, list)]
     if bad:
