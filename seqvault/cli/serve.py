@@ -15,8 +15,8 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
-import socket
 import shutil
+import socket
 import stat
 import sys
 import tempfile
@@ -101,8 +101,8 @@ def _is_loopback(host: str) -> bool:
                    "(0: none). Slow or idle clients are answered 408 and closed.")
 @click.option("--body-timeout", default=60.0, show_default=True, type=click.FloatRange(0),
               help="Seconds for a request body to arrive after its head (0: none).")
-@click.option("--keepalive-timeout", default=5.0, show_default=True,
-              type=click.FloatRange(0.1), help="Seconds an idle keep-alive connection stays.")
+@click.option("--keepalive-timeout", default=5, show_default=True, type=click.IntRange(1),
+              help="Seconds an idle keep-alive connection stays open.")
 @click.option("--max-connections", default=1024, show_default=True, type=click.IntRange(1),
               help="Open connections per worker; more are answered 503 and closed.")
 @click.option("--backlog", default=2048, show_default=True, type=click.IntRange(1),
@@ -116,7 +116,7 @@ def _is_loopback(host: str) -> bool:
 def serve(store: str, host: str, port: int, workers: int, allow_writes: bool,
           token_file: str | None, max_last: int, max_body_bytes: int, max_batch_users: int,
           max_response_events: int, max_response_bytes: int, max_inflight: int,
-          header_timeout: float, body_timeout: float, keepalive_timeout: float,
+          header_timeout: float, body_timeout: float, keepalive_timeout: int,
           max_connections: int, backlog: int, access_log: bool, log_level: str,
           fd: int | None) -> None:
     """Serve the store over HTTP (GET /users/{id}/sequence, batchGet, /metrics, /docs).

@@ -88,7 +88,7 @@ class Problem(StarletteHTTPException):
         return body
 
     def response(self, instance: str | None = None, request_id: str | None = None) -> Response:
-        headers = dict(self.headers)
+        headers = dict(self.headers or {})
         if request_id is not None:
             headers["X-Request-Id"] = request_id
         return Response(json.dumps(self.to_dict(instance, request_id)).encode(),
