@@ -57,6 +57,7 @@ DEFAULT_MAX_BATCH_USERS = 1_000  # ids in one batchGet
 DEFAULT_MAX_RESPONSE_EVENTS = 1_000_000
 DEFAULT_MAX_RESPONSE_BYTES = 128 << 20  # bytes of one response body (long strings)
 DEFAULT_MAX_INFLIGHT = 256  # requests one worker works on at once; more get 503
+STREAM_CHUNK = 256 << 10  # batchGet bodies go out in chunks of about this size
 COMPRESS_MIN_BYTES = 8_192  # below this, compression costs more time than it saves bytes
 REOPEN_INTERVAL = 0.5
 _INT_RE = re.compile(r"[+-]?[0-9]{1,20}")
@@ -491,21 +492,22 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
             raise refused
         rid = request_id_of(request)
         lengths: list[int] = []
-        pieces = batch.stream(vault, entries, fmt, names, last, req.since,
-                              ids_as_string=ids_as == "string", max_bytes=max_response_bytes,
-                              request_id=rid, lengths=lengths)
+        pieces = batch.coalesce(batch.stream(
+            vault, entries, fmt, names, last, req.since, ids_as_string=ids_as == "string",
+            max_bytes=max_response_bytes, request_id=rid, lengths=lengths), STREAM_CHUNK)
         headers = {"Vary": "Accept, Accept-Encoding"}
         media = formats.MEDIA_TYPES[fmt]
 
-        # Encode until the body is known to be small (then send it whole, uncompressed below
-        # compress_min_bytes, as before) or large (then stream the rest, compressing on the fly).
+        # Encode until the body is known to fit one chunk (then send it whole, with a length,
+        # uncompressed below compress_min_bytes as before) or not (then stream the rest,
+        # compressing on the fly).
         def prefix() -> tuple[list[bytes], bool]:
             got: list[bytes] = []
             size = 0
             for piece in pieces:
                 got.append(piece)
                 size += len(piece)
-                if size >= compress_min_bytes:
+                if size >= STREAM_CHUNK:
                     return got, False
             return got, True
 

@@ -111,6 +111,22 @@ def stream(vault: SeqVault, entries: list[Entry], fmt: str, names: list[str] | N
     yield enc.tail()
 
 
+def coalesce(pieces: Iterator[bytes], size: int) -> Iterator[bytes]:
+    """Join small pieces into chunks of at least `size` bytes: each chunk is one hop to the
+    thread pool and one chunk on the wire, so per-user pieces of a few KiB would cost more in
+    hops than in work. Memory stays bounded by `size` plus one user's piece."""
+    buf: list[bytes] = []
+    held = 0
+    for piece in pieces:
+        buf.append(piece)
+        held += len(piece)
+        if held >= size:
+            yield b"".join(buf)
+            buf, held = [], 0
+    if buf:
+        yield b"".join(buf)
+
+
 def read_one(vault: SeqVault, e: Entry, names: list[str] | None, last: int,
              since: int | None, request_id: str | None) -> BatchItem:
     """One user's read, its failure kept to its own entry."""
