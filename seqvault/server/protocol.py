@@ -212,14 +212,17 @@ class NoDelayHTTPProtocol(_Base):  # type: ignore[misc,valid-type]
         if self._phase == "closed":
             return
         if self._phase == "head":
-            if self._head_bytes == 0 and self._timer is None:
-                self._arm(self._lim.header_timeout)  # first byte of a keep-alive request
             self._head_bytes += len(data)
         super().data_received(data)
         self._advance()
-        if (self._phase == "head" and self._lim.max_header_bytes
-                and self._head_bytes > self._lim.max_header_bytes):
-            self._refuse(431, f"the request head is over {self._lim.max_header_bytes} bytes")
+        if self._phase == "head" and self._head_bytes:
+            # A head is still incomplete. No timer was armed for a request that arrives whole
+            # (the common case costs nothing); the clock starts at its first partial chunk.
+            if self._lim.max_header_bytes and self._head_bytes > self._lim.max_header_bytes:
+                self._refuse(431, f"the request head is over {self._lim.max_header_bytes} "
+                                  "bytes")
+            elif self._timer is None:
+                self._arm(self._lim.header_timeout)
 
     def _advance(self) -> None:
         """Move the deadline along after uvicorn parsed what it could."""
@@ -227,8 +230,12 @@ class NoDelayHTTPProtocol(_Base):  # type: ignore[misc,valid-type]
         if self._phase == "head" and cycle is not None and cycle is not self._seen_cycle:
             self._seen_cycle = cycle  # a new request head was parsed
             self._head_bytes = 0
-            self._phase = "body"
-            self._arm(self._lim.body_timeout)
+            if cycle.more_body:
+                self._phase = "body"
+                self._arm(self._lim.body_timeout)
+            else:
+                self._phase = "app"
+                self._arm(0)
         if self._phase == "body" and cycle is not None and not cycle.more_body:
             self._phase = "app"
             self._arm(0)
