@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -31,8 +30,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--copies", type=int, default=100)
     args = ap.parse_args(argv)
-    if args.pythonpath:
-        os.environ["PYTHONPATH"] = args.pythonpath
     mib = 1 << 20
     with tempfile.TemporaryDirectory(prefix="seqvault-amp-") as tmp:
         store = Path(tmp) / "s"
@@ -46,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                          "item_id": list(range(n)), "action": ["click"] * n,
                          "category": [1] * n, "dwell_ms": [5] * n, "scenario": ["feed"] * n})
             v.flush()
-        proc, url = start(store)
+        proc, url = start(store, pythonpath=args.pythonpath)
         try:
             with httpx.Client(base_url=url, timeout=600) as c:
                 c.post("/sequences:batchGet", json={"user_ids": [0]})

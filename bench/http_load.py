@@ -158,7 +158,9 @@ def build_store(path: Path, users: int, events: int) -> None:
         v.merge()
 
 
-def start(store: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+def start(store: Path, *args: str, pythonpath: str | None = None
+          ) -> tuple[subprocess.Popen[bytes], str]:
+    """`seqvault serve` (this checkout's, or the one at `pythonpath`) on a fresh port."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -167,7 +169,8 @@ def start(store: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     proc = subprocess.Popen([sys.executable, "-m", "seqvault", "serve", "--store", str(store),
                              "--fd", str(sock.fileno()), "--log-level", "warning", *args],
-                            pass_fds=(sock.fileno(),), env=_env())
+                            pass_fds=(sock.fileno(),), cwd=pythonpath,  # `-m` looks in cwd first
+                            env={**_env(), "PYTHONPATH": pythonpath} if pythonpath else _env())
     sock.close()
     import httpx
 
