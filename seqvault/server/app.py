@@ -573,6 +573,8 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
     @app.post(
         "/users/{user_id:path}/events", tags=["writes"],
         summary="Append one user's events (atomic)",
+        description="Every column of the schema, each an array, all of the same length (a "
+                    "rule JSON Schema cannot state: other lengths are refused with 422).",
         openapi_extra={"requestBody": _WRITE_BODY},
         responses=_problem_responses(400, 401, 403, 405, 413, 415, 422, 503),
     )
@@ -595,7 +597,8 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
     @app.post(
         "/events:batchAppend", tags=["writes"],
         summary="Append many users' events in one atomic call",
-        description="The body's columns include the user column.",
+        description="The body's columns include the user column; every column an array, all "
+                    "of the same length (refused with 422 otherwise).",
         openapi_extra={"requestBody": _WRITE_BODY},
         responses=_problem_responses(400, 401, 403, 405, 413, 415, 422, 503),
     )

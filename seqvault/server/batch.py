@@ -12,7 +12,8 @@ The response budget (docs/design/http.md, "Response budget"):
 
 A failure of one user (a bad id of any JSON type, corrupt data, an engine error) is that
 user's entry, never the call's: status and problem in the entry, details in the server log
-under the request id.
+under the request id. A `before` list has exactly one value per id (JSON Schema cannot state
+this rule; a list of another length is refused with 422).
 """
 
 from __future__ import annotations
