@@ -22,30 +22,35 @@ import contextlib
 import hmac
 import logging
 import os
-import re
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, create_model
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from .. import __version__
-from ..errors import NotFound, SeqVaultError, StoreLocked, ValidationError
-from ..schema import Schema
-from ..validate import coerce_user
+from ..errors import NotFound, SeqVaultError, StoreLocked
 from ..vault import SeqVault
 from . import batch, contract, formats
 from .formats import choose_encoding, compress, negotiate
 from .guard import BodyLimitMiddleware, RequestGuard
 from .memory import tune_malloc
 from .metrics import Metrics, MetricsMiddleware
+from .params import (
+    IdsAs,
+    bad_param,
+    batch_request_model,
+    parse_columns,
+    parse_user,
+    query_int,
+)
 from .problems import PROBLEM_JSON, Problem, install_handlers, request_id_of
 
 log = logging.getLogger("seqvault.server")
@@ -60,23 +65,6 @@ DEFAULT_MAX_INFLIGHT = 256  # requests one worker works on at once; more get 503
 STREAM_CHUNK = 256 << 10  # batchGet bodies go out in chunks of about this size
 COMPRESS_MIN_BYTES = 8_192  # below this, compression costs more time than it saves bytes
 REOPEN_INTERVAL = 0.5
-_INT_RE = re.compile(r"[+-]?[0-9]{1,20}")
-
-IdsAs = Literal["number", "string"]
-
-
-def _json_int(v: Any) -> Any:
-    """JSON Schema's "integer": ints and integral floats (401.0), never strings or booleans."""
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError("Input should be an integer")
-    return v
-
-
-# (constraints before the validator: that order gives JSON Schema's minimum/maximum names)
-Int64 = Annotated[int, Field(ge=-(1 << 63), le=(1 << 63) - 1), BeforeValidator(_json_int)]
-
 
 # ============================================================ state
 class ServerState:
@@ -141,31 +129,7 @@ class ServerState:
                     self.metrics.ready.set(0)
 
 
-# ============================================================ request models (OpenAPI)
-class BatchGetBase(BaseModel):
-    """`POST /sequences:batchGet` body. Ids may be numbers or strings (an int64 store accepts
-    decimal strings too, so JavaScript clients can send ids they received with
-    `?ids_as=string`); an id of any other JSON type fails only its own entry (422)."""
-
-    model_config = ConfigDict(extra="forbid")
-    columns: list[StrictStr] | None = Field(
-        None, min_length=1, description="default: every column, time column first")
-    before: Int64 | list[Int64] | None = Field(
-        None, description="keep ts < before: one value, or one per user")
-    since: Int64 | None = Field(None, description="keep ts >= since")
-
-
-def batch_request_model(max_batch_users: int, max_last: int) -> type[BaseModel]:
-    """The body model with this app's limits in it, so the OpenAPI document states them."""
-    return create_model(
-        "BatchGetRequest", __base__=BatchGetBase,
-        user_ids=(list[Any], Field(min_length=1, max_length=max_batch_users,
-                                   description="user ids; duplicates are answered once")),
-        last=(Annotated[int, Field(gt=0, le=max_last), BeforeValidator(_json_int)] | None,
-              Field(None, description="newest N events per user")),
-    )
-
-
+# ============================================================ response models (OpenAPI)
 class ProblemDetails(BaseModel):
     """RFC 9457 problem details (`application/problem+json`)."""
 
@@ -208,74 +172,6 @@ _WRITE_BODY = {
 
 
 # ============================================================ helpers
-def parse_user(schema: Schema, raw: Any) -> int | str:
-    """A user id from a path segment or a batch list (any JSON value), checked against the
-    schema's type."""
-    if not isinstance(raw, int | str) or isinstance(raw, bool):
-        kind = {bool: "a boolean", float: "a number with a fraction", type(None): "null",
-                list: "a list", dict: "an object"}.get(type(raw), type(raw).__name__)
-        raise ValidationError(f"user_id: {raw!r} is {kind}; this store's user ids are "
-                              f"{schema.user_type}" + (" (numbers or decimal strings)"
-                                                       if schema.user_type == "int64" else ""),
-                              column="user_id", value=raw)
-    if schema.user_type == "int64" and isinstance(raw, str):
-        if not contract.INT64_ID_RE.fullmatch(raw):
-            raise ValidationError(f"user_id: {raw!r} is not an integer; this store's user "
-                                  f"column {schema.user_column!r} is int64",
-                                  column="user_id", value=raw)
-        raw = int(raw)
-    try:
-        return coerce_user(schema, raw)
-    except ValidationError as exc:
-        raise ValidationError(f"user_id: {exc}", column="user_id", value=exc.value) from None
-
-
-def _bad_param(name: str, value: Any, expected: str) -> Problem:
-    return Problem(422, "invalid-parameter", f"{name}: {value!r} {expected}", field=name,
-                   value=value, errors=[{"field": name, "in": "query", "message": expected,
-                                         "value": value}])
-
-
-def query_int(params: Any, name: str, *, minimum: int | None = None,
-              maximum: int | None = None) -> int | None:
-    """An optional integer query parameter, or 422 naming it, its value and the range."""
-    raw = params.get(name)
-    if raw is None:
-        return None
-    if not _INT_RE.fullmatch(raw):
-        raise _bad_param(name, raw, "is not an integer")
-    value = int(raw)
-    lo = -(1 << 63) if minimum is None else minimum
-    hi = (1 << 63) - 1 if maximum is None else maximum
-    if not lo <= value <= hi:
-        why = (f"is over this server's maximum of {hi}" if value > hi and maximum is not None
-               else f"must be at least {lo}" if value < lo and minimum is not None
-               else "does not fit int64")
-        raise _bad_param(name, value, why)
-    return value
-
-
-def parse_columns(schema: Schema, columns: str | Sequence[str] | None) -> list[str] | None:
-    if columns is None:
-        return None
-    # no stripping: the contract's pattern has no blanks, and the server accepts what it says
-    names = columns.split(",") if isinstance(columns, str) else list(columns)
-    if not names or any(not n for n in names):
-        raise Problem(422, "invalid-parameter",
-                      f"columns: {columns!r} must be a comma-separated list of column names "
-                      f"from {schema.column_names}", field="columns", value=columns)
-    unknown = [n for n in names if n not in schema.column_names]
-    if unknown:
-        raise Problem(422, "invalid-parameter",
-                      f"columns: unknown column(s) {unknown}; the schema has "
-                      f"{schema.column_names}", field="columns", value=unknown[0])
-    return list(dict.fromkeys(names))
-
-
-async def read_body(request: Request) -> bytes:
-    return await request.body()  # the size limit is enforced by BodyLimitMiddleware
-
-
 def warm_up(vault: SeqVault | None) -> None:
     """Encode an empty sequence in every format once, so the first request does not pay for
     lazy imports and kernel registration (pyarrow's first dictionary_encode: 0.2 s)."""
@@ -435,7 +331,7 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
         since = query_int(qp, "since")
         ids_as = qp.get("ids_as", "number")
         if ids_as not in ("number", "string"):
-            raise _bad_param("ids_as", ids_as, "must be 'number' or 'string'")
+            raise bad_param("ids_as", ids_as, "must be 'number' or 'string'")
         vault = await state.get()
         schema = vault.schema
         key = parse_user(schema, request.path_params["user_id"])
@@ -581,7 +477,7 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
     async def append_events(request: Request, user_id: str = PathParam()) -> dict[str, Any]:
         check_write(request)
         fmt = formats.body_format(request.headers.get("content-type"))
-        raw = await read_body(request)
+        raw = await request.body()  # size-limited by BodyLimitMiddleware
         vault = await state.get()
         key = parse_user(vault.schema, user_id)
 
@@ -605,7 +501,7 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
     async def append_batch(request: Request) -> dict[str, Any]:
         check_write(request)
         fmt = formats.body_format(request.headers.get("content-type"))
-        raw = await read_body(request)
+        raw = await request.body()  # size-limited by BodyLimitMiddleware
         vault = await state.get()
 
         def work() -> int:
