@@ -381,7 +381,7 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
         vault = await state.get()
         names = parse_columns(vault.schema, req.columns)
         last = req.last or max_last
-        entries = batch.plan(vault.schema, req.user_ids, befores, parse_user)
+        entries = batch.plan(vault.schema, req.user_ids, befores)
         n_reads = sum(1 for e in entries if e.problem is None)
         refused = batch.over_budget(n_reads, last, max_response_events)
         if refused is not None:

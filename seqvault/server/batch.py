@@ -28,6 +28,7 @@ from ..errors import SeqVaultError, ValidationError
 from ..schema import Schema
 from ..vault import SeqVault
 from .formats import BatchEncoder, BatchItem
+from .params import parse_user
 from .problems import Problem, bounded, from_engine
 
 log = logging.getLogger("seqvault.server")
@@ -43,8 +44,8 @@ class Entry:
     problem: dict[str, Any] | None = None
 
 
-def plan(schema: Schema, user_ids: Sequence[Any], befores: Sequence[int | None],
-         parse_user: Any) -> list[Entry]:
+def plan(schema: Schema, user_ids: Sequence[Any], befores: Sequence[int | None]
+         ) -> list[Entry]:
     """Distinct entries in first-seen order; bad ids become problem entries (no reads)."""
     entries: list[Entry] = []
     seen: set[Any] = set()
