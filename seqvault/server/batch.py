@@ -87,9 +87,10 @@ def stream(vault: SeqVault, entries: list[Entry], fmt: str, names: list[str] | N
     out_names = names if names is not None else schema.column_names
     enc = BatchEncoder(fmt, schema, out_names, len(entries), ids_as_string=ids_as_string)
     head = enc.head()
-    sent = len(head) + len(enc.tail())
+    sent = len(head) + 2  # + the JSON tail; Arrow's tail is a flush, counted as estimated
     yield head
     exhausted: dict[str, Any] | None = None
+    n = 0
     for e in entries:
         if e.problem is not None:
             item = BatchItem(e.raw, e.problem["status"], problem=e.problem)
@@ -97,19 +98,29 @@ def stream(vault: SeqVault, entries: list[Entry], fmt: str, names: list[str] | N
             item = BatchItem(e.key, 422, problem=exhausted)
         else:
             item = read_one(vault, e, names, last, since, request_id)
-        piece = enc.item(item)
-        if exhausted is None and sent + len(piece) > max_bytes:
+        # Arrow groups users into record batches, so its size is estimated before encoding;
+        # JSON and msgpack entries are encoded and measured.
+        piece = b"" if fmt == "arrow" else enc.item(item)
+        size = enc.estimate(item) if fmt == "arrow" else len(piece) + 1
+        if exhausted is None and sent + size > max_bytes:
             exhausted = Problem(
                 422, "over-limit", f"the response reached this server's budget of {max_bytes} "
                 "bytes (max_response_bytes) before this user; ask for fewer users, fewer "
                 "columns or a smaller last", setting="max_response_bytes",
                 limit=max_bytes).to_dict()
-            piece = enc.item(BatchItem(e.key if e.key is not None else e.raw, 422,
-                                       problem=exhausted))
+            item = BatchItem(e.key if e.key is not None else e.raw, 422, problem=exhausted)
+            piece = b"" if fmt == "arrow" else enc.item(item)
+            size = enc.estimate(item) if fmt == "arrow" else len(piece) + 1
         elif item.status == 200:
             lengths.append(item.count)
-        sent += len(piece)
-        yield piece
+        if fmt == "arrow":
+            piece = enc.item(item)
+        elif fmt == "json" and n:
+            piece = b"," + piece
+        n += 1
+        sent += size
+        if piece:
+            yield piece
     yield enc.tail()
 
 

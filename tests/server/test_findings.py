@@ -64,6 +64,27 @@ def test_1_byte_budget_cuts_later_users_per_user(tmp_path: Path, serve: Any) -> 
         assert all(r["problem"]["setting"] == "max_response_bytes" for r in cut)
 
 
+@pytest.mark.parametrize("accept", ["application/json", "application/msgpack",
+                                    "application/vnd.apache.arrow.stream"])
+def test_1_byte_budget_from_the_first_user_still_gives_a_valid_body(
+        tmp_path: Path, serve: Any, accept: str) -> None:
+    import pyarrow as pa
+
+    store = make_store(tmp_path / "s", {1: 2_000, 2: 2_000})
+    with serve(store, max_response_bytes=5_000) as srv, srv.client() as c:
+        resp = c.post("/sequences:batchGet", json={"user_ids": [1, 2, "x"], "last": 2000},
+                      headers={"Accept": accept})
+        assert resp.status_code == 200
+        if accept.endswith("stream"):
+            rows = pa.ipc.open_stream(resp.content).read_all().to_pylist()
+        elif accept.endswith("json"):
+            rows = resp.json()["results"]
+        else:
+            rows = msgpack.unpackb(resp.content)["results"]
+        assert [r["status"] for r in rows] == [422, 422, 422]
+        assert len(resp.content) < 5_000
+
+
 def test_1_large_batch_streams_in_every_format(tmp_path: Path, serve: Any) -> None:
     import pyarrow as pa
 
