@@ -159,9 +159,11 @@ def _canned_response(status: int, detail: str) -> bytes:
 class NoDelayHTTPProtocol(_Base):  # type: ignore[misc,valid-type]
     """uvicorn's protocol + TCP_NODELAY + one send per small response + `ConnectionLimits`.
 
-    Only public members of uvicorn's protocol are used: `cycle` (the current request: its
-    `more_body` and `response_complete`), `connections`, `transport` and the
-    `data_received` / `on_response_complete` / `connection_lost` hooks.
+    Only public members of uvicorn's protocol are used: `cycle` (the current request, and
+    its `more_body`), `connections`, `transport` and the `data_received` /
+    `on_response_complete` / `connection_lost` hooks. Phases of a connection: "head" (waiting
+    for a request head: deadline `header_timeout`), "body" (`body_timeout`), "app" (the app
+    works and answers: no deadline here), "closed".
     """
 
     limits: ConnectionLimits | None = None  # None: read SEQVAULT_SERVE_CONN_* once
