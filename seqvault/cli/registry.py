@@ -20,7 +20,7 @@ import click
 COMMAND_MODULES: tuple[tuple[str, str], ...] = (
     ("seqvault.cli.store_cmds", "register"),  # init get append merge stats info ledger schema
     ("seqvault.cli.data_cmds", "register"),  # ingest export verify
-    ("seqvault.server.cli", "register"),  # serve (issue 5)
+    ("seqvault.cli.serve", "serve"),  # serve
     ("seqvault.model.cli", "model_cli"),  # model (LASER reference model)
     ("seqvault.bench_cli", "register"),  # bench (issue 6)
 )

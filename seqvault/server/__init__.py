@@ -1,7 +1,7 @@
 """The HTTP service (FastAPI + uvicorn): `create_app(store_path, read_only=True, token=None)`.
 
 Needs the `server` extra: ``pip install 'seqvault[server]'``. See docs/design/http.md.
-`create_app` is imported lazily so that `seqvault.server.cli` (the `serve` command, loaded by
+`create_app` is imported lazily so that `seqvault.cli.serve` (the `serve` command, loaded by
 `seqvault --help`) does not import FastAPI.
 """
 

@@ -7,6 +7,12 @@ starts, answers 503 on /readyz and on data endpoints, and retries the open at mo
 `REOPEN_INTERVAL` seconds. Every blocking engine call, and the encoding of large bodies, runs
 in the thread pool so the event loop only parses requests and moves bytes.
 
+Every request's work and memory are bounded by settings (the response budget:
+`max_last`, `max_batch_users`, `max_response_events`, `max_response_bytes`, `max_body_bytes`,
+`max_inflight`); batchGet streams one user at a time (batch.py). The limits are in the OpenAPI
+document, which is specialised to the open store (column names, user id type) so that it says
+exactly what the server accepts (contract.py).
+
 The process model and the wire contract are in docs/design/http.md.
 """
 
@@ -16,42 +22,49 @@ import contextlib
 import hmac
 import logging
 import os
-import re
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
-from starlette.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from .. import __version__
-from ..errors import SeqVaultError, ValidationError
-from ..schema import Schema
-from ..validate import coerce_user
+from ..errors import NotFound, SeqVaultError, StoreLocked
 from ..vault import SeqVault
-from . import formats
-from .formats import BatchItem, choose_encoding, compress, negotiate
+from . import batch, contract, formats
+from .formats import choose_encoding, compress, negotiate
+from .guard import BodyLimitMiddleware, RequestGuard
+from .memory import tune_malloc
 from .metrics import Metrics, MetricsMiddleware
-from .problems import PROBLEM_JSON, Problem, from_engine, install_handlers
+from .params import (
+    IdsAs,
+    bad_param,
+    batch_request_model,
+    parse_columns,
+    parse_user,
+    query_int,
+)
+from .problems import PROBLEM_JSON, Problem, install_handlers, request_id_of
 
 log = logging.getLogger("seqvault.server")
 
-DEFAULT_MAX_LAST = 100_000
-DEFAULT_MAX_BODY_BYTES = 64 << 20
-DEFAULT_MAX_BATCH_USERS = 1_000
+DEFAULT_MAX_LAST = 100_000  # events in one user's response
+DEFAULT_MAX_BODY_BYTES = 64 << 20  # request body
+DEFAULT_MAX_BATCH_USERS = 1_000  # ids in one batchGet
+# distinct users x last of one batchGet: ~55 MB of JSON, ~30 MB of Arrow at the test schema
+DEFAULT_MAX_RESPONSE_EVENTS = 1_000_000
+DEFAULT_MAX_RESPONSE_BYTES = 128 << 20  # bytes of one response body (long strings)
+DEFAULT_MAX_INFLIGHT = 256  # requests one worker works on at once; more get 503
+STREAM_CHUNK = 256 << 10  # batchGet bodies go out in chunks of about this size
 COMPRESS_MIN_BYTES = 8_192  # below this, compression costs more time than it saves bytes
 REOPEN_INTERVAL = 0.5
-_INT_RE = re.compile(r"[+-]?[0-9]{1,20}")
-
-IdsAs = Literal["number", "string"]
-Int64 = Annotated[StrictInt, Field(ge=-(1 << 63), le=(1 << 63) - 1)]
-
 
 # ============================================================ state
 class ServerState:
@@ -64,6 +77,7 @@ class ServerState:
         self.vault: SeqVault | None = None
         self.error: str | None = "not opened yet"
         self.identity: tuple[int, int] | None = None  # of the metadata file we opened
+        self.reason = "not opened yet"  # what a client may see: no paths
         self._lock = threading.Lock()
         self._next_try = 0.0
 
@@ -83,6 +97,10 @@ class ServerState:
                                            create=False, auto_merge=not self.read_only)
             except (SeqVaultError, OSError) as exc:
                 self.error = f"{type(exc).__name__}: {exc}"
+                self.reason = ("it is open for writing by another process"
+                               if isinstance(exc, StoreLocked) else
+                               "there is no store at the configured path yet"
+                               if isinstance(exc, NotFound) else type(exc).__name__)
                 log.warning("store %s not ready: %s", self.store_path, self.error)
                 self.metrics.ready.set(0)
                 return None
@@ -97,8 +115,9 @@ class ServerState:
         if vault is None:
             vault = await run_in_threadpool(self.try_open)
         if vault is None:
-            raise Problem(503, "not-ready", f"store {str(self.store_path)!r} is not open: "
-                          f"{self.error}", headers={"Retry-After": "1"})
+            # the full reason (with the path) is in the server log, not in the answer
+            raise Problem(503, "not-ready", f"the store is not open: {self.reason}; retry "
+                          "shortly", headers={"Retry-After": "1"})
         return vault
 
     def close(self) -> None:
@@ -121,21 +140,7 @@ def store_identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-# ============================================================ request models (OpenAPI)
-class BatchGetRequest(BaseModel):
-    """`POST /sequences:batchGet` body. Ids may be numbers or strings (an int64 store accepts
-    decimal strings too, so JavaScript clients can send ids they received with
-    `?ids_as=string`)."""
-
-    model_config = ConfigDict(extra="forbid")
-    user_ids: list[StrictInt | StrictStr] = Field(min_length=1)
-    last: StrictInt | None = Field(None, gt=0, description="newest N events per user")
-    columns: list[StrictStr] | None = Field(None, description="default: every column")
-    before: Int64 | list[Int64] | None = Field(
-        None, description="keep ts < before: one value, or one per user")
-    since: Int64 | None = Field(None, description="keep ts >= since")
-
-
+# ============================================================ response models (OpenAPI)
 class ProblemDetails(BaseModel):
     """RFC 9457 problem details (`application/problem+json`)."""
 
@@ -178,107 +183,6 @@ _WRITE_BODY = {
 
 
 # ============================================================ helpers
-def parse_user(schema: Schema, raw: Any) -> int | str:
-    """A user id from a path segment or a batch list, checked against the schema's type."""
-    if schema.user_type == "int64" and isinstance(raw, str):
-        if not _INT_RE.fullmatch(raw):
-            raise ValidationError(f"user_id: {raw!r} is not an integer; this store's user "
-                                  f"column {schema.user_column!r} is int64",
-                                  column="user_id", value=raw)
-        raw = int(raw)
-    try:
-        return coerce_user(schema, raw)
-    except ValidationError as exc:
-        raise ValidationError(f"user_id: {exc}", column="user_id", value=exc.value) from None
-
-
-def _bad_param(name: str, value: Any, expected: str) -> Problem:
-    return Problem(422, "invalid-parameter", f"{name}: {value!r} {expected}", field=name,
-                   value=value, errors=[{"field": name, "in": "query", "message": expected,
-                                         "value": value}])
-
-
-def query_int(params: Any, name: str, *, minimum: int | None = None,
-              maximum: int | None = None) -> int | None:
-    """An optional integer query parameter, or 422 naming it, its value and the range."""
-    raw = params.get(name)
-    if raw is None:
-        return None
-    if not _INT_RE.fullmatch(raw):
-        raise _bad_param(name, raw, "is not an integer")
-    value = int(raw)
-    lo = -(1 << 63) if minimum is None else minimum
-    hi = (1 << 63) - 1 if maximum is None else maximum
-    if not lo <= value <= hi:
-        why = (f"is over this server's maximum of {hi}" if value > hi and maximum is not None
-               else f"must be at least {lo}" if value < lo and minimum is not None
-               else "does not fit int64")
-        raise _bad_param(name, value, why)
-    return value
-
-
-def parse_columns(schema: Schema, columns: str | Sequence[str] | None) -> list[str] | None:
-    if columns is None:
-        return None
-    names = [c.strip() for c in columns.split(",")] if isinstance(columns, str) else list(columns)
-    if not names or any(not n for n in names):
-        raise Problem(422, "invalid-parameter",
-                      f"columns: {columns!r} must be a comma-separated list of column names "
-                      f"from {schema.column_names}", field="columns", value=columns)
-    unknown = [n for n in names if n not in schema.column_names]
-    if unknown:
-        raise Problem(422, "invalid-parameter",
-                      f"columns: unknown column(s) {unknown}; the schema has "
-                      f"{schema.column_names}", field="columns", value=unknown[0])
-    return list(dict.fromkeys(names))
-
-
-async def read_body(request: Request) -> bytes:
-    return await request.body()  # the size limit is enforced by BodyLimitMiddleware
-
-
-class BodyLimitMiddleware:
-    """413 for bodies over `limit` bytes: by Content-Length before reading, else while reading."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = 0
-                if declared > self.limit:
-                    resp = self._problem(declared, scope.get("path", "")).response(
-                        scope.get("path"))
-                    await resp(scope, receive, send)
-                    return
-        seen = 0
-
-        async def limited_receive() -> Any:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise self._problem(seen, scope.get("path", ""))
-            return message
-
-        await self.app(scope, limited_receive, send)
-
-    def _problem(self, size: int, path: str) -> Problem:
-        return Problem(413, "content-too-large",
-                       f"request body: {size} bytes is over this server's limit of "
-                       f"{self.limit} bytes (--max-body-bytes)", limit=self.limit,
-                       headers={"Connection": "close"})
-
-
 def warm_up(vault: SeqVault | None) -> None:
     """Encode an empty sequence in every format once, so the first request does not pay for
     lazy imports and kernel registration (pyarrow's first dictionary_encode: 0.2 s)."""
@@ -298,6 +202,9 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
                token: str | None = None, max_last: int = DEFAULT_MAX_LAST,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                max_batch_users: int = DEFAULT_MAX_BATCH_USERS,
+               max_response_events: int = DEFAULT_MAX_RESPONSE_EVENTS,
+               max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+               max_inflight: int = DEFAULT_MAX_INFLIGHT,
                compress_min_bytes: int = COMPRESS_MIN_BYTES) -> FastAPI:
     """The HTTP service over the store at `store_path`.
 
@@ -307,14 +214,22 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
     if not read_only and not token:
         raise ValueError("create_app: read_only=False needs a token (writes are only accepted "
                          "with Authorization: Bearer <token>)")
-    if max_last <= 0 or max_body_bytes <= 0 or max_batch_users <= 0:
-        raise ValueError("create_app: max_last, max_body_bytes and max_batch_users must be > 0")
+    limits = {"max_last": max_last, "max_body_bytes": max_body_bytes,
+              "max_batch_users": max_batch_users, "max_response_events": max_response_events,
+              "max_response_bytes": max_response_bytes, "max_inflight": max_inflight}
+    bad = [k for k, v in limits.items() if v <= 0]
+    if bad:
+        raise ValueError(f"create_app: {bad} must be > 0")
+    if max_last > max_response_events:
+        raise ValueError(f"create_app: max_last={max_last} is over max_response_events="
+                         f"{max_response_events} (one user's read must fit the budget)")
     metrics = Metrics()
     state = ServerState(Path(store_path), read_only, metrics)
     token_bytes = token.encode() if token else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tune_malloc()
         await run_in_threadpool(state.try_open, force=True)
         try:
             yield
@@ -330,9 +245,11 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
             "`Accept-Encoding` for large bodies; errors are RFC 9457 problem+json. "
             "Int64 user ids above 2^53 lose precision in JavaScript: add `?ids_as=string`."),
         lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # served offline by contract.install_docs
     )
     app.state.seqvault = state
     install_handlers(app)
+    contract.install_docs(app)
     from .ui import router as ui_router  # the /ui store explorer page (docs/design/ui.md)
 
     app.include_router(ui_router)
@@ -349,7 +266,7 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
         if store_identity(state.store_path) != state.identity:
             # Deleted (or deleted and re-created) under us: we would answer from files that
             # are gone from the directory; a load balancer must stop sending us traffic.
-            raise Problem(503, "not-ready", f"store {str(state.store_path)!r} was removed or "
+            raise Problem(503, "not-ready", "the store was removed or "
                           "replaced since this server opened it; restart the server",
                           headers={"Retry-After": "1"})
         if vault.read_only:
@@ -387,8 +304,7 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
             return vault.stats()
 
         stats = await run_in_threadpool(work)
-        stats["server"] = {"pid": os.getpid(), "version": __version__, "max_last": max_last,
-                           "max_body_bytes": max_body_bytes, "max_batch_users": max_batch_users,
+        stats["server"] = {"pid": os.getpid(), "version": __version__, **limits,
                            "writes": not read_only}
         return stats
 
@@ -397,23 +313,29 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
     # as much as a 100-event read; measured), so its parameters are documented by hand here.
     seq_params = [
         {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"},
-         "description": "int64 or string, as the schema says"},
+         "description": "int64 or string, as the schema says; percent-encode anything but "
+                        "letters, digits and `-._~` (a `/` in an id is `%2F`)"},
         {"name": "last", "in": "query", "required": False,
          "schema": {"type": "integer", "exclusiveMinimum": 0, "maximum": max_last},
          "description": f"newest N events (default and maximum {max_last})"},
-        {"name": "columns", "in": "query", "required": False, "schema": {"type": "string"},
+        {"name": "columns", "in": "query", "required": False,
+         "schema": {"type": "string", "pattern": contract.COLUMNS_PATTERN},
          "description": "comma-separated column names; default: all, time column first"},
-        {"name": "before", "in": "query", "required": False, "schema": {"type": "integer"},
+        {"name": "before", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": -(1 << 63), "maximum": (1 << 63) - 1},
          "description": "keep ts < before (schema time unit)"},
-        {"name": "since", "in": "query", "required": False, "schema": {"type": "integer"},
+        {"name": "since", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": -(1 << 63), "maximum": (1 << 63) - 1},
          "description": "keep ts >= since (schema time unit)"},
         {"name": "ids_as", "in": "query", "required": False,
          "schema": {"type": "string", "enum": ["number", "string"], "default": "number"},
          "description": "`string`: user ids as JSON strings (int64 above 2^53 in JavaScript)"},
     ]
 
+    # `:path` so that an id holding `/` (sent as %2F, which the server decodes before routing)
+    # still reaches this route.
     @app.get(
-        "/users/{user_id}/sequence", tags=["sequences"], response_class=Response,
+        "/users/{user_id:path}/sequence", tags=["sequences"], response_class=Response,
         summary="One user's newest events, ascending by time",
         responses={200: {"description": "the sequence (format by Accept)",
                          "content": _SEQ_CONTENT},
@@ -429,7 +351,7 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
         since = query_int(qp, "since")
         ids_as = qp.get("ids_as", "number")
         if ids_as not in ("number", "string"):
-            raise _bad_param("ids_as", ids_as, "must be 'number' or 'string'")
+            raise bad_param("ids_as", ids_as, "must be 'number' or 'string'")
         vault = await state.get()
         schema = vault.schema
         key = parse_user(schema, request.path_params["user_id"])
@@ -442,6 +364,12 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
             body = formats.encode_sequence(fmt, vault.schema, key, seq.columns, seq.count,
                                            ids_as_string=ids_as == "string",
                                            dictionaries=seq.dictionaries)
+            if len(body) > max_response_bytes:
+                raise Problem(422, "over-limit",
+                              f"the response of {len(body)} bytes is over this server's "
+                              f"budget of {max_response_bytes} bytes (max_response_bytes); "
+                              "ask for fewer columns or a smaller last",
+                              setting="max_response_bytes", limit=max_response_bytes)
             enc = encoding if len(body) >= compress_min_bytes else None
             return compress(body, enc), seq.count, enc
 
@@ -452,65 +380,94 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
             headers["Content-Encoding"] = enc
         return Response(body, media_type=formats.MEDIA_TYPES[fmt], headers=headers)
 
-    @app.post(
-        "/sequences:batchGet", tags=["sequences"], response_class=Response,
-        summary="Many users' sequences in one call, with a status per user",
-        responses={200: {"description": "per-user results (format by Accept)", "content": {
-            formats.JSON: {}, formats.MSGPACK: {}, formats.ARROW: {}}},
-            **_problem_responses(406, 413, 422, 503)},
-    )
+    BatchGetRequest = batch_request_model(max_batch_users, max_last)
+
     async def batch_get(
-        request: Request, body: BatchGetRequest,
+        request: Request, body: Any,
         ids_as: IdsAs = Query("number", description="`string`: user ids as JSON strings"),
     ) -> Response:
+        req: Any = body
         fmt = negotiate(request.headers.get("accept"))
         encoding = choose_encoding(request.headers.get("accept-encoding"))
-        if len(body.user_ids) > max_batch_users:
-            raise Problem(422, "invalid-parameter",
-                          f"user_ids: {len(body.user_ids)} ids is over this server's limit of "
-                          f"{max_batch_users} per call", field="user_ids")
-        if body.last is not None and body.last > max_last:
-            raise Problem(422, "invalid-parameter",
-                          f"last: {body.last} is over this server's maximum of {max_last}",
-                          field="last", value=body.last)
         befores: list[int | None]
-        if isinstance(body.before, list):
-            if len(body.before) != len(body.user_ids):
+        if isinstance(req.before, list):
+            if len(req.before) != len(req.user_ids):
                 raise Problem(422, "invalid-parameter",
-                              f"before: {len(body.before)} values for {len(body.user_ids)} "
+                              f"before: {len(req.before)} values for {len(req.user_ids)} "
                               "user_ids; give one value or one per user", field="before")
-            befores = list(body.before)
+            befores = list(req.before)
         else:
-            befores = [body.before] * len(body.user_ids)
+            befores = [req.before] * len(req.user_ids)
         vault = await state.get()
-        names = parse_columns(vault.schema, body.columns)
-        last = body.last or max_last
-
-        def work() -> tuple[bytes, list[int], str | None]:
-            schema = vault.schema
-            items: list[BatchItem] = []
-            for raw, before in zip(body.user_ids, befores):
-                try:
-                    key = parse_user(schema, raw)
-                    seq = vault.read(key, last=last, columns=names, before=before,
-                                     since=body.since)
-                except ValidationError as exc:
-                    prob = from_engine(exc).to_dict()
-                    items.append(BatchItem(raw, prob["status"], problem=prob))
-                    continue
-                items.append(BatchItem(key, 200, seq.count, seq.columns))
-            out_names = names if names is not None else schema.column_names
-            data = formats.encode_batch(fmt, schema, out_names, items,
-                                        ids_as_string=ids_as == "string")
-            enc = encoding if len(data) >= compress_min_bytes else None
-            return compress(data, enc), [it.count for it in items if it.status == 200], enc
-
-        data, lengths, enc = await run_in_threadpool(work)
-        metrics.served("/sequences:batchGet", fmt, lengths)
+        names = parse_columns(vault.schema, req.columns)
+        last = req.last or max_last
+        entries = batch.plan(vault.schema, req.user_ids, befores)
+        n_reads = sum(1 for e in entries if e.problem is None)
+        refused = batch.over_budget(n_reads, last, max_response_events)
+        if refused is not None:
+            raise refused
+        rid = request_id_of(request)
+        lengths: list[int] = []
+        pieces = batch.coalesce(batch.stream(
+            vault, entries, fmt, names, last, req.since, ids_as_string=ids_as == "string",
+            max_bytes=max_response_bytes, request_id=rid, lengths=lengths), STREAM_CHUNK)
         headers = {"Vary": "Accept, Accept-Encoding"}
-        if enc:
-            headers["Content-Encoding"] = enc
-        return Response(data, media_type=formats.MEDIA_TYPES[fmt], headers=headers)
+        media = formats.MEDIA_TYPES[fmt]
+
+        # Encode until the body is known to fit one chunk (then send it whole, with a length,
+        # uncompressed below compress_min_bytes as before) or not (then stream the rest,
+        # compressing on the fly).
+        def prefix() -> tuple[list[bytes], bool]:
+            got: list[bytes] = []
+            size = 0
+            for piece in pieces:
+                got.append(piece)
+                size += len(piece)
+                if size >= STREAM_CHUNK:
+                    return got, False
+            return got, True
+
+        first, done = await run_in_threadpool(prefix)
+        if done:
+            data = b"".join(first)
+            enc = encoding if len(data) >= compress_min_bytes else None
+            metrics.served("/sequences:batchGet", fmt, lengths)
+            if enc:
+                headers["Content-Encoding"] = enc
+            return Response(compress(data, enc), media_type=media, headers=headers)
+        if encoding:
+            headers["Content-Encoding"] = encoding
+
+        async def rest() -> AsyncIterator[bytes]:
+            squeeze = formats.stream_compressor(encoding)
+            for piece in first:
+                out = squeeze(piece)
+                if out:
+                    yield out
+            async for piece in iterate_in_threadpool(pieces):
+                out = squeeze(piece)
+                if out:
+                    yield out
+            tail = squeeze(None)
+            if tail:
+                yield tail
+            metrics.served("/sequences:batchGet", fmt, lengths)
+
+        return StreamingResponse(rest(), media_type=media, headers=headers)
+
+    # The body model is built at run time (it carries this app's limits), so the annotation is
+    # set here: under `from __future__ import annotations` FastAPI could not resolve the name.
+    batch_get.__annotations__["body"] = BatchGetRequest
+    app.post(
+        "/sequences:batchGet", tags=["sequences"], response_class=Response,
+        summary="Many users' sequences in one call, with a status per user",
+        description=batch.__doc__,
+        responses={200: {"description": "per-user results (format by Accept)", "content": {
+            formats.JSON: {"schema": {"$ref": "#/components/schemas/BatchResults"}},
+            formats.MSGPACK: {"schema": {"type": "string", "format": "binary"}},
+            formats.ARROW: {"schema": {"type": "string", "format": "binary"}}}},
+            **_problem_responses(406, 413, 422, 503)},
+    )(batch_get)
 
     # ---------------------------------------------------------------- writes
     def check_write(request: Request) -> None:
@@ -530,19 +487,25 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
             raise Problem(403, "forbidden", "the bearer token is not valid for this server")
 
     @app.post(
-        "/users/{user_id}/events", tags=["writes"], summary="Append one user's events (atomic)",
+        "/users/{user_id:path}/events", tags=["writes"],
+        summary="Append one user's events (atomic)",
+        description="Every column of the schema, each an array, all of the same length (a "
+                    "rule JSON Schema cannot state: other lengths are refused with 422).",
         openapi_extra={"requestBody": _WRITE_BODY},
         responses=_problem_responses(400, 401, 403, 405, 413, 415, 422, 503),
     )
     async def append_events(request: Request, user_id: str = PathParam()) -> dict[str, Any]:
         check_write(request)
         fmt = formats.body_format(request.headers.get("content-type"))
-        raw = await read_body(request)
+        raw = await request.body()  # size-limited by BodyLimitMiddleware
         vault = await state.get()
         key = parse_user(vault.schema, user_id)
 
         def work() -> int:
-            return vault.append(key, formats.decode_columns(fmt, raw))
+            cols = formats.decode_columns(fmt, raw)
+            if fmt != "arrow":
+                formats.reject_bools(vault.schema, cols)
+            return vault.append(key, cols)
 
         n = await run_in_threadpool(work)
         return {"user_id": key, "appended": n}
@@ -550,23 +513,28 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
     @app.post(
         "/events:batchAppend", tags=["writes"],
         summary="Append many users' events in one atomic call",
-        description="The body's columns include the user column.",
+        description="The body's columns include the user column; every column an array, all "
+                    "of the same length (refused with 422 otherwise).",
         openapi_extra={"requestBody": _WRITE_BODY},
         responses=_problem_responses(400, 401, 403, 405, 413, 415, 422, 503),
     )
     async def append_batch(request: Request) -> dict[str, Any]:
         check_write(request)
         fmt = formats.body_format(request.headers.get("content-type"))
-        raw = await read_body(request)
+        raw = await request.body()  # size-limited by BodyLimitMiddleware
         vault = await state.get()
 
         def work() -> int:
-            return vault.append_batch(formats.decode_columns(fmt, raw))
+            cols = formats.decode_columns(fmt, raw)
+            if fmt != "arrow":
+                formats.reject_bools(vault.schema, cols)
+            return vault.append_batch(cols)
 
         n = await run_in_threadpool(work)
         return {"appended": n}
 
-    # the OpenAPI document references SequenceJSON; make sure it is in the components
+    # The generic document (http/openapi.json) plus the components it references; served
+    # specialised to the open store (contract.specialise), so it is exact for that store.
     openapi_default = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -575,12 +543,18 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
             comps = doc.setdefault("components", {}).setdefault("schemas", {})
             comps["SequenceJSON"] = SequenceJSON.model_json_schema(
                 ref_template="#/components/schemas/{model}")
+            comps.update(contract.extra_components())
+            contract.tighten(doc, limits)
             app.openapi_schema = doc
-        return app.openapi_schema
+        vault = state.vault
+        if vault is None:
+            return app.openapi_schema
+        return contract.specialise(app.openapi_schema, vault.schema)
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes)
+    app.add_middleware(RequestGuard, max_inflight=max_inflight)
     return app
 
 
@@ -598,6 +572,12 @@ def app_from_env() -> FastAPI:
         token=token,
         max_last=int(env.get("SEQVAULT_SERVE_MAX_LAST", DEFAULT_MAX_LAST)),
         max_body_bytes=int(env.get("SEQVAULT_SERVE_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)),
+        max_batch_users=int(env.get("SEQVAULT_SERVE_MAX_BATCH_USERS", DEFAULT_MAX_BATCH_USERS)),
+        max_response_events=int(env.get("SEQVAULT_SERVE_MAX_RESPONSE_EVENTS",
+                                        DEFAULT_MAX_RESPONSE_EVENTS)),
+        max_response_bytes=int(env.get("SEQVAULT_SERVE_MAX_RESPONSE_BYTES",
+                                       DEFAULT_MAX_RESPONSE_BYTES)),
+        max_inflight=int(env.get("SEQVAULT_SERVE_MAX_INFLIGHT", DEFAULT_MAX_INFLIGHT)),
     )
 
 

@@ -7,7 +7,8 @@ column) for JSON and MessagePack, and numpy → Arrow without copying; no per-ev
 Formats (docs/design/http.md has the full contract):
 
 - ``application/json`` — columnar: ``{"user_id", "count", "columns": {name: [...]}}``.
-- ``application/vnd.msgpack`` (also ``application/x-msgpack``) — the same map, MessagePack.
+- ``application/vnd.msgpack`` (also ``application/msgpack`` and ``application/x-msgpack``) —
+  the same map, MessagePack.
 - ``application/vnd.apache.arrow.stream`` — an Arrow IPC stream with one record batch whose
   columns are the requested columns (string columns as ``dictionary<int32, string>``, the
   store's own encoding); user id, count and time unit in the schema metadata.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import gzip
 import json
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,9 +35,11 @@ from .problems import Problem
 JSON = "application/json"
 MSGPACK = "application/vnd.msgpack"
 MSGPACK_ALT = "application/x-msgpack"
+MSGPACK_STD = "application/msgpack"  # the IANA-registered name (2024); clients send all three
 ARROW = "application/vnd.apache.arrow.stream"
 MEDIA_TYPES = {"json": JSON, "msgpack": MSGPACK, "arrow": ARROW}
-_BY_MEDIA = {JSON: "json", MSGPACK: "msgpack", MSGPACK_ALT: "msgpack", ARROW: "arrow"}
+_BY_MEDIA = {JSON: "json", MSGPACK: "msgpack", MSGPACK_ALT: "msgpack", MSGPACK_STD: "msgpack",
+             ARROW: "arrow"}
 OFFERED = (JSON, MSGPACK, ARROW)
 
 ZSTD_LEVEL = 1  # fast: on a LAN the wire is rarely slower than level-1 zstd (~500 MB/s)
@@ -86,7 +90,8 @@ def negotiate(accept: str | None) -> str:
     if best is None:
         raise Problem(406, "not-acceptable",
                       f"Accept: {accept!r} matches none of the offered media types "
-                      f"{list(OFFERED)} (MessagePack is also served as {MSGPACK_ALT})",
+                      f"{list(OFFERED)} (MessagePack is also served as {MSGPACK_STD} and "
+                      f"{MSGPACK_ALT})",
                       available=list(OFFERED))
     return best[3]
 
@@ -108,6 +113,22 @@ def choose_encoding(accept_encoding: str | None) -> str | None:
                 q[k] = star
     best = max(q, key=lambda k: (q[k], k == "zstd"))
     return best if q[best] > 0 else None
+
+
+def stream_compressor(encoding: str | None) -> Any:
+    """`squeeze(piece) -> bytes` for a streamed body; `squeeze(None)` ends the stream. Memory
+    stays at the compressor's window, whatever the body's size."""
+    if encoding == "zstd":
+        cobj: Any = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
+    elif encoding == "gzip":
+        cobj = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # wbits 31: gzip framing
+    else:
+        return lambda piece: b"" if piece is None else piece
+
+    def squeeze(piece: bytes | None) -> bytes:
+        return cobj.flush() if piece is None else cobj.compress(piece)
+
+    return squeeze
 
 
 def compress(body: bytes, encoding: str | None) -> bytes:
@@ -256,60 +277,133 @@ class BatchItem:
     problem: dict[str, Any] | None = None
 
 
+_ARROW_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # IPC end-of-stream marker
+
+
+ARROW_GROUP_EVENTS = 65_536  # users are grouped into record batches of about this many events
+ARROW_GROUP_USERS = 1_024  # ... or this many users, whichever comes first
+
+
+class BatchEncoder:
+    """batchGet results, a user at a time, so a response of any size is encoded (and sent) in
+    bounded pieces: ``head()``, then ``item()`` per user, then ``tail()``.
+
+    JSON/msgpack: ``{"results": [...]}``; ``item()`` returns that user's encoded entry (the
+    caller joins JSON entries with ``,``; the msgpack array header carries the count, given up
+    front). Arrow: one IPC stream of record batches, one row per user, with ``user_id``,
+    ``status``, ``count``, ``error`` and one list column per requested column. A record batch
+    costs ~0.8 ms to build whatever its size, so users are grouped: ``item()`` returns b""
+    until ARROW_GROUP_EVENTS events or ARROW_GROUP_USERS users are pending, then one batch.
+    """
+
+    def __init__(self, fmt: str, schema: Schema, names: Sequence[str], n_items: int, *,
+                 ids_as_string: bool = False) -> None:
+        self.fmt = fmt
+        self.schema = schema
+        self.names = list(names)
+        self.n_items = n_items
+        self.ids_as_string = ids_as_string
+        self._pending: list[BatchItem] = []
+        self._pending_events = 0
+        if fmt == "arrow":
+            str_ids = schema.user_type == "string" or ids_as_string
+            self._uid_type = pa.string() if str_ids else pa.int64()
+            fields = [pa.field("user_id", self._uid_type),
+                      pa.field("status", pa.int16(), nullable=False),
+                      pa.field("count", pa.int64(), nullable=False),
+                      pa.field("error", pa.string())]
+            self._types = [arrow_type(schema, n) for n in self.names]
+            fields += [pa.field(n, pa.large_list(pa.field("item", t, nullable=False)))
+                       for n, t in zip(self.names, self._types)]
+            meta = {b"seqvault.time_column": schema.time_column.encode(),
+                    b"seqvault.time_unit": schema.time_unit.encode()}
+            self._schema = pa.schema(fields, metadata=meta)
+
+    def head(self) -> bytes:
+        if self.fmt == "json":
+            return b'{"results":['
+        if self.fmt == "msgpack":
+            packer = msgpack.Packer(use_bin_type=True)
+            return (packer.pack_map_header(1) + packer.pack("results")
+                    + packer.pack_array_header(self.n_items))
+        return self._schema.serialize().to_pybytes()
+
+    def tail(self) -> bytes:
+        if self.fmt == "arrow":
+            return self._flush() + _ARROW_EOS
+        return b"]}" if self.fmt == "json" else b""
+
+    @staticmethod
+    def estimate(it: BatchItem) -> int:
+        """An upper bound of the bytes `it` adds to an Arrow body (before it is encoded)."""
+        cols = it.columns if it.status == 200 and it.columns is not None else {}
+        return 64 + len(str(it.problem or "")) + sum(int(v.nbytes) + 8 * v.size
+                                                     for v in cols.values())
+
+    def item(self, it: BatchItem) -> bytes:
+        ok = it.status == 200 and it.columns is not None
+        if self.fmt == "arrow":
+            self._pending.append(it)
+            self._pending_events += it.count if ok else 0
+            if (self._pending_events >= ARROW_GROUP_EVENTS
+                    or len(self._pending) >= ARROW_GROUP_USERS):
+                return self._flush()
+            return b""
+        r: dict[str, Any] = {"user_id": user_out(it.user_id, self.ids_as_string),
+                             "status": it.status}
+        if ok:
+            assert it.columns is not None
+            conv = _json_list if self.fmt == "json" else (lambda a: a.tolist())
+            r["count"] = it.count
+            r["columns"] = {k: conv(v) for k, v in it.columns.items()}
+        else:
+            r["problem"] = it.problem
+        return _dumps(r) if self.fmt == "json" else msgpack.packb(r, use_bin_type=True)
+
+    def _flush(self) -> bytes:
+        items, self._pending, self._pending_events = self._pending, [], 0
+        if not items:
+            return b""
+        ok = np.array([it.status == 200 and it.columns is not None for it in items], dtype=bool)
+        counts = np.array([it.count if o else 0 for it, o in zip(items, ok)], dtype=np.int64)
+        offsets = np.zeros(len(items) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        if self._uid_type == pa.string():
+            uids = pa.array([None if it.user_id is None else str(it.user_id) for it in items],
+                            type=pa.string())
+        else:
+            uids = pa.array([it.user_id if isinstance(it.user_id, int)
+                             and not isinstance(it.user_id, bool) else None for it in items],
+                            type=pa.int64())
+        arrays: list[pa.Array] = [
+            uids,
+            pa.array(np.array([it.status for it in items], dtype=np.int16)),
+            pa.array(counts),
+            pa.array([None if o else (it.problem or {}).get("detail", "")
+                      for it, o in zip(items, ok)], type=pa.string()),
+        ]
+        mask = pa.array(~ok)
+        for n, typ in zip(self.names, self._types):
+            parts = [it.columns[n] for it, o in zip(items, ok) if o and it.columns is not None]
+            if parts:
+                flat = np.concatenate(parts)
+            else:
+                flat = np.zeros(0, dtype=object if typ == pa.string() else typ.to_pandas_dtype())
+            values = _arrow_array(flat, typ)
+            if typ == pa.string():  # plain strings inside lists (nested dictionaries are rare)
+                values = values.dictionary_decode()
+            arrays.append(pa.LargeListArray.from_arrays(pa.array(offsets), values, mask=mask))
+        batch = pa.RecordBatch.from_arrays(arrays, schema=self._schema)
+        return batch.serialize().to_pybytes()
+
+
 def encode_batch(fmt: str, schema: Schema, names: Sequence[str], items: Sequence[BatchItem],
                  *, ids_as_string: bool = False) -> bytes:
-    """Per-user results. JSON/msgpack: ``{"results": [...]}``; Arrow: one row per user with
-    ``user_id``, ``status``, ``count``, ``error`` and one list column per requested column."""
-    if fmt in ("json", "msgpack"):
-        results = []
-        for it in items:
-            r: dict[str, Any] = {"user_id": user_out(it.user_id, ids_as_string),
-                                 "status": it.status}
-            if it.status == 200 and it.columns is not None:
-                conv = _json_list if fmt == "json" else (lambda a: a.tolist())
-                r["count"] = it.count
-                r["columns"] = {k: conv(v) for k, v in it.columns.items()}
-            else:
-                r["problem"] = it.problem
-            results.append(r)
-        body = {"results": results}
-        return _dumps(body) if fmt == "json" else msgpack.packb(body, use_bin_type=True)
-    ok = np.array([it.status == 200 and it.columns is not None for it in items], dtype=bool)
-    counts = np.array([it.count if o else 0 for it, o in zip(items, ok)], dtype=np.int64)
-    offsets = np.zeros(len(items) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    if schema.user_type == "string" or ids_as_string:
-        uids = pa.array([None if u is None else str(u) for u in (it.user_id for it in items)],
-                        type=pa.string())
-    else:
-        uids = pa.array([it.user_id if isinstance(it.user_id, int) else None for it in items],
-                        type=pa.int64())
-    arrays: list[pa.Array] = [
-        uids,
-        pa.array(np.array([it.status for it in items], dtype=np.int16)),
-        pa.array(counts),
-        pa.array([None if o else (it.problem or {}).get("detail", "") for it, o in
-                  zip(items, ok)], type=pa.string()),
-    ]
-    fields = [pa.field("user_id", uids.type), pa.field("status", pa.int16(), nullable=False),
-              pa.field("count", pa.int64(), nullable=False), pa.field("error", pa.string())]
-    mask = pa.array(~ok)
-    for n in names:
-        typ = arrow_type(schema, n)
-        parts = [it.columns[n] for it, o in zip(items, ok) if o and it.columns is not None]
-        if parts:
-            flat = np.concatenate(parts)
-        else:
-            flat = np.zeros(0, dtype=object if typ == pa.string() else typ.to_pandas_dtype())
-        values = _arrow_array(flat, typ)
-        if typ == pa.string():  # plain strings inside lists (nested dictionaries are rare)
-            values = values.dictionary_decode()
-        arrays.append(pa.LargeListArray.from_arrays(pa.array(offsets), values, mask=mask))
-        fields.append(pa.field(n, pa.large_list(pa.field("item", typ, nullable=False))))
-    meta = {b"seqvault.time_column": schema.time_column.encode(),
-            b"seqvault.time_unit": schema.time_unit.encode()}
-    batch = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields, metadata=meta))
-    return _ipc_stream(batch)
+    """All of a batch's results as one body (the streaming encoder, joined)."""
+    enc = BatchEncoder(fmt, schema, names, len(items), ids_as_string=ids_as_string)
+    pieces = [enc.item(it) for it in items]
+    sep = b"," if fmt == "json" else b""
+    return enc.head() + sep.join(pieces) + enc.tail()
 
 
 # ============================================================ request bodies
@@ -322,8 +416,8 @@ def body_format(content_type: str | None) -> str:
     if fmt is None:
         raise Problem(415, "unsupported-media-type",
                       f"Content-Type: {content_type!r} is not one of "
-                      f"{[JSON, MSGPACK, MSGPACK_ALT, ARROW]}",
-                      accepted=[JSON, MSGPACK, MSGPACK_ALT, ARROW])
+                      f"{[JSON, MSGPACK, MSGPACK_STD, MSGPACK_ALT, ARROW]}",
+                      accepted=[JSON, MSGPACK, MSGPACK_STD, MSGPACK_ALT, ARROW])
     return fmt
 
 
@@ -353,6 +447,10 @@ def decode_columns(fmt: str, raw: bytes) -> Mapping[str, Any]:
                       f"{type(doc).__name__}" + (f" with keys {sorted(doc)[:5]}"
                                                  if isinstance(doc, dict) else ""),
                       column="columns")
+    extra = sorted(str(k) for k in doc if k != "columns")
+    if extra:
+        raise Problem(422, "validation", f"body: unknown member(s) {extra[:5]}; the body is "
+                      '{"columns": {...}} only', column=extra[0])
     cols = doc["columns"]
     bad = [k for k, v in cols.items() if not isinstance(v, list)]
     if bad:
@@ -360,3 +458,20 @@ def decode_columns(fmt: str, raw: bytes) -> Mapping[str, Any]:
                       f"body: column {bad[0]!r} must be a list of values, got "
                       f"{type(cols[bad[0]]).__name__}", column=bad[0])
     return cols
+
+
+def reject_bools(schema: Schema, cols: Mapping[str, Any]) -> None:
+    """422 for JSON/msgpack `true`/`false` in a column that is not bool: Python's bool is an
+    int, so the engine would store `true` as 1 without a word."""
+    for name, values in cols.items():
+        if not isinstance(values, list):
+            continue
+        if name not in (schema.user_column, schema.time_column):
+            col = schema.by_name.get(name)
+            if col is None or col.type == "bool":  # unknown columns: the engine reports them
+                continue
+        for row, v in enumerate(values):
+            if v is True or v is False:
+                raise Problem(422, "validation",
+                              f"column {name!r}: row {row}: {v!r} is a boolean; this column "
+                              "holds numbers or strings", column=name, row=row, value=v)

@@ -90,7 +90,9 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
+            # path_format drops convertors ("{user_id:path}" -> "{user_id}")
+            endpoint = (getattr(route, "path_format", None) or getattr(route, "path", None)
+                        or "unmatched")
             m = self.metrics
             m.requests.labels(endpoint, scope.get("method", ""), str(status)).inc()
             m.latency.labels(endpoint).observe(time.perf_counter() - start)

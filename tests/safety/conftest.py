@@ -82,3 +82,10 @@ def _userns_works() -> bool:
 USERNS = _userns_works()
 needs_userns = pytest.mark.skipif(not USERNS, reason="needs `unshare -rm` (user + mount "
                                   "namespaces) to mount a read-only or a small filesystem")
+
+
+# The real-uvicorn server fixture of tests/server (a session fixture, shared across folders).
+try:
+    from tests.server.conftest import serve  # noqa: E402,F401
+except ImportError:  # the server extra is not installed: those tests skip themselves
+    pass

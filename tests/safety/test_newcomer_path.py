@@ -55,9 +55,8 @@ def test_demo_never_deletes_a_store_in_use(tmp_path: Path) -> None:
     assert not store.exists()
 
 
-def test_server_whose_store_was_removed_is_not_ready(tmp_path: Path) -> None:
+def test_server_whose_store_was_removed_is_not_ready(tmp_path: Path, serve) -> None:
     pytest.importorskip("uvicorn")
-    from tests.test_server_harness import serve
 
     store = make_store(tmp_path / "s", {1: 5})
     with serve(store) as srv, srv.client() as c:

@@ -119,9 +119,9 @@ def test_ingest_refuses_with_the_file_row(tmp_path: Path, behavior, bad_ts, word
         assert v.stats()["events"] == 0  # all or nothing
 
 
-def test_http_write_of_a_1970_timestamp_is_refused(tmp_path: Path) -> None:
+def test_http_write_of_a_1970_timestamp_is_refused(tmp_path: Path, serve) -> None:
     httpx = pytest.importorskip("httpx")
-    from tests.test_server_harness import TOKEN, serve
+    from tests.server.helpers import TOKEN
 
     from .conftest import make_store
 

@@ -104,10 +104,10 @@ def test_coalescing_transport_joins_head_and_body() -> None:
     asyncio.run(scenario())
 
 
-def test_server_connections_have_tcp_nodelay(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_server_connections_have_tcp_nodelay(tmp_path, serve) -> None:  # type: ignore[no-untyped-def]
     import socket
 
-    from tests.test_server_harness import make_store, serve
+    from .helpers import make_store
 
     store = make_store(tmp_path / "s", {1: 2})
     with serve(store) as srv, srv.client() as c:

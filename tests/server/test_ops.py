@@ -14,20 +14,17 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
-from seqvault import NotFound, SeqVault
-from tests.test_server_harness import (
-    ROOT,
-    TOKEN,
-    ServerThread,
-    events,
-    make_store,
-    serve,
-    serve_subprocess,
-)
+from seqvault import NotFound, Schema, SeqVault
+
+from .helpers import ROOT, TOKEN, events, make_store
+
+if TYPE_CHECKING:
+    from .conftest import ServerThread
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +33,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(store: Path) -> Iterator[ServerThread]:
+def server(store: Path, serve: Any) -> Iterator[ServerThread]:
     with serve(store) as srv:
         yield srv
 
@@ -101,8 +98,12 @@ def test_openapi_file_matches_the_app(server: ServerThread) -> None:
     committed = (ROOT / "http" / "openapi.json").read_text()
     assert DEFAULT_OUT == ROOT / "http" / "openapi.json"
     assert render() == committed, "run: python -m seqvault.server.openapi"
+    from seqvault.server.contract import specialise
+
     with server.client() as c:
-        assert c.get("/openapi.json").json() == json.loads(committed)
+        # served: the committed document specialised to the open store (contract.py)
+        schema = Schema.from_dict(c.get("/schema").json())
+        assert c.get("/openapi.json").json() == specialise(json.loads(committed), schema)
         docs = c.get("/docs")
         assert docs.status_code == 200 and "swagger" in docs.text.lower()
     doc = json.loads(committed)
@@ -135,7 +136,7 @@ def test_help_does_not_import_fastapi() -> None:
 
 
 # ------------------------------------------------------------------ `seqvault serve`
-def test_serve_with_two_workers_sees_new_writes(tmp_path: Path) -> None:
+def test_serve_with_two_workers_sees_new_writes(tmp_path: Path, serve_subprocess: Any) -> None:
     store = make_store(tmp_path / "s", {1: 10})
     proc, url, sock = serve_subprocess(store, "--workers", "2")
     try:
@@ -165,7 +166,8 @@ def test_serve_with_two_workers_sees_new_writes(tmp_path: Path) -> None:
     assert proc.returncode == 0
 
 
-def test_serve_allow_writes_with_token_file_then_sigkill(tmp_path: Path) -> None:
+def test_serve_allow_writes_with_token_file_then_sigkill(tmp_path: Path,
+                                                         serve_subprocess: Any) -> None:
     store = make_store(tmp_path / "s", {1: 4})
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")

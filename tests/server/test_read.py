@@ -7,7 +7,7 @@ import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import msgpack
@@ -17,7 +17,11 @@ import pytest
 import zstandard
 
 from seqvault import Schema, SeqVault
-from tests.test_server_harness import ServerThread, make_store, serve
+
+from .helpers import SCHEMA, events, make_store
+
+if TYPE_CHECKING:
+    from .conftest import ServerThread
 
 ARROW = "application/vnd.apache.arrow.stream"
 MSGPACK = "application/vnd.msgpack"
@@ -29,15 +33,13 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("read") / "store"
     make_store(path, USERS)
     with SeqVault.open(path) as v:  # a memtable tail on top of the sealed segments
-        from tests.test_server_harness import events
-
         v.append(1, events(50, seed=99))
         v.close(flush=False)
     return path
 
 
 @pytest.fixture(scope="module")
-def server(store: Path) -> Iterator[ServerThread]:
+def server(store: Path, serve: Any) -> Iterator[ServerThread]:
     with serve(store, max_last=5000) as srv:
         yield srv
 
@@ -253,7 +255,6 @@ def test_batch_get_before_per_user(client: httpx.Client, vault: SeqVault) -> Non
     ({"user_ids": [1, 2], "before": [1, -(2**64)]}, "before"),
     ({"user_ids": [1], "since": 2**63}, "since"),
     ({"user_ids": [1], "extra": 1}, "extra"),
-    ({"user_ids": [1.5]}, "user_ids"),
     ({"user_ids": list(range(1001))}, "user_ids"),
 ])
 def test_batch_get_bad_requests(client: httpx.Client, body: dict[str, Any], field: str) -> None:
@@ -308,9 +309,7 @@ def test_404_and_405_are_problems(client: httpx.Client) -> None:
     assert "GET" in resp.headers["allow"]
 
 
-def test_string_user_store(tmp_path: Path) -> None:
-    from tests.test_server_harness import SCHEMA
-
+def test_string_user_store(tmp_path: Path, serve: Any) -> None:
     d = Schema.load(SCHEMA).to_dict()
     d["user"]["type"] = "string"
     path = make_store(tmp_path / "s", {"alice": 12, "b/ob": 3, "123": 4},
