@@ -15,6 +15,8 @@ FAULT_POINTS = (
     "merge:after_commit",  # batch published (LMDB committed)
     "reclaim:after_drop_commit",  # dead files dropped from the catalog, not yet unlinked
     "reclaim:after_unlink",  # dead files unlinked
+    "seal:after_write",  # one user's tail written to an rt file, not fsynced, not published
+    "seal:after_commit",  # published with its "sealed through" record, memtable not yet cut
 )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from .errors import CorruptionError, FormatVersionError, NotFound
 from .files import ExtentFiles
-from .index import HashIndex, pack_extents, unpack_extents, user_hash
+from .index import EXTENT_DTYPE, HashIndex, pack_extents, unpack_extents, user_hash
 from .memtable import StringDict
 from .meta import Meta, delta_key, dict_key, pack, parse_delta_key, sealed_key, u32, unpack
 from .schema import Schema
@@ -42,6 +42,7 @@ RETENTION_COUNTERS = ("retention_dropped_age", "retention_dropped_count")
 # its file — which never shrinks — plus the checkpoint stays within twice the live metadata
 # (measured: docs/design/architecture.md, "Metadata").
 CKPT_MIN_DELTA_BYTES = 64 << 10
+EXTENT_BYTES = EXTENT_DTYPE.itemsize  # one extent in a delta record
 
 
 @dataclass
@@ -288,9 +289,10 @@ class Manifest:
         holds: the store lock (writer)."""
         seq = self.seq + 1
         m = self.meta
-        packed = {h: pack_extents(extents) for h, extents in edit.users.items()}
-        nbytes = sum(16 + len(v) for v in packed.values())
-        fold = bool(packed) and self.delta_bytes + nbytes > self.delta_limit()
+        nbytes = sum(16 + EXTENT_BYTES * len(extents) for extents in edit.users.values())
+        fold = bool(edit.users) and self.delta_bytes + nbytes > self.delta_limit()
+        # Packed only when written as deltas (a folded commit writes the checkpoint instead).
+        packed = {} if fold else {h: pack_extents(ext) for h, ext in edit.users.items()}
         ckpt: tuple[str, int] | None = None
         if fold:
             for h, extents in edit.users.items():

@@ -31,7 +31,7 @@ from .engine import Engine
 from .errors import StoreClosed
 from .faults import Faults
 from .index import Extent, user_hash
-from .layout import expected_segments, segment_bounds
+from .layout import RECENT_SEGMENT_EVENTS, expected_segments, segment_bounds
 from .manifest import Edit, FileInfo
 from .reads import user_events
 from .reclaim import drop_dead_files, extent_map, live_bytes, seal_writers
@@ -112,9 +112,15 @@ class Merger:
                 heads = idx.u_head[:n].astype(np.int64)
                 has = heads >= 0
                 need[has] = is_rt[idx.e_file[heads[has]].astype(np.int64)]
+                nseg = np.bincount(emap.owners, minlength=n)[:n]
+                # A user whose whole history is one real-time segment no bigger than the newest
+                # tier is already in its lifetime layout (a segment's bytes do not depend on its
+                # file): rewriting it would only copy it. Millions of small users loaded by
+                # append_batch are left where the flush put them; reclamation moves them when
+                # their file is mostly garbage.
+                need &= ~((nseg == 1) & (idx.u_count[:n] <= RECENT_SEGMENT_EVENTS))
                 # More segments than the canonical recency-tiered layout (+1 for the remainder
                 # left next to kept segments): small lifetime segments to fold together.
-                nseg = np.bincount(emap.owners, minlength=n)[:n]
                 need |= nseg > expected_segments(idx.u_count[:n], target) + 1
                 if schema.retention.max_events is not None:
                     need |= idx.u_count[:n] > schema.retention.max_events

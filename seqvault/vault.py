@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from . import segment_batch
 from . import settings as settings_mod
 from . import wal as wal_mod
 from .background import BackgroundMerger
@@ -30,6 +31,7 @@ from .errors import (
     StoreClosed,
     ValidationError,
 )
+from .faults import Faults
 from .files import ExtentFiles
 from .index import Extent, HashIndex, user_hash
 from .layout import segment_bounds
@@ -41,7 +43,7 @@ from .reads import UserSequence, plan_read, read_sources, sources_of
 from .reclaim import live_bytes
 from .recovery import create_store, recover_log, repair, replay_log, take_lock
 from .schema import Schema
-from .segment import key_bytes, key_from_bytes, parse_header
+from .segment import KEY_INT64, KEY_STRING, key_bytes, key_from_bytes, parse_header
 from .segment_writer import SegmentWriter, encode_user_segment
 from .validate import coerce_user, coerce_users, validate_events
 from .verify import verify_store
@@ -95,6 +97,7 @@ class SeqVault:
         self._merger: Merger | None = None
         self._bg_merge: BackgroundMerger | None = None
         self._live_cache: tuple[int, int, int] | None = None  # (seq, ckpt count, live bytes)
+        self._fault = Faults()  # crash-test kill points (seqvault/faults.py)
         self._counters = {"appends": 0, "appended_events": 0, "flushes": 0, "tail_seals": 0,
                           "tail_sealed_events": 0, "reads": 0, "recovered_events": 0,
                           "torn_tail_bytes": 0}
@@ -324,12 +327,14 @@ class SeqVault:
                     users[h] = list(reversed(fresh)) + m.index.extents_of(h)
                     sealed[key] = through
                     events += int(ts.size)
+                self._fault("seal:after_write")
                 w.sync()
                 self.publish(Edit(files=w.pending(), users=users, dict_entries=True,
                                   sealed=sealed), writers=(w,))
             except BaseException:
                 w.rollback()
                 raise
+            self._fault("seal:after_commit")
             for key in sealed:
                 self.mem.drop_through(key, through)
             self._counters["tail_seals"] += 1
@@ -341,21 +346,9 @@ class SeqVault:
         with self.lock:
             if self.mem.events == 0:
                 return
-            m = self.manifest
             w = self.writers["rt"]
-            seg_max = int(self.settings["segment_events"])
-            level = int(self.settings["zstd_level"])
-            users: dict[int, list[Extent]] = {}
             try:
-                for key, ts, cols in self.mem.sorted_users():
-                    fresh = []
-                    for lo in range(0, ts.size, seg_max):
-                        hi = min(lo + seg_max, ts.size)
-                        blob = encode_user_segment(m.schema, key, ts[lo:hi],
-                                                   {k: v[lo:hi] for k, v in cols.items()}, level)
-                        fresh.append(w.append(blob, hi - lo, int(ts[lo]), int(ts[hi - 1])))
-                    h = user_hash(key_bytes(key)[1])
-                    users[h] = list(reversed(fresh)) + users.get(h, m.index.extents_of(h))
+                users = self._seal_all(w)
                 w.sync()
                 self.publish(Edit(files=w.pending(), users=users, dict_entries=True),
                              rotate_log=True, writers=(w,))
@@ -364,6 +357,49 @@ class SeqVault:
                 raise
             self.mem.clear()
             self._counters["flushes"] += 1
+
+    def _seal_all(self, w: SegmentWriter) -> dict[int, list[Extent]]:
+        """Encode every tail of the memtable into `w`; returns each user's new extent list.
+        Tails are short (a long one is sealed on its own), so all users are encoded at once by
+        the vectorised encoder when the schema allows it (docs/design/realtime.md)."""
+        m = self.manifest
+        schema = m.schema
+        seg_max = int(self.settings["segment_events"])
+        level = int(self.settings["zstd_level"])
+        keys, ts, cols, starts, counts = self.mem.grouped()
+        users: dict[int, list[Extent]] = {}
+        if not keys:
+            return users
+        hashes = [user_hash(key_bytes(k)[1]) for k in keys]
+        if segment_batch.supported(schema) and int(counts.max()) <= seg_max:
+            key_type = KEY_STRING if schema.user_type == "string" else KEY_INT64
+            spec = [(c.id, c.type, cols[c.name], c.level if c.level is not None else level)
+                    for c in schema.columns]
+            made = list(segment_batch.encode_users(
+                keys, key_type, [key_bytes(k)[1] for k in keys], schema.version, ts, spec,
+                starts, counts))
+            i = 0
+            while i < len(made):  # large writes: up to ~8 MiB of segments each
+                j, size = i, 0
+                while j < len(made) and (j == i or size + len(made[j][1]) <= 8 << 20):
+                    size += len(made[j][1])
+                    j += 1
+                fid, off = w.append_many([b for _k, b, _n, _a, _z in made[i:j]])
+                for (_key, blob, n, mn, mx), h in zip(made[i:j], hashes[i:j]):
+                    users[h] = [Extent(fid, off, len(blob), n, mn, mx), *m.index.extents_of(h)]
+                    off += len(blob)
+                i = j
+            return users
+        for i, key in enumerate(keys):
+            s, e = int(starts[i]), int(starts[i] + counts[i])
+            fresh = []
+            for lo in range(s, e, seg_max):
+                hi = min(lo + seg_max, e)
+                blob = encode_user_segment(schema, key, ts[lo:hi],
+                                           {k: v[lo:hi] for k, v in cols.items()}, level)
+                fresh.append(w.append(blob, hi - lo, int(ts[lo]), int(ts[hi - 1])))
+            users[hashes[i]] = list(reversed(fresh)) + m.index.extents_of(hashes[i])
+        return users
 
     def publish(self, edit: Edit, *, rotate_log: bool = False,
                 writers: tuple[SegmentWriter, ...] = ()) -> int:
