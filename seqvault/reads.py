@@ -157,10 +157,10 @@ def assemble(files: ExtentFiles, key: Any, kb: bytes, schema: Schema,
                               else schema.column(n).dtype)) for n in names}
         return UserSequence(key, empty, 0, {n: dicts[n].lookup() for n in names
                                             if n in dicts} if codes else None)
-    if all(src.mem is None for src in chosen) and all(
-            a.max_ts <= b.min_ts for a, b in zip(chosen, chosen[1:])):
-        # Segments are sorted and these follow each other in time and in arrival order
-        # (the common case after merge or ingest): concatenation is already the answer.
+    if all(a.max_ts <= b.min_ts for a, b in zip(chosen, chosen[1:])):
+        # Every source is sorted (segments by construction, the memtable tail by its cached
+        # sorted view) and these follow each other in time and in arrival order (the common
+        # case: events arrive roughly in time order): concatenation is already the answer.
         order = None
         ts_all = ts_parts[0] if len(ts_parts) == 1 else np.concatenate(ts_parts)
         if len(ts_parts) > 1:
@@ -258,7 +258,7 @@ def sources_of(extents: Sequence[Extent], tail: UserTail | None) -> list[Source]
     sources = [Source(i, e.count, e.min_ts, e.max_ts, extent=e)
                for i, e in enumerate(reversed(extents))]
     if tail is not None and tail.count:
-        ts_m, cols_m = tail.arrays()
+        ts_m, cols_m = tail.sorted_arrays()
         sources.append(Source(len(sources), int(ts_m.size), int(ts_m.min()), int(ts_m.max()),
                               mem=(ts_m, cols_m)))
     return sources
