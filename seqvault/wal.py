@@ -181,8 +181,8 @@ class WalWriter:
                 raise OSError(f"short write to {self.path}: {written} of {len(rec)} bytes")
             self._end += written
             end = self._end
-        if self.durability == "batch":
-            self._wake.set()
+        if self.durability == "batch" and not self._wake.is_set():
+            self._wake.set()  # Event.set takes a lock and notifies: skip it when already set
         return end
 
     def commit(self, end: int) -> None:
