@@ -27,7 +27,8 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 
-from ..schema import Schema
+from ..schema import TIME_UNITS, Schema, retention_cutoff
+from ..validate import PLAUSIBLE_EPOCH_S
 
 # Generic: names of the schema's grammar (letters, digits, _), comma-separated, no blanks.
 NAME = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
@@ -81,9 +82,23 @@ def tighten(doc: dict[str, Any], limits: dict[str, int]) -> None:
     doc.setdefault("info", {})["x-seqvault-limits"] = dict(limits)
 
 
+def oldest_accepted_ts(schema: Schema) -> int:
+    """The smallest timestamp a write is sure to be accepted with (validate.check_time_plausible):
+    not before 1990 in the column's unit (older values may be another unit's), and inside the
+    retention window, rounded up to the next whole day (UTC) with at least an hour to spare: the
+    window moves while a client holds this document, and the document stays the same all day."""
+    per_s = TIME_UNITS[schema.time_unit]
+    lo = PLAUSIBLE_EPOCH_S[0] * per_s
+    cutoff = retention_cutoff(schema)
+    if cutoff is None:
+        return lo
+    day = 86_400 * per_s
+    return max(lo, ((cutoff + 3600 * per_s) // day + 1) * day)
+
+
 def _column_item(schema: Schema, name: str) -> dict[str, Any]:
     if name == schema.time_column:
-        return {"type": "integer", "minimum": 0, "maximum": schema.max_ts}
+        return {"type": "integer", "minimum": oldest_accepted_ts(schema), "maximum": schema.max_ts}
     if name == schema.user_column:
         if schema.user_type == "string":
             return {"type": "string", "maxLength": 1024}
