@@ -313,7 +313,7 @@ class SeqVaultCluster:
                    for k, v in events.items()}
         try:
             r = self._client().post(
-                f"{rep.server}/users/{user}/events", content=msgpack.packb(payload),
+                f"{rep.server}/users/{user}/events", content=msgpack.packb({"columns": payload}),
                 headers={"Content-Type": "application/vnd.msgpack",
                          "Authorization": f"Bearer {self.token}",
                          "X-SeqVault-Epoch": str(m.epoch)})

@@ -153,8 +153,8 @@ class ReadAndTag:
             cols = {c.name: coerce_column(c, rb.column(c.name).to_numpy(zero_copy_only=False))
                     for c in s.columns}
         except ValidationError as exc:
-            where = f" row {row0 + exc.row}" if exc.row is not None else ""
-            raise ValidationError(f"{path}:{where}: {exc}", column=exc.column, value=exc.value,
+            where = f" (row {row0 + exc.row} of the file)" if exc.row is not None else ""
+            raise ValidationError(f"{path}{where}: {exc}", column=exc.column, value=exc.value,
                                   row=None if exc.row is None else row0 + exc.row) from None
         n = ts.size
         arrays = {
@@ -311,6 +311,8 @@ def ingest(cluster_dir: str | os.PathLike[str], paths: Sequence[str | os.PathLik
         t1 = time.perf_counter()
         pieces = _pieces(files, schema)
         summary.pieces = len(pieces)
+        # A ValidationError must reach the caller as itself, not as UserCodeException text.
+        ray.data.DataContext.get_current().raise_original_map_exception = True
         ds = ray.data.from_items(pieces, override_num_blocks=max(1, len(pieces)))
         # Tasks, not an actor pool: a pool holding every CPU upstream of a later stage
         # deadlocked in the probe (issue 15); fractional CPUs leave room for the writers.

@@ -58,12 +58,12 @@ def cause_of(exc: BaseException) -> BaseException:
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
-        if isinstance(cur, SeqVaultError):
-            return cur
-        inner = getattr(cur, "cause", None)
-        if isinstance(inner, BaseException):
+        inner = getattr(cur, "cause", None)  # RayTaskError: the task's own exception
+        if isinstance(inner, BaseException) and inner is not cur:
             cur = inner
             continue
+        if isinstance(cur, SeqVaultError):
+            return cur
         cur = cur.__cause__ or cur.__context__
     return exc
 
