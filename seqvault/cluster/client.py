@@ -126,7 +126,8 @@ class SeqVaultCluster:
             try:
                 if self._pool is not None and len(jobs) > 1:
                     results = list(self._pool.map(
-                        lambda j: self._read_shard(m, j[0], j[2], last, columns, j[3], since),
+                        lambda j, m=m: self._read_shard(m, j[0], j[2], last, columns, j[3],
+                                                        since),
                         jobs))
                 else:
                     results = [self._read_shard(m, j[0], j[2], last, columns, j[3], since)
@@ -139,7 +140,7 @@ class SeqVaultCluster:
                 time.sleep(min(0.05 * (attempt + 1), 0.5))
                 continue
             out: list[ClusterSequence | None] = [None] * len(users)
-            for (shard, idx, _, _), seqs in zip(jobs, results):
+            for (_, idx, _, _), seqs in zip(jobs, results):
                 for i, seq in zip(idx, seqs):
                     out[int(i)] = seq
             return [s for s in out if s is not None]

@@ -36,7 +36,7 @@ from ..ingest.sources import InputFile
 from ..schema import Schema
 from ..validate import coerce_column, coerce_time, coerce_users
 from . import manifest as mf
-from .runtime import ClusterError, DEFAULT_TIMEOUT_S, cause_of, import_ray, node_resource
+from .runtime import DEFAULT_TIMEOUT_S, ClusterError, cause_of, import_ray, node_resource
 from .shardmap import shards_of
 from .vocab import extend_vocabs
 
@@ -285,7 +285,7 @@ def ingest(cluster_dir: str | os.PathLike[str], paths: Sequence[str | os.PathLik
     m = mf.load(root)
     schema = Schema.from_dict(m.schema)
     files = expand_paths(list(paths))
-    fps = []
+    fps: list[str] = []
     for p in files:
         fp = fingerprint(p)
         prev = _ledger_path(root, fp)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import manifest as mf
-from .runtime import ClusterError, DEFAULT_TIMEOUT_S, get, import_ray, node_resource
+from .runtime import DEFAULT_TIMEOUT_S, ClusterError, get, import_ray, node_resource
 
 LOG_DIR = "logs"
 RUN_DIR = "run"

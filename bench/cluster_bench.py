@@ -1,0 +1,213 @@
+"""Cluster scaling: ingest events/s and routed read throughput against shards and workers.
+
+For each worker count W (Ray started with W CPUs, W "nodes", S = shards_per_worker × W shards):
+
+- ingest: `seqvault.cluster.ingest` of the same Parquet files (Ray Data staging + one
+  all-or-nothing store ingest per shard, each task 1 CPU) → events/s, wall clock from the call
+  to the published epoch; the single-node `seqvault.ingest` of the same files, in the same run,
+  is the baseline (ratio = cluster / single node);
+- routed reads: W Ray tasks, each an embedded `SeqVaultCluster` doing `read_many` of
+  `--batch` random users (last=100, scatter-gather by shard) for `--read-seconds` after a
+  warm-up → users read per second, summed over tasks, with the p50/p99 of one read_many.
+
+    python -m bench.cluster_bench --events 2000000 --workers 1,2,4,8 --out bench/results/cluster
+    python -m bench.cluster_bench --events 200000 --workers 1,2     # a quick look on 2 cores
+
+Writes <out>/cluster.json, <out>/cluster.md and <out>/cluster_scaling.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA = {
+    "user": {"column": "user_id", "type": "int64"},
+    "time": {"column": "ts", "unit": "ms"},
+    "columns": [{"name": "item_id", "type": "int64", "default": 0},
+                {"name": "action", "type": "string", "default": "view"},
+                {"name": "dwell", "type": "uint32", "default": 0}],
+}
+ACTIONS = ["view", "click", "like", "share", "comment"]
+
+
+def make_input(d: Path, events: int, users: int, files: int, seed: int = 0) -> list[Path]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    out = []
+    per = events // files
+    for f in range(files):
+        n = per if f < files - 1 else events - per * (files - 1)
+        # Zipf-ish users: a few heavy users, a long tail.
+        u = (rng.zipf(1.3, n) - 1) % users
+        t = pa.table({"user_id": u.astype(np.int64),
+                      "ts": np.sort(rng.integers(1_600_000_000_000, 1_700_000_000_000, n)),
+                      "item_id": rng.integers(0, 1 << 40, n),
+                      "action": pa.array(np.array(ACTIONS, dtype=object)[
+                          rng.integers(0, len(ACTIONS), n)].tolist(), pa.string()),
+                      "dwell": rng.integers(0, 60_000, n).astype(np.uint32)})
+        p = d / f"part-{f:04d}.parquet"
+        pq.write_table(t, p, row_group_size=64_000)
+        out.append(p)
+    return out
+
+
+def single_node(files: list[Path], d: Path) -> dict[str, Any]:
+    from seqvault import Schema, SeqVault
+    from seqvault.ingest import ingest
+
+    store = d / "single"
+    t0 = time.perf_counter()
+    with SeqVault.open(store, schema=Schema.from_dict(SCHEMA)) as v:
+        s = ingest(v, files)
+        users = v.stats()["users"]
+    dt = time.perf_counter() - t0
+    shutil.rmtree(store)
+    return {"events": s.events, "users": users, "seconds": dt, "events_per_s": s.events / dt}
+
+
+def read_task(cluster_dir: str, users: list[int], batch: int, seconds: float,
+              seed: int) -> dict[str, Any]:
+    from seqvault.cluster import SeqVaultCluster
+
+    rng = np.random.default_rng(seed)
+    arr = np.asarray(users)
+    lat = []
+    with SeqVaultCluster(cluster_dir) as c:
+        for _ in range(3):  # warm-up: open every store this task will touch
+            c.read_many(rng.choice(arr, batch).tolist(), last=100)
+        n = 0
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            t1 = time.perf_counter()
+            c.read_many(rng.choice(arr, batch).tolist(), last=100)
+            lat.append(time.perf_counter() - t1)
+            n += batch
+        dt = time.perf_counter() - t0
+    return {"users": n, "seconds": dt, "lat": lat}
+
+
+def run_workers(w: int, files: list[Path], d: Path, args: argparse.Namespace,
+                sample_users: list[int]) -> dict[str, Any]:
+    import ray
+
+    from seqvault import Schema
+    from seqvault.cluster import init_cluster, status
+    from seqvault.cluster.ingest import ingest
+    from seqvault.cluster.runtime import init_local
+
+    nodes = [f"n{i}" for i in range(w)]
+    shards = args.shards_per_worker * w
+    root = d / f"cluster-w{w}"
+    t_init = time.perf_counter()
+    init_local(nodes, num_cpus=w, object_store_mb=args.object_store_mb)
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ray_start_s = time.perf_counter() - t_init
+    try:
+        init_cluster(root, Schema.from_dict(SCHEMA), shards, nodes)
+        t0 = time.perf_counter()
+        s = ingest(root, files, timeout_s=args.timeout, cpus_per_task=1.0)
+        ingest_s = time.perf_counter() - t0
+        st = status(root)
+        assert st["events"] == s.events == args.events, (st["events"], s.events)
+        task = ray.remote(read_task).options(num_cpus=1)
+        refs = [task.remote(str(root), sample_users, args.batch, args.read_seconds, i)
+                for i in range(w)]
+        res = ray.get(refs, timeout=args.timeout)
+    finally:
+        ray.shutdown()
+    lat = np.concatenate([np.asarray(r["lat"]) for r in res]) * 1e3
+    reads = sum(r["users"] / r["seconds"] for r in res)
+    shutil.rmtree(root, ignore_errors=True)
+    return {"workers": w, "shards": shards, "ray_start_s": ray_start_s,
+            "ingest_s": ingest_s, "ingest_events_per_s": s.events / ingest_s,
+            "ingest_phases_s": s.phases_s, "read_users_per_s": reads,
+            "read_many_p50_ms": float(np.percentile(lat, 50)),
+            "read_many_p99_ms": float(np.percentile(lat, 99)), "read_calls": int(lat.size)}
+
+
+def plot(rows: list[dict[str, Any]], base: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    w = [r["workers"] for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    ax[0].plot(w, [r["ingest_events_per_s"] / 1e3 for r in rows], "o-", label="cluster ingest")
+    ax[0].axhline(base["events_per_s"] / 1e3, color="gray", ls="--", label="single-node ingest")
+    ax[0].set(xlabel="workers (CPUs)", ylabel="k events/s", title="ingest", xscale="log",
+              xticks=w, xticklabels=[str(x) for x in w])
+    ax[0].legend()
+    ax[1].plot(w, [r["read_users_per_s"] / 1e3 for r in rows], "o-",
+               label=f"read_many, last=100")
+    ax[1].set(xlabel="workers (CPUs)", ylabel="k users read/s", title="routed reads",
+              xscale="log", xticks=w, xticklabels=[str(x) for x in w])
+    ax[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--users", type=int, default=20_000)
+    ap.add_argument("--files", type=int, default=16)
+    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--shards-per-worker", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--read-seconds", type=float, default=5.0)
+    ap.add_argument("--object-store-mb", type=int, default=512)
+    ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--out", default="bench/results/cluster")
+    ap.add_argument("--tmp", default=None)
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    d = Path(tempfile.mkdtemp(prefix="cluster-bench-", dir=args.tmp))
+    try:
+        files = make_input(d, args.events, args.users, args.files)
+        base = single_node(files, d)
+        rng = np.random.default_rng(1)
+        sample = rng.integers(0, args.users, 5_000).tolist()
+        rows = []
+        for w in [int(x) for x in args.workers.split(",")]:
+            r = run_workers(w, files, d, args, sample)
+            r["ingest_vs_single_node"] = r["ingest_events_per_s"] / base["events_per_s"]
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "platform": platform.platform()},
+              "args": vars(args), "single_node": base, "rows": rows}
+    (out / "cluster.json").write_text(json.dumps(result, indent=1))
+    lines = ["| workers | shards | ingest events/s | vs single node | read users/s | "
+             "read_many p50 ms | p99 ms |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['workers']} | {r['shards']} | {r['ingest_events_per_s']:,.0f} | "
+                     f"{r['ingest_vs_single_node']:.2f}× | {r['read_users_per_s']:,.0f} | "
+                     f"{r['read_many_p50_ms']:.2f} | {r['read_many_p99_ms']:.2f} |")
+    lines.append(f"\nsingle-node ingest of the same files: {base['events_per_s']:,.0f} events/s "
+                 f"({base['events']:,} events, {base['users']:,} users); {os.cpu_count()} CPUs")
+    (out / "cluster.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    plot(rows, base, out / "cluster_scaling.png")
+
+
+if __name__ == "__main__":
+    main()
