@@ -167,6 +167,72 @@ def run_workers(w: int, files: list[Path], warm_files: list[Path], d: Path,
             "read_many_p99_ms": float(np.percentile(lat, 99)), "read_calls": int(lat.size)}
 
 
+def http_bench(args: argparse.Namespace, d: Path, files: list[Path]) -> dict[str, Any]:
+    """Routed reads through `cluster serve` (HTTP, msgpack) against the embedded client, on
+    the same cluster: p50/p99 of read(last=100) and read_many(64 users, last=100), and the
+    bytes on the wire per answer (what the capacity plan's network figure uses)."""
+    import httpx
+    import ray
+
+    from seqvault import Schema
+    from seqvault.cluster import SeqVaultCluster, init_cluster
+    from seqvault.cluster.ingest import ingest
+    from seqvault.cluster.runtime import init_local
+    from seqvault.cluster.serve import serve
+
+    nodes = ["n0", "n1"]
+    root = d / "cluster-http"
+    init_local(nodes, num_cpus=2, object_store_mb=args.object_store_mb)
+    out: dict[str, Any] = {"shards": 4}
+    try:
+        init_cluster(root, Schema.from_dict(SCHEMA), 4, nodes)
+        ingest(root, files, timeout_s=args.timeout)
+        servers = serve(root, timeout_s=120)
+        try:
+            rng = np.random.default_rng(5)
+            users = rng.integers(0, 2_000, 4_000).tolist()  # the heavier (Zipf head) users
+            for mode in ("embedded", "http"):
+                with SeqVaultCluster(root, mode=mode) as c:
+                    c.read_many(users[:64], last=100)
+                    one, many = [], []
+                    for u in users[:args.http_reads]:
+                        t = time.perf_counter()
+                        c.read(u, last=100)
+                        one.append(time.perf_counter() - t)
+                    for i in range(args.http_reads // 10):
+                        batch = users[(i * 64) % 3_900:(i * 64) % 3_900 + 64]
+                        t = time.perf_counter()
+                        c.read_many(batch, last=100)
+                        many.append(time.perf_counter() - t)
+                a1, am = np.asarray(one) * 1e3, np.asarray(many) * 1e3
+                out[mode] = {"read_p50_ms": float(np.percentile(a1, 50)),
+                             "read_p99_ms": float(np.percentile(a1, 99)),
+                             "read_many64_p50_ms": float(np.percentile(am, 50)),
+                             "read_many64_p99_ms": float(np.percentile(am, 99))}
+            # bytes on the wire: the heaviest user, last=100 / 1,000, msgpack and Arrow
+            m = SeqVaultCluster(root)
+            heavy = 0  # Zipf: user 0 has the most events
+            shard = m.shard_of(heavy)
+            url = m.manifest.entry(shard).primary.server
+            m.close()
+            sizes = {}
+            with httpx.Client(timeout=10) as h:
+                for last in (100, 1000):
+                    for fmt, accept in (("msgpack", "application/vnd.msgpack"),
+                                        ("arrow", "application/vnd.apache.arrow.stream")):
+                        r = h.get(f"{url}/users/{heavy}/sequence", params={"last": last},
+                                  headers={"Accept": accept, "Accept-Encoding": "zstd"})
+                        sizes[f"{fmt}_last{last}_bytes"] = len(r.content)
+                        sizes[f"{fmt}_last{last}_events"] = int(r.headers["X-SeqVault-Count"])
+            out["wire"] = sizes
+        finally:
+            servers.stop()
+    finally:
+        ray.shutdown()
+        shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
 def plot(rows: list[dict[str, Any]], base: dict[str, Any], path: Path) -> None:
     import matplotlib
     import matplotlib.ticker
@@ -205,6 +271,9 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--out", default="bench/results/cluster")
     ap.add_argument("--tmp", default=None)
+    ap.add_argument("--http", action="store_true",
+                    help="Only the HTTP vs embedded routed-read comparison (writes http.json)")
+    ap.add_argument("--http-reads", type=int, default=2_000)
     ap.add_argument("--single-node-events-per-s", type=float, default=None,
                     help="Skip the single-node baseline and use this figure (from an earlier "
                          "run of the same --events/--users/--files: the input is seeded)")
@@ -214,6 +283,13 @@ def main() -> None:
     d = Path(tempfile.mkdtemp(prefix="cluster-bench-", dir=args.tmp))
     try:
         files = make_input(d, args.events, args.users, args.files)
+        if args.http:
+            res = http_bench(args, d, files)
+            res["args"] = vars(args)
+            res["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+            (out / "http.json").write_text(json.dumps(res, indent=1))
+            print(json.dumps(res, indent=1))
+            return
         (d / "warm").mkdir()
         warm_files = make_input(d / "warm", 2_000 * args.files, 1_000, args.files, seed=9)
         base = (single_node(files, d) if args.single_node_events_per_s is None else
