@@ -222,7 +222,11 @@ def http_bench(args: argparse.Namespace, d: Path, files: list[Path]) -> dict[str
                                         ("arrow", "application/vnd.apache.arrow.stream")):
                         r = h.get(f"{url}/users/{heavy}/sequence", params={"last": last},
                                   headers={"Accept": accept, "Accept-Encoding": "zstd"})
-                        sizes[f"{fmt}_last{last}_bytes"] = len(r.content)
+                        # num_bytes_downloaded: as sent (compressed); content: decoded
+                        sizes[f"{fmt}_last{last}_wire_bytes"] = r.num_bytes_downloaded
+                        sizes[f"{fmt}_last{last}_decoded_bytes"] = len(r.content)
+                        sizes[f"{fmt}_last{last}_encoding"] = r.headers.get(
+                            "content-encoding", "identity")
                         sizes[f"{fmt}_last{last}_events"] = int(r.headers["X-SeqVault-Count"])
             out["wire"] = sizes
         finally:
