@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import NotFound, SeqVaultError, ValidationError
+from ..errors import SeqVaultError, ValidationError
 from ..schema import Schema
 from . import manifest as mf
 from .runtime import ClusterError
@@ -337,4 +337,4 @@ class _Stale(SeqVaultError):
     """Internal: the routing used an old manifest (or every replica of a shard was down)."""
 
 
-__all__ = ["ClusterSequence", "NotFound", "SeqVaultCluster"]
+__all__ = ["ClusterSequence", "SeqVaultCluster"]
