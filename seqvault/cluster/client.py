@@ -106,8 +106,9 @@ class SeqVaultCluster:
         if not users:
             return []
         per_user_before = before is not None and not isinstance(before, int | np.integer)
-        if per_user_before and len(list(before)) != len(users):
-            raise ValidationError(f"before: {len(list(before))} values for {len(users)} users",
+        befores = list(before) if per_user_before else []
+        if per_user_before and len(befores) != len(users):
+            raise ValidationError(f"before: {len(befores)} values for {len(users)} users",
                                   column="before")
         for attempt in range(self.retries + 1):
             m = self.manifest
@@ -121,7 +122,7 @@ class SeqVaultCluster:
             jobs = []
             for shard, idx in groups.items():
                 us = [users[i] for i in idx]
-                bs = [list(before)[i] for i in idx] if per_user_before else before
+                bs = [befores[i] for i in idx] if per_user_before else before
                 jobs.append((shard, idx, us, bs))
             try:
                 if self._pool is not None and len(jobs) > 1:

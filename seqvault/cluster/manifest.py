@@ -10,6 +10,7 @@ publisher lost the race and must reload).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -22,6 +23,7 @@ from .shardmap import CLUSTER_SEED, HASH_VERSION, check_shards
 
 MANIFEST_NAME = "cluster.json"
 EPOCHS_DIR = "epochs"
+LOCK_NAME = ".publish.lock"
 FORMAT = "seqvault-cluster"
 FORMAT_VERSION = 1
 
@@ -176,16 +178,19 @@ def publish(cluster_dir: str | os.PathLike[str], m: ClusterManifest) -> ClusterM
     root = Path(cluster_dir)
     root.mkdir(parents=True, exist_ok=True)
     (root / EPOCHS_DIR).mkdir(exist_ok=True)
-    try:
-        current = load(root).epoch
-    except NotFound:
-        current = 0
-    if m.epoch != current + 1:
-        raise StaleEpoch(f"epoch: publishing {m.epoch} but {root} is at epoch {current}; "
-                         f"expected {current + 1} (reload the manifest and redo the change)")
-    m = replace(m, published_ns=time.time_ns())
-    data = json.dumps(m.to_dict(), indent=1).encode()
-    _write_durable(root / EPOCHS_DIR / f"{m.epoch:08d}.json", data)
-    _write_durable(root / MANIFEST_NAME, data)
-    _fsync_dir(root)
+    # The check and the swap under one lock: two publishers of the same epoch cannot both win.
+    with open(root / LOCK_NAME, "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            current = load(root).epoch
+        except NotFound:
+            current = 0
+        if m.epoch != current + 1:
+            raise StaleEpoch(f"epoch: publishing {m.epoch} but {root} is at epoch {current}; "
+                             f"expected {current + 1} (reload the manifest and redo the change)")
+        m = replace(m, published_ns=time.time_ns())
+        data = json.dumps(m.to_dict(), indent=1).encode()
+        _write_durable(root / EPOCHS_DIR / f"{m.epoch:08d}.json", data)
+        _write_durable(root / MANIFEST_NAME, data)
+        _fsync_dir(root)
     return m

@@ -57,3 +57,27 @@ def test_bad_layouts_are_refused(tmp_path: Path, schema: Schema) -> None:
         init_cluster(tmp_path / "c", schema, 2, ["a"], replication=2)
     with pytest.raises(SeqVaultError, match="duplicates"):
         init_cluster(tmp_path / "d", schema, 2, ["a", "a"])
+
+
+def test_concurrent_publishers_of_one_epoch_one_wins(tmp_path: Path, schema: Schema) -> None:
+    import threading
+
+    m = init_cluster(tmp_path / "c", schema, 2, ["a"])
+    results: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def publisher(i: int) -> None:
+        barrier.wait()
+        try:
+            mf.publish(tmp_path / "c", m.next(f"publisher {i}"))
+            results.append("won")
+        except mf.StaleEpoch:
+            results.append("lost")
+
+    threads = [threading.Thread(target=publisher, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results) == ["lost"] * 7 + ["won"]
+    assert mf.load(tmp_path / "c").epoch == 2
