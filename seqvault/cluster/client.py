@@ -55,18 +55,26 @@ class SeqVaultCluster:
         if mode not in MODES:
             raise ValidationError(f"mode: {mode!r} must be one of {MODES}", column="mode",
                                   value=mode)
-        self.cluster_dir = Path(cluster_dir)
+        # A URL (any shard server's) bootstraps an HTTP client that sees no shared directory:
+        # the manifest is then fetched from GET /cluster/manifest of a live server.
+        self.seed_url = str(cluster_dir).rstrip("/") if str(cluster_dir).startswith(
+            ("http://", "https://")) else None
+        if self.seed_url is not None and mode != "http":
+            raise ValidationError(f"mode: {mode!r} cannot open stores through a URL; use "
+                                  "mode='http' or the cluster directory", column="mode",
+                                  value=mode)
+        self.cluster_dir = Path(cluster_dir) if self.seed_url is None else Path(".")
         self.mode = mode
         self.token = token
         self.timeout_s = timeout_s
         self.retries = retries
-        self.manifest = mf.load(self.cluster_dir)
+        self._http: Any = None
+        self.manifest = self._load_manifest(None)
         self.schema = Schema.from_dict(self.manifest.schema)
         self.refetches = 0
         self.failovers = 0
         self._readers: dict[str, Any] = {}
         self._writers: dict[str, Any] = {}
-        self._http: Any = None
         self._pool = ThreadPoolExecutor(max_workers=max_threads) if mode == "http" else None
 
     # ------------------------------------------------------------------ routing
@@ -76,7 +84,7 @@ class SeqVaultCluster:
 
     def refresh(self) -> bool:
         """Reload the manifest; True when the epoch changed (stores may have moved)."""
-        new = mf.load(self.cluster_dir)
+        new = self._load_manifest(self.manifest)
         changed = new.epoch != self.manifest.epoch
         if changed:
             self.refetches += 1
@@ -89,6 +97,26 @@ class SeqVaultCluster:
                         v.close()
             self.manifest = new
         return changed
+
+    def _load_manifest(self, current: mf.ClusterManifest | None) -> mf.ClusterManifest:
+        if self.seed_url is None:
+            return mf.load(self.cluster_dir)
+        import httpx
+
+        urls = [self.seed_url]
+        if current is not None:  # any live server will do: the seed may be the one that died
+            urls += [r.server for e in current.entries for r in e.replicas if r.server]
+        errors = []
+        for url in dict.fromkeys(urls):
+            try:
+                r = self._client().get(url + "/cluster/manifest")
+            except httpx.HTTPError as exc:
+                errors.append(f"{url}: {exc!r}")
+                continue
+            if r.status_code == 200:
+                return mf.ClusterManifest.from_dict(r.json(), f"{url}/cluster/manifest")
+            errors.append(f"{url}: HTTP {r.status_code}")
+        raise ClusterError(f"no server answered GET /cluster/manifest ({'; '.join(errors[:3])})")
 
     def shard_of(self, user: Any) -> int:
         return shard_of(user, self.manifest.shards, self.manifest.seed)
@@ -330,7 +358,8 @@ class SeqVaultCluster:
         return int(r.json()["appended"])
 
     def __repr__(self) -> str:
-        return (f"SeqVaultCluster({str(self.cluster_dir)!r}, mode={self.mode!r}, "
+        where = self.seed_url or str(self.cluster_dir)
+        return (f"SeqVaultCluster({where!r}, mode={self.mode!r}, "
                 f"shards={self.manifest.shards}, epoch={self.manifest.epoch})")
 
 

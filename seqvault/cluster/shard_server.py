@@ -6,6 +6,8 @@
 The app is `seqvault.server.create_app` unchanged; a middleware adds two things:
 - every answer carries `X-SeqVault-Epoch` (the epoch this server last saw) and
   `X-SeqVault-Shard`;
+- `GET /cluster/manifest` returns the current manifest, so HTTP clients without the cluster
+  directory can bootstrap from any server's URL and refetch after a 409;
 - a request that carries `X-SeqVault-Epoch` older than the current manifest's, or that reaches
   a store which the current manifest no longer lists for this shard (it moved), is answered
   409 `stale-epoch` (problem+json with the current epoch): the client refetches the manifest
@@ -60,11 +62,18 @@ def build_app(cluster_dir: Path, shard: int, store: str, *, writer: bool,
     app = create_app(store, read_only=not writer, token=token)
     view = EpochView(cluster_dir, shard, store)
 
+    @app.get("/cluster/manifest", tags=["cluster"],
+             summary="The current cluster manifest (docs/format/cluster.md)")
+    def cluster_manifest() -> Any:
+        from . import manifest as mf
+
+        return JSONResponse(mf.load(cluster_dir).to_dict())
+
     @app.middleware("http")
     async def epoch_check(request: Any, call_next: Any) -> Any:
         epoch, owned = view.current()
         asked = request.headers.get(EPOCH_HEADER)
-        probe = request.url.path in ("/livez", "/readyz", "/metrics")
+        probe = request.url.path in ("/livez", "/readyz", "/metrics", "/cluster/manifest")
         stale = asked is not None and asked.isdigit() and int(asked) < epoch
         if not probe and (stale or not owned):
             why = ("this store no longer serves shard " f"{shard}" if not owned else

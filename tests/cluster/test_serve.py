@@ -78,6 +78,15 @@ def test_serve_failover_restart_append_and_stale_epoch(served: Any, oracle: Any)
         assert c.epoch == m.epoch
         assert c.read(users[1]).count == oracle.read(users[1]).count
         assert c.refetches == 1 and c.epoch == m.epoch + 1
+    # a client that knows one server's URL only (no shared cluster directory)
+    url = mf.load(root).entry(1).replicas[1].server
+    with SeqVaultCluster(url, mode="http", timeout_s=5.0) as c2:
+        assert c2.epoch == m.epoch + 1
+        for u, g in zip(users[:30], c2.read_many(users[:30], last=10)):
+            assert g.count == oracle.read(u, last=10).count or u == u0
+        mf.publish(root, mf.load(root).next("another change"))
+        assert c2.read(users[1]).count == oracle.read(users[1]).count
+        assert c2.refetches == 1 and c2.epoch == m.epoch + 2
 
 
 def test_embedded_mode_appends_and_reads(served: Any, oracle: Any) -> None:
