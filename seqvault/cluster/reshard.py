@@ -8,8 +8,8 @@ Move (`move_shard`): copy → catch up → flip → final catch-up → retire.
     flip      publish the epoch that names the new store; from then on the old store's server
               answers 409 stale-epoch (it no longer owns the shard) and clients reroute;
     final     one more catch-up round for appends that reached the old store before the flip;
-    retire    the old directory is renamed `<name>.retired-e<epoch>` (not deleted: an operator
-              removes it once satisfied).
+    retire    a marker `<name>.retired-e<epoch>` is written beside the old directory, which is
+              left in place (a writer may still hold it open) for an operator to remove.
 
 Grow (`grow_shards`, S → S+1): jump hash moves only the users whose shard under S+1 is the new
 shard S, about 1/(S+1) of them, and never moves a user between two old shards. So: create the
@@ -135,7 +135,12 @@ def move_shard(cluster_dir: str | os.PathLike[str], shard: int, to_node: str, *,
             changed = _changed_users(src, new_path)
             _copy_users(src, new_path, schema, changed, replace_existing=True,
                         progress=progress, phase="final catch up")
-        os.replace(old.path, f"{old.path}.retired-e{new.epoch}")
+        # The directory stays where it is: a writer may still hold it open (renaming a live
+        # store under its writer breaks the writer's next checkpoint). A marker says it is
+        # no longer the shard's and may be removed once no process uses it.
+        Path(f"{old.path}.retired-e{new.epoch}").write_text(
+            f"{old.path} left shard {shard} at epoch {new.epoch} ({new.note}); remove it once "
+            "no process has it open\n")
     return new
 
 
