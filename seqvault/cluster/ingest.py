@@ -321,8 +321,11 @@ def ingest(cluster_dir: str | os.PathLike[str], paths: Sequence[str | os.PathLik
                             batch_size=1, batch_format="numpy", num_cpus=cpus_per_task)
         if progress:
             progress("stage", 0, len(pieces))
-        _run_with_timeout(lambda: ds.write_datasink(_stage_sink(staging / "rows")), timeout_s,
-                          "cluster ingest: staging")
+        # Same resources as the map: Ray Data then fuses read → tag → write into one task per
+        # piece (no block crosses the object store between them).
+        _run_with_timeout(lambda: ds.write_datasink(
+            _stage_sink(staging / "rows"), ray_remote_args={"num_cpus": cpus_per_task}),
+            timeout_s, "cluster ingest: staging")
         if progress:
             progress("stage", len(pieces), len(pieces))
         summary.phases_s["stage"] = time.perf_counter() - t1
