@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +127,28 @@ def test_equal_timestamps_keep_input_order_across_files(tmp_path: Path, schema: 
     for rep in m.entry(shard_of(1, 3)).replicas:
         with SeqVault.open(rep.path, read_only=True, create=False) as v:
             np.testing.assert_array_equal(v.read(1).columns["item_id"], want)
+
+
+def test_csv_and_json_lines_inputs_match_a_single_node_ingest(tmp_path: Path, schema: Schema,
+                                                               ray_session: Any,
+                                                               logs: list[Path]) -> None:
+    import pyarrow.csv as pacsv
+
+    t = pq.read_table(logs[1])
+    csv = tmp_path / "part.csv"
+    pacsv.write_csv(t.slice(0, 2_000), csv)
+    jsonl = tmp_path / "part.jsonl"
+    with open(jsonl, "w") as f:
+        for row in t.slice(2_000).to_pylist():
+            f.write(json.dumps(row) + "\n")
+    root = tmp_path / "c"
+    init_cluster(root, schema, 3, NODES[:3])
+    s = ingest(root, [csv, jsonl], timeout_s=TIMEOUT_S)
+    assert s.events == t.num_rows
+    from seqvault.ingest import ingest as single_ingest
+
+    with SeqVault.open(tmp_path / "single", schema=schema) as one, SeqVaultCluster(root) as c:
+        single_ingest(one, [csv, jsonl])
+        users = sorted(one.users())
+        for u, g in zip(users, c.read_many(users)):
+            assert_same(g, one.read(u))
