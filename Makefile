@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q $(TORCH_PIN)
-	$(BIN)/python -m pip install -q -e '.[server,bench,torch,dev]'
+	$(BIN)/python -m pip install -q -e '.[server,bench,torch,cluster,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[tuple[str, str], ...] = (
     ("seqvault.cli.serve", "serve"),  # serve
     ("seqvault.model.cli", "model_cli"),  # model (LASER reference model)
     ("seqvault.bench_cli", "register"),  # bench (issue 6)
+    ("seqvault.cli.cluster_cmds", "cluster_group"),  # cluster (issue 15)
 )
 
 
