@@ -30,6 +30,7 @@ from .errors import (
     SchemaError,
     StoreClosed,
     ValidationError,
+    WriterFailed,
 )
 from .faults import Faults
 from .files import ExtentFiles
@@ -98,6 +99,7 @@ class SeqVault:
         self._bg_merge: BackgroundMerger | None = None
         self._live_cache: tuple[int, int, int] | None = None  # (seq, ckpt count, live bytes)
         self._fault = Faults()  # crash-test kill points (seqvault/faults.py)
+        self._failed: BaseException | None = None  # fail-stop after a failed write or fsync
         self._counters = {"appends": 0, "appended_events": 0, "flushes": 0, "tail_seals": 0,
                           "tail_sealed_events": 0, "reads": 0, "recovered_events": 0,
                           "torn_tail_bytes": 0}
@@ -220,6 +222,15 @@ class SeqVault:
             raise StoreClosed(f"{self.path} is closed")
         if self.read_only:
             raise ReadOnlyError(f"{self.path} was opened read_only=True; writes need the writer")
+        failed = self._failed or (self.wal.failed if self.wal is not None else None)
+        if failed is not None:
+            raise WriterFailed(f"{self.path}: a write or fsync failed earlier ({failed}); this "
+                               "writer acknowledges nothing more: reopen the store")
+
+    def _fail_stop(self, exc: BaseException) -> None:
+        """A write, fsync or commit of the store failed: refuse every later write."""
+        if isinstance(exc, OSError | WriterFailed) and self._failed is None:
+            self._failed = exc
 
     def append(self, user_id: Any, events: Mapping[str, Any]) -> int:
         """Append one user's events (columnar, any timestamp order). Atomic: all or nothing.
@@ -331,8 +342,16 @@ class SeqVault:
                 w.sync()
                 self.publish(Edit(files=w.pending(), users=users, dict_entries=True,
                                   sealed=sealed), writers=(w,))
-            except BaseException:
-                w.rollback()
+            except BaseException as exc:
+                self._fail_stop(exc)
+                try:
+                    w.rollback()
+                except OSError:  # the disk is failing: the next writer open cuts these bytes
+                    pass
+                if isinstance(exc, OSError):
+                    raise WriterFailed(f"{self.path}: sealing events into segments failed "
+                                       f"({exc}); nothing more is acknowledged: reopen the "
+                                       "store") from exc
                 raise
             self._fault("seal:after_commit")
             for key in sealed:
@@ -352,8 +371,16 @@ class SeqVault:
                 w.sync()
                 self.publish(Edit(files=w.pending(), users=users, dict_entries=True),
                              rotate_log=True, writers=(w,))
-            except BaseException:
-                w.rollback()
+            except BaseException as exc:
+                self._fail_stop(exc)
+                try:
+                    w.rollback()
+                except OSError:  # the disk is failing: the next writer open cuts these bytes
+                    pass
+                if isinstance(exc, OSError):
+                    raise WriterFailed(f"{self.path}: sealing events into segments failed "
+                                       f"({exc}); nothing more is acknowledged: reopen the "
+                                       "store") from exc
                 raise
             self.mem.clear()
             self._counters["flushes"] += 1
@@ -656,7 +683,8 @@ class SeqVault:
                 if self._bg_merge is not None:
                     self._bg_merge.stop()  # finishes the batch in flight, outside the lock
                 with self.lock:
-                    if flush:
+                    failed = self._failed or (self.wal.failed if self.wal else None)
+                    if flush and failed is None:  # after a failure: nothing more is written
                         self.flush()
                         self.manifest.maybe_checkpoint(force=True)
         finally:
@@ -666,7 +694,7 @@ class SeqVault:
     def _release(self) -> None:
         if self.wal is not None:
             try:
-                self.wal.close()
+                self.wal.close(sync=self._failed is None)
             finally:
                 self.wal = None
         for w in self.writers.values():
