@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from seqvault import Schema, SeqVault
-from seqvault.faults import FAULT_ENV
+from seqvault.faults import FAULT_ENV, SEAL_FAULT_POINTS
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = {"columns": [{"name": "item", "type": "int64", "default": 0},
@@ -101,8 +101,8 @@ v.close()
 """
 
 
-@pytest.mark.parametrize("fault", ["seal:after_write", "seal:after_write@3",
-                                   "seal:after_commit", "seal:after_commit@4"])
+@pytest.mark.parametrize("fault", [*SEAL_FAULT_POINTS, "seal:after_write@3",
+                                   "seal:after_commit@4"])
 def test_sigkill_during_a_partial_seal_loses_and_duplicates_nothing(tmp_path, fault):
     store = tmp_path / "s"
     env = dict(os.environ, PYTHONPATH=str(ROOT), **{FAULT_ENV: fault})
