@@ -212,6 +212,13 @@ def targets(results: dict) -> list[dict]:
         d, q = mg.get("during_" + key), mg.get("quiet_" + key)
         add(f"read {what} during merge() ÷ quiet read {what} (SeqVault, same process)",
             _ratio(d, q), 2.0, False, "×", f"{_f(d, 3)} vs {_f(q, 3)} ms")
+    ro = mg.get("read_only_process") or {}
+    d, q = ro.get("during_p99_ms"), ro.get("quiet_p99_ms")
+    add("read p99 during merge() ÷ quiet read p99 (SeqVault, a second read-only process)",
+        _ratio(d, q), 2.0, False, "×",
+        f"{_f(d, 3)} vs {_f(q, 3)} ms ({_f(ro.get('reads_during'))} reads during, "
+        f"{_f(ro.get('reads_quiet'))} quiet)" + (f"; {len(ro['errors'])} read errors"
+                                                   if ro.get("errors") else ""))
     # 9. disk.
     group[0] = ISSUE_ROWS[8]
     after, clean = get(sv, "after_appends", "disk_bytes"), get(sv, "clean_load", "disk_bytes")
@@ -547,6 +554,18 @@ def render(results: dict, image_prefix: str = "") -> str:
         add(_table(["system", "merge/compaction s", "reads during", "p50 ms during",
                     "p99 ms during", "max ms during", "thread-CPU p99 ms during", "quiet p50 ms",
                     "quiet p99 ms", "quiet thread-CPU p99 ms"], rows) + "\n")
+        ro = s.get(SV, {}).get("merge", {}).get("read_only_process")
+        if ro and "during_p99_ms" in ro:
+            add("SeqVault also from a second process that opened the store `read_only=True` "
+                "(`bench/ro_reader.py`), reading at the same rate for a quiet second before "
+                "the merge, during it, and a quiet second after; reads are split by when they "
+                "started:\n")
+            add(_table(["reads during", "p50 ms during", "p99 ms during", "max ms during",
+                        "quiet reads", "quiet p50 ms", "quiet p99 ms", "read errors"],
+                       [[_f(ro["reads_during"]), _f(ro["during_p50_ms"], 3),
+                         _f(ro["during_p99_ms"], 3), _f(ro["during_max_ms"], 3),
+                         _f(ro["reads_quiet"]), _f(ro["quiet_p50_ms"], 3),
+                         _f(ro["quiet_p99_ms"], 3), _f(len(ro.get("errors", [])))]]) + "\n")
 
         add(_disk_after_appends_section(s, names))
         add(_batch_load_section(s, names))

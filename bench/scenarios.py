@@ -16,6 +16,8 @@ import io
 import os
 import pstats
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -519,6 +521,7 @@ class Runner:
 
         def background() -> None:
             t0 = time.perf_counter()
+            state["start_ns"] = time.perf_counter_ns()
             try:
                 summary = work()
                 if isinstance(summary, dict):
@@ -527,8 +530,10 @@ class Runner:
             except Exception as exc:  # reported, and the reads still stop
                 state["error"] = repr(exc)
             state["seconds"] = time.perf_counter() - t0
+            state["end_ns"] = time.perf_counter_ns()
 
         thread = threading.Thread(target=background, daemon=True)
+        reader = self._start_ro_reader(users, last)
         # Reads arrive at a steady rate, as a model server's do, rather than in a tight loop
         # that would hold the GIL and starve an in-process merge (measuring the loop, not the
         # store).
@@ -552,6 +557,7 @@ class Runner:
             if not thread.is_alive() and "during_ops" not in state:
                 state["during_ops"] = len(lat)
         thread.join()
+        ro = self._stop_ro_reader(reader, state) if reader is not None else None
         during = np.asarray(lat[: state.get("during_ops", len(lat))], dtype=np.float64)
         quiet = self._reads(users[: self.cfg.read_ops], self.cfg.read_seconds, last)
         self.out["merge"] = {
@@ -567,7 +573,55 @@ class Runner:
             **{f"quiet_{k}": quiet[k] for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms",
                                                  "tcpu_p50_ms", "tcpu_p99_ms")},
         }
+        if ro is not None:
+            self.out["merge"]["read_only_process"] = ro
         self._disk_after_merge()
+
+    def _start_ro_reader(self, users: np.ndarray, last: int):
+        """SeqVault only: a second, read-only process reading at the same steady rate; it
+        reads quietly for ``merge_min_seconds`` before the merge starts (and after it ends)."""
+        if self.system != "seqvault":
+            return None
+        users_npy = self.path + "-ro-users.npy"
+        np.save(users_npy, users[:20_000])
+        out = self.path + "-ro-lat.npz"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.ro_reader", self.path, users_npy, str(last),
+             str(self.cfg.merge_read_rate), out],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if proc.stdout is None or proc.stdout.readline().strip() != "ready":
+            proc.kill()
+            proc.wait()
+            self.out["notes"].append("read-only reader process failed to open the store")
+            return None
+        time.sleep(self.cfg.merge_min_seconds)  # its quiet reads before the merge
+        return proc, out, users_npy
+
+    def _stop_ro_reader(self, reader, state: dict) -> dict:
+        proc, out, users_npy = reader
+        time.sleep(self.cfg.merge_min_seconds)  # quiet reads after the merge
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write("stop\n")
+            proc.stdin.flush()
+            ok = proc.stdout.readline().strip() == "ok"
+            proc.wait(timeout=30)
+        except (OSError, AssertionError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
+            ok = False
+        if not ok:
+            return {"error": "read-only reader process failed"}
+        data = np.load(out, allow_pickle=True)
+        os.remove(out)
+        os.remove(users_npy)
+        starts, lat = data["starts"], data["lat"].astype(np.float64)
+        t0, t1 = state.get("start_ns", 0), state.get("end_ns", 0)
+        inside = (starts >= t0) & (starts <= t1)
+        return {"reads_during": int(inside.sum()), "reads_quiet": int((~inside).sum()),
+                "errors": [str(e) for e in data["errors"]],
+                **{f"during_{k}": v for k, v in measure.percentiles_ms(lat[inside]).items()},
+                **{f"quiet_{k}": v for k, v in measure.percentiles_ms(lat[~inside]).items()}}
 
     def _disk_after_merge(self) -> None:
         """Bytes on disk once the append workloads are merged (compacted), and the events."""
