@@ -350,6 +350,11 @@ class Runner:
         """cProfile of the target workloads, shown in the report where a target is missed."""
         store, secs = self.store, self.cfg.profile_seconds
         profiles = {}
+        if self.system == "seqvault":  # reads change nothing: only the profiled system pays
+            zipf = iter(wl.pick_users(np.random.default_rng([self.w.seed, 40]), self.population,
+                                      1_000_000, "zipf", self.w.user_zipf_a).tolist())
+            profiles["read last 100, Zipf users (merged data)"] = _profile(
+                lambda: store.read_last(next(zipf), 100), secs)
         long_users = self._cohort_at_least(10_000)
         if long_users is not None:
             cycle = iter(np.resize(long_users, 1_000_000).tolist())
@@ -369,15 +374,22 @@ class Runner:
                 return None
 
             profiles[f"append, batch {batch}"] = _profile(one, secs)
-            self.appended.append((lambda b=batch: wl.event_stream(
-                self.w, self.population, 200_000, salt=900 + b), np.arange(done[0])))
-        self.out["profiles"] = profiles
+            self._record(lambda b=batch: wl.event_stream(
+                self.w, self.population, 200_000, salt=900 + b), np.arange(done[0]), stream)
+        self.out.setdefault("profiles", {}).update(profiles)
 
     def _cohort_at_least(self, n: int) -> np.ndarray | None:
         for length, uids in self.cohorts:
             if length >= n:
                 return uids
         return None
+
+    def _record(self, make: Callable[[], dict], rows: np.ndarray, stream: dict) -> None:
+        """Note what an append workload wrote (``rows`` of the stream ``make`` regenerates)."""
+        self.appended.append((make, rows))
+        hot = self.hot_user()[0]
+        self.hot_appended = getattr(self, "hot_appended", 0) + int(
+            np.sum(stream[wl.USER_COLUMN][rows] == hot))
 
     def _ensure_durability(self, durability: str) -> None:
         """Reopen the store at ``durability`` (SeqVault fixes it at open; RocksDB per write)."""
@@ -405,8 +417,8 @@ class Runner:
         r = measure.run_ops(self.store.append_events, slices(),
                             max_seconds=self.cfg.append_seconds,
                             warmup=self.cfg.warmup, units=lambda a, _r: len(a["ts"]))
-        self.appended.append((lambda: wl.event_stream(self.w, self.population, n_events, salt),
-                              np.arange(done[0])))
+        self._record(lambda: wl.event_stream(self.w, self.population, n_events, salt),
+                     np.arange(done[0]), stream)
         self.out.setdefault("appends", []).append(
             {"durability": durability, "batch": batch, **r})
 
@@ -446,7 +458,7 @@ class Runner:
                 break
         wall, cpu = (perf() - wall0) / 1e9, time.process_time() - cpu0
         rows = (np.asarray(appended, dtype=np.int64)[:, None] * b + np.arange(b)).ravel()
-        self.appended.append((make_stream, rows))
+        self._record(make_stream, rows, stream)
         out = {"ops": done, "ops_per_s": done / wall, "cpu_ms_per_op": 1e3 * cpu / max(done, 1),
                "read_last": last, "append_batch": b, "reads": len(lat["read"]),
                "appends": len(lat["append"])}
@@ -474,12 +486,21 @@ class Runner:
             return wl.event_stream(self.w, self.population, n_events, salt=77)
 
         self.out["mix"] = self._mix(is_read, readers, make(), make)
+        if self.system == "seqvault":
+            # Where a fresh read's time goes (the mix's reads, after the append workloads).
+            store, last = self.store, cfg.mix_read_last
+            zipf = iter(readers.tolist() * 10)
+            self.out.setdefault("profiles", {})[
+                f"read last {last:,}, Zipf users, fresh data (the mix's reads)"] = _profile(
+                lambda: store.read_last(next(zipf), last), cfg.profile_seconds)
 
     def hot_user(self) -> tuple[int, int]:
-        """(id, history length) of the hot-user mix's hot user: the population user of median
-        history length (a plain user who becomes very busy, not a long history)."""
+        """(id, loaded history length) of the hot-user mix's hot user: the population's Zipf
+        rank-1 user, so it has also received the largest share of every earlier append
+        workload (all unmerged when the hot mix runs): the user whose fresh reads suffer most
+        from many small real-time segments."""
         ids, lengths = wl.population_users(self.w)
-        i = int(np.argsort(lengths, kind="stable")[len(lengths) // 2])
+        i = int(np.flatnonzero(ids == wl.hottest_user(ids))[0])
         return int(ids[i]), int(lengths[i])
 
     def phase_hot_mix(self) -> None:
@@ -500,9 +521,11 @@ class Runner:
             return wl.hot_event_stream(self.w, others, n_events, 78, hot, cfg.hot_share)
 
         stream = make()
+        before = getattr(self, "hot_appended", 0)
         r = self._mix(is_read, readers, stream, make, hot=hot)
         rows = self.appended[-1][1]
         r.update({"hot_user": hot, "hot_user_history": hot_len, "hot_share": cfg.hot_share,
+                  "hot_events_before": before,
                   "hot_events_appended": int(np.sum(stream[wl.USER_COLUMN][rows] == hot)),
                   "events_appended": len(rows)})
         self.out["hot_mix"] = r

@@ -206,6 +206,11 @@ def pick_users(
     return users[perm[ranks]]
 
 
+def hottest_user(users: np.ndarray) -> int:
+    """The user ``pick_users(..., "zipf")`` gives rank 1 (the most requests)."""
+    return int(users[np.random.default_rng(7).permutation(len(users))[0]])
+
+
 def event_stream(cfg: WorkloadConfig, users: np.ndarray, n: int, salt: int) -> dict:
     """``n`` real-time events interleaved across Zipf-active users, in arrival order."""
     rng = np.random.default_rng([cfg.seed, 3, salt])

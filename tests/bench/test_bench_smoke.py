@@ -72,7 +72,8 @@ def test_tiny_run_writes_a_report_with_every_system(tmp_path):
     for section in ("## The same mix with one hot user", "## Many-user batch load",
                     "## Disk after the append workloads", "## Memory", "Run-to-run spread"):
         assert section in report, section
-    for png in ("latency_vs_history.png", "bytes_per_event.png", "append_throughput.png"):
+    for png in ("latency_vs_history.png", "bytes_per_event.png", "append_throughput.png",
+                "mixes.png"):
         assert (out / png).stat().st_size > 0
     # Re-rendering with an earlier run (here: itself) adds the run-to-run spread table.
     assert report_main([str(out / "results.json"), "--compare", str(out / "results.json")]) == 0
