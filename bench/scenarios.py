@@ -56,7 +56,7 @@ class RunConfig:
     # Many-user batch load: users x events each, in append_batch calls of call_rows rows.
     batchload_users: int = 20_000
     batchload_events_per_user: int = 3
-    batchload_call_rows: int = 100_000
+    batchload_call_rows: int = 20_000
     merge_read_last: int = 1_000
     merge_min_seconds: float = 1.0
     merge_read_rate: float = 500.0  # reads/s offered while the merge runs
@@ -95,6 +95,7 @@ PRESETS: dict[str, RunConfig] = {
         mix_ops=50_000,
         mix_seconds=15.0,
         batchload_users=1_000_000,
+        batchload_call_rows=100_000,
         merge_min_seconds=3.0,
         verify_users=200,
     ),
