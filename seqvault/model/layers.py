@@ -96,6 +96,7 @@ class SeqBatch:
     target_cat: Tensor  # [B, C] int64
     label: Tensor | None = None  # [B, C] float
     prob: Tensor | None = None  # [B, C] float: the true click probability, when known
+    hint: Tensor | None = None  # [B, C] int64: the true count behind `prob` (oracle probe only)
 
     def to(self, device: torch.device | str) -> SeqBatch:
         def move(t: Tensor | None) -> Tensor | None:
@@ -110,6 +111,7 @@ class SeqBatch:
             self.target_cat.to(device, non_blocking=True),
             move(self.label),
             move(self.prob),
+            move(self.hint),
         )
 
     @property

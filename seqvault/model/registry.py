@@ -5,6 +5,7 @@ from __future__ import annotations
 from .baselines import Base, Din, Hstu, Transformer, Twin
 from .laser import Laser
 from .layers import ModelConfig, SeqModel
+from .probes import Oracle
 
 MODELS: dict[str, type[SeqModel]] = {
     "base": Base,
@@ -13,6 +14,7 @@ MODELS: dict[str, type[SeqModel]] = {
     "hstu": Hstu,
     "transformer": Transformer,
     "laser": Laser,
+    "oracle": Oracle,  # diagnostic probe: handed the true count (synthetic data only)
 }
 
 # name → changes to the LASER configuration (the paper's ablation table)
@@ -32,8 +34,10 @@ def build_model(name: str, cfg: ModelConfig) -> SeqModel:
         return MODELS[name](cfg)
     if name in ABLATIONS:
         return Laser(cfg.with_(**ABLATIONS[name]))
-    for prefix, field in (("laser-w", "segment"), ("laser-m", "gsta_layers")):
+    for prefix, field in (("laser-w", "segment"), ("laser-m", "gsta_layers"),
+                          ("laser-d", "d_model")):
         if name.startswith(prefix) and name[len(prefix):].isdigit():
             return Laser(cfg.with_(**{field: int(name[len(prefix):])}))
-    known = sorted(MODELS) + sorted(set(ABLATIONS) - set(MODELS)) + ["laser-w<N>", "laser-m<N>"]
+    known = sorted(MODELS) + sorted(set(ABLATIONS) - set(MODELS)) + ["laser-w<N>", "laser-m<N>",
+                                                              "laser-d<N>"]
     raise ValueError(f"model: got {name!r}, expected one of {', '.join(known)}")
