@@ -29,7 +29,10 @@ ABLATIONS: dict[str, dict[str, object]] = {
 
 
 def build_model(name: str, cfg: ModelConfig) -> SeqModel:
-    """A model by name: one of MODELS, an ABLATIONS variant, or `laser-w<N>` / `laser-m<N>`."""
+    """A model by name: one of MODELS, an ABLATIONS variant, or `laser-w<N>` / `laser-m<N>` /
+    `laser-d<N>`; any of them with the suffix `+noitem` ignores item ids (category only)."""
+    if name.endswith("+noitem"):
+        return build_model(name[: -len("+noitem")], cfg.with_(use_item=False))
     if name in MODELS:
         return MODELS[name](cfg)
     if name in ABLATIONS:
