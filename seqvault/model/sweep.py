@@ -71,6 +71,7 @@ class Job:
     model: str
     seed: int
     epochs: int | None = None
+    buckets: bool = True  # length buckets on the GPU (False: the plain shuffled batches)
 
     @property
     def heavy(self) -> bool:
@@ -138,8 +139,8 @@ def plan_jobs(plan: str) -> list[Job]:
     jobs: list[Job] = []
 
     def add(group: str, data: DataSpec, max_len: int, models: list[str], seeds: int,
-            epochs: int | None = None) -> None:
-        jobs.extend(Job(group, data, max_len, m, s, epochs) for m in models
+            epochs: int | None = None, buckets: bool = True) -> None:
+        jobs.extend(Job(group, data, max_len, m, s, epochs, buckets) for m in models
                     for s in range(seeds))
 
     if plan == "tiny":  # the test's plan: quick-size data, CPU, seconds
@@ -154,8 +155,17 @@ def plan_jobs(plan: str) -> list[Job]:
         add("count-L1000", count, 1000, ["laser", "oracle"], 1, epochs=1)
         add("burst-s4-L1000", bursts[4], 1000, ["laser", "laser-softmax"], 1, epochs=1)
         return jobs
+    if plan == "second":  # after the full run: what its deadline cut, in the regime that learns
+        for s in (12, 0):
+            add(f"burst-s{s}-L1000", bursts[s], 1000,
+                ["laser+noitem", "laser-softmax+noitem"], 3)
+        add("count-L1000-nobucket", count, 1000, ["laser"], 3, buckets=False)
+        add("burst-s4-L1000", bursts[4], 1000, ["transformer+noitem"], 2)
+        for users in (60000, 120000):
+            add(f"count-u{users}-L1000", DataSpec(users=users), 1000, ["laser"], 2)
+        return jobs
     if plan != "full":
-        raise ValueError(f"sweep: unknown plan {plan!r}, expected tiny|smoke|full")
+        raise ValueError(f"sweep: unknown plan {plan!r}, expected tiny|smoke|full|second")
     # light jobs run in this order (most important first); heavy ones whenever a slot is free
     b4 = bursts[4]
     add("count-L4000", count, 4000, ["hstu"], 3)
@@ -311,7 +321,7 @@ def _worker(wid: int, light: Any, heavy_q: Any, results: Any, heavy: Any, work: 
         tcfg = TrainConfig(batch_size=1024 if cuda else 128, lr=2e-3,
                            max_epochs=job.epochs or opts.epochs or (5 if cuda else 3),
                            patience=1, device=opts.device, seed=job.seed,
-                           length_buckets=50 if cuda else 0,
+                           length_buckets=50 if (cuda and job.buckets) else 0,
                            micro_batch=micro, eval_batch_size=micro or 1024)
         t0 = time.time()
         try:
@@ -478,7 +488,7 @@ def judge(groups: dict[str, Any]) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m seqvault.model.sweep", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--plan", default="full", choices=("tiny", "smoke", "full"))
+    ap.add_argument("--plan", default="full", choices=("tiny", "smoke", "full", "second"))
     ap.add_argument("--out", required=True)
     ap.add_argument("--work", default=None, help="data folder (default: OUT/work)")
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
