@@ -416,6 +416,25 @@ def _environment(device: str) -> dict[str, Any]:
 def summarise(runs: list[dict[str, Any]], unfinished: list[dict[str, Any]], work: Path,
               specs: dict[DataSpec, set[int]]) -> dict[str, Any]:
     """Per group and model: mean, std, 95% interval; the data sets' ceilings; predictions."""
+    datasets: dict[str, Any] = {}
+    for spec in specs:
+        meta_file = _data_dir(work, spec) / "meta.json"
+        if meta_file.exists():
+            meta = json.loads(meta_file.read_text())
+            z = np.load(_data_dir(work, spec) / "data.npz")
+            te = z["i_split"] == 2
+            meta["bayes_test"] = {"auc": roc_auc(z["i_label"][te], z["i_prob"][te]),
+                                  "logloss": logloss(z["i_label"][te], z["i_prob"][te])}
+            meta["rows"] = {s: int((z["i_split"] == k).sum())
+                            for s, k in (("train", 0), ("val", 1), ("test", 2))}
+            datasets[spec.key] = meta
+    groups = group_runs(runs)
+    return {"groups": groups, "datasets": datasets, "runs": runs, "unfinished": unfinished,
+            "predictions": judge(groups)}
+
+
+def group_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """{group: {data, max_len, models: {model: mean, 95% half-width, std, seeds, ...}}}."""
     groups: dict[str, dict[str, Any]] = {}
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in runs:
@@ -435,20 +454,7 @@ def summarise(runs: list[dict[str, Any]], unfinished: list[dict[str, Any]], work
             "train_samples_per_s": float(np.median([r["train_samples_per_s"] for r in rs])),
             "infer_samples_per_s": float(np.median([r["infer_samples_per_s"] for r in rs])),
         }
-    datasets: dict[str, Any] = {}
-    for spec in specs:
-        meta_file = _data_dir(work, spec) / "meta.json"
-        if meta_file.exists():
-            meta = json.loads(meta_file.read_text())
-            z = np.load(_data_dir(work, spec) / "data.npz")
-            te = z["i_split"] == 2
-            meta["bayes_test"] = {"auc": roc_auc(z["i_label"][te], z["i_prob"][te]),
-                                  "logloss": logloss(z["i_label"][te], z["i_prob"][te])}
-            meta["rows"] = {s: int((z["i_split"] == k).sum())
-                            for s, k in (("train", 0), ("val", 1), ("test", 2))}
-            datasets[spec.key] = meta
-    return {"groups": groups, "datasets": datasets, "runs": runs, "unfinished": unfinished,
-            "predictions": judge(groups)}
+    return groups
 
 
 def _aucs(groups: dict[str, Any], group: str, model: str) -> list[float] | None:
@@ -458,10 +464,11 @@ def _aucs(groups: dict[str, Any], group: str, model: str) -> list[float] | None:
     return None if m is None else list(m["aucs"])
 
 
-def judge(groups: dict[str, Any]) -> list[dict[str, Any]]:
+def judge(groups: dict[str, Any], predictions: list[Prediction] | None = None
+          ) -> list[dict[str, Any]]:
     """Each prediction with Δ = AUC(a) − AUC(b) in points, its 95% interval and the verdict."""
     out = []
-    for p in PREDICTIONS:
+    for p in PREDICTIONS if predictions is None else predictions:
         a, b = _aucs(groups, p.group, p.a), _aucs(groups, p.group, p.b)
         row: dict[str, Any] = asdict(p)
         if a is None or b is None or len(a) < 2 or len(b) < 2:
@@ -510,4 +517,5 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["DataSpec", "Job", "Prediction", "PREDICTIONS", "plan_jobs", "run_sweep", "judge"]
+__all__ = ["DataSpec", "Job", "Prediction", "PREDICTIONS", "plan_jobs", "run_sweep", "judge",
+           "group_runs"]
