@@ -37,7 +37,7 @@ class TrainConfig:
     # >0: split each batch into micro-batches of this size and add up their gradients (the
     # same update as one batch; bounds memory of the quadratic models at long L)
     micro_batch: int = 0
-    curve_rows: int = 4096  # training rows scored at every evaluation for the learning curve
+    curve_rows: int = 4096  # at most this many training rows scored per evaluation (curve)
 
 
 @dataclass
@@ -134,7 +134,10 @@ def train_and_evaluate(
     since_best, step, train_time, train_samples = 0, 0, 0.0, 0
     # a fixed sample of training rows, scored at every evaluation: train vs validation AUC
     # tells over-fitting (train rises, validation falls) from under-fitting (both flat)
-    curve_rows = np.random.default_rng(12345).permutation(train_rows)[:tcfg.curve_rows]
+    # (as many as the validation split, at most `curve_rows`: the curve costs one more
+    # validation-sized pass per evaluation)
+    n_curve = min(tcfg.curve_rows, len(val_rows))
+    curve_rows = np.random.default_rng(12345).permutation(train_rows)[:n_curve]
     curve: list[dict[str, float]] = []
     loss_sum, loss_n = 0.0, 0
     start = time.perf_counter()
