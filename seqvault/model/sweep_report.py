@@ -223,6 +223,7 @@ def write_plots(r: dict[str, Any], out: Path) -> list[Path]:
         ax.errorbar(xs, ms, yerr=hs, marker="o", capsize=3, label=_name(m) if m in NAMES else m,
                     color=_color(m))
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks([1000, 4000], ["1,000", "4,000"])
     ax.set_xlabel("L (latest events seen; the truth reads the latest 1,000)")
     ax.set_ylabel("test AUC (mean, 95% CI)")
@@ -295,6 +296,7 @@ def write_plots(r: dict[str, Any], out: Path) -> list[Path]:
     if ceiling:
         ax.axhline(ceiling, color="k", ls="--", lw=1, label="Bayes ceiling")
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks([30000, 60000, 120000], ["30k", "60k", "120k"])
     ax.set_xlabel("users (80% train)")
     ax.set_ylabel("test AUC (mean, 95% CI)")
