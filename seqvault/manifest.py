@@ -37,6 +37,9 @@ STORE_FORMAT_VERSION = 2
 CKPT_SUFFIX = ".ckpt"
 LEDGER_DB = "ledger"
 RETENTION_COUNTERS = ("retention_dropped_age", "retention_dropped_count")
+# User deletion (docs/design/safety.md, "Deleting a user"): full deletes of a user that had
+# events, and events removed by any delete (full or `before=`).
+DELETE_COUNTERS = ("deleted_users", "deleted_events")
 # A checkpoint is due once the index deltas since the last one hold a quarter of the
 # checkpoint's bytes (and at least this many): LMDB then never holds much more than that, so
 # its file — which never shrinks — plus the checkpoint stays within twice the live metadata
@@ -66,6 +69,30 @@ class FileInfo:
                    bool(rec.get("sealed", False)))
 
 
+@dataclass(frozen=True)
+class Purge:
+    """Bytes of deleted users still on disk, to be removed by the next merge
+    (docs/format/manifest.md, "purge"): extent files that held a deleted user's segments (merge
+    rewrites their live extents elsewhere and deletes them) and logs that held a deleted user's
+    records (the log rotates, which deletes it)."""
+
+    files: frozenset[int] = frozenset()
+    wals: frozenset[int] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.files or self.wals)
+
+    def to_record(self) -> dict[str, Any]:
+        return {"files": sorted(self.files), "wals": sorted(self.wals)}
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any] | None) -> Purge:
+        if not rec:
+            return cls()
+        return cls(frozenset(int(f) for f in rec.get("files", ())),
+                   frozenset(int(w) for w in rec.get("wals", ())))
+
+
 @dataclass
 class Edit:
     """What one commit changes. Empty fields change nothing."""
@@ -82,6 +109,8 @@ class Edit:
     # user key → log offset: the user's events in the current log up to there are sealed
     # (a partial seal, docs/design/realtime.md); dropped when the log rotates.
     sealed: dict[Any, int] = field(default_factory=dict)
+    # The new set of files and logs still holding a deleted user's bytes (replaces the old).
+    purge: Purge | None = None
 
 
 @dataclass
@@ -119,6 +148,7 @@ class Manifest:
         self.delta_bytes = 0  # bytes of those deltas
         self.checkpoints = 0
         self.sealed: dict[Any, int] = {}  # user key → sealed through (current log)
+        self.purge = Purge()  # deleted users' bytes still on disk (removed by the next merge)
 
     # ------------------------------------------------------------------ create / exists
     @staticmethod
@@ -182,6 +212,7 @@ class Manifest:
         self.seq = int(m.get_meta(txn, "seq"))
         self.ckpt_seq = int(m.get_meta(txn, "ckpt_seq"))
         self.wal_id = int(m.get_meta(txn, "wal_id"))
+        self.purge = Purge.from_record(m.get_meta(txn, "purge"))
         self._load_catalog(txn)
         self._load_dicts(txn)
         self._load_index(txn)
@@ -335,6 +366,8 @@ class Manifest:
                 for ukey, through in edit.sealed.items():
                     m.put(txn, "sealed", sealed_key(self.wal_id, seq, _hash_of(ukey)),
                           pack([through, ukey]))
+                if edit.purge is not None:
+                    m.set_meta(txn, "purge", edit.purge.to_record())
                 m.set_meta(txn, "seq", seq)
         except BaseException:
             if fold:  # the in-memory index ran ahead of what was published: reload it
@@ -365,6 +398,8 @@ class Manifest:
             self.wal_id = edit.wal_id
             self.sealed = {}
         self._apply_sealed(list(edit.sealed.items()))
+        if edit.purge is not None:
+            self.purge = edit.purge
         if edit.schema is not None:
             self.schema = edit.schema
             for c in edit.schema.columns:
@@ -478,7 +513,8 @@ class Manifest:
 
     def counters(self) -> dict[str, int]:
         with self.meta.begin() as txn:
-            return {k: int(self.meta.get_meta(txn, k, 0) or 0) for k in RETENTION_COUNTERS}
+            return {k: int(self.meta.get_meta(txn, k, 0) or 0)
+                    for k in (*RETENTION_COUNTERS, *DELETE_COUNTERS)}
 
     def schema_history(self) -> list[Schema]:
         with self.meta.begin() as txn:
