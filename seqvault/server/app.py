@@ -533,6 +533,27 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
         n = await run_in_threadpool(work)
         return {"appended": n}
 
+    @app.delete(
+        "/users/{user_id:path}", tags=["writes"],
+        summary="Delete a user's events (all, or those with ts < before)",
+        description="Reads return nothing (or only the newer events) at once; the bytes leave "
+                    "the store's files at the next merge. An unknown user is not an error: "
+                    "`deleted_events` is 0.",
+        openapi_extra={"parameters": [
+            {"name": "before", "in": "query", "required": False,
+             "schema": {"type": "integer", "minimum": -(1 << 63), "maximum": (1 << 63) - 1},
+             "description": "delete only the events with ts < before (schema time unit); "
+                            "default: all of them"}]},
+        responses=_problem_responses(401, 403, 405, 422, 503),
+    )
+    async def delete_user(request: Request, user_id: str = PathParam()) -> dict[str, Any]:
+        check_write(request)
+        before = query_int(request.query_params, "before")
+        vault = await state.get()
+        key = parse_user(vault.schema, user_id)
+        n = await run_in_threadpool(vault.delete, key, before)
+        return {"user_id": key, "deleted_events": n, "before": before}
+
     # The generic document (http/openapi.json) plus the components it references; served
     # specialised to the open store (contract.specialise), so it is exact for that store.
     openapi_default = app.openapi
