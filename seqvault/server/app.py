@@ -547,6 +547,15 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
         responses=_problem_responses(401, 403, 405, 422, 503),
     )
     async def delete_user(request: Request, user_id: str = PathParam()) -> dict[str, Any]:
+        # `:path` lets an id holding "/" (sent as %2F) through, so a literal "/" in the raw path
+        # is another resource (/users/1/events, /users/1/sequence): not deletable.
+        raw = request.scope.get("raw_path") or request.url.path.encode()
+        rest = raw.split(b"?", 1)[0].partition(b"/users/")[2]
+        if b"/" in rest:
+            allow = {b"events": "POST", b"sequence": "GET"}.get(rest.rsplit(b"/", 1)[1], "")
+            raise Problem(405, "method-not-allowed",
+                          f"DELETE is not allowed on {request.url.path}; delete a user with "
+                          "DELETE /users/{user_id}", headers={"Allow": allow})
         check_write(request)
         before = query_int(request.query_params, "before")
         vault = await state.get()

@@ -64,6 +64,14 @@ def test_refused_deletes_change_nothing(client: httpx.Client, path: str, params:
     assert seq(client, 1)["count"] == 10
 
 
+@pytest.mark.parametrize("path,allow", [("/users/1/events", "POST"),
+                                        ("/users/1/sequence", "GET")])
+def test_delete_on_a_sub_resource_is_405(client: httpx.Client, path: str, allow: str) -> None:
+    resp = client.delete(path, headers=AUTH)
+    assert resp.status_code == 405 and resp.headers["allow"] == allow
+    assert seq(client, 1)["count"] == 10
+
+
 def test_read_only_server_refuses_delete_with_405(store: Path, serve: Any) -> None:
     with serve(store) as srv, srv.client() as c:
         resp = c.delete("/users/1", headers=AUTH)
