@@ -107,7 +107,9 @@ class Edit:
     counters: dict[str, int] = field(default_factory=dict)  # increments (retention drops)
     ledger: list[tuple[bytes, dict[str, Any]]] = field(default_factory=list)  # ingest ledger
     # user key → log offset: the user's events in the current log up to there are sealed
-    # (a partial seal, docs/design/realtime.md); dropped when the log rotates.
+    # (a partial seal, docs/design/realtime.md; a delete); dropped when the log rotates. LMDB
+    # records only the key's hash: no user key is ever written to LMDB, whose freed pages
+    # keep old bytes until reused (a deleted user's key would outlive the delete there).
     sealed: dict[Any, int] = field(default_factory=dict)
     # The new set of files and logs still holding a deleted user's bytes (replaces the old).
     purge: Purge | None = None
@@ -116,10 +118,11 @@ class Edit:
 @dataclass
 class Refreshed:
     """What a reader's refresh found: rebuild the memtable from the log's start, or drop the
-    events of these users up to these log offsets (sealed by the writer meanwhile)."""
+    events of these users (by key hash) up to these log offsets (sealed by the writer
+    meanwhile)."""
 
     rebuild: bool = False
-    sealed: list[tuple[Any, int]] = field(default_factory=list)
+    sealed: list[tuple[int, int]] = field(default_factory=list)
 
 
 class Manifest:
@@ -147,7 +150,7 @@ class Manifest:
         self.deltas_since_ckpt = 0
         self.delta_bytes = 0  # bytes of those deltas
         self.checkpoints = 0
-        self.sealed: dict[Any, int] = {}  # user key → sealed through (current log)
+        self.sealed: dict[int, int] = {}  # user key hash → sealed through (current log)
         self.purge = Purge()  # deleted users' bytes still on disk (removed by the next merge)
 
     # ------------------------------------------------------------------ create / exists
@@ -219,22 +222,23 @@ class Manifest:
         self.sealed = {}
         self._apply_sealed(self._sealed_since(txn, 0))
 
-    def _sealed_since(self, txn: Any, after_seq: int) -> list[tuple[Any, int]]:
-        """(key, through) records of the current log committed after `after_seq`."""
+    def _sealed_since(self, txn: Any, after_seq: int) -> list[tuple[int, int]]:
+        """(user hash, through) records of the current log committed after `after_seq`."""
         out = []
         start = sealed_key(self.wal_id, after_seq + 1, 0)
         end = sealed_key(self.wal_id + 1, 0, 0)
         for k, v in self.meta.items(txn, "sealed", start):
             if k >= end:
                 break
-            through, key = unpack(v)
-            out.append((key, int(through)))
+            # The value is [through] (a store written before deletes also has the user key
+            # after it, ignored); the hash is the key's last 8 bytes.
+            out.append((int.from_bytes(k[-8:], "big"), int(unpack(v)[0])))
         return out
 
-    def _apply_sealed(self, records: list[tuple[Any, int]]) -> None:
-        for key, through in records:
-            if through > self.sealed.get(key, -1):
-                self.sealed[key] = through
+    def _apply_sealed(self, records: list[tuple[int, int]]) -> None:
+        for h, through in records:
+            if through > self.sealed.get(h, -1):
+                self.sealed[h] = through
 
     def _load_catalog(self, txn: Any) -> None:
         self.catalog = {}
@@ -365,7 +369,7 @@ class Manifest:
                     m.delete_range(txn, "sealed", sealed_key(edit.wal_id, 0, 0))
                 for ukey, through in edit.sealed.items():
                     m.put(txn, "sealed", sealed_key(self.wal_id, seq, _hash_of(ukey)),
-                          pack([through, ukey]))
+                          pack([through]))
                 if edit.purge is not None:
                     m.set_meta(txn, "purge", edit.purge.to_record())
                 m.set_meta(txn, "seq", seq)
@@ -397,7 +401,7 @@ class Manifest:
         if edit.wal_id is not None:
             self.wal_id = edit.wal_id
             self.sealed = {}
-        self._apply_sealed(list(edit.sealed.items()))
+        self._apply_sealed([(_hash_of(k), t) for k, t in edit.sealed.items()])
         if edit.purge is not None:
             self.purge = edit.purge
         if edit.schema is not None:

@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 
 from .errors import ValidationError
+from .index import user_hash
 from .schema import MAX_STRING_CARDINALITY
+from .segment import key_bytes
 
 
 class Chunk:
@@ -35,12 +37,13 @@ class Chunk:
 class UserTail:
     """One user's unsealed events: (chunk, start, stop) slices in arrival order."""
 
-    __slots__ = ("refs", "count", "uid", "sorted_cache")
+    __slots__ = ("refs", "count", "uid", "sorted_cache", "hash")
 
-    def __init__(self, uid: int = 0) -> None:
+    def __init__(self, uid: int = 0, h: int = 0) -> None:
         self.refs: list[tuple[Chunk, int, int]] = []
         self.count = 0
         self.uid = uid  # dense id within this memtable (for the vectorised flush)
+        self.hash = h  # the index hash of the user's key
         self.sorted_cache: tuple[int, np.ndarray, dict[str, np.ndarray]] | None = None
 
     def arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -85,6 +88,9 @@ class MemTable:
 
     def __init__(self) -> None:
         self.users: dict[Any, UserTail] = {}
+        # index hash → key of every user with a tail: "sealed through" records name users by
+        # hash only (docs/format/manifest.md, db `sealed`), readers find the tail to cut here.
+        self.by_hash: dict[int, Any] = {}
         self.keys: list[Any] = []  # uid → key
         self.chunks: list[tuple[Chunk, list[int], Sequence[int]]] = []  # (chunk, uids, counts)
         self.through: dict[int, int] = {}  # uid → sealed through this log offset
@@ -105,7 +111,9 @@ class MemTable:
         for key, n in zip(keys, counts):
             tail = users.get(key)
             if tail is None:
-                tail = users[key] = UserTail(len(self.keys))
+                h = user_hash(key_bytes(key)[1])
+                tail = users[key] = UserTail(len(self.keys), h)
+                self.by_hash[h] = key
                 self.keys.append(key)
             uids.append(tail.uid)
             stop = start + n
@@ -132,7 +140,12 @@ class MemTable:
         self.events -= dropped
         if tail.count == 0:
             del self.users[key]
+            self.by_hash.pop(tail.hash, None)
         return dropped
+
+    def key_of(self, h: int) -> Any:
+        """The key of the user with a tail whose index hash is `h` (None: no tail)."""
+        return self.by_hash.get(h)
 
     def sorted_users(self) -> Iterator[tuple[Any, np.ndarray, dict[str, np.ndarray]]]:
         """Every user's events sorted by (ts, arrival), for a flush: one concatenation and one
@@ -177,6 +190,7 @@ class MemTable:
 
     def clear(self) -> None:
         self.users.clear()
+        self.by_hash.clear()
         self.keys.clear()
         self.chunks.clear()
         self.through.clear()

@@ -657,8 +657,10 @@ class SeqVault:
                         self._replay_from_start()
                     else:
                         m = self.manifest
-                        for key, through in found.sealed:
-                            self.mem.drop_through(key, through)
+                        for h, through in found.sealed:
+                            key = self.mem.key_of(h)
+                            if key is not None:
+                                self.mem.drop_through(key, through)
                         self.wal_pos = replay_log(self.path, m.wal_id, self.wal_pos, m.schema,
                                                   self.mem, m.dicts, m.sealed)
                 self._last_refresh = time.monotonic()

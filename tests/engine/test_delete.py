@@ -256,3 +256,21 @@ def test_sigkill_at_every_step_of_a_delete(tmp_path, fault):
         for u in OTHERS[:3]:
             assert items(v, u) == full
     assert files_holding(store, VICTIM.encode()) == []
+
+
+def test_no_user_key_outlives_a_delete_in_lmdb_after_many_partial_seals(tmp_path):
+    # "Sealed through" records name users by hash only: LMDB keeps freed pages' old bytes until
+    # it reuses them, so a key written there would outlive the delete (it did, with the key in
+    # the record: 200 partial seals left it in meta/data.mdb after the purge).
+    store = tmp_path / "s"
+    with SeqVault.open(store, schema=Schema.from_dict(SCHEMA), tail_events=8) as v:
+        for r in range(200):
+            v.append(VICTIM, ev(r * 10, 9))  # a partial seal each time
+            for u in OTHERS:
+                v.append(u, ev(r * 10, 1))
+        assert v.stats()["tail_seals"] >= 200
+        v.delete(VICTIM)
+        v.merge()
+        assert files_holding(store, VICTIM.encode()) == []
+        assert all(len(v.read(u)) == 200 for u in OTHERS)
+    assert files_holding(store, VICTIM.encode()) == []
