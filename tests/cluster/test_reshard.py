@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from seqvault import SeqVault
 from seqvault.cluster import SeqVaultCluster, shard_of
 from seqvault.cluster import manifest as mf
