@@ -425,6 +425,7 @@ class Merger:
                 raise StoreClosed(f"{e.path} was closed during merge")
             final: dict[int, list[Extent]] = {}
             drop_age = drop_count = 0
+            orphaned: set[int] = set()
             for h, snap, tail, da, dc in results:
                 cur = m.index.extents_of(h)
                 k = len(cur) - len(snap)
@@ -434,10 +435,17 @@ class Merger:
                     drop_count += dc
                 else:
                     summary["users_skipped"] += 1
+                    # The list changed under us: a bulk load, or a delete — then this copy of
+                    # the user must not stay on disk either (docs/design/safety.md).
+                    orphaned |= {x.file for x in tail}
+            purge = None
+            if orphaned - m.purge.files:
+                purge = Purge(m.purge.files | orphaned, m.purge.wals)
             counters = {k: v for k, v in (("retention_dropped_age", drop_age),
                                           ("retention_dropped_count", drop_count)) if v}
             files: dict[int, FileInfo] = self.writer.pending()
-            e.publish(Edit(files=files, users=final, counters=counters), writers=(self.writer,))
+            e.publish(Edit(files=files, users=final, counters=counters, purge=purge),
+                      writers=(self.writer,))
         summary["users_merged"] += len(final)
         summary["retention_dropped"]["max_age"] += drop_age
         summary["retention_dropped"]["max_events"] += drop_count

@@ -274,3 +274,39 @@ def test_no_user_key_outlives_a_delete_in_lmdb_after_many_partial_seals(tmp_path
         assert files_holding(store, VICTIM.encode()) == []
         assert all(len(v.read(u)) == 200 for u in OTHERS)
     assert files_holding(store, VICTIM.encode()) == []
+
+
+def test_a_merge_copying_the_user_while_it_is_deleted_leaves_no_copy(tmp_path, monkeypatch):
+    # The merge pass rewrites the user outside the store lock; the delete commits in between;
+    # the pass's compare-and-swap then skips the user, and its copy (garbage in the merger's
+    # file) joins the purge set, so the next pass removes it.
+    from seqvault import merge as merge_mod
+
+    store = tmp_path / "s"
+    with open_store(store) as v:
+        for start in (0, 40):  # two rt segments each: merged in the same batch, same file
+            v.append(VICTIM, ev(start, 15))
+            v.append(OTHERS[0], ev(start, 40))
+            v.flush()
+        for u in OTHERS[1:]:
+            v.append(u, ev(0, 5))
+        v.flush()
+        rebuild = merge_mod.Merger._rebuild
+        hits = []
+
+        def delete_then_rebuild(self, *args, **kw):
+            # after the snapshot, before the copy is written: the merger has no file yet (not
+            # "active" for the delete), the copy goes to a file created after the delete
+            if not hits:
+                hits.append(v.delete(VICTIM))
+            return rebuild(self, *args, **kw)
+
+        monkeypatch.setattr(merge_mod.Merger, "_rebuild", delete_then_rebuild)
+        first = v.merge()
+        monkeypatch.undo()
+        assert hits == [30] and first["users_skipped"] == 1
+        assert len(v.read(VICTIM)) == 0
+        v.merge()
+        assert files_holding(store, VICTIM.encode()) == []
+        assert len(v.read(OTHERS[0])) == 80
+        assert all(len(v.read(u)) == 5 for u in OTHERS[1:])
