@@ -310,3 +310,39 @@ def test_a_merge_copying_the_user_while_it_is_deleted_leaves_no_copy(tmp_path, m
         assert files_holding(store, VICTIM.encode()) == []
         assert len(v.read(OTHERS[0])) == 80
         assert all(len(v.read(u)) == 5 for u in OTHERS[1:])
+
+
+READER = r"""
+import sys
+from seqvault import SeqVault
+r = SeqVault.open(sys.argv[1], read_only=True, refresh_interval=3600)
+for line in sys.stdin:  # one line per question: refresh, then print the victim's count
+    r.refresh()
+    print(len(r.read(sys.argv[2])), len(r.read(sys.argv[3])), flush=True)
+"""
+
+
+def test_a_reader_in_another_process_sees_the_delete_after_refresh(tmp_path):
+    store = tmp_path / "s"
+    with open_store(store) as w:
+        fill(w)
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        proc = subprocess.Popen([sys.executable, "-c", READER, str(store), VICTIM, OTHERS[0]],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                env=env)
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+
+            def ask() -> str:
+                proc.stdin.write("?\n")
+                proc.stdin.flush()
+                return proc.stdout.readline().strip()
+
+            assert ask() == "125 55"
+            w.delete(VICTIM)
+            assert ask() == "0 55"  # the memtable tail dropped, the index entry empty
+            w.merge()  # the log rotates and files go: the reader follows
+            assert ask() == "0 55"
+        finally:
+            proc.stdin.close()  # type: ignore[union-attr]
+            proc.wait(timeout=60)
