@@ -37,13 +37,12 @@ class Chunk:
 class UserTail:
     """One user's unsealed events: (chunk, start, stop) slices in arrival order."""
 
-    __slots__ = ("refs", "count", "uid", "sorted_cache", "hash")
+    __slots__ = ("refs", "count", "uid", "sorted_cache")
 
-    def __init__(self, uid: int = 0, h: int = 0) -> None:
+    def __init__(self, uid: int = 0) -> None:
         self.refs: list[tuple[Chunk, int, int]] = []
         self.count = 0
         self.uid = uid  # dense id within this memtable (for the vectorised flush)
-        self.hash = h  # the index hash of the user's key
         self.sorted_cache: tuple[int, np.ndarray, dict[str, np.ndarray]] | None = None
 
     def arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -88,9 +87,11 @@ class MemTable:
 
     def __init__(self) -> None:
         self.users: dict[Any, UserTail] = {}
-        # index hash → key of every user with a tail: "sealed through" records name users by
-        # hash only (docs/format/manifest.md, db `sealed`), readers find the tail to cut here.
+        # index hash → key of `keys[:hashed]`: "sealed through" records name users by hash
+        # only (docs/format/manifest.md, db `sealed`); a reader finds the tail to cut here.
+        # Filled lazily (`key_of`), so appends never pay for hashing.
         self.by_hash: dict[int, Any] = {}
+        self.hashed = 0
         self.keys: list[Any] = []  # uid → key
         self.chunks: list[tuple[Chunk, list[int], Sequence[int]]] = []  # (chunk, uids, counts)
         self.through: dict[int, int] = {}  # uid → sealed through this log offset
@@ -111,9 +112,7 @@ class MemTable:
         for key, n in zip(keys, counts):
             tail = users.get(key)
             if tail is None:
-                h = user_hash(key_bytes(key)[1])
-                tail = users[key] = UserTail(len(self.keys), h)
-                self.by_hash[h] = key
+                tail = users[key] = UserTail(len(self.keys))
                 self.keys.append(key)
             uids.append(tail.uid)
             stop = start + n
@@ -140,11 +139,16 @@ class MemTable:
         self.events -= dropped
         if tail.count == 0:
             del self.users[key]
-            self.by_hash.pop(tail.hash, None)
         return dropped
 
     def key_of(self, h: int) -> Any:
-        """The key of the user with a tail whose index hash is `h` (None: no tail)."""
+        """The key of a user of this memtable whose index hash is `h` (None: none). Each key
+        is hashed once, on the first call after it arrived."""
+        keys = self.keys
+        if self.hashed < len(keys):
+            for key in keys[self.hashed:]:
+                self.by_hash[user_hash(key_bytes(key)[1])] = key
+            self.hashed = len(keys)
         return self.by_hash.get(h)
 
     def sorted_users(self) -> Iterator[tuple[Any, np.ndarray, dict[str, np.ndarray]]]:
@@ -191,6 +195,7 @@ class MemTable:
     def clear(self) -> None:
         self.users.clear()
         self.by_hash.clear()
+        self.hashed = 0
         self.keys.clear()
         self.chunks.clear()
         self.through.clear()
