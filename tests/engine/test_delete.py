@@ -104,16 +104,21 @@ def test_deleted_user_reads_empty_at_once_and_in_readers_after_refresh(tmp_path)
 def test_bytes_are_gone_from_every_file_after_the_next_merge(tmp_path):
     store = tmp_path / "s"
     pattern = VICTIM.encode()
+    # An event value too: a distinctive item id, raw little-endian in the log record.
+    item = (0x5EC2E7DA7A0B1C2D).to_bytes(8, "little")
     with open_store(store) as v:
         kept = fill(v)
+        v.append(VICTIM, {"ts": [130], "item": [0x5EC2E7DA7A0B1C2D], "act": ["v"]})
         before = files_holding(store, pattern)
         assert any(p.startswith("data/") for p in before), before
         assert any(p.startswith("wal/") for p in before), before
+        in_log = files_holding(store, item)
+        assert in_log and all(p.startswith("wal/") for p in in_log), in_log
         v.delete(VICTIM)
         assert files_holding(store, pattern), "nothing is rewritten until the next merge"
         summary = v.merge()
         assert summary["purge_pending_files"] == 0 and summary["purge_pending_logs"] == 0
-        assert files_holding(store, pattern) == []
+        assert files_holding(store, pattern) == [] and files_holding(store, item) == []
         st = v.stats()
         assert st["delete_pending_files"] == 0 and st["delete_pending_logs"] == 0
         assert {u: items(v, u) for u in OTHERS} == kept
