@@ -33,7 +33,11 @@ from .wal import fsync_dir
 # 1: the index checkpoint was one LMDB value. 2: it is a file referenced from LMDB. A version-1
 # store opens read-only as it is and is migrated by the next writer open; a version-1 SeqVault
 # refuses a version-2 store (it would not find the checkpoint and serve a partial index).
-STORE_FORMAT_VERSION = 2
+# 3: "sealed through" records hold [through] (the user by hash only) and the `purge` meta key
+# exists (user deletion). A version-2 store reads as it is ([through, key] records: the key is
+# ignored) and the next writer open marks it 3; a version-2 SeqVault refuses a version-3 store
+# (it would misread the records and replay sealed or deleted events).
+STORE_FORMAT_VERSION = 3
 CKPT_SUFFIX = ".ckpt"
 LEDGER_DB = "ledger"
 RETENTION_COUNTERS = ("retention_dropped_age", "retention_dropped_count")
