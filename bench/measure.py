@@ -115,6 +115,17 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
+def reset_peak_rss() -> bool:
+    """Reset this process's ``VmHWM`` (Linux: ``echo 5 > /proc/self/clear_refs``) so that the
+    next ``peak_rss_bytes`` is the peak of one step alone. False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def current_rss_bytes() -> int:
     import psutil
 

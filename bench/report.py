@@ -80,70 +80,172 @@ def _target_read_history(systems: dict) -> int | None:
 
 
 # --------------------------------------------------------------------------- targets
+# The rows of issue 12's targets table (and the BRIEF's), in its order. Every row appears in
+# the report, measured or not; ``goal`` is a ratio, ``higher`` says which way is better.
+ISSUE_ROWS = (
+    "90/10 read-1,000/append-20 mix, Zipf users over the whole population, between merges",
+    "the same mix, one user receiving 40% of the appends and of the reads",
+    "append_batch of many distinct users, then flush and merge, events per CPU-second",
+    "append throughput, calls of 1 / 20 / 100, at batch and at sync",
+    "CPU per read of the last 100 (Zipf and uniform users; users with ≥ 1,000 events)",
+    "CPU per read of the last 1,000 (and 10,000)",
+    "read last 10,000 of 10k-event users, p50 and p99",
+    "read p99 during a merge",
+    "disk after the append workloads and a merge",
+)
+
+
 def targets(results: dict) -> list[dict]:
     s = results["systems"]
     out: list[dict] = []
     if SV not in s:
         return out
     sv = s[SV]
+    ev = s.get(EVENT)
     hist = _target_read_history(s)
+    group = [""]
 
     def add(name: str, measured: float | None, goal: float, higher_is_better: bool, unit: str,
             detail: str) -> None:
-        if measured is None:
-            out.append({"target": name, "measured": None, "goal": goal, "met": None,
-                        "unit": unit, "detail": detail, "margin": "not measured"})
+        row = {"group": group[0], "target": name, "goal": goal, "unit": unit, "detail": detail,
+               "higher": higher_is_better}
+        if measured is None or (isinstance(measured, float) and math.isnan(measured)):
+            out.append({**row, "measured": None, "met": None, "margin": "not measured"})
             return
         met = measured >= goal if higher_is_better else measured <= goal
         # Margin: how far from the goal, as a factor (>1 = headroom when met, shortfall when not)
         factor = measured / goal if higher_is_better else goal / measured if measured else math.inf
-        out.append({"target": name, "measured": measured, "goal": goal, "met": met, "unit": unit,
-                    "detail": detail,
+        out.append({**row, "measured": measured, "met": met,
                     "margin": (f"{factor:.2f}× the goal" if met
                                else f"missed: reaches {factor:.0%} of the goal")})
 
+    def get(d: dict | None, *path: str) -> Any:
+        for p in path:
+            if not isinstance(d, dict):
+                return None
+            d = d.get(p)
+        return d
+
+    # 1. the 90/10 mix, Zipf users over the whole population.
+    group[0] = ISSUE_ROWS[0]
+    a, b = get(sv, "mix", "ops_per_s"), get(ev, "mix", "ops_per_s")
+    add(f"90/10 mix ops/s × {LABEL[EVENT]}", _ratio(a, b), 2.0, True, "×",
+        f"{_f(a)} vs {_f(b)} ops/s; read p50 {_f(get(sv, 'mix', 'read_p50_ms'), 3)} vs "
+        f"{_f(get(ev, 'mix', 'read_p50_ms'), 3)} ms, p99 {_f(get(sv, 'mix', 'read_p99_ms'), 3)} "
+        f"vs {_f(get(ev, 'mix', 'read_p99_ms'), 3)} ms")
+    # 2. the hot-user mix.
+    group[0] = ISSUE_ROWS[1]
+    a, b = get(sv, "hot_mix", "ops_per_s"), get(ev, "hot_mix", "ops_per_s")
+    add(f"hot-user mix ops/s × {LABEL[EVENT]}", _ratio(a, b), 1.0, True, "×",
+        f"{_f(a)} vs {_f(b)} ops/s")
+    for key, what in (("read_p99_ms", "p99"), ("read_tcpu_p99_ms", "thread-CPU p99")):
+        h, c = get(sv, "hot_mix", "hot_" + key), get(sv, "hot_mix", "cold_" + key)
+        add(f"hot user's read {what} ÷ cold users' read {what} (SeqVault)", _ratio(h, c), 3.0,
+            False, "×", f"{_f(h, 3)} vs {_f(c, 3)} ms")
+    # 3. many-user batch load.
+    group[0] = ISSUE_ROWS[2]
+    a, b = get(sv, "batch_load", "events_per_cpu_second"), get(ev, "batch_load",
+                                                               "events_per_cpu_second")
+    add(f"many-user append_batch + flush + merge, events per CPU-second × {LABEL[EVENT]} "
+        "write batches + flush + compaction", _ratio(a, b), 1.0, True, "×",
+        f"{_f(a)} vs {_f(b)} events/CPU-s; wall {_f(get(sv, 'batch_load', 'events_per_s'))} vs "
+        f"{_f(get(ev, 'batch_load', 'events_per_s'))} events/s")
+    # 4. appends: every point of the grid, measured or not.
+    group[0] = ISSUE_ROWS[3]
+    for d in ("batch", "sync"):
+        for k in (1, 20, 100):
+            a = _find(sv.get("appends", []), durability=d, batch=k)
+            b = _find(ev.get("appends", []), durability=d, batch=k) if ev else None
+            add(f"append throughput, durability={d}, calls of {k}: × {LABEL[EVENT]}",
+                _ratio(a and a["units_per_s"], b and b["units_per_s"]), 2.0, True, "×",
+                f"{_f(a and a['units_per_s'])} vs {_f(b and b['units_per_s'])} events/s")
+    # 5. CPU per read of the last 100.
+    group[0] = ISSUE_ROWS[4]
+    for users in ("zipf", "uniform"):
+        a = _find(sv.get("reads", []), last=100, users=users)
+        b = _find(ev.get("reads", []), last=100, users=users) if ev else None
+        add(f"CPU per read (last 100, {users} users) ÷ {LABEL[EVENT]}",
+            _ratio(a and a["cpu_ms_per_op"], b and b["cpu_ms_per_op"]), 1.0, False, "×",
+            f"{_f(a and a['cpu_ms_per_op'], 3)} vs {_f(b and b['cpu_ms_per_op'], 3)} CPU ms/read")
+    cohorts = sorted({r["history"] for r in sv.get("sweep", [])
+                      if r["last"] == 100 and r["history"] >= 1_000})
+    for h in cohorts or [None]:
+        a = _find(sv.get("sweep", []), history=h, last=100)
+        b = _find(ev.get("sweep", []), history=h, last=100) if ev else None
+        add(f"CPU per read (last 100 of {_f(h) if h else '≥ 1,000'}-event users) ÷ "
+            f"{LABEL[EVENT]}", _ratio(a and a["cpu_ms_per_op"], b and b["cpu_ms_per_op"]), 0.5,
+            False, "×",
+            f"{_f(a and a['cpu_ms_per_op'], 3)} vs {_f(b and b['cpu_ms_per_op'], 3)} CPU ms/read")
+    # 6. CPU per read of the last 1,000 and 10,000, against the *cheaper* RocksDB layout.
+    group[0] = ISSUE_ROWS[5]
+    cpu_cases = [("reads", {"last": n, "users": u}, f"last {n:,}, {u} users", goal)
+                 for n, goal in ((1_000, 0.3), (10_000, 0.25)) for u in ("zipf", "uniform")]
     if hist is not None:
-        sv_row = _find(sv["sweep"], history=hist, last=10_000)
-        for base, goal in ((EVENT, 20.0), (BLOB, 8.0)):
-            if base not in s:
-                continue
-            b_row = _find(s[base]["sweep"], history=hist, last=10_000)
-            for p in ("p50_ms", "p99_ms", "tcpu_p50_ms", "tcpu_p99_ms"):
-                what = (p[:3] if not p.startswith("tcpu") else
-                        f"{p[5:8]} of per-read thread CPU time (less sensitive to other processes)")
-                add(f"read last 10,000 ({hist:,}-event users) {what}: faster than {LABEL[base]}",
-                    _ratio(b_row and b_row.get(p), sv_row and sv_row.get(p)), goal, True, "×",
-                    f"{LABEL[base]} {_f(b_row and b_row.get(p))} ms vs SeqVault "
-                    f"{_f(sv_row and sv_row.get(p))} ms")
-    if EVENT in s:
-        for a in sv.get("appends", []):
-            b = _find(s[EVENT].get("appends", []), durability=a["durability"], batch=a["batch"])
-            add(f"append throughput, durability={a['durability']}, batch {a['batch']}: "
-                f"× {LABEL[EVENT]}", _ratio(a["units_per_s"], b and b["units_per_s"]), 2.0, True,
-                "×", f"{_f(a['units_per_s'])} vs {_f(b and b['units_per_s'])} events/s")
+        cpu_cases.append(("sweep", {"history": hist, "last": 10_000},
+                          f"last 10,000 of {hist:,}-event users", 0.25))
+    for section, match, label, goal in cpu_cases:
+        mine_row = _find(sv.get(section, []), **match)
+        cands = [(_find(s[b].get(section, []), **match), b) for b in BASELINES if b in s]
+        cands = [(r["cpu_ms_per_op"], b) for r, b in cands if r]
+        best, who = min(cands) if cands else (None, None)
+        # The cheaper layout's name goes in the numbers, not the name: it may differ between
+        # runs, and ``--compare`` matches rows by name.
+        add(f"CPU per read ({label}) ÷ cheaper RocksDB layout",
+            _ratio(mine_row and mine_row["cpu_ms_per_op"], best), goal, False, "×",
+            f"{_f(mine_row and mine_row['cpu_ms_per_op'], 3)} vs {_f(best, 3)} CPU ms/read"
+            + (f" ({LABEL[who]})" if who else ""))
+    # 7. long reads.
+    group[0] = ISSUE_ROWS[6]
+    sv_row = _find(sv.get("sweep", []), history=hist, last=10_000) if hist else None
+    for base, goal in ((EVENT, 20.0), (BLOB, 8.0)):
+        b_row = _find(s[base]["sweep"], history=hist, last=10_000) if base in s and hist else None
+        for p in ("p50_ms", "p99_ms", "tcpu_p50_ms", "tcpu_p99_ms"):
+            what = (p[:3] if not p.startswith("tcpu") else
+                    f"{p[5:8]} of per-read thread CPU time (less sensitive to other processes)")
+            add(f"read last 10,000 ({_f(hist) if hist else '10,000'}-event users) {what}: "
+                f"faster than {LABEL[base]}",
+                _ratio(b_row and b_row.get(p), sv_row and sv_row.get(p)), goal, True, "×",
+                f"{LABEL[base]} {_f(b_row and b_row.get(p))} ms vs SeqVault "
+                f"{_f(sv_row and sv_row.get(p))} ms")
+    # 8. reads during a merge.
+    group[0] = ISSUE_ROWS[7]
+    mg = sv.get("merge", {})
+    for key, what in (("p99_ms", "p99"), ("tcpu_p99_ms", "thread-CPU p99")):
+        d, q = mg.get("during_" + key), mg.get("quiet_" + key)
+        add(f"read {what} during merge() ÷ quiet read {what} (SeqVault, same process)",
+            _ratio(d, q), 2.0, False, "×", f"{_f(d, 3)} vs {_f(q, 3)} ms")
+    ro = mg.get("read_only_process") or {}
+    d, q = ro.get("during_p99_ms"), ro.get("quiet_p99_ms")
+    add("read p99 during merge() ÷ quiet read p99 (SeqVault, a second read-only process)",
+        _ratio(d, q), 2.0, False, "×",
+        f"{_f(d, 3)} vs {_f(q, 3)} ms ({_f(ro.get('reads_during'))} reads during, "
+        f"{_f(ro.get('reads_quiet'))} quiet)" + (f"; {len(ro['errors'])} read errors"
+                                                   if ro.get("errors") else ""))
+    # 9. disk.
+    group[0] = ISSUE_ROWS[8]
+    after, clean = get(sv, "after_appends", "disk_bytes"), get(sv, "clean_load", "disk_bytes")
+    add("bytes on disk after the append workloads and a merge ÷ a clean bulk load of the same "
+        "events (SeqVault)", _ratio(after, clean), 1.1, False, "×",
+        f"{_f(after and after / 2**20)} vs {_f(clean and clean / 2**20)} MiB, "
+        f"{_f(get(sv, 'after_appends', 'events'))} events")
+    a_pe = _ratio(after, get(sv, "after_appends", "events"))
+    b_pe = _ratio(get(ev, "after_appends", "disk_bytes"), get(ev, "after_appends", "events"))
+    add(f"bytes per event after the append workloads and a merge ÷ {LABEL[EVENT]} after its "
+        "compaction (BRIEF: ≤ 0.6× the best layout; the blob layout drops events past its cap, "
+        "so it is left out here)", _ratio(a_pe, b_pe), 0.6, False, "×",
+        f"{_f(a_pe)} vs {_f(b_pe)} B/event")
     base_disk = [(s[b]["load"]["disk_bytes_per_event"], b) for b in BASELINES if b in s]
     if base_disk:
         best, who = min(base_disk)
         mine = sv["load"]["disk_bytes_per_event"]
-        add(f"bytes on disk per event ÷ best RocksDB layout ({LABEL[who]})",
+        add(f"bytes on disk per event after the bulk load ÷ best RocksDB layout ({LABEL[who]})",
             _ratio(mine, best), 0.6, False, "×", f"{_f(mine)} vs {_f(best)} B/event")
-    # CPU per read against the *cheaper* RocksDB layout for that read: the strict reading.
-    cpu_cases = [("reads", {"last": n, "users": "zipf"}, f"last {n:,}, Zipf users")
-                 for n in (100, 1_000, 10_000)]
-    if hist is not None:
-        cpu_cases.append(("sweep", {"history": hist, "last": 10_000},
-                          f"last 10,000 of {hist:,}-event users"))
-    for section, match, label in cpu_cases:
-        mine_row = _find(sv.get(section, []), **match)
-        cands = [(_find(s[b].get(section, []), **match), b) for b in BASELINES if b in s]
-        cands = [(r["cpu_ms_per_op"], b) for r, b in cands if r]
-        if mine_row is None or not cands:
-            continue
-        best, who = min(cands)
-        add(f"CPU per read ({label}) ÷ cheaper RocksDB layout ({LABEL[who]})",
-            _ratio(mine_row["cpu_ms_per_op"], best), 0.25, False, "×",
-            f"{_f(mine_row['cpu_ms_per_op'], 3)} vs {_f(best, 3)} CPU ms/read")
     return out
+
+
+def headline(results: dict) -> dict[str, float | None]:
+    """Target name -> measured ratio: what ``--compare`` sets side by side across runs."""
+    return {t["target"]: t["measured"] for t in targets(results)}
 
 
 # --------------------------------------------------------------------------- plots
@@ -216,6 +318,24 @@ def _plots(results: dict, out: Path) -> list[str]:
         fig.savefig(out / "append_throughput.png", dpi=110)
         plt.close(fig)
         made.append("append_throughput.png")
+    panels = [("mix", "ops_per_s", "90/10 mix, Zipf users (ops/s)"),
+              ("hot_mix", "ops_per_s", "90/10 mix, one hot user (ops/s)"),
+              ("batch_load", "events_per_cpu_second", "many-user batch load\n(events per CPU-s)")]
+    panels = [p for p in panels if any(p[0] in sys for sys in s.values())]
+    if panels:
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+        for ax, (section, key, title) in zip(axes[0], panels, strict=True):
+            names = [n for n in s if section in s[n]]
+            bars = ax.bar([LABEL[n].replace("RocksDB ", "RocksDB\n") for n in names],
+                          [s[n][section][key] for n in names],
+                          color=[{SV: "C0", BLOB: "C1", EVENT: "C2"}[n] for n in names])
+            ax.bar_label(bars, fmt="%.0f", fontsize=8)
+            ax.set_title(title, fontsize=9)
+            ax.tick_params(axis="x", labelsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "mixes.png", dpi=110)
+        plt.close(fig)
+        made.append("mixes.png")
     return made
 
 
@@ -264,12 +384,25 @@ def render(results: dict, image_prefix: str = "") -> str:
 
     tg = targets(results)
     if tg:
-        add("## Targets (BRIEF.md)\n")
-        rows = [[t["target"], _x(t["measured"]) if t["unit"] == "×" else _f(t["measured"]),
-                 ("≥ " if t["goal"] >= 1 else "≤ ") + f"{t['goal']:g}×",
-                 "—" if t["met"] is None else "**met**" if t["met"] else "**missed**",
-                 t["margin"], t["detail"]] for t in tg]
-        add(_table(["target", "measured", "goal", "verdict", "margin", "numbers"], rows) + "\n")
+        add("## Targets (issue 12 and BRIEF.md)\n")
+        add("One row per measured point; the first column is the row of the issue's targets "
+            "table it belongs to. Ratios are from this run only.\n")
+        rows = []
+        last_group = None
+        for t in tg:
+            rows.append([t["group"] if t["group"] != last_group else "〃", t["target"],
+                         _x(t["measured"]) if t["unit"] == "×" else _f(t["measured"]),
+                         ("≥ " if t["higher"] else "≤ ") + f"{t['goal']:g}×",
+                         "—" if t["met"] is None else "**met**" if t["met"] else "**missed**",
+                         t["margin"], t["detail"]])
+            last_group = t["group"]
+        add(_table(["issue row", "measured point", "measured", "goal", "verdict", "margin",
+                    "numbers"], rows) + "\n")
+        n_met = sum(1 for t in tg if t["met"])
+        n_missed = sum(1 for t in tg if t["met"] is False)
+        n_none = sum(1 for t in tg if t["met"] is None)
+        add(f"{n_met} met, {n_missed} missed, {n_none} not measured.\n")
+        add(_spread_section(results, tg))
 
     add("## Data set\n")
     add(f"Seed {w['seed']}. {w['n_users']:,} population users with log-normal history lengths "
@@ -403,13 +536,21 @@ def render(results: dict, image_prefix: str = "") -> str:
         add("## 90/10 read/append mix\n")
         mx = s[names[0]]["mix"]
         add(f"90% reads of the last {mx['read_last']:,} events of Zipf users, 10% appends of "
-            f"{mx['append_batch']} interleaved events, one thread, load durability.\n")
+            f"{mx['append_batch']} interleaved events, one thread, load durability, after the "
+            "append workloads and before the merge (fresh data in every store). Readers and "
+            f"appended events follow a Zipf law (a={w['user_zipf_a']}) truncated to the "
+            f"{w['n_users']:,}-user population: the hottest user gets "
+            f"{_zipf_top(w):.0%} of the traffic, as the law says (an earlier version clamped "
+            "ranks onto one user, who then got ~44%).\n")
         rows = [[LABEL[n], _f(s[n]["mix"]["ops_per_s"]), _f(s[n]["mix"]["read_p50_ms"], 3),
                  _f(s[n]["mix"]["read_p99_ms"], 3), _f(s[n]["mix"]["append_p50_ms"], 3),
                  _f(s[n]["mix"]["append_p99_ms"], 3), _f(s[n]["mix"]["cpu_ms_per_op"], 3),
                  _f(s[n]["mix"]["ops"])] for n in names]
         add(_table(["system", "ops/s", "read p50 ms", "read p99 ms", "append p50 ms",
                     "append p99 ms", "CPU ms/op", "ops"], rows) + "\n")
+
+        add(f"![mixes and batch load]({image_prefix}mixes.png)\n")
+        add(_hot_mix_section(s, names))
 
         add("## Reads during merge / compaction\n")
         mg0 = next((s[n]["merge"] for n in names if "read_rate" in s[n]["merge"]), {})
@@ -434,6 +575,22 @@ def render(results: dict, image_prefix: str = "") -> str:
         add(_table(["system", "merge/compaction s", "reads during", "p50 ms during",
                     "p99 ms during", "max ms during", "thread-CPU p99 ms during", "quiet p50 ms",
                     "quiet p99 ms", "quiet thread-CPU p99 ms"], rows) + "\n")
+        ro = s.get(SV, {}).get("merge", {}).get("read_only_process")
+        if ro and "during_p99_ms" in ro:
+            add("SeqVault also from a second process that opened the store `read_only=True` "
+                "(`bench/ro_reader.py`), reading at the same rate for a quiet second before "
+                "the merge, during it, and a quiet second after; reads are split by when they "
+                "started:\n")
+            add(_table(["reads during", "p50 ms during", "p99 ms during", "max ms during",
+                        "quiet reads", "quiet p50 ms", "quiet p99 ms", "read errors"],
+                       [[_f(ro["reads_during"]), _f(ro["during_p50_ms"], 3),
+                         _f(ro["during_p99_ms"], 3), _f(ro["during_max_ms"], 3),
+                         _f(ro["reads_quiet"]), _f(ro["quiet_p50_ms"], 3),
+                         _f(ro["quiet_p99_ms"], 3), _f(len(ro.get("errors", [])))]]) + "\n")
+
+        add(_disk_after_appends_section(s, names))
+        add(_batch_load_section(s, names))
+        add(_memory_section(s, names))
 
         missed = [t for t in tg if t["met"] is False]
         if missed and SV in s and s[SV].get("profiles"):
@@ -445,6 +602,164 @@ def render(results: dict, image_prefix: str = "") -> str:
 
     add(METHOD.format(rerun=results["command"]))
     return "\n".join(md)
+
+
+def _zipf_top(w: dict) -> float:
+    from bench.workload import zipf_top_share
+
+    return zipf_top_share(w["user_zipf_a"], w["n_users"])
+
+
+def _hot_mix_section(s: dict, names: list[str]) -> str:
+    if not any("hot_mix" in s[n] for n in names):
+        return ""
+    h0 = next(s[n]["hot_mix"] for n in names if "hot_mix" in s[n])
+    md = ["## The same mix with one hot user\n",
+          f"The 90/10 mix again, but user {h0['hot_user']} receives {h0['hot_share']:.0%} of "
+          "the appended events and of the reads; the other reads and events stay Zipf over the "
+          "rest of the population (\"cold\" users). A bot, a power user, a viral creator's "
+          "followers' feeds. The hot user is the population's Zipf rank-1 user: it was loaded "
+          f"with {h0['hot_user_history']:,} events and, being the most active user, received "
+          "the largest share of every earlier append workload, none of it merged yet (SeqVault: "
+          f"{_f(s.get(SV, {}).get('hot_mix', {}).get('hot_events_before'))} events). The hot "
+          "user's read latency is compared with the cold users' reads of the same run.\n"]
+    rows = []
+    for n in names:
+        h = s[n].get("hot_mix")
+        if not h:
+            continue
+        rows.append([LABEL[n], _f(h["ops_per_s"]), _f(h["hot_read_p50_ms"], 3),
+                     _f(h["hot_read_p99_ms"], 3), _f(h["cold_read_p50_ms"], 3),
+                     _f(h["cold_read_p99_ms"], 3),
+                     _x(_ratio(h["hot_read_p99_ms"], h["cold_read_p99_ms"])),
+                     _f(h.get("hot_read_tcpu_p99_ms"), 3), _f(h.get("cold_read_tcpu_p99_ms"), 3),
+                     _f(h["append_p99_ms"], 3), _f(h.get("hot_events_before")),
+                     _f(h["hot_events_appended"]), _f(h["ops"])])
+    md.append(_table(["system", "ops/s", "hot read p50 ms", "hot read p99 ms",
+                      "cold read p50 ms", "cold read p99 ms", "hot p99 ÷ cold p99",
+                      "hot thread-CPU p99 ms", "cold thread-CPU p99 ms", "append p99 ms",
+                      "hot user's events appended before", "hot user's events appended in the mix",
+                      "ops"], rows) + "\n")
+    return "\n".join(md)
+
+
+def _disk_after_appends_section(s: dict, names: list[str]) -> str:
+    rows = []
+    for n in names:
+        a, c = s[n].get("after_appends"), s[n].get("clean_load")
+        if not a:
+            continue
+        rows.append([LABEL[n], _f(a["events"]), _f(a["events_appended"]),
+                     _f(a["disk_bytes"] / 2**20), _f(a["disk_bytes"] / max(a["events"], 1)),
+                     _f(c and c["disk_bytes"] / 2**20),
+                     _f(c and c["disk_bytes"] / max(c["events"], 1)),
+                     _x(_ratio(a["disk_bytes"], c and c["disk_bytes"])),
+                     (c or {}).get("method", "–")])
+    if not rows:
+        return ""
+    return "\n".join([
+        "## Disk after the append workloads\n",
+        "Each store after everything it received (the load, the append workloads, both mixes) "
+        "and a merge (SeqVault: flush + `merge()`; RocksDB: full compaction), against a fresh "
+        "store given exactly the same events in one clean bulk load (its usual load path) and "
+        "then the same flush + merge / compaction. The append workloads are time-bounded, so "
+        "each system holds its own number of events; per-event figures compare across "
+        "systems (the blob layout keeps only its newest events a user).\n",
+        _table(["system", "events received", "of which appended", "disk MiB after merge",
+                "B/event", "clean bulk load MiB", "clean B/event", "after ÷ clean",
+                "clean load path"], rows) + "\n"])
+
+
+def _batch_load_section(s: dict, names: list[str]) -> str:
+    rows = []
+    for n in names:
+        b = s[n].get("batch_load")
+        if not b:
+            continue
+        rows.append([LABEL[n], _f(b["users"]), _f(b["events"]), _f(b["calls"]),
+                     f"{_f(b['write_seconds'])} / {_f(b['write_cpu_seconds'])}",
+                     f"{_f(b['flush_seconds'])} / {_f(b['flush_cpu_seconds'])}",
+                     f"{_f(b['merge_seconds'])} / {_f(b['merge_cpu_seconds'])}",
+                     _f(b["events_per_cpu_second"]), _f(b["events_per_s"]),
+                     _f(b["disk_bytes_per_event"]),
+                     f"{b['mismatches']} of {b['users_checked']}"])
+    if not rows:
+        return ""
+    b0 = next(s[n]["batch_load"] for n in names if "batch_load" in s[n])
+    return "\n".join([
+        "## Many-user batch load\n",
+        f"{b0['users']:,} new users with {b0['events_per_user']} events each, rows shuffled so "
+        f"every call holds many users, written in {b0['calls']} calls of up to "
+        f"{b0['call_rows']:,} rows into a fresh store: SeqVault `append_batch` then `flush()` "
+        "then `merge()`; RocksDB one WriteBatch per call, then a memtable flush and a full "
+        "compaction. *Events per CPU-second* is events ÷ the worker's process CPU time over "
+        "the three phases (all threads: RocksDB's background threads and SeqVault's merge "
+        "thread are charged).\n",
+        _table(["system", "users", "events", "calls", "write wall / CPU s",
+                "flush wall / CPU s", "merge/compact wall / CPU s", "events per CPU-s",
+                "wall events/s", "disk B/event", "read-back mismatches"], rows) + "\n"])
+
+
+def _memory_section(s: dict, names: list[str]) -> str:
+    steps = next((list(s[n]["step_peak_rss_bytes"]) for n in names
+                  if s[n].get("step_peak_rss_bytes")), [])
+    if not steps:
+        return ""
+    appends = [st for st in steps if st.split(":")[0] in ("appends", "mix", "hotmix")]
+    rows = []
+    for n in names:
+        per = s[n].get("step_peak_rss_bytes", {})
+        mib = [per[st] / 2**20 for st in appends if st in per]
+        rows.append([LABEL[n], _f(per.get("load", 0) / 2**20),
+                     _f(mib[0] if mib else None), _f(max(mib) if mib else None),
+                     _f(per.get("merge", 0) / 2**20), _f(per.get("cleanload", 0) / 2**20),
+                     _f(per.get("batchload", 0) / 2**20), _f(s[n]["peak_rss_bytes"] / 2**20)])
+    return "\n".join([
+        "## Memory\n",
+        "Peak RSS (Linux `VmHWM`, reset before each step through `/proc/self/clear_refs`) of "
+        "each system's worker process during each step: a bounded memtable shows as a flat "
+        f"peak across the append workloads ({', '.join(appends)}), whatever the mix of hot "
+        "and cold users. Includes Python, numpy and the harness (about the same for all).\n",
+        _table(["system", "load MiB", "first append workload MiB",
+                "append workloads and mixes MiB (max)", "merge MiB",
+                "clean bulk load MiB (input table in memory)", "many-user batch load MiB",
+                "whole run MiB"], rows) + "\n"])
+
+
+def _spread_section(results: dict, tg: list[dict]) -> str:
+    prev = results.get("previous")
+    md = ["### Run-to-run spread\n"]
+    if not prev:
+        md.append("This run was not compared with another. To measure the spread, run the "
+                  "same preset twice and pass the first run's results to the second: "
+                  "`python -m bench.run --out /tmp/run1` then `python -m bench.run --compare "
+                  "/tmp/run1/results.json` (or compare two saved runs with `python -m "
+                  "bench.report B/results.json --compare A/results.json`). The report then "
+                  "shows both runs' ratios and the spread (larger ÷ smaller) of each.\n")
+        return "\n".join(md)
+    md.append(f"Compared with the run at commit `{prev['commit']}` started {prev['started']} "
+              "(same preset): each ratio in both runs and the spread, larger ÷ smaller.\n")
+    rows = []
+    spreads = []
+    for t in tg:
+        a, b = t["measured"], prev["targets"].get(t["target"])
+        sp = max(a, b) / min(a, b) if a and b and min(a, b) > 0 else None
+        if sp is not None:
+            spreads.append(sp)
+        rows.append([t["target"], _x(b), _x(a), "–" if sp is None else f"{sp:.2f}×"])
+    md.append(_table(["measured point", "previous run", "this run", "spread"], rows) + "\n")
+    if spreads:
+        spreads.sort()
+        md.append(f"Median spread {spreads[len(spreads) // 2]:.2f}×, largest "
+                  f"{spreads[-1]:.2f}×: a target met or missed by less than that is within "
+                  "run-to-run noise.\n")
+    return "\n".join(md)
+
+
+def previous_summary(prev: dict) -> dict:
+    """What a later run's report needs of an earlier run to show the spread."""
+    return {"commit": prev.get("commit"), "started": prev.get("started"),
+            "preset": prev.get("preset"), "targets": headline(prev)}
 
 
 def _ratio_table(s: dict, section: str, keys: tuple[str, ...], label) -> str:
@@ -511,6 +826,8 @@ METHOD = """## Method
 make bench                      # = {rerun}
 .venv/bin/python -m bench.run --full            # the big sweep (tens of minutes)
 .venv/bin/python -m bench.run --publish docs/benchmarks.md   # regenerate this page
+.venv/bin/python -m bench.run --out /tmp/run1 && .venv/bin/python -m bench.run --compare /tmp/run1/results.json   # run-to-run spread
+.venv/bin/python -m bench.report bench/results/default/results.json   # re-render a saved run
 .venv/bin/python -m pytest bench/micro --benchmark-only      # micro-benchmarks
 ```
 """
@@ -532,3 +849,27 @@ def write_report(results: dict, out: Path, publish: Path | None = None) -> Path:
         publish.parent.mkdir(parents=True, exist_ok=True)
         publish.write_text(text.rstrip() + "\n\n" + HAND_WRITTEN_MARKER + (kept or "\n"))
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.report RESULTS_JSON [--compare EARLIER_JSON] [--publish MD]``:
+    re-render a saved run's report (beside its results.json), optionally with the spread
+    against an earlier run of the same preset."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m bench.report", description=main.__doc__)
+    p.add_argument("results", type=Path)
+    p.add_argument("--compare", type=Path, metavar="EARLIER_JSON")
+    p.add_argument("--publish", type=Path, metavar="MD")
+    args = p.parse_args(argv)
+    results = json.loads(args.results.read_text())
+    if args.compare is not None:
+        results["previous"] = previous_summary(json.loads(args.compare.read_text()))
+    path = write_report(results, args.results.parent, publish=args.publish)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -142,6 +142,14 @@ class _RocksStore:
         self.db.flush(True)
         self.db.compact_range(None, None)
 
+    def flush(self) -> None:
+        """Write the memtable out (SeqVault's ``flush``: seal what is in memory)."""
+        self.db.flush(True)
+
+    def merge(self) -> None:
+        """A full manual compaction: RocksDB's counterpart of SeqVault's ``merge``."""
+        self.db.compact_range(None, None)
+
     def maintenance(self):
         """Background work for the "reads during merge" workload: a full manual compaction,
         RocksDB's counterpart of a lifetime merge."""
@@ -202,11 +210,11 @@ class RocksBlobStore(_RocksStore):
             key = _user_key(user)
             old = self.db.get(key)
             seq = msgpack.unpackb(old) if old is not None else []
-            if seq and min(r[0] for r in new) < seq[-1][0]:
-                seq.extend(new)
+            late = seq and min(r[0] for r in new) < seq[-1][0]
+            unsorted = any(new[i][0] > new[i + 1][0] for i in range(len(new) - 1))
+            seq.extend(new)
+            if late or unsorted:
                 seq.sort(key=itemgetter(0))  # stable: ties keep arrival order
-            else:
-                seq.extend(new)
             if len(seq) > self.cap:
                 del seq[: len(seq) - self.cap]
             batch.put(key, msgpack.packb(seq))

@@ -107,7 +107,7 @@ class _Worker:
 
 def run_all(preset: str, out: Path, systems: tuple[str, ...] = SYSTEMS,
             data_dir: str | None = None, publish: Path | None = None,
-            log=print) -> dict:
+            log=print, compare: Path | None = None) -> dict:
     """Run ``systems`` on the ``preset`` config; write results.json, report.md and plots.
 
     All systems' workers start together; each loads alone, then the parent alternates them
@@ -169,6 +169,9 @@ def run_all(preset: str, out: Path, systems: tuple[str, ...] = SYSTEMS,
             worker.close()
         shutil.rmtree(scratch, ignore_errors=True)
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    if compare is not None:
+        # The previous run's ratios beside this run's: the run-to-run spread in the report.
+        results["previous"] = report.previous_summary(json.loads(Path(compare).read_text()))
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
     report.write_report(results, out, publish=publish)
     log(f"[bench] report: {out / 'report.md'}")
@@ -186,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", help="where the scratch stores go (default: system temp dir)")
     p.add_argument("--publish", type=Path, metavar="MD",
                    help="also write the report there (docs/benchmarks.md)")
+    p.add_argument("--compare", type=Path, metavar="RESULTS_JSON",
+                   help="an earlier run's results.json: the report shows both runs' ratios "
+                        "and their spread")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
@@ -200,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown systems {sorted(unknown)}; choose from {', '.join(SYSTEMS)}")
     out = args.out or REPO / "bench" / "results" / preset
     run_all(preset, out, systems, args.data_dir, args.publish,
-            log=lambda m: print(m, file=sys.stderr, flush=True))
+            log=lambda m: print(m, file=sys.stderr, flush=True), compare=args.compare)
     return 0
 
 

@@ -1,9 +1,12 @@
 """The workloads, run against one store in one process (``run.py`` gives each system its own).
 
 Order matters and is the same for every system: load -> quiesce -> verify -> reads -> sweep ->
-profiles -> appends (per durability, per batch size) -> 90/10 mix -> reads during merge. The
-appends change the data the later phases see, identically for every system, because every
-system receives the same generated events.
+profiles -> appends (per durability, per batch size) -> 90/10 mix -> the same mix with one hot
+user -> reads during merge -> a clean bulk load of every event the store now holds (disk
+comparison) -> a many-user ``append_batch`` load into a fresh store. The appends change the
+data the later phases see, identically for every system, because every system receives the
+same generated events (how many of them depends on each system's speed: the append workloads
+are time-bounded; the clean load replays exactly what each system received).
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ import cProfile
 import io
 import os
 import pstats
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -41,10 +47,16 @@ class RunConfig:
     sweep_lasts: tuple[int, ...] = (100, 10_000)
     sweep_ops: int = 2_000
     sweep_seconds: float = 1.5
-    mix_ops: int = 5_000
-    mix_seconds: float = 4.0
+    mix_ops: int = 20_000
+    mix_seconds: float = 5.0
     mix_read_last: int = 1_000
     mix_append_batch: int = 20
+    # The hot-user mix: this share of the appended events and of the reads go to one user.
+    hot_share: float = 0.4
+    # Many-user batch load: users x events each, in append_batch calls of call_rows rows.
+    batchload_users: int = 20_000
+    batchload_events_per_user: int = 3
+    batchload_call_rows: int = 20_000
     merge_read_last: int = 1_000
     merge_min_seconds: float = 1.0
     merge_read_rate: float = 500.0  # reads/s offered while the merge runs
@@ -82,6 +94,8 @@ PRESETS: dict[str, RunConfig] = {
         sweep_seconds=5.0,
         mix_ops=50_000,
         mix_seconds=15.0,
+        batchload_users=1_000_000,
+        batchload_call_rows=100_000,
         merge_min_seconds=3.0,
         verify_users=200,
     ),
@@ -101,6 +115,8 @@ PRESETS: dict[str, RunConfig] = {
         sweep_seconds=0.2,
         mix_ops=40,
         mix_seconds=0.2,
+        batchload_users=300,
+        batchload_call_rows=200,
         merge_min_seconds=0.05,
         verify_users=6,
         profile_seconds=0.05,
@@ -158,6 +174,10 @@ class Runner:
         self.cohorts = wl.sweep_users(self.w)
         self.out: dict[str, Any] = {"system": system, "notes": []}
         self.store = None
+        # What each append workload really wrote: (regenerate the stream, row indices), so the
+        # clean bulk load can replay exactly the events this system received.
+        self.appended: list[tuple[Callable[[], dict], np.ndarray]] = []
+        self.peak_rss = 0
 
     def steps(self) -> list[str]:
         """The run as small named steps, identical for every system, so that ``run.py`` can
@@ -169,10 +189,21 @@ class Runner:
         out += [f"sweep:{length}:{last}" for length, _ in self.cohorts for last in c.sweep_lasts]
         out += ["profiles"]
         out += [f"appends:{d}:{b}" for d in c.durabilities for b in c.batch_sizes]
-        out += ["mix", "merge"]
+        out += ["mix", "hotmix", "merge", "cleanload", "batchload"]
         return out
 
     def do(self, step: str) -> None:
+        """Run one step; its peak RSS (VmHWM reset before it, where Linux allows) is kept."""
+        reset = measure.reset_peak_rss()
+        try:
+            self._do(step)
+        finally:
+            peak = measure.peak_rss_bytes()
+            self.peak_rss = max(self.peak_rss, peak)
+            if reset:
+                self.out.setdefault("step_peak_rss_bytes", {})[step] = peak
+
+    def _do(self, step: str) -> None:
         name, *args = step.split(":")
         if name == "load":
             self.out["rss_start_bytes"] = measure.current_rss_bytes()
@@ -199,15 +230,22 @@ class Runner:
         elif name == "mix":
             self._ensure_durability(self.cfg.load_durability)
             self.phase_mix()
+        elif name == "hotmix":
+            self._ensure_durability(self.cfg.load_durability)
+            self.phase_hot_mix()
         elif name == "merge":
             self.phase_merge()
+        elif name == "cleanload":
+            self.phase_clean_load()
+        elif name == "batchload":
+            self.phase_batch_load()
         else:
             raise ValueError(f"unknown step {step!r}")
 
     def finish(self) -> dict[str, Any]:
         self.out["disk_bytes_end"] = self.store.disk_bytes()
         self.store.close()
-        self.out["peak_rss_bytes"] = measure.peak_rss_bytes()
+        self.out["peak_rss_bytes"] = max(self.peak_rss, measure.peak_rss_bytes())
         return self.out
 
     def run(self) -> dict[str, Any]:
@@ -313,6 +351,11 @@ class Runner:
         """cProfile of the target workloads, shown in the report where a target is missed."""
         store, secs = self.store, self.cfg.profile_seconds
         profiles = {}
+        if self.system == "seqvault":  # reads change nothing: only the profiled system pays
+            zipf = iter(wl.pick_users(np.random.default_rng([self.w.seed, 40]), self.population,
+                                      1_000_000, "zipf", self.w.user_zipf_a).tolist())
+            profiles["read last 100, Zipf users (merged data)"] = _profile(
+                lambda: store.read_last(next(zipf), 100), secs)
         long_users = self._cohort_at_least(10_000)
         if long_users is not None:
             cycle = iter(np.resize(long_users, 1_000_000).tolist())
@@ -321,22 +364,33 @@ class Runner:
         for batch in (1, 100):
             stream = wl.event_stream(self.w, self.population, 200_000, salt=900 + batch)
             starts = iter(range(0, 200_000 - batch + 1, batch))
+            done = [0]
 
-            def one(batch=batch, stream=stream, starts=starts):
+            def one(batch=batch, stream=stream, starts=starts, done=done):
                 i = next(starts, None)
                 if i is None:
                     return StopIteration
                 store.append_events(wl.slice_columns(stream, i, i + batch))
+                done[0] = i + batch
                 return None
 
             profiles[f"append, batch {batch}"] = _profile(one, secs)
-        self.out["profiles"] = profiles
+            self._record(lambda b=batch: wl.event_stream(
+                self.w, self.population, 200_000, salt=900 + b), np.arange(done[0]), stream)
+        self.out.setdefault("profiles", {}).update(profiles)
 
     def _cohort_at_least(self, n: int) -> np.ndarray | None:
         for length, uids in self.cohorts:
             if length >= n:
                 return uids
         return None
+
+    def _record(self, make: Callable[[], dict], rows: np.ndarray, stream: dict) -> None:
+        """Note what an append workload wrote (``rows`` of the stream ``make`` regenerates)."""
+        self.appended.append((make, rows))
+        hot = self.hot_user()[0]
+        self.hot_appended = getattr(self, "hot_appended", 0) + int(
+            np.sum(stream[wl.USER_COLUMN][rows] == hot))
 
     def _ensure_durability(self, durability: str) -> None:
         """Reopen the store at ``durability`` (SeqVault fixes it at open; RocksDB per write)."""
@@ -354,49 +408,128 @@ class Runner:
         salt = 1 + self.cfg.durabilities.index(durability) * 10 + self.cfg.batch_sizes.index(batch)
         n_events = min(self.cfg.append_events_max, batch * 20_000)
         stream = wl.event_stream(self.w, self.population, n_events, salt)
-        slices = (wl.slice_columns(stream, i, i + batch)
-                  for i in range(0, n_events - batch + 1, batch))
-        r = measure.run_ops(self.store.append_events, slices,
+        done = [0]
+
+        def slices():
+            for i in range(0, n_events - batch + 1, batch):
+                done[0] = i + batch  # every slice handed out is appended (warm-up included)
+                yield wl.slice_columns(stream, i, i + batch)
+
+        r = measure.run_ops(self.store.append_events, slices(),
                             max_seconds=self.cfg.append_seconds,
                             warmup=self.cfg.warmup, units=lambda a, _r: len(a["ts"]))
+        self._record(lambda: wl.event_stream(self.w, self.population, n_events, salt),
+                     np.arange(done[0]), stream)
         self.out.setdefault("appends", []).append(
             {"durability": durability, "batch": batch, **r})
 
+    def _mix(self, is_read: np.ndarray, readers: np.ndarray, stream: dict,
+             make_stream: Callable[[], dict], hot: int | None = None) -> dict:
+        """One thread: op ``i`` reads the last ``mix_read_last`` of ``readers[i]`` or appends
+        rows ``[i*b, (i+1)*b)`` of ``stream``; time-bounded. With ``hot``, reads of that user
+        are timed apart from the others' ("cold")."""
+        cfg = self.cfg
+        store, b, last = self.store, cfg.mix_append_batch, cfg.mix_read_last
+        lat: dict[str, list[int]] = {"read": [], "append": [], "hot_read": [], "cold_read": []}
+        tcpu: dict[str, list[int]] = {"read": [], "hot_read": [], "cold_read": []}
+        perf, thread_ns = time.perf_counter_ns, time.thread_time_ns
+        appended: list[int] = []
+        cpu0, wall0 = time.process_time(), perf()
+        deadline = wall0 + int(cfg.mix_seconds * 1e9)
+        done = 0
+        for i in range(len(is_read)):
+            c0, t0 = thread_ns(), perf()
+            if is_read[i]:
+                user = int(readers[i])
+                store.read_last(user, last)
+                t1 = perf()
+                c1 = thread_ns() - c0
+                kinds = ["read"] + ([] if hot is None else
+                                    ["hot_read" if user == hot else "cold_read"])
+                for kind in kinds:
+                    lat[kind].append(t1 - t0)
+                    tcpu[kind].append(c1)
+            else:
+                store.append_events(wl.slice_columns(stream, i * b, (i + 1) * b))
+                t1 = perf()
+                lat["append"].append(t1 - t0)
+                appended.append(i)
+            done += 1
+            if t1 > deadline:
+                break
+        wall, cpu = (perf() - wall0) / 1e9, time.process_time() - cpu0
+        rows = (np.asarray(appended, dtype=np.int64)[:, None] * b + np.arange(b)).ravel()
+        self._record(make_stream, rows, stream)
+        out = {"ops": done, "ops_per_s": done / wall, "cpu_ms_per_op": 1e3 * cpu / max(done, 1),
+               "read_last": last, "append_batch": b, "reads": len(lat["read"]),
+               "appends": len(lat["append"])}
+        for kind, ls in lat.items():
+            if kind == "append" or ls or hot is not None:
+                out.update({f"{kind}_{k}": v for k, v in measure.percentiles_ms(
+                    np.asarray(ls, dtype=np.float64)).items()})
+        for kind, ls in tcpu.items():
+            if ls or hot is not None:
+                out.update({f"{kind}_tcpu_{k}": v for k, v in measure.percentiles_ms(
+                    np.asarray(ls, dtype=np.float64)).items()})
+        return out
+
     def phase_mix(self) -> None:
-        """90% reads of the last ``mix_read_last`` of Zipf users, 10% appends of a batch."""
+        """90% reads of the last ``mix_read_last`` of Zipf users, 10% appends of a batch; the
+        Zipf law spans the whole population (no accidental hot user: see ``phase_hot_mix``)."""
         cfg = self.cfg
         rng = np.random.default_rng([self.w.seed, 20])
         n = cfg.mix_ops
         is_read = rng.random(n) < 0.9
         readers = wl.pick_users(rng, self.population, n, "zipf", self.w.user_zipf_a)
-        stream = wl.event_stream(self.w, self.population, cfg.mix_append_batch * n, salt=77)
-        store, b, last = self.store, cfg.mix_append_batch, cfg.mix_read_last
-        lat: dict[str, list[int]] = {"read": [], "append": []}
-        perf = time.perf_counter_ns
-        cpu0, wall0 = time.process_time(), perf()
-        deadline = wall0 + int(cfg.mix_seconds * 1e9)
-        done = 0
-        for i in range(n):
-            t0 = perf()
-            if is_read[i]:
-                store.read_last(int(readers[i]), last)
-                kind = "read"
-            else:
-                store.append_events(wl.slice_columns(stream, i * b, (i + 1) * b))
-                kind = "append"
-            t1 = perf()
-            lat[kind].append(t1 - t0)
-            done += 1
-            if t1 > deadline:
-                break
-        wall, cpu = (perf() - wall0) / 1e9, time.process_time() - cpu0
-        self.out["mix"] = {
-            "ops": done, "ops_per_s": done / wall, "cpu_ms_per_op": 1e3 * cpu / max(done, 1),
-            "read_last": last, "append_batch": b,
-            **{f"{kind}_{k}": v for kind, ls in lat.items()
-               for k, v in measure.percentiles_ms(np.asarray(ls, dtype=np.float64)).items()},
-            "reads": len(lat["read"]), "appends": len(lat["append"]),
-        }
+        n_events = cfg.mix_append_batch * n
+
+        def make() -> dict:
+            return wl.event_stream(self.w, self.population, n_events, salt=77)
+
+        self.out["mix"] = self._mix(is_read, readers, make(), make)
+        if self.system == "seqvault":
+            # Where a fresh read's time goes (the mix's reads, after the append workloads).
+            store, last = self.store, cfg.mix_read_last
+            zipf = iter(readers.tolist() * 10)
+            self.out.setdefault("profiles", {})[
+                f"read last {last:,}, Zipf users, fresh data (the mix's reads)"] = _profile(
+                lambda: store.read_last(next(zipf), last), cfg.profile_seconds)
+
+    def hot_user(self) -> tuple[int, int]:
+        """(id, loaded history length) of the hot-user mix's hot user: the population's Zipf
+        rank-1 user, so it has also received the largest share of every earlier append
+        workload (all unmerged when the hot mix runs): the user whose fresh reads suffer most
+        from many small real-time segments."""
+        ids, lengths = wl.population_users(self.w)
+        i = int(np.flatnonzero(ids == wl.hottest_user(ids))[0])
+        return int(ids[i]), int(lengths[i])
+
+    def phase_hot_mix(self) -> None:
+        """The 90/10 mix where one user receives ``hot_share`` of the appended events and of
+        the reads; the rest are Zipf over the other users. Reports that user's read latency
+        against the other ("cold") users' reads of the same mix."""
+        cfg = self.cfg
+        hot, hot_len = self.hot_user()
+        rng = np.random.default_rng([self.w.seed, 21])
+        n = cfg.mix_ops
+        is_read = rng.random(n) < 0.9
+        others = self.population[self.population != hot]
+        readers = wl.pick_users(rng, others, n, "zipf", self.w.user_zipf_a)
+        readers = np.where(rng.random(n) < cfg.hot_share, np.int64(hot), readers)
+        n_events = cfg.mix_append_batch * n
+
+        def make() -> dict:
+            return wl.hot_event_stream(self.w, others, n_events, 78, hot, cfg.hot_share)
+
+        stream = make()
+        before = getattr(self, "hot_appended", 0)
+        r = self._mix(is_read, readers, stream, make, hot=hot)
+        rows = self.appended[-1][1]
+        r.update({"hot_user": hot, "hot_user_history": hot_len, "hot_share": cfg.hot_share,
+                  "hot_events_before": before,
+                  "hot_events_appended": int(np.sum(stream[wl.USER_COLUMN][rows] == hot)),
+                  "events_appended": len(rows)})
+        self.out["hot_mix"] = r
 
     def phase_merge(self) -> None:
         """Zipf reads while the store's background maintenance runs, then the same reads quiet."""
@@ -412,6 +545,7 @@ class Runner:
 
         def background() -> None:
             t0 = time.perf_counter()
+            state["start_ns"] = time.perf_counter_ns()
             try:
                 summary = work()
                 if isinstance(summary, dict):
@@ -420,8 +554,10 @@ class Runner:
             except Exception as exc:  # reported, and the reads still stop
                 state["error"] = repr(exc)
             state["seconds"] = time.perf_counter() - t0
+            state["end_ns"] = time.perf_counter_ns()
 
         thread = threading.Thread(target=background, daemon=True)
+        reader = self._start_ro_reader(users, last)
         # Reads arrive at a steady rate, as a model server's do, rather than in a tight loop
         # that would hold the GIL and starve an in-process merge (measuring the loop, not the
         # store).
@@ -445,6 +581,7 @@ class Runner:
             if not thread.is_alive() and "during_ops" not in state:
                 state["during_ops"] = len(lat)
         thread.join()
+        ro = self._stop_ro_reader(reader, state) if reader is not None else None
         during = np.asarray(lat[: state.get("during_ops", len(lat))], dtype=np.float64)
         quiet = self._reads(users[: self.cfg.read_ops], self.cfg.read_seconds, last)
         self.out["merge"] = {
@@ -459,6 +596,157 @@ class Runner:
                 tcpu[: len(during)], dtype=np.float64)).items()},
             **{f"quiet_{k}": quiet[k] for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms",
                                                  "tcpu_p50_ms", "tcpu_p99_ms")},
+        }
+        if ro is not None:
+            self.out["merge"]["read_only_process"] = ro
+        self._disk_after_merge()
+
+    def _start_ro_reader(self, users: np.ndarray, last: int):
+        """SeqVault only: a second, read-only process reading at the same steady rate; it
+        reads quietly for ``merge_min_seconds`` before the merge starts (and after it ends)."""
+        if self.system != "seqvault":
+            return None
+        users_npy = self.path + "-ro-users.npy"
+        np.save(users_npy, users[:20_000])
+        out = self.path + "-ro-lat.npz"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.ro_reader", self.path, users_npy, str(last),
+             str(self.cfg.merge_read_rate), out],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if proc.stdout is None or proc.stdout.readline().strip() != "ready":
+            proc.kill()
+            proc.wait()
+            self.out["notes"].append("read-only reader process failed to open the store")
+            return None
+        time.sleep(self.cfg.merge_min_seconds)  # its quiet reads before the merge
+        return proc, out, users_npy
+
+    def _stop_ro_reader(self, reader, state: dict) -> dict:
+        proc, out, users_npy = reader
+        time.sleep(self.cfg.merge_min_seconds)  # quiet reads after the merge
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write("stop\n")
+            proc.stdin.flush()
+            ok = proc.stdout.readline().strip() == "ok"
+            proc.wait(timeout=30)
+        except (OSError, AssertionError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
+            ok = False
+        if not ok:
+            return {"error": "read-only reader process failed"}
+        data = np.load(out, allow_pickle=True)
+        os.remove(out)
+        os.remove(users_npy)
+        starts, lat = data["starts"], data["lat"].astype(np.float64)
+        t0, t1 = state.get("start_ns", 0), state.get("end_ns", 0)
+        inside = (starts >= t0) & (starts <= t1)
+        return {"reads_during": int(inside.sum()), "reads_quiet": int((~inside).sum()),
+                "errors": [str(e) for e in data["errors"]],
+                **{f"during_{k}": v for k, v in measure.percentiles_ms(lat[inside]).items()},
+                **{f"quiet_{k}": v for k, v in measure.percentiles_ms(lat[~inside]).items()}}
+
+    def _disk_after_merge(self) -> None:
+        """Bytes on disk once the append workloads are merged (compacted), and the events."""
+        appended = sum(len(rows) for _, rows in self.appended)
+        self.out["after_appends"] = {"disk_bytes": self.store.disk_bytes(),
+                                     "events_appended": appended,
+                                     "events": int(self.lengths.sum()) + appended}
+
+    # ------------------------------------------------------------------ disk: clean load
+    def _all_histories(self):
+        """Every user's events as this store received them: the loaded history, then what the
+        append workloads added (in arrival order)."""
+        parts = []
+        for make, rows in self.appended:
+            if len(rows):
+                cols = make()
+                parts.append({k: v[rows] for k, v in cols.items()})
+        extra: dict[int, dict[str, np.ndarray]] = {}
+        if parts:
+            app = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            order = np.argsort(app[wl.USER_COLUMN], kind="stable")
+            app = {k: v[order] for k, v in app.items()}
+            uniq, starts = np.unique(app[wl.USER_COLUMN], return_index=True)
+            bounds = list(starts[1:]) + [len(order)]
+            for u, a, z in zip(uniq.tolist(), starts.tolist(), bounds, strict=True):
+                extra[u] = {c: app[c][a:z] for c in wl.EVENT_COLUMNS}
+        for user, n in zip(self.users.tolist(), self.lengths.tolist(), strict=True):
+            hist = wl.user_history(self.w, user, n)
+            more = extra.pop(user, None)
+            if more is not None:
+                hist = {c: np.concatenate([hist[c], more[c]]) for c in wl.EVENT_COLUMNS}
+            yield user, hist
+        yield from extra.items()
+
+    def phase_clean_load(self) -> None:
+        """Load every event this store holds into a fresh store in one clean bulk load (the
+        same load path as ``load``), quiesce it, and compare bytes on disk with the store that
+        received them through the append workloads and a merge."""
+        if "after_appends" not in self.out:
+            self._disk_after_merge()
+        path = self.path + "-clean"
+        scratch = path + "-input"
+        os.makedirs(scratch, exist_ok=True)
+        store = open_store(self.system, path, self.cfg.load_durability, self.w.blob_cap)
+        try:
+            prepared = (store.prepare_bulk(self._all_histories(), scratch)
+                        if hasattr(store, "prepare_bulk") else None)
+            t0 = time.perf_counter()
+            events = prepared[0]() if prepared is not None else store.load(self._all_histories())
+            store.quiesce()
+            self.out["clean_load"] = {"events": int(events), "disk_bytes": store.disk_bytes(),
+                                      "seconds": time.perf_counter() - t0,
+                                      "method": getattr(store, "load_method", "write batches")}
+        finally:
+            store.close()
+            shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    # ------------------------------------------------------------------ many-user batch load
+    def phase_batch_load(self) -> None:
+        """``append_batch`` of many distinct users with a few events each into a fresh store,
+        then flush and merge (RocksDB: write batches of the same rows, flush, full compaction).
+        Process CPU (all threads) and wall time, end to end."""
+        cfg = self.cfg
+        rows = wl.many_user_rows(self.w, cfg.batchload_users, cfg.batchload_events_per_user)
+        n = len(rows["ts"])
+        step = cfg.batchload_call_rows
+        calls = [wl.slice_columns(rows, i, i + step) for i in range(0, n, step)]
+        path = self.path + "-batchload"
+        store = open_store(self.system, path, self.cfg.load_durability, self.w.blob_cap)
+        try:
+            def write() -> None:
+                for call in calls:
+                    store.append_events(call)
+
+            _, w_wall, w_cpu = measure.timed(write)
+            _, f_wall, f_cpu = measure.timed(store.flush)
+            _, m_wall, m_cpu = measure.timed(store.merge)
+            # Correctness: a few users read back whole (count and time order).
+            rng = np.random.default_rng(self.w.seed + 6)
+            sample = rng.choice(rows[wl.USER_COLUMN], min(20, n), replace=False)
+            bad = 0
+            for u in np.unique(sample).tolist():
+                got = store.read_last(int(u), 1_000)
+                want = np.sort(rows["ts"][rows[wl.USER_COLUMN] == u], kind="stable")
+                bad += not np.array_equal(np.asarray(got["ts"]), want)
+            disk = store.disk_bytes()
+        finally:
+            store.close()
+            shutil.rmtree(path, ignore_errors=True)
+        cpu, wall = w_cpu + f_cpu + m_cpu, w_wall + f_wall + m_wall
+        self.out["batch_load"] = {
+            "users": cfg.batchload_users, "events_per_user": cfg.batchload_events_per_user,
+            "events": n, "call_rows": step, "calls": len(calls),
+            "write_seconds": w_wall, "write_cpu_seconds": w_cpu,
+            "flush_seconds": f_wall, "flush_cpu_seconds": f_cpu,
+            "merge_seconds": m_wall, "merge_cpu_seconds": m_cpu,
+            "seconds": wall, "cpu_seconds": cpu,
+            "events_per_cpu_second": n / max(cpu, 1e-9), "events_per_s": n / max(wall, 1e-9),
+            "disk_bytes_per_event": disk / max(n, 1), "users_checked": len(np.unique(sample)),
+            "mismatches": int(bad),
         }
 
 

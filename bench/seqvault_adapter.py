@@ -158,6 +158,13 @@ class SeqVaultStore:
         if self.features["merge"]:
             self.vault.merge()
 
+    def flush(self) -> None:
+        self.vault.flush()
+
+    def merge(self) -> None:
+        if self.features["merge"]:
+            self.vault.merge()
+
     def maintenance(self):
         """Seal what the appends left in memory, then merge: the real-time segments the
         append workloads created are what a lifetime merge exists to fold."""

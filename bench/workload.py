@@ -17,6 +17,7 @@ Shapes (why each exists):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
@@ -109,8 +110,42 @@ def all_users(cfg: WorkloadConfig) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(parts_i), np.concatenate(parts_l)
 
 
+def zipf_ranks(rng: np.random.Generator, a: float, n: int, k: int) -> np.ndarray:
+    """``k`` ranks in 1..``n`` from the Zipf law truncated to ``n`` (P(r) ∝ r^-a, r <= n).
+
+    Never clamp ``rng.zipf`` onto ``n``: for a near 1 most of the mass lies beyond any
+    realistic ``n`` (a=1.1 over 2,000 users: 44%), and clamping hands all of it to rank ``n``,
+    one user who then receives almost half the traffic by accident. Small ``n``: inverse CDF
+    over 1..n (exact, one draw each); large ``n``: rejection (redraw ranks beyond ``n``), which
+    is exact too and needs no n-sized table.
+    """
+    if n < 1:
+        raise ValueError(f"zipf_ranks: population n={n}, expected >= 1")
+    if n <= _INVERSE_CDF_MAX:
+        cdf = _zipf_cdf(float(a), int(n))
+        ranks = np.searchsorted(cdf, rng.random(k) * cdf[-1], side="right") + 1
+        return np.minimum(ranks, n).astype(np.int64)  # guards float round-off at u ~ 1 only
+    ranks = rng.zipf(a, k).astype(np.int64)
+    while (bad := ranks > n).any():
+        ranks[bad] = rng.zipf(a, int(bad.sum()))
+    return ranks
+
+
+_INVERSE_CDF_MAX = 2_000_000
+
+
+@functools.lru_cache(maxsize=8)
+def _zipf_cdf(a: float, n: int) -> np.ndarray:
+    return np.cumsum(np.arange(1, n + 1, dtype=np.float64) ** -a)
+
+
+def zipf_top_share(a: float, n: int) -> float:
+    """The analytic share of rank 1 under the Zipf law truncated to ``n``: 1 / H(n, a)."""
+    return float(1.0 / _zipf_cdf(float(a), int(n))[-1])
+
+
 def _items(rng: np.random.Generator, cfg: WorkloadConfig, n: int) -> np.ndarray:
-    ranks = np.minimum(rng.zipf(cfg.item_zipf_a, n), cfg.n_items).astype(np.int64)
+    ranks = zipf_ranks(rng, cfg.item_zipf_a, cfg.n_items, n)
     return (ranks * _ITEM_SCRAMBLE) % (1 << 31)
 
 
@@ -164,10 +199,16 @@ def pick_users(
     """``k`` users drawn uniformly or Zipf-skewed (a few hot users get most requests)."""
     if skew == "uniform":
         return users[rng.integers(0, len(users), k)]
-    # Rank 1 is hottest; a fixed permutation decides which user holds which rank.
+    # Rank 1 is hottest; a fixed permutation decides which user holds which rank. Ranks are
+    # drawn over the whole population (truncated Zipf), never clamped onto the last user.
     perm = np.random.default_rng(7).permutation(len(users))
-    ranks = np.minimum(rng.zipf(zipf_a, k), len(users)) - 1
+    ranks = zipf_ranks(rng, zipf_a, len(users), k) - 1
     return users[perm[ranks]]
+
+
+def hottest_user(users: np.ndarray) -> int:
+    """The user ``pick_users(..., "zipf")`` gives rank 1 (the most requests)."""
+    return int(users[np.random.default_rng(7).permutation(len(users))[0]])
 
 
 def event_stream(cfg: WorkloadConfig, users: np.ndarray, n: int, salt: int) -> dict:
@@ -183,3 +224,28 @@ def event_stream(cfg: WorkloadConfig, users: np.ndarray, n: int, salt: int) -> d
 
 def slice_columns(cols: dict, start: int, stop: int) -> dict:
     return {k: v[start:stop] for k, v in cols.items()}
+
+
+def hot_event_stream(cfg: WorkloadConfig, users: np.ndarray, n: int, salt: int, hot: int,
+                     share: float) -> dict:
+    """``event_stream`` where each event belongs to the ``hot`` user with probability
+    ``share`` (the rest stay Zipf over ``users``): a bot, a power user, a viral feed."""
+    cols = event_stream(cfg, users, n, salt)
+    rng = np.random.default_rng([cfg.seed, 4, salt])
+    cols[USER_COLUMN] = np.where(rng.random(n) < share, np.int64(hot), cols[USER_COLUMN])
+    return cols
+
+
+MANY_USER_BASE = 3_000_000_000
+
+
+def many_user_rows(cfg: WorkloadConfig, n_users: int, per_user: int) -> dict:
+    """``n_users`` distinct new users with ``per_user`` events each, rows shuffled so that every
+    batch holds many users with a few events each (a log of a busy minute, not a backfill)."""
+    n = n_users * per_user
+    rng = np.random.default_rng([cfg.seed, 6, n_users, per_user])
+    users = MANY_USER_BASE + np.repeat(np.arange(n_users, dtype=np.int64), per_user) * 7
+    ts = STREAM_BASE_TS_MS + rng.integers(0, 86_400_000, n)
+    cols = {USER_COLUMN: users, "ts": ts, **_side_columns(rng, _items(rng, cfg, n))}
+    order = rng.permutation(n)
+    return {k: v[order] for k, v in cols.items()}

@@ -17,6 +17,7 @@ from .errors import (
     StoreClosed,
     StoreLocked,
     ValidationError,
+    WriterFailed,
 )
 from .schema import Column, Retention, Schema
 from .vault import SeqVault, UserSequence
@@ -39,5 +40,6 @@ __all__ = [
     "StoreLocked",
     "UserSequence",
     "ValidationError",
+    "WriterFailed",
     "__version__",
 ]

@@ -93,6 +93,13 @@ class ReadOnlyError(SeqVaultError):
     exit_code = 8
 
 
+class WriterFailed(SeqVaultError):
+    """A write or fsync of the store failed (EIO, ENOSPC, ...). The writer acknowledges nothing
+    more: after a failed fsync the kernel may have dropped the dirty pages and cleared the
+    error, so a retry could report success for data that is gone (PostgreSQL's "fsyncgate").
+    Reads still work; reopen the store to continue from what is durable."""
+
+
 class StoreClosed(SeqVaultError):
     """The store was used after close()."""
 

@@ -8,15 +8,19 @@ import os
 import signal
 
 FAULT_ENV = "SEQVAULT_FAULT"
-FAULT_POINTS = (
+FAULT_POINTS = (  # merge and reclamation (docs/design/merge.md)
     "merge:after_snapshot",  # extent lists snapshotted, nothing written
     "merge:after_write",  # new segments written to the lt file, not fsynced
     "merge:after_sync",  # lt file fsynced, nothing published
     "merge:after_commit",  # batch published (LMDB committed)
     "reclaim:after_drop_commit",  # dead files dropped from the catalog, not yet unlinked
     "reclaim:after_unlink",  # dead files unlinked
+)
+SEAL_FAULT_POINTS = (  # a partial seal (docs/design/realtime.md)
     "seal:after_write",  # one user's tail written to an rt file, not fsynced, not published
     "seal:after_commit",  # published with its "sealed through" record, memtable not yet cut
+)
+DELETE_FAULT_POINTS = (  # a delete and its purge (docs/design/safety.md, "Deleting a user")
     "delete:after_write",  # a `before=` delete's kept events written to an rt file, unpublished
     "delete:after_commit",  # the delete published (empty/cut list, sealed-through, purge set),
     #                         memtable not yet cut

@@ -423,3 +423,40 @@ def _small_call(schema: Schema, columns: Mapping[str, Any]
     ts = np.array(ts_in, dtype=np.int64)
     check_time_plausible(schema, ts)
     return ts, out
+
+
+def validate_batch(schema: Schema, data: Any
+                   ) -> tuple[list[Any], list[int], np.ndarray, dict[str, np.ndarray]]:
+    """`append_batch`'s input (a pyarrow Table/RecordBatch, a pandas DataFrame or a mapping of
+    columns with the user column) checked, and grouped by user: (keys, counts, ts, columns),
+    each user's rows in call order (a stable sort)."""
+    columns = _columns_of(data)
+    ucol = schema.user_column
+    if ucol not in columns:
+        raise ValidationError(f"missing user column {ucol!r}; append_batch needs it",
+                              column=ucol)
+    users = coerce_users(schema, columns[ucol])
+    ts, cols = validate_events(schema, {k: v for k, v in columns.items() if k != ucol})
+    if users.size != ts.size:
+        raise ValidationError(f"column {ucol!r} has {users.size} values but "
+                              f"{schema.time_column!r} has {ts.size}", column=ucol)
+    if ts.size == 0:
+        return [], [], ts, cols
+    order = np.argsort(users, kind="stable")
+    grouped = users[order]
+    bounds = np.flatnonzero(grouped[1:] != grouped[:-1]) + 1
+    firsts = np.concatenate(([0], bounds))
+    counts = np.diff(np.concatenate((firsts, [grouped.size])))
+    return (grouped[firsts].tolist(), counts.tolist(), ts[order],
+            {k: v[order] for k, v in cols.items()})
+
+
+def _columns_of(data: Any) -> Mapping[str, Any]:
+    if hasattr(data, "column_names") and hasattr(data, "column"):  # pyarrow Table / RecordBatch
+        return {name: data.column(name) for name in data.column_names}
+    if isinstance(data, Mapping):
+        return data
+    if hasattr(data, "to_dict") and hasattr(data, "columns"):  # pandas DataFrame
+        return {str(c): data[c].to_numpy() for c in data.columns}
+    raise ValidationError(f"append_batch: expected a pyarrow Table, a RecordBatch or a mapping of "
+                          f"columns, got {type(data).__name__}")

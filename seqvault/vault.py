@@ -13,12 +13,13 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import segment_batch
+from . import sealing
 from . import settings as settings_mod
 from . import wal as wal_mod
 from .background import BackgroundMerger
@@ -30,6 +31,7 @@ from .errors import (
     SchemaError,
     StoreClosed,
     ValidationError,
+    WriterFailed,
 )
 from .faults import Faults
 from .files import ExtentFiles
@@ -43,9 +45,9 @@ from .reads import UserSequence, plan_read, read_sources, sources_of, user_event
 from .reclaim import live_bytes
 from .recovery import create_store, recover_log, repair, replay_log, take_lock
 from .schema import Schema
-from .segment import KEY_INT64, KEY_STRING, key_bytes, key_from_bytes, parse_header
+from .segment import key_bytes, key_from_bytes, parse_header
 from .segment_writer import SegmentWriter, encode_user_segment
-from .validate import coerce_user, coerce_users, validate_events
+from .validate import coerce_user, validate_batch, validate_events
 from .verify import verify_store
 
 __all__ = ["SeqVault", "UserSequence"]
@@ -98,6 +100,7 @@ class SeqVault:
         self._bg_merge: BackgroundMerger | None = None
         self._live_cache: tuple[int, int, int] | None = None  # (seq, ckpt count, live bytes)
         self._fault = Faults()  # crash-test kill points (seqvault/faults.py)
+        self._failed: BaseException | None = None  # fail-stop after a failed write or fsync
         self._counters = {"appends": 0, "appended_events": 0, "flushes": 0, "tail_seals": 0,
                           "tail_sealed_events": 0, "reads": 0, "recovered_events": 0,
                           "torn_tail_bytes": 0}
@@ -220,6 +223,15 @@ class SeqVault:
             raise StoreClosed(f"{self.path} is closed")
         if self.read_only:
             raise ReadOnlyError(f"{self.path} was opened read_only=True; writes need the writer")
+        failed = self._failed or (self.wal.failed if self.wal is not None else None)
+        if failed is not None:
+            raise WriterFailed(f"{self.path}: a write or fsync failed earlier ({failed}); this "
+                               "writer acknowledges nothing more: reopen the store")
+
+    def _fail_stop(self, exc: BaseException) -> None:
+        """A write, fsync or commit of the store failed: refuse every later write."""
+        if isinstance(exc, OSError | WriterFailed) and self._failed is None:
+            self._failed = exc
 
     def append(self, user_id: Any, events: Mapping[str, Any]) -> int:
         """Append one user's events (columnar, any timestamp order). Atomic: all or nothing.
@@ -238,28 +250,10 @@ class SeqVault:
         """Append many users' events at once: a pyarrow Table/RecordBatch or a mapping of
         columns that includes the user column. Atomic: all or nothing."""
         self.check_writable()
-        columns = _columns_of(data)
-        ucol = self.schema.user_column
-        if ucol not in columns:
-            raise ValidationError(f"missing user column {ucol!r}; append_batch needs it",
-                                  column=ucol)
-        users = coerce_users(self.schema, columns[ucol])
-        ts, cols = validate_events(self.schema, {k: v for k, v in columns.items() if k != ucol})
-        if users.size != ts.size:
-            raise ValidationError(f"column {ucol!r} has {users.size} values but "
-                                  f"{self.schema.time_column!r} has {ts.size}", column=ucol)
+        keys, counts, ts, cols = validate_batch(self.schema, data)
         if ts.size == 0:
             return 0
-        # Group rows by user, keeping each user's rows in call order (stable sort).
-        order = np.argsort(users, kind="stable")
-        grouped = users[order]
-        bounds = np.flatnonzero(grouped[1:] != grouped[:-1]) + 1
-        firsts = np.concatenate(([0], bounds))
-        counts = np.diff(np.concatenate((firsts, [grouped.size])))
-        keys: list[Any] = grouped[firsts].tolist()
-        ts = ts[order]
-        cols = {k: v[order] for k, v in cols.items()}
-        return self._append_grouped(keys, counts.tolist(), ts, cols)
+        return self._append_grouped(keys, counts, ts, cols)
 
     def _append_grouped(self, keys: list[Any], counts: list[int], ts: np.ndarray,
                         cols: dict[str, np.ndarray]) -> int:
@@ -296,7 +290,6 @@ class SeqVault:
         sealed, so replays skip them (docs/design/realtime.md, "Partial seals")."""
         with self.lock:
             self.check_writable()
-            m = self.manifest
             seal_at = int(self.settings["tail_events"])
             tails = [(k, t) for k in dict.fromkeys(keys)
                      if (t := self.mem.get(k)) is not None and t.count >= seal_at]
@@ -309,33 +302,14 @@ class SeqVault:
             # loss cut the log, make a replay skip newer records written at lower offsets.
             wal.sync_to(through)
             w = self.writers["rt"]
-            seg_max = int(self.settings["segment_events"])
-            level = int(self.settings["zstd_level"])
-            users: dict[int, list[Extent]] = {}
-            sealed: dict[Any, int] = {}
-            events = 0
-            try:
-                for key, tail in tails:
-                    ts, cols = tail.sorted_arrays()
-                    fresh = []
-                    bounds = segment_bounds(ts, seg_max)
-                    for lo, hi in zip(bounds[:-1], bounds[1:]):
-                        blob = encode_user_segment(m.schema, key, ts[lo:hi],
-                                                   {k: v[lo:hi] for k, v in cols.items()}, level)
-                        fresh.append(w.append(blob, hi - lo, int(ts[lo]), int(ts[hi - 1])))
-                    h = user_hash(key_bytes(key)[1])
-                    users[h] = list(reversed(fresh)) + m.index.extents_of(h)
-                    sealed[key] = through
-                    events += int(ts.size)
+            with self._sealing(w):
+                users, events = sealing.seal_tails(self.manifest, w, tails)
                 self._fault("seal:after_write")
                 w.sync()
                 self.publish(Edit(files=w.pending(), users=users, dict_entries=True,
-                                  sealed=sealed), writers=(w,))
-            except BaseException:
-                w.rollback()
-                raise
+                                  sealed={k: through for k, _t in tails}), writers=(w,))
             self._fault("seal:after_commit")
-            for key in sealed:
+            for key, _tail in tails:
                 self.mem.drop_through(key, through)
             self._counters["tail_seals"] += 1
             self._counters["tail_sealed_events"] += events
@@ -348,63 +322,35 @@ class SeqVault:
         with self.lock:
             if self.mem.events == 0:
                 if rotate:
-                    self.publish(Edit(), rotate_log=True)
+                    with self._sealing(self.writers["rt"]):
+                        self.publish(Edit(), rotate_log=True)
                     self.mem.clear()  # only sealed-through chunks were left
                 return
             w = self.writers["rt"]
-            try:
-                users = self._seal_all(w)
+            with self._sealing(w):
+                users = sealing.seal_memtable(self.manifest, w, self.mem)
                 w.sync()
                 self.publish(Edit(files=w.pending(), users=users, dict_entries=True),
                              rotate_log=True, writers=(w,))
-            except BaseException:
-                w.rollback()
-                raise
             self.mem.clear()
             self._counters["flushes"] += 1
 
-    def _seal_all(self, w: SegmentWriter) -> dict[int, list[Extent]]:
-        """Encode every tail of the memtable into `w`; returns each user's new extent list.
-        Tails are short (a long one is sealed on its own), so all users are encoded at once by
-        the vectorised encoder when the schema allows it (docs/design/realtime.md)."""
-        m = self.manifest
-        schema = m.schema
-        seg_max = int(self.settings["segment_events"])
-        level = int(self.settings["zstd_level"])
-        keys, ts, cols, starts, counts = self.mem.grouped()
-        users: dict[int, list[Extent]] = {}
-        if not keys:
-            return users
-        hashes = [user_hash(key_bytes(k)[1]) for k in keys]
-        if segment_batch.supported(schema) and int(counts.max()) <= seg_max:
-            key_type = KEY_STRING if schema.user_type == "string" else KEY_INT64
-            spec = [(c.id, c.type, cols[c.name], c.level if c.level is not None else level)
-                    for c in schema.columns]
-            made = list(segment_batch.encode_users(
-                keys, key_type, [key_bytes(k)[1] for k in keys], schema.version, ts, spec,
-                starts, counts))
-            i = 0
-            while i < len(made):  # large writes: up to ~8 MiB of segments each
-                j, size = i, 0
-                while j < len(made) and (j == i or size + len(made[j][1]) <= 8 << 20):
-                    size += len(made[j][1])
-                    j += 1
-                fid, off = w.append_many([b for _k, b, _n, _a, _z in made[i:j]])
-                for (_key, blob, n, mn, mx), h in zip(made[i:j], hashes[i:j]):
-                    users[h] = [Extent(fid, off, len(blob), n, mn, mx), *m.index.extents_of(h)]
-                    off += len(blob)
-                i = j
-            return users
-        for i, key in enumerate(keys):
-            s, e = int(starts[i]), int(starts[i] + counts[i])
-            fresh = []
-            for lo in range(s, e, seg_max):
-                hi = min(lo + seg_max, e)
-                blob = encode_user_segment(schema, key, ts[lo:hi],
-                                           {k: v[lo:hi] for k, v in cols.items()}, level)
-                fresh.append(w.append(blob, hi - lo, int(ts[lo]), int(ts[hi - 1])))
-            users[hashes[i]] = list(reversed(fresh)) + m.index.extents_of(hashes[i])
-        return users
+    @contextmanager
+    def _sealing(self, w: SegmentWriter) -> Iterator[None]:
+        """A seal or flush that fails cuts what it wrote, and a failed write or fsync stops the
+        writer (fail-stop: docs/design/safety.md)."""
+        try:
+            yield
+        except BaseException as exc:
+            self._fail_stop(exc)
+            try:
+                w.rollback()
+            except OSError:  # the disk is failing: the next writer open cuts these bytes
+                pass
+            if isinstance(exc, OSError):
+                raise WriterFailed(f"{self.path}: sealing events into segments failed ({exc}); "
+                                   "nothing more is acknowledged: reopen the store") from exc
+            raise
 
     # ================================================================== delete
     def delete(self, user_id: Any, before: int | None = None) -> int:
@@ -441,7 +387,7 @@ class SeqVault:
             through = wal.size
             wal.sync_to(through)  # rule R1: the sealed-through offset is durable
             w = self.writers["rt"]
-            try:
+            with self._sealing(w):  # a failure cuts what it wrote; an OSError stops the writer
                 fresh = self._kept_segments(w, key, h, old, tail, before)
                 kept = sum(e.count for e in fresh)
                 removed = total - kept
@@ -458,9 +404,6 @@ class SeqVault:
                 self.publish(Edit(files=w.pending(), users={h: list(reversed(fresh))},
                                   dict_entries=True, sealed={key: through}, counters=counters,
                                   purge=purge), writers=(w,))
-            except BaseException:
-                w.rollback()
-                raise
             self._fault("delete:after_commit")
             self.mem.drop_through(key, through)
             return removed
@@ -760,7 +703,8 @@ class SeqVault:
                 if self._bg_merge is not None:
                     self._bg_merge.stop()  # finishes the batch in flight, outside the lock
                 with self.lock:
-                    if flush:
+                    failed = self._failed or (self.wal.failed if self.wal else None)
+                    if flush and failed is None:  # after a failure: nothing more is written
                         self.flush()
                         self.manifest.maybe_checkpoint(force=True)
         finally:
@@ -770,7 +714,7 @@ class SeqVault:
     def _release(self) -> None:
         if self.wal is not None:
             try:
-                self.wal.close()
+                self.wal.close(sync=self._failed is None)
             finally:
                 self.wal = None
         for w in self.writers.values():
@@ -794,14 +738,3 @@ class SeqVault:
     def __repr__(self) -> str:
         mode = "read-only" if self.read_only else "writer"
         return f"SeqVault({str(self.path)!r}, {mode}, closed={self._closed})"
-
-
-def _columns_of(data: Any) -> Mapping[str, Any]:
-    if hasattr(data, "column_names") and hasattr(data, "column"):  # pyarrow Table / RecordBatch
-        return {name: data.column(name) for name in data.column_names}
-    if isinstance(data, Mapping):
-        return data
-    if hasattr(data, "to_dict") and hasattr(data, "columns"):  # pandas DataFrame
-        return {str(c): data[c].to_numpy() for c in data.columns}
-    raise ValidationError(f"append_batch: expected a pyarrow Table, a RecordBatch or a mapping of "
-                          f"columns, got {type(data).__name__}")

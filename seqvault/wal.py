@@ -26,7 +26,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from .errors import CorruptionError, FormatVersionError
+from .errors import CorruptionError, FormatVersionError, WriterFailed
 from .schema import Schema
 from .settings import DURABILITY_MODES
 
@@ -163,6 +163,7 @@ class WalWriter:
         self._wake = threading.Event()
         self._flusher: threading.Thread | None = None
         self.fsyncs = 0
+        self.failed: OSError | None = None  # fail-stop: set by the first failed write/fsync
         if durability == "batch":
             self._flusher = threading.Thread(target=self._batch_loop, name="seqvault-wal-sync",
                                              daemon=True)
@@ -176,9 +177,15 @@ class WalWriter:
         """Write one record; returns the log offset just after it. Does not wait for fsync."""
         rec = frame(rec_type, payload)
         with self._write_lock:
-            written = os.write(self._fd, rec)
-            if written != len(rec):  # O_APPEND regular files write whole; guard anyway
-                raise OSError(f"short write to {self.path}: {written} of {len(rec)} bytes")
+            self.check()
+            try:
+                written = os.write(self._fd, rec)
+                if written != len(rec):  # O_APPEND regular files write whole; guard anyway
+                    raise OSError(f"short write to {self.path}: {written} of {len(rec)} bytes")
+            except OSError as exc:
+                self.failed = exc
+                raise WriterFailed(f"{self.path}: writing the log failed ({exc}); nothing more "
+                                   "is acknowledged: reopen the store") from exc
             self._end += written
             end = self._end
         if self.durability == "batch" and not self._wake.is_set():
@@ -196,13 +203,24 @@ class WalWriter:
         with self._sync_lock:  # group commit: waiters find their bytes already synced
             if self._synced >= end:
                 return
+            self.check()
             target = self._end
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                self.failed = exc
+                raise WriterFailed(f"{self.path}: fsync of the log failed ({exc}); nothing more "
+                                   "is acknowledged: reopen the store") from exc
             self.fsyncs += 1
             self._synced = max(self._synced, target)
 
     def sync(self) -> None:
         self.sync_to(self._end)
+
+    def check(self) -> None:
+        if self.failed is not None:
+            raise WriterFailed(f"{self.path}: an earlier write or fsync of the log failed "
+                               f"({self.failed}); nothing more is acknowledged: reopen the store")
 
     def _batch_loop(self) -> None:
         while not self._closed:
@@ -213,16 +231,17 @@ class WalWriter:
             time.sleep(self.batch_interval)
             try:
                 self.sync()
-            except OSError:
-                if self._closed:
-                    break
-                raise
+            except (OSError, WriterFailed):
+                break  # fail-stop: `failed` is set; appends refuse from now on
 
-    def close(self) -> None:
+    def close(self, *, sync: bool = True) -> None:
+        """Close the file, after an fsync unless `sync` is False (the store failed: nothing
+        more is written)."""
         if self._closed:
             return
         try:
-            self.sync()
+            if sync and self.failed is None:
+                self.sync()
         finally:
             self._closed = True
             self._wake.set()

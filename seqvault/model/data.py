@@ -52,6 +52,10 @@ class Impressions:
     label: np.ndarray
     split: np.ndarray
     prob: np.ndarray | None = None  # the true click probability (synthetic data only)
+    # the true sequence feature behind `prob` (synthetic only: the capped count that drives the
+    # truth); only the "perfect features" probe `oracle` reads it, to split the gap to the
+    # ceiling into "the sequence module did not find the count" and everything else
+    hint: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.user)
@@ -155,6 +159,12 @@ class CachedHistory:
         p = self.row_to_pair[rows]
         return Histories(self.item[p], self.cat[p], self.aux[p], self.mask[p])
 
+    def lengths(self, rows: np.ndarray) -> np.ndarray:
+        """Real events in each row's history (for length bucketing)."""
+        if not hasattr(self, "_lengths"):
+            self._lengths = self.mask.sum(axis=1)
+        return np.asarray(self._lengths[self.row_to_pair[rows]])
+
 
 def iterate_batches(
     imps: Impressions,
@@ -164,10 +174,31 @@ def iterate_batches(
     batch_size: int,
     shuffle: bool = False,
     seed: int = 0,
+    buckets: int = 0,
 ) -> Iterator[tuple[np.ndarray, Histories]]:
-    """Yield (row indices, histories) batches over `rows` of the impressions."""
+    """Yield (row indices, histories) batches over `rows` of the impressions.
+
+    `buckets` > 0 (only with a `CachedHistory`): after shuffling, every run of `buckets` batches
+    is sorted by history length, cut into batches, and the batches shuffled. Each batch then
+    holds histories of similar length, so trimming the padding saves most of the work on
+    log-uniform lengths (quadratic models at L = 4,000 would otherwise pay for the longest
+    history of every batch), while every row is still seen once per epoch in a random batch.
+    """
+    rng = np.random.default_rng(seed)
     if shuffle:
-        rows = np.random.default_rng(seed).permutation(rows)
+        rows = rng.permutation(rows)
+    if buckets > 0 and isinstance(histories, CachedHistory):
+        chunk = buckets * batch_size
+        batches = []
+        for c in range(0, len(rows), chunk):
+            part = rows[c:c + chunk]
+            part = part[np.argsort(histories.lengths(part), kind="stable")]
+            batches += [part[s:s + batch_size] for s in range(0, len(part), batch_size)]
+        if shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        for r in batches:
+            yield r, histories.rows(r)
+        return
     for s in range(0, len(rows), batch_size):
         r = rows[s:s + batch_size]
         if isinstance(histories, CachedHistory):

@@ -51,6 +51,9 @@ class ModelConfig:
     twin_topk: int = 100  # TWIN: k kept by the general search unit
     encoder_layers: int = 1  # Transformer and HSTU depth
     ffn_mult: int = 2
+    # False: item ids are not looked up (category only, for history and candidate) — the
+    # diagnostic "+noitem" variants, which cannot memorise per-item click rates
+    use_item: bool = True
 
     def __post_init__(self) -> None:
         positive = ("n_items", "n_cats", "embed_dim", "d_model", "heads", "qk_dim", "max_len",
@@ -96,6 +99,7 @@ class SeqBatch:
     target_cat: Tensor  # [B, C] int64
     label: Tensor | None = None  # [B, C] float
     prob: Tensor | None = None  # [B, C] float: the true click probability, when known
+    hint: Tensor | None = None  # [B, C] int64: the true count behind `prob` (oracle probe only)
 
     def to(self, device: torch.device | str) -> SeqBatch:
         def move(t: Tensor | None) -> Tensor | None:
@@ -110,6 +114,7 @@ class SeqBatch:
             self.target_cat.to(device, non_blocking=True),
             move(self.label),
             move(self.prob),
+            move(self.hint),
         )
 
     @property
@@ -144,6 +149,7 @@ class Embedder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         e = cfg.embed_dim
+        self.use_item = cfg.use_item
         self.item = nn.Embedding(cfg.n_items + 1, e, padding_idx=0)
         self.cat = nn.Embedding(cfg.n_cats + 1, e, padding_idx=0)
         self.aux = nn.Embedding(cfg.n_aux + 1, e, padding_idx=0)
@@ -159,12 +165,16 @@ class Embedder(nn.Module):
         item, cat, aux, mask = b.hist_item, b.hist_cat, b.hist_aux, b.mask
         if last is not None:
             item, cat, aux, mask = (last_positions(t, last) for t in (item, cat, aux, mask))
-        x = torch.cat([self.item(item), self.cat(cat) + self.aux(aux)], -1)
+        x = torch.cat([self._item(item), self.cat(cat) + self.aux(aux)], -1)
         return x * mask.unsqueeze(-1).to(x.dtype)
+
+    def _item(self, ids: Tensor) -> Tensor:
+        e = self.item(ids)
+        return e if self.use_item else torch.zeros_like(e)
 
     def target(self, b: SeqBatch) -> Tensor:
         """[B, C, 2e]"""
-        return torch.cat([self.item(b.target_item), self.cat(b.target_cat)], -1)
+        return torch.cat([self._item(b.target_item), self.cat(b.target_cat)], -1)
 
 
 class Head(nn.Module):

@@ -16,7 +16,8 @@ pytest.importorskip("rocksdict")
 pytest.importorskip("matplotlib")
 
 from bench import workload as wl  # noqa: E402
-from bench.report import HAND_WRITTEN_MARKER  # noqa: E402
+from bench.report import HAND_WRITTEN_MARKER, ISSUE_ROWS, targets  # noqa: E402
+from bench.report import main as report_main  # noqa: E402
 from bench.run import SYSTEMS, run_all  # noqa: E402
 
 
@@ -52,10 +53,31 @@ def test_tiny_run_writes_a_report_with_every_system(tmp_path):
         assert r["sweep"] and r["appends"] and r["mix"]["ops"] > 0
         for row in r["reads"] + r["sweep"] + r["appends"]:
             assert row["ops"] > 0 and row["p50_ms"] <= row["max_ms"]
+        hot = r["hot_mix"]
+        assert hot["ops"] > 0 and hot["hot_events_appended"] > 0
+        assert hot["hot_read_p50_ms"] <= hot["hot_read_max_ms"]
+        bl = r["batch_load"]
+        assert bl["events"] == bl["users"] * bl["events_per_user"] and bl["cpu_seconds"] > 0
+        assert bl["mismatches"] == 0, "many-user batch load reads back what was written"
+        assert r["clean_load"]["events"] == r["after_appends"]["events"] > r["load"]["events"]
+        assert {"load", "hotmix", "batchload"} <= set(r.get("step_peak_rss_bytes", {}))
     report = (out / "report.md").read_text()
     assert "## Targets" in report and "SeqVault" in report
-    for png in ("latency_vs_history.png", "bytes_per_event.png", "append_throughput.png"):
+    # Every row of issue 12's targets table is in the report, measured or "not measured".
+    for row in ISSUE_ROWS:
+        assert row in report, row
+    tg = targets(saved)
+    assert {t["group"] for t in tg} == set(ISSUE_ROWS)
+    assert all(t["met"] is not None for t in tg if "mix" in t["target"]), "mixes are measured"
+    for section in ("## The same mix with one hot user", "## Many-user batch load",
+                    "## Disk after the append workloads", "## Memory", "Run-to-run spread"):
+        assert section in report, section
+    for png in ("latency_vs_history.png", "bytes_per_event.png", "append_throughput.png",
+                "mixes.png"):
         assert (out / png).stat().st_size > 0
+    # Re-rendering with an earlier run (here: itself) adds the run-to-run spread table.
+    assert report_main([str(out / "results.json"), "--compare", str(out / "results.json")]) == 0
+    assert "Median spread 1.00×" in (out / "report.md").read_text()
     published = publish.read_text()
     assert published.endswith("\nnotes by hand\n"), "hand-written part survives a regeneration"
     assert "](../results/latency_vs_history.png)" in published

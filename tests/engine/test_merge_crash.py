@@ -112,12 +112,7 @@ def check_store(path: Path, acked: list[tuple[int, int]], maybe: list[tuple[int,
     return landed
 
 
-# The merge protocol's points; seal:* are tested in test_partial_seal.py, delete:*/purge:* in
-# test_delete.py (this workload never passes them).
-MERGE_POINTS = [p for p in FAULT_POINTS if p.startswith(("merge:", "reclaim:"))]
-
-
-@pytest.mark.parametrize("point", MERGE_POINTS)
+@pytest.mark.parametrize("point", FAULT_POINTS)
 def test_sigkill_at_each_merge_step(tmp_path, point):
     path = tmp_path / "s"
     _rc, acked = run_child(path, 0, 3)  # a store with merged history and garbage

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from seqvault import Schema, SeqVault
-from seqvault.faults import FAULT_ENV
+from seqvault.faults import FAULT_ENV, SEAL_FAULT_POINTS
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = {"columns": [{"name": "item", "type": "int64", "default": 0},
@@ -101,8 +101,8 @@ v.close()
 """
 
 
-@pytest.mark.parametrize("fault", ["seal:after_write", "seal:after_write@3",
-                                   "seal:after_commit", "seal:after_commit@4"])
+@pytest.mark.parametrize("fault", [*SEAL_FAULT_POINTS, "seal:after_write@3",
+                                   "seal:after_commit@4"])
 def test_sigkill_during_a_partial_seal_loses_and_duplicates_nothing(tmp_path, fault):
     store = tmp_path / "s"
     env = dict(os.environ, PYTHONPATH=str(ROOT), **{FAULT_ENV: fault})
@@ -146,3 +146,30 @@ def test_a_format_2_store_with_keyed_sealed_records_reads_right_and_migrates(tmp
     with SeqVault.open(store) as w:
         assert w.manifest.format_version == STORE_FORMAT_VERSION == 3
         assert {u: items(w, u) for u in (1, 2)} == want
+
+
+def test_late_events_are_sealed_apart_so_last_n_reads_stop_early(tmp_path):
+    # A seal whose tail holds events older than the user's newest sealed one writes them as a
+    # segment of their own: the in-order segment then starts after everything older, and a
+    # "last N" read chooses it alone (docs/design/realtime.md).
+    from seqvault.reads import choose_sources, sources_of
+
+    with SeqVault.open(tmp_path / "s", schema=Schema.from_dict(SCHEMA), tail_events=50) as v:
+        v.append(1, ev(1_000, 50))  # sealed: ts 1000..1049
+        late = ev(500, 3)  # older than everything sealed
+        v.append(1, {k: [*late[k], *ev(2_000, 47)[k]] for k in late})  # 50: sealed again
+        ext = v.index.extents_of(v_hash(1))
+        assert [(e.min_ts, e.max_ts, e.count) for e in ext] == [
+            (2_000, 2_046, 47), (500, 502, 3), (1_000, 1_049, 50)]
+        chosen = choose_sources(sources_of(ext, None), 40, None, None)
+        assert [(s.min_ts, s.count) for s in chosen] == [(2_000, 47)]
+        got = v.read(1).columns["ts"].tolist()
+        assert got == sorted([*range(1_000, 1_050), 500, 501, 502, *range(2_000, 2_047)])
+        assert v.read(1, last=40).columns["ts"].tolist() == list(range(2_007, 2_047))
+
+
+def v_hash(key: int) -> int:
+    from seqvault.index import user_hash
+    from seqvault.segment import key_bytes
+
+    return user_hash(key_bytes(key)[1])
