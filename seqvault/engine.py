@@ -38,8 +38,9 @@ class Engine(Protocol):
         """Raise StoreClosed / ReadOnlyError unless this is an open writer."""
         ...
 
-    def flush(self) -> None:
-        """Seal the memtable into real-time segments (empty memtable and log after)."""
+    def flush(self, *, rotate: bool = False) -> None:
+        """Seal the memtable into real-time segments (empty memtable and log after); with
+        `rotate`, start a new log even when the memtable is empty (a purge of deleted users)."""
         ...
 
     def publish(self, edit: Edit, *, rotate_log: bool = False,

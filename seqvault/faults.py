@@ -20,6 +20,13 @@ SEAL_FAULT_POINTS = (  # a partial seal (docs/design/realtime.md)
     "seal:after_write",  # one user's tail written to an rt file, not fsynced, not published
     "seal:after_commit",  # published with its "sealed through" record, memtable not yet cut
 )
+DELETE_FAULT_POINTS = (  # a delete and its purge (docs/design/safety.md, "Deleting a user")
+    "delete:after_write",  # a `before=` delete's kept events written to an rt file, unpublished
+    "delete:after_commit",  # the delete published (empty/cut list, sealed-through, purge set),
+    #                         memtable not yet cut
+    "purge:after_rotate",  # merge rotated the log that held a deleted user's records
+    "purge:after_commit",  # merge dropped the purged files and published the smaller purge set
+)
 
 
 class Faults:

@@ -33,10 +33,17 @@ from .wal import fsync_dir
 # 1: the index checkpoint was one LMDB value. 2: it is a file referenced from LMDB. A version-1
 # store opens read-only as it is and is migrated by the next writer open; a version-1 SeqVault
 # refuses a version-2 store (it would not find the checkpoint and serve a partial index).
-STORE_FORMAT_VERSION = 2
+# 3: "sealed through" records hold [through] (the user by hash only) and the `purge` meta key
+# exists (user deletion). A version-2 store reads as it is ([through, key] records: the key is
+# ignored) and the next writer open marks it 3; a version-2 SeqVault refuses a version-3 store
+# (it would misread the records and replay sealed or deleted events).
+STORE_FORMAT_VERSION = 3
 CKPT_SUFFIX = ".ckpt"
 LEDGER_DB = "ledger"
 RETENTION_COUNTERS = ("retention_dropped_age", "retention_dropped_count")
+# User deletion (docs/design/safety.md, "Deleting a user"): full deletes of a user that had
+# events, and events removed by any delete (full or `before=`).
+DELETE_COUNTERS = ("deleted_users", "deleted_events")
 # A checkpoint is due once the index deltas since the last one hold a quarter of the
 # checkpoint's bytes (and at least this many): LMDB then never holds much more than that, so
 # its file — which never shrinks — plus the checkpoint stays within twice the live metadata
@@ -66,6 +73,30 @@ class FileInfo:
                    bool(rec.get("sealed", False)))
 
 
+@dataclass(frozen=True)
+class Purge:
+    """Bytes of deleted users still on disk, to be removed by the next merge
+    (docs/format/manifest.md, "purge"): extent files that held a deleted user's segments (merge
+    rewrites their live extents elsewhere and deletes them) and logs that held a deleted user's
+    records (the log rotates, which deletes it)."""
+
+    files: frozenset[int] = frozenset()
+    wals: frozenset[int] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.files or self.wals)
+
+    def to_record(self) -> dict[str, Any]:
+        return {"files": sorted(self.files), "wals": sorted(self.wals)}
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any] | None) -> Purge:
+        if not rec:
+            return cls()
+        return cls(frozenset(int(f) for f in rec.get("files", ())),
+                   frozenset(int(w) for w in rec.get("wals", ())))
+
+
 @dataclass
 class Edit:
     """What one commit changes. Empty fields change nothing."""
@@ -80,17 +111,22 @@ class Edit:
     counters: dict[str, int] = field(default_factory=dict)  # increments (retention drops)
     ledger: list[tuple[bytes, dict[str, Any]]] = field(default_factory=list)  # ingest ledger
     # user key → log offset: the user's events in the current log up to there are sealed
-    # (a partial seal, docs/design/realtime.md); dropped when the log rotates.
+    # (a partial seal, docs/design/realtime.md; a delete); dropped when the log rotates. LMDB
+    # records only the key's hash: no user key is ever written to LMDB, whose freed pages
+    # keep old bytes until reused (a deleted user's key would outlive the delete there).
     sealed: dict[Any, int] = field(default_factory=dict)
+    # The new set of files and logs still holding a deleted user's bytes (replaces the old).
+    purge: Purge | None = None
 
 
 @dataclass
 class Refreshed:
     """What a reader's refresh found: rebuild the memtable from the log's start, or drop the
-    events of these users up to these log offsets (sealed by the writer meanwhile)."""
+    events of these users (by key hash) up to these log offsets (sealed by the writer
+    meanwhile)."""
 
     rebuild: bool = False
-    sealed: list[tuple[Any, int]] = field(default_factory=list)
+    sealed: list[tuple[int, int]] = field(default_factory=list)
 
 
 class Manifest:
@@ -118,7 +154,8 @@ class Manifest:
         self.deltas_since_ckpt = 0
         self.delta_bytes = 0  # bytes of those deltas
         self.checkpoints = 0
-        self.sealed: dict[Any, int] = {}  # user key → sealed through (current log)
+        self.sealed: dict[int, int] = {}  # user key hash → sealed through (current log)
+        self.purge = Purge()  # deleted users' bytes still on disk (removed by the next merge)
 
     # ------------------------------------------------------------------ create / exists
     @staticmethod
@@ -182,28 +219,30 @@ class Manifest:
         self.seq = int(m.get_meta(txn, "seq"))
         self.ckpt_seq = int(m.get_meta(txn, "ckpt_seq"))
         self.wal_id = int(m.get_meta(txn, "wal_id"))
+        self.purge = Purge.from_record(m.get_meta(txn, "purge"))
         self._load_catalog(txn)
         self._load_dicts(txn)
         self._load_index(txn)
         self.sealed = {}
         self._apply_sealed(self._sealed_since(txn, 0))
 
-    def _sealed_since(self, txn: Any, after_seq: int) -> list[tuple[Any, int]]:
-        """(key, through) records of the current log committed after `after_seq`."""
+    def _sealed_since(self, txn: Any, after_seq: int) -> list[tuple[int, int]]:
+        """(user hash, through) records of the current log committed after `after_seq`."""
         out = []
         start = sealed_key(self.wal_id, after_seq + 1, 0)
         end = sealed_key(self.wal_id + 1, 0, 0)
         for k, v in self.meta.items(txn, "sealed", start):
             if k >= end:
                 break
-            through, key = unpack(v)
-            out.append((key, int(through)))
+            # The value is [through] (a store written before deletes also has the user key
+            # after it, ignored); the hash is the key's last 8 bytes.
+            out.append((int.from_bytes(k[-8:], "big"), int(unpack(v)[0])))
         return out
 
-    def _apply_sealed(self, records: list[tuple[Any, int]]) -> None:
-        for key, through in records:
-            if through > self.sealed.get(key, -1):
-                self.sealed[key] = through
+    def _apply_sealed(self, records: list[tuple[int, int]]) -> None:
+        for h, through in records:
+            if through > self.sealed.get(h, -1):
+                self.sealed[h] = through
 
     def _load_catalog(self, txn: Any) -> None:
         self.catalog = {}
@@ -334,7 +373,9 @@ class Manifest:
                     m.delete_range(txn, "sealed", sealed_key(edit.wal_id, 0, 0))
                 for ukey, through in edit.sealed.items():
                     m.put(txn, "sealed", sealed_key(self.wal_id, seq, _hash_of(ukey)),
-                          pack([through, ukey]))
+                          pack([through]))
+                if edit.purge is not None:
+                    m.set_meta(txn, "purge", edit.purge.to_record())
                 m.set_meta(txn, "seq", seq)
         except BaseException:
             if fold:  # the in-memory index ran ahead of what was published: reload it
@@ -364,7 +405,9 @@ class Manifest:
         if edit.wal_id is not None:
             self.wal_id = edit.wal_id
             self.sealed = {}
-        self._apply_sealed(list(edit.sealed.items()))
+        self._apply_sealed([(_hash_of(k), t) for k, t in edit.sealed.items()])
+        if edit.purge is not None:
+            self.purge = edit.purge
         if edit.schema is not None:
             self.schema = edit.schema
             for c in edit.schema.columns:
@@ -478,7 +521,8 @@ class Manifest:
 
     def counters(self) -> dict[str, int]:
         with self.meta.begin() as txn:
-            return {k: int(self.meta.get_meta(txn, k, 0) or 0) for k in RETENTION_COUNTERS}
+            return {k: int(self.meta.get_meta(txn, k, 0) or 0)
+                    for k in (*RETENTION_COUNTERS, *DELETE_COUNTERS)}
 
     def schema_history(self) -> list[Schema]:
         with self.meta.begin() as txn:

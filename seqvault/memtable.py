@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 
 from .errors import ValidationError
+from .index import user_hash
 from .schema import MAX_STRING_CARDINALITY
+from .segment import key_bytes
 
 
 class Chunk:
@@ -85,6 +87,11 @@ class MemTable:
 
     def __init__(self) -> None:
         self.users: dict[Any, UserTail] = {}
+        # index hash → key of `keys[:hashed]`: "sealed through" records name users by hash
+        # only (docs/format/manifest.md, db `sealed`); a reader finds the tail to cut here.
+        # Filled lazily (`key_of`), so appends never pay for hashing.
+        self.by_hash: dict[int, Any] = {}
+        self.hashed = 0
         self.keys: list[Any] = []  # uid → key
         self.chunks: list[tuple[Chunk, list[int], Sequence[int]]] = []  # (chunk, uids, counts)
         self.through: dict[int, int] = {}  # uid → sealed through this log offset
@@ -134,6 +141,16 @@ class MemTable:
             del self.users[key]
         return dropped
 
+    def key_of(self, h: int) -> Any:
+        """The key of a user of this memtable whose index hash is `h` (None: none). Each key
+        is hashed once, on the first call after it arrived."""
+        keys = self.keys
+        if self.hashed < len(keys):
+            for key in keys[self.hashed:]:
+                self.by_hash[user_hash(key_bytes(key)[1])] = key
+            self.hashed = len(keys)
+        return self.by_hash.get(h)
+
     def sorted_users(self) -> Iterator[tuple[Any, np.ndarray, dict[str, np.ndarray]]]:
         """Every user's events sorted by (ts, arrival), for a flush: one concatenation and one
         lexsort over the whole memtable instead of gathering each user's slices."""
@@ -177,6 +194,8 @@ class MemTable:
 
     def clear(self) -> None:
         self.users.clear()
+        self.by_hash.clear()
+        self.hashed = 0
         self.keys.clear()
         self.chunks.clear()
         self.through.clear()

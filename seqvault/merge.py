@@ -32,7 +32,7 @@ from .errors import StoreClosed
 from .faults import Faults
 from .index import Extent, user_hash
 from .layout import RECENT_SEGMENT_EVENTS, expected_segments, segment_bounds
-from .manifest import Edit, FileInfo
+from .manifest import Edit, FileInfo, Purge
 from .reads import user_events
 from .reclaim import drop_dead_files, extent_map, live_bytes, seal_writers
 from .schema import Schema, retention_cutoff
@@ -81,8 +81,10 @@ class Merger:
 
     # ------------------------------------------------------------------ planning
     def _plan(self, users: Iterable[Any] | None, reclaim: bool, ratio: float,
-              only_files: set[int] | None = None) -> tuple[list[int], set[int], int | None]:
-        """Hashes of users with work to do, files to reclaim, and the max_age cutoff."""
+              only_files: set[int] | None = None, force: frozenset[int] = frozenset()
+              ) -> tuple[list[int], set[int], int | None]:
+        """Hashes of users with work to do, files to reclaim, and the max_age cutoff.
+        `force`: files to rewrite whatever their live ratio (they held a deleted user)."""
         e = self.engine
         m = e.manifest
         target = int(self.setting("lifetime_segment_events"))
@@ -105,6 +107,7 @@ class Merger:
                 for fid, info in m.catalog.items():
                     if fid not in active and info.size > 0 and live.get(fid, 0) / info.size < ratio:
                         cands.add(fid)
+            cands |= {fid for fid in force if fid in m.catalog and fid not in active}
             files = idx.e_file[emap.slots].astype(np.int64)
             need = np.zeros(n, dtype=bool)
             cutoff = retention_cutoff(schema)
@@ -191,9 +194,13 @@ class Merger:
         }
         user_list = list(users) if users is not None else None
         only: set[int] | None = None
+        # Deleted users' bytes (docs/design/safety.md, "Deleting a user"): a full pass rotates
+        # the log that holds their records and rewrites the files that held their segments.
+        purge = self._purge_prepare() if user_list is None else frozenset()
         start_file, start_size = self.writer.file_id, self.writer.size
         for _round in range(2):
-            hashes, cands, cutoff = self._plan(user_list, reclaim, ratio, only)
+            hashes, cands, cutoff = self._plan(user_list, reclaim, ratio, only,
+                                               purge if only is None else frozenset())
             summary["users_considered"] += len(hashes)
             self._merge_users(hashes, cands, cutoff, summary, stop, duty)
             if stop is not None and stop.is_set():
@@ -218,6 +225,8 @@ class Merger:
             if not still or user_list is not None:
                 break
             only = still  # sealed files that still hold live extents: rewrite them now
+        if purge or (user_list is None and m.purge):
+            summary.update(self._purge_finish())
         w = self.writer
         if w.size:
             fresh = w.size - (start_size if w.file_id == start_file else 0)
@@ -248,6 +257,49 @@ class Merger:
         with self.progress:
             self.progress.notify_all()
         return summary
+
+    # ------------------------------------------------------------------ deleted users
+    def _purge_prepare(self) -> frozenset[int]:
+        """Before a full pass: rotate the log if it holds a deleted user's records (a flush
+        that always starts a new log; the old one is deleted), and stop every writer from
+        appending to a file that holds a deleted user's segments, so the pass can rewrite it.
+        Returns those files."""
+        e = self.engine
+        m = e.manifest
+        with e.lock:
+            purge = m.purge
+            if not purge:
+                return frozenset()
+            if m.wal_id in purge.wals:
+                e.flush(rotate=True)
+                self.fault("purge:after_rotate")
+            sealed: dict[int, FileInfo] = {}
+            for w in [*e.writers.values(), self.writer]:
+                fid = w.file_id
+                if fid is not None and fid in purge.files:
+                    info = w.seal()
+                    if info is not None:
+                        sealed[fid] = info
+            files = purge.files
+        if sealed:
+            drop_dead_files(e, set(), sealed)
+        return files
+
+    def _purge_finish(self) -> dict[str, Any]:
+        """After a full pass: delete the purged files nothing refers to any more, then publish
+        the purge set without the files and logs that are gone."""
+        e = self.engine
+        m = e.manifest
+        dropped = drop_dead_files(e, set(m.purge.files))
+        with e.lock:
+            purge = m.purge
+            left = Purge(frozenset(f for f in purge.files if f in m.catalog),
+                         frozenset(w for w in purge.wals if w == m.wal_id))
+            if left != purge:
+                e.publish(Edit(purge=left))
+        self.fault("purge:after_commit")
+        return {"purged_files": dropped["files"], "purge_pending_files": len(left.files),
+                "purge_pending_logs": len(left.wals)}
 
     def _merge_users(self, hashes: list[int], cands: set[int], cutoff: int | None,
                      summary: dict[str, Any], stop: threading.Event | None,
@@ -373,6 +425,7 @@ class Merger:
                 raise StoreClosed(f"{e.path} was closed during merge")
             final: dict[int, list[Extent]] = {}
             drop_age = drop_count = 0
+            orphaned: set[int] = set()
             for h, snap, tail, da, dc in results:
                 cur = m.index.extents_of(h)
                 k = len(cur) - len(snap)
@@ -382,10 +435,17 @@ class Merger:
                     drop_count += dc
                 else:
                     summary["users_skipped"] += 1
+                    # The list changed under us: a bulk load, or a delete — then this copy of
+                    # the user must not stay on disk either (docs/design/safety.md).
+                    orphaned |= {x.file for x in tail}
+            purge = None
+            if orphaned - m.purge.files:
+                purge = Purge(m.purge.files | orphaned, m.purge.wals)
             counters = {k: v for k, v in (("retention_dropped_age", drop_age),
                                           ("retention_dropped_count", drop_count)) if v}
             files: dict[int, FileInfo] = self.writer.pending()
-            e.publish(Edit(files=files, users=final, counters=counters), writers=(self.writer,))
+            e.publish(Edit(files=files, users=final, counters=counters, purge=purge),
+                      writers=(self.writer,))
         summary["users_merged"] += len(final)
         summary["retention_dropped"]["max_age"] += drop_age
         summary["retention_dropped"]["max_events"] += drop_count
@@ -402,7 +462,9 @@ def merge_stats(engine: Engine, merger: Merger | None, live: int) -> dict[str, A
     c = m.counters()
     age, count = c["retention_dropped_age"], c["retention_dropped_count"]
     out: dict[str, Any] = {"retention_dropped_events": age + count,
-                           "retention_dropped_by_age": age, "retention_dropped_by_count": count}
+                           "retention_dropped_by_age": age, "retention_dropped_by_count": count,
+                           "deleted_users": c["deleted_users"],
+                           "deleted_events": c["deleted_events"]}
     data = sum(info.size for info in m.catalog.values())
     out["live_bytes"] = live
     out["garbage_bytes"] = max(0, data - live)

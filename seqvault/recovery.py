@@ -14,9 +14,11 @@ import numpy as np
 from . import wal as wal_mod
 from .errors import CorruptionError, StoreLocked
 from .files import file_name, parse_file_name
+from .index import user_hash
 from .manifest import Manifest
 from .memtable import MemTable, StringDict
 from .schema import Schema
+from .segment import key_bytes
 
 SPILL_PREFIX = "tmp-ingest-"  # seqvault/ingest/spill.py's TMP_PREFIX
 
@@ -85,7 +87,7 @@ def repair(root: Path, manifest: Manifest) -> None:
 
 
 def recover_log(root: Path, wal_id: int, schema: Schema, mem: MemTable,
-                dicts: dict[str, StringDict], sealed: dict[Any, int]) -> tuple[int, int, int]:
+                dicts: dict[str, StringDict], sealed: dict[int, int]) -> tuple[int, int, int]:
     """Writer open: replay the current log into the memtable; cut a torn tail (never
     acknowledged: an acknowledged record is whole) so appends continue from a clean end.
     Returns (log end, events recovered, torn bytes cut)."""
@@ -105,7 +107,7 @@ def recover_log(root: Path, wal_id: int, schema: Schema, mem: MemTable,
 
 
 def replay_log(root: Path, wal_id: int, start: int, schema: Schema, mem: MemTable,
-               dicts: dict[str, StringDict], sealed: dict[Any, int]) -> int:
+               dicts: dict[str, StringDict], sealed: dict[int, int]) -> int:
     """Read-only opens: apply the log's whole records from `start`; returns the new position.
     FileNotFoundError: the writer rotated the log (the caller takes a new snapshot)."""
     path = root / "wal" / wal_mod.wal_name(wal_id)
@@ -120,7 +122,7 @@ def replay_log(root: Path, wal_id: int, start: int, schema: Schema, mem: MemTabl
 
 
 def _apply(result: wal_mod.ScanResult, schema: Schema, mem: MemTable,
-           dicts: dict[str, StringDict], sealed: dict[Any, int]) -> int:
+           dicts: dict[str, StringDict], sealed: dict[int, int]) -> int:
     """Replay whole records into the memtable, skipping each user's events in records that
     end at or before that user's "sealed through" offset (already in a segment)."""
     events = 0
@@ -134,7 +136,7 @@ def _apply(result: wal_mod.ScanResult, schema: Schema, mem: MemTable,
         cols = {name: (dicts[name].encode(arr) if name in dicts else arr)
                 for name, arr in raw.items()}
         if sealed:
-            live = [sealed.get(k, -1) < end for k in keys]
+            live = [sealed.get(user_hash(key_bytes(k)[1]), -1) < end for k in keys]
             if not all(live):
                 rows = np.repeat(np.asarray(live, dtype=bool), np.asarray(counts, np.int64))
                 keys = [k for k, ok in zip(keys, live) if ok]

@@ -35,17 +35,18 @@ from .errors import (
 )
 from .faults import Faults
 from .files import ExtentFiles
-from .index import HashIndex, user_hash
-from .manifest import Edit, FileInfo, Manifest
+from .index import Extent, HashIndex, user_hash
+from .layout import segment_bounds
+from .manifest import Edit, FileInfo, Manifest, Purge
 from .memtable import MemTable, StringDict, add_events
 from .merge import Merger, merge_stats
 from .meta import Meta
-from .reads import UserSequence, plan_read, read_sources, sources_of
+from .reads import UserSequence, plan_read, read_sources, sources_of, user_events
 from .reclaim import live_bytes
 from .recovery import create_store, recover_log, repair, replay_log, take_lock
 from .schema import Schema
 from .segment import key_bytes, key_from_bytes, parse_header
-from .segment_writer import SegmentWriter
+from .segment_writer import SegmentWriter, encode_user_segment
 from .validate import coerce_user, validate_batch, validate_events
 from .verify import verify_store
 
@@ -313,11 +314,17 @@ class SeqVault:
             self._counters["tail_seals"] += 1
             self._counters["tail_sealed_events"] += events
 
-    def flush(self) -> None:
-        """Seal every user's in-memory events into real-time segments and start a new log."""
+    def flush(self, *, rotate: bool = False) -> None:
+        """Seal every user's in-memory events into real-time segments and start a new log.
+        `rotate`: start a new log even when there is nothing to seal (merge does, to delete a
+        log that holds a deleted user's records)."""
         self.check_writable()
         with self.lock:
             if self.mem.events == 0:
+                if rotate:
+                    with self._sealing(self.writers["rt"]):
+                        self.publish(Edit(), rotate_log=True)
+                    self.mem.clear()  # only sealed-through chunks were left
                 return
             w = self.writers["rt"]
             with self._sealing(w):
@@ -344,6 +351,96 @@ class SeqVault:
                 raise WriterFailed(f"{self.path}: sealing events into segments failed ({exc}); "
                                    "nothing more is acknowledged: reopen the store") from exc
             raise
+
+    # ================================================================== delete
+    def delete(self, user_id: Any, before: int | None = None) -> int:
+        """Delete a user's events: all of them, or with `before` those with ts < before.
+        Returns how many events were removed; an unknown user (or nothing older than
+        `before`) is a no-op that returns 0 and commits nothing.
+
+        One commit (docs/design/safety.md, "Deleting a user"): the user's new extent list
+        (empty, or the kept events rewritten as real-time segments), a "sealed through" record
+        at the log's fsynced end so every replay skips the user's logged events, and the files
+        and log that held them added to the purge set. Reads see the result at once here and
+        in read-only processes after their refresh; the next `merge()` rewrites and deletes
+        those files and rotates the log, so the bytes are gone from the store directory.
+        """
+        self.check_writable()
+        key = coerce_user(self.schema, user_id)
+        if before is not None:
+            if isinstance(before, bool) or not isinstance(before, int | np.integer):
+                raise ValidationError(f"before: value {before!r} is a {type(before).__name__}; "
+                                      "expected an integer timestamp in the time column's unit",
+                                      column="before")
+            before = int(before)
+        h = user_hash(key_bytes(key)[1])
+        with self.lock:
+            self.check_writable()
+            m = self.manifest
+            old = m.index.extents_of(h)
+            tail = self.mem.get(key)
+            if not old and tail is None:
+                return 0
+            total = sum(e.count for e in old) + (tail.count if tail is not None else 0)
+            wal = self.wal
+            assert wal is not None
+            through = wal.size
+            wal.sync_to(through)  # rule R1: the sealed-through offset is durable
+            w = self.writers["rt"]
+            with self._sealing(w):  # a failure cuts what it wrote; an OSError stops the writer
+                fresh = self._kept_segments(w, key, h, old, tail, before)
+                kept = sum(e.count for e in fresh)
+                removed = total - kept
+                if removed == 0:
+                    w.rollback()
+                    return 0
+                self._fault("delete:after_write")
+                w.sync()
+                purge = Purge(m.purge.files | {e.file for e in old} | self.active_files(),
+                              m.purge.wals | {m.wal_id})
+                counters = {"deleted_events": removed}
+                if kept == 0:
+                    counters["deleted_users"] = 1
+                self.publish(Edit(files=w.pending(), users={h: list(reversed(fresh))},
+                                  dict_entries=True, sealed={key: through}, counters=counters,
+                                  purge=purge), writers=(w,))
+            self._fault("delete:after_commit")
+            self.mem.drop_through(key, through)
+            return removed
+
+    def _kept_segments(self, w: SegmentWriter, key: Any, h: int, old: list[Extent],
+                       tail: Any, before: int | None) -> list[Extent]:
+        """A `before=` delete: the user's events with ts >= before (sealed and in memory),
+        written as new real-time segments (oldest first). holds: the store lock."""
+        if before is None:
+            return []
+        m = self.manifest
+        schema = m.schema
+        got = user_events(m.files, list(reversed(old)), schema, expect_hash=h)
+        ts_parts = [got.ts]
+        col_parts = {c.name: [got.cols[c.id]] for c in schema.columns}
+        if tail is not None:
+            tts, tcols = tail.sorted_arrays()
+            ts_parts.append(tts)
+            for c in schema.columns:
+                col_parts[c.name].append(tcols[c.name])
+        ts = np.concatenate(ts_parts)
+        cols = {k: np.concatenate(v) for k, v in col_parts.items()}
+        order = np.argsort(ts, kind="stable")  # ties: sealed (older arrival) first
+        ts = ts[order]
+        cols = {k: v[order] for k, v in cols.items()}
+        lo = int(np.searchsorted(ts, before, side="left"))
+        ts = ts[lo:]
+        cols = {k: v[lo:] for k, v in cols.items()}
+        fresh = []
+        if ts.size:
+            level = int(self.settings["zstd_level"])
+            bounds = segment_bounds(ts, int(self.settings["segment_events"]))
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                blob = encode_user_segment(schema, key, ts[a:b],
+                                           {k: v[a:b] for k, v in cols.items()}, level)
+                fresh.append(w.append(blob, b - a, int(ts[a]), int(ts[b - 1])))
+        return fresh
 
     def publish(self, edit: Edit, *, rotate_log: bool = False,
                 writers: tuple[SegmentWriter, ...] = ()) -> int:
@@ -503,8 +600,10 @@ class SeqVault:
                         self._replay_from_start()
                     else:
                         m = self.manifest
-                        for key, through in found.sealed:
-                            self.mem.drop_through(key, through)
+                        for h, through in found.sealed:
+                            key = self.mem.key_of(h)
+                            if key is not None:
+                                self.mem.drop_through(key, through)
                         self.wal_pos = replay_log(self.path, m.wal_id, self.wal_pos, m.schema,
                                                   self.mem, m.dicts, m.sealed)
                 self._last_refresh = time.monotonic()
@@ -542,9 +641,11 @@ class SeqVault:
             for info in m.catalog.values():
                 files[info.kind] = files.get(info.kind, 0) + 1
                 data_bytes += info.size
-            n_sealed = len(m.index)
+            idx = m.index
+            # Rows of deleted users stay in the index with no extents: not users any more.
+            n_sealed = int((idx.u_head[:idx.n_users] >= 0).sum())
             mem_only = sum(1 for k in self.mem.users
-                           if m.index.find(user_hash(key_bytes(k)[1])) < 0)
+                           if idx.count_of(user_hash(key_bytes(k)[1])) == 0)
             wal_bytes = sum(p.stat().st_size for p in (self.path / "wal").iterdir())
             meta_bytes = sum(p.stat().st_size for p in (self.path / "meta").iterdir())
             bg = self._bg_merge
@@ -569,6 +670,8 @@ class SeqVault:
                 "retention": m.schema.retention.to_dict(),
                 "wal_fsyncs": self.wal.fsyncs if self.wal is not None else 0,
                 "checkpoints": m.checkpoints,
+                "delete_pending_files": len(m.purge.files),
+                "delete_pending_logs": len(m.purge.wals),
                 **self._counters,
                 **merge_stats(self, self._merger, self._live_bytes()),
                 "auto_merge": bool(bg is not None and bg.is_alive()),

@@ -204,7 +204,7 @@ def move_cmd(cluster_dir: str, shard: int, to_node: str, show_progress: bool | N
 @click.option("--node", default=None, help="Node of the new shard (default: round robin).")
 @click.option("--keep-old-copies", is_flag=True,
               help="Publish without deleting moved users from their old shards (their copies "
-                   "there become unreachable garbage); needed until user deletion exists.")
+                   "there become unreachable garbage).")
 @progress_option
 @json_option
 def grow_cmd(cluster_dir: str, shards: int, node: str | None, keep_old_copies: bool,

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 COMMAND_MODULES: tuple[tuple[str, str], ...] = (
-    ("seqvault.cli.store_cmds", "register"),  # init get append merge stats info ledger schema
+    ("seqvault.cli.store_cmds", "register"),  # init get append delete merge stats info ledger schema
     ("seqvault.cli.data_cmds", "register"),  # ingest export verify
     ("seqvault.cli.serve", "serve"),  # serve
     ("seqvault.model.cli", "model_cli"),  # model (LASER reference model)

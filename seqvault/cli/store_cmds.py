@@ -1,4 +1,4 @@
-"""Store commands: init, get, append, merge, stats, info, ledger, schema show / evolve.
+"""Store commands: init, get, append, delete, merge, stats, info, ledger, schema show / evolve.
 
 One command per method of the Python API (`SeqVault.open`, `read`, `append_batch`, `merge`,
 `stats`, `evolve_schema`). Data goes to stdout, messages to stderr.
@@ -151,6 +151,31 @@ def append_cmd(store: str, batch_size: int, as_json: bool) -> None:
         echo_json({"appended": total, "lines": lines})
     else:
         click.echo(f"Appended {total} events from {lines} lines", err=True)
+
+
+@click.command("delete")
+@click.argument("user")
+@store_option
+@click.option("--before", type=int, default=None, metavar="TS",
+              help="Delete only the user's events with ts < TS (default: all of them).")
+@json_option
+def delete_cmd(user: str, store: str, before: int | None, as_json: bool) -> None:
+    """Delete a user's events, all or older than --before (vault.delete).
+
+    Reads return nothing (or only the newer events) at once; the bytes leave the store's
+    files at the next `seqvault merge`. An unknown user is not an error: 0 events deleted."""
+    with open_store(store, read_only=False) as vault:
+        key = parse_user(vault.schema, user)
+        removed = vault.delete(key, before=before)
+        pending = vault.stats()["delete_pending_files"]
+    result = {"user_id": key, "deleted_events": removed, "before": before}
+    if as_json:
+        echo_json(result)
+        return
+    what = "events" if before is None else f"events with ts < {before}"
+    click.echo(f"Deleted {removed:,} {what} of user {key!r} from {store}"
+               + ("; their bytes leave the store files at the next `seqvault merge`"
+                  if removed and pending else ""), err=True)
 
 
 @click.command("merge")
@@ -319,7 +344,7 @@ def schema_evolve(store: str, file: str) -> None:
         click.echo(f"Schema evolved: version {before} -> {evolved.version}", err=True)
 
 
-COMMANDS = (init_cmd, get_cmd, append_cmd, merge_cmd, stats_cmd, info_cmd, ledger_cmd,
+COMMANDS = (init_cmd, get_cmd, append_cmd, delete_cmd, merge_cmd, stats_cmd, info_cmd, ledger_cmd,
             schema_group)
 
 

@@ -14,10 +14,10 @@ Move (`move_shard`): copy → catch up → flip → final catch-up → retire.
 Grow (`grow_shards`, S → S+1): jump hash moves only the users whose shard under S+1 is the new
 shard S, about 1/(S+1) of them, and never moves a user between two old shards. So: create the
 new shard's store(s); for each old shard, export its users that now hash to S into the new
-store; delete them from the old shard (`vault.delete(user)`: user deletion is other work, not
-merged yet; until it is, this step fails with a clear error and nothing is published, unless
-`keep_old_copies=True`, which publishes and leaves unreachable copies on the old shards);
-publish the epoch with S+1.
+store; publish the epoch with S+1; then delete them from the old shards (`vault.delete(user)`,
+after the publish so that no read routed by the old epoch finds a moved user missing; their
+bytes leave the old stores at those stores' next merge). `keep_old_copies=True` skips the
+delete and leaves unreachable copies on the old shards.
 """
 
 from __future__ import annotations
@@ -39,10 +39,6 @@ from .shardmap import shards_of
 
 ProgressFn = Callable[[str, int, "int | None"], None]
 MAX_CATCHUP_ROUNDS = 5
-
-
-class DeletionUnavailable(ClusterError):
-    """The store has no user deletion yet, and growing S needs it."""
 
 
 def _open(path: str, schema: Schema | None = None, read_only: bool = False) -> Any:
@@ -192,24 +188,17 @@ def grow_shards(cluster_dir: str | os.PathLike[str], new_shards: int, *,
             for rep in reps:
                 _copy_users(src, rep.path, schema, go, replace_existing=False,
                             progress=progress, phase=f"export shard {e.shard}")
-    if not keep_old_copies:
-        for shard, users in moved.items():
-            for rep in m.entry(shard).replicas:
-                with _open(rep.path, schema) as vault:
-                    delete = getattr(vault, "delete", None)
-                    if delete is None:
-                        raise DeletionUnavailable(
-                            f"grow shards {m.shards} → {new_shards}: the {len(users)} users "
-                            f"copied to the new shard must now be deleted from shard {shard}, "
-                            "but this SeqVault has no user deletion yet (SeqVault.delete); "
-                            "nothing was published and the cluster still has "
-                            f"{m.shards} shards. Rerun with keep_old_copies=True "
-                            "(--keep-old-copies) to publish anyway and leave unreachable "
-                            "copies on the old shards")
-                    for u in users:
-                        delete(u)
     entries = (*m.entries, mf.ShardEntry(target, tuple(reps)))
     note = f"grow shards {m.shards} → {new_shards}: {sum(map(len, moved.values()))} users moved"
     if keep_old_copies:
         note += " (old copies kept)"
-    return mf.publish(root, m.next(note, shards=new_shards, entries=entries))
+    published = mf.publish(root, m.next(note, shards=new_shards, entries=entries))
+    if not keep_old_copies:
+        # After the publish: the old shards no longer own these users. A crash here leaves
+        # unreachable copies (as keep_old_copies does), never a user that reads as missing.
+        for shard, users in moved.items():
+            for rep in m.entry(shard).replicas:
+                with _open(rep.path, schema) as vault:
+                    for u in users:
+                        vault.delete(u)
+    return published

@@ -533,6 +533,36 @@ def create_app(store_path: str | os.PathLike[str], *, read_only: bool = True,
         n = await run_in_threadpool(work)
         return {"appended": n}
 
+    @app.delete(
+        "/users/{user_id:path}", tags=["writes"],
+        summary="Delete a user's events (all, or those with ts < before)",
+        description="Reads return nothing (or only the newer events) at once; the bytes leave "
+                    "the store's files at the next merge. An unknown user is not an error: "
+                    "`deleted_events` is 0.",
+        openapi_extra={"parameters": [
+            {"name": "before", "in": "query", "required": False,
+             "schema": {"type": "integer", "minimum": -(1 << 63), "maximum": (1 << 63) - 1},
+             "description": "delete only the events with ts < before (schema time unit); "
+                            "default: all of them"}]},
+        responses=_problem_responses(401, 403, 405, 422, 503),
+    )
+    async def delete_user(request: Request, user_id: str = PathParam()) -> dict[str, Any]:
+        # `:path` lets an id holding "/" (sent as %2F) through, so a literal "/" in the raw path
+        # is another resource (/users/1/events, /users/1/sequence): not deletable.
+        raw = request.scope.get("raw_path") or request.url.path.encode()
+        rest = raw.split(b"?", 1)[0].partition(b"/users/")[2]
+        if b"/" in rest:
+            allow = {b"events": "POST", b"sequence": "GET"}.get(rest.rsplit(b"/", 1)[1], "")
+            raise Problem(405, "method-not-allowed",
+                          f"DELETE is not allowed on {request.url.path}; delete a user with "
+                          "DELETE /users/{user_id}", headers={"Allow": allow})
+        check_write(request)
+        before = query_int(request.query_params, "before")
+        vault = await state.get()
+        key = parse_user(vault.schema, user_id)
+        n = await run_in_threadpool(vault.delete, key, before)
+        return {"user_id": key, "deleted_events": n, "before": before}
+
     # The generic document (http/openapi.json) plus the components it references; served
     # specialised to the open store (contract.specialise), so it is exact for that store.
     openapi_default = app.openapi

@@ -246,6 +246,29 @@ def test_merge_folds_appended_events(tmp_path):
     assert json.loads(r.stdout)["columns"]["item_id"] == list(range(40))
 
 
+def test_delete_all_and_before(tmp_path):
+    store = tmp_path / "s"
+    assert sv("init", "--schema", SCHEMA, store=store).returncode == 0
+    lines = [json.dumps({"user_id": u, "ts": NOW_MS + i, "item_id": i, "action": "click",
+                         "category": 3, "dwell_ms": 10, "scenario": "feed"})
+             for u in (3, 4) for i in range(10)]
+    assert sv("append", store=store, stdin="\n".join(lines)).returncode == 0
+    r = sv("delete", "3", "--json", store=store)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"user_id": 3, "deleted_events": 10, "before": None}
+    r = sv("delete", "4", "--before", str(NOW_MS + 6), store=store)
+    assert r.returncode == 0 and "Deleted 6 events with ts <" in r.stderr, r.stderr
+    assert "next `seqvault merge`" in r.stderr
+    r = sv("delete", "999", store=store)  # unknown user: a no-op, not an error
+    assert r.returncode == 0 and "Deleted 0 events" in r.stderr
+    assert json.loads(sv("get", "3", "--json", store=store).stdout)["count"] == 0
+    got = json.loads(sv("get", "4", "--json", store=store).stdout)
+    assert got["columns"]["item_id"] == [6, 7, 8, 9]
+    st = json.loads(sv("stats", "--json", store=store).stdout)
+    assert st["deleted_users"] == 1 and st["deleted_events"] == 16
+    assert sv("delete", "x", store=store).returncode == 2  # int64 user column: usage error
+
+
 def test_help_version_and_usage_errors():
     r = sv("-h")
     assert r.returncode == 0 and "ingest" in r.stdout and "verify" in r.stdout

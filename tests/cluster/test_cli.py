@@ -55,13 +55,8 @@ def test_init_ingest_status_reshard(tmp_path: Path, ray_session: Any, logs: list
     assert st["events"] == 10_000 and len(st["replicas"]) == 4
     table = run("cluster", "status", "--cluster", c).stdout
     assert "epoch 2 · 4 shards" in table and "shard\treplica\tnode" in table
-    from seqvault.cluster.reshard import DeletionUnavailable
-
-    with pytest.raises(DeletionUnavailable, match="--keep-old-copies"):
-        run("cluster", "reshard", "grow", "--cluster", c, "--shards", "5")
-    r = run("cluster", "reshard", "grow", "--cluster", c, "--shards", "5", "--keep-old-copies",
-            "--json")
-    assert json.loads(r.stdout)["shards"] == 5
+    r = run("cluster", "reshard", "grow", "--cluster", c, "--shards", "5", "--json")
+    assert json.loads(r.stdout)["shards"] == 5  # moved users deleted from the old shards
     r = run("cluster", "reshard", "move", "--cluster", c, "--shard", "4", "--to-node", "n1",
             "--json")
     assert json.loads(r.stdout)["shard_map"][4]["replicas"][0]["node"] == "n1"

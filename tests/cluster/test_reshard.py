@@ -5,12 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from seqvault import SeqVault
 from seqvault.cluster import SeqVaultCluster, shard_of
 from seqvault.cluster import manifest as mf
-from seqvault.cluster.reshard import DeletionUnavailable, grow_shards, move_shard
+from seqvault.cluster.reshard import grow_shards, move_shard
 
 from .test_ingest import assert_same
 
@@ -48,11 +46,22 @@ def test_move_a_shard_catches_up_appends_made_during_the_copy(cluster: Path, ora
         assert all(shard_of(u, 4) == 1 for u in v.users())
 
 
-def test_grow_shards_needs_user_deletion(cluster: Path) -> None:
+def test_grow_shards_deletes_moved_users_from_the_old_shards(cluster: Path, oracle: Any) -> None:
     before = mf.load(cluster)
-    with pytest.raises(DeletionUnavailable, match="no user deletion yet"):
-        grow_shards(cluster, 5)
-    assert mf.load(cluster) == before  # nothing published
+    new = grow_shards(cluster, 5)
+    assert new.shards == 5 and new.epoch > before.epoch
+    users = sorted(oracle.users())
+    moved = [u for u in users if shard_of(u, 5) == 4]
+    assert moved
+    for e in before.entries:  # the old shards hold only the users they still own
+        with SeqVault.open(e.primary.path, read_only=True, create=False) as v:
+            left = sorted(v.users())
+            assert left and all(shard_of(u, 5) == e.shard for u in left)
+            assert v.stats()["deleted_users"] == sum(shard_of(u, 4) == e.shard for u in moved)
+    with SeqVaultCluster(cluster) as c:
+        for u, g in zip(users, c.read_many(users)):
+            assert g.shard == shard_of(u, 5)
+            assert_same(g, oracle.read(u))
 
 
 def test_grow_shards_moves_only_users_into_the_new_shard(cluster: Path, oracle: Any) -> None:

@@ -120,6 +120,34 @@ def test_sigkill_during_a_partial_seal_loses_and_duplicates_nothing(tmp_path, fa
         assert v.verify()["ok"]
 
 
+def test_a_format_2_store_with_keyed_sealed_records_reads_right_and_migrates(tmp_path):
+    # Format 2 wrote "sealed through" values as [through, user key]; format 3 writes [through]
+    # (docs/format/manifest.md, "2 → 3"). A format-2 store must replay exactly as before.
+    from seqvault.manifest import STORE_FORMAT_VERSION
+    from seqvault.meta import Meta, pack, unpack
+
+    store = tmp_path / "s"
+    with SeqVault.open(store, schema=Schema.from_dict(SCHEMA), tail_events=50) as v:
+        v.append(1, ev(0, 30))
+        v.append(2, ev(0, 60))  # sealed on its own: a sealed record, the log keeps it
+        v.append(2, ev(60, 5))
+        want = {1: items(v, 1), 2: items(v, 2)}
+        v.close(flush=False)
+    meta = Meta(store / "meta", read_only=False)
+    with meta.begin(write=True) as txn:
+        recs = list(meta.items(txn, "sealed"))
+        assert len(recs) == 1 and len(unpack(recs[0][1])) == 1  # no key in LMDB
+        for k, val in recs:
+            meta.put(txn, "sealed", bytes(k), pack([unpack(val)[0], 2]))
+        meta.set_meta(txn, "format_version", 2)
+    meta.close()
+    with SeqVault.open(store, read_only=True) as r:
+        assert {u: items(r, u) for u in (1, 2)} == want
+    with SeqVault.open(store) as w:
+        assert w.manifest.format_version == STORE_FORMAT_VERSION == 3
+        assert {u: items(w, u) for u in (1, 2)} == want
+
+
 def test_late_events_are_sealed_apart_so_last_n_reads_stop_early(tmp_path):
     # A seal whose tail holds events older than the user's newest sealed one writes them as a
     # segment of their own: the in-order segment then starts after everything older, and a

@@ -1,8 +1,8 @@
 """A Hypothesis state machine: the store against a plain dict-of-lists model.
 
 Rules: append and append_batch (random users, random timestamp order, duplicates and ties),
-read with every combination of last/before/since/columns, flush, close and reopen (with and
-without flushing), read-only reopen. Every read must equal the model.
+read with every combination of last/before/since/columns, delete (whole users and `before=`
+cuts), flush, close and reopen (with and without flushing), read-only reopen. Every read must equal the model.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class StoreModel(RuleBasedStateMachine):
         self.vault = SeqVault.open(self.dir / "s", schema=SCHEMA, durability="none",
                                    memtable_events=40, tail_events=25)
         self.model: dict[int, list[tuple[Any, ...]]] = {}
+        self.removed = 0  # model events removed by deletes
 
     def teardown(self) -> None:
         self.vault.close()
@@ -65,6 +66,17 @@ class StoreModel(RuleBasedStateMachine):
         self.vault.append_batch(batch)
         for u, e in rows:
             self.model.setdefault(u, []).append(e)
+
+    @rule(user=USERS, before=st.none() | TS)
+    def delete(self, user, before):
+        events = self.model.get(user, [])
+        keep = [e for e in events if before is not None and e[0] >= before]
+        n = self.vault.delete(user, before=before)
+        gone = len(events) - len(keep)
+        # retention (the merge model) may already have dropped some of them
+        assert n == gone if getattr(self, "keep", None) is None else n <= gone
+        self.removed += gone
+        self.model[user] = keep
 
     @rule()
     def flush(self):
