@@ -308,34 +308,20 @@ def user_events(files: ExtentFiles, extents: Sequence[Extent], schema: Schema, *
     `expect_hash`: the index entry they were found under (checked against the segment key)."""
     key: Any = None
     kb = b""
+    if extents:  # the user's key, from the first segment's header
+        first = extents[0]
+        where = f"{files.path(first.file)} @ {first.off}"
+        header = parse_header(files.pread(first.file, first.off, first.length), where=where)
+        kb, key = header.key, key_from_bytes(header.key_type, header.key)
+        if expect_hash is not None and user_hash(kb) != expect_hash:
+            raise CorruptionError(f"{where}: segment key does not hash to the user's index "
+                                  "entry", path=str(files.path(first.file)), user=key)
+    ids = [c.id for c in schema.columns]
     ts_parts: list[np.ndarray] = []
-    col_parts: dict[int, list[np.ndarray]] = {c.id: [] for c in schema.columns}
+    col_parts: dict[int, list[np.ndarray]] = {cid: [] for cid in ids}
     nbytes = 0
     for e in extents:
-        where = f"{files.path(e.file)} @ {e.off}"
-        buf = files.pread(e.file, e.off, e.length)
-        try:
-            header = parse_header(buf, where=where)
-            if key is None:
-                kb = header.key
-                key = key_from_bytes(header.key_type, header.key)
-                if expect_hash is not None and user_hash(kb) != expect_hash:
-                    raise CorruptionError(f"{where}: segment key does not hash to the user's "
-                                          "index entry")
-            where = f"{where} (user {key!r})"
-            if header.key != kb:
-                raise CorruptionError(f"{where}: segment belongs to another user")
-            if header.count != e.count:
-                raise CorruptionError(f"{where}: segment holds {header.count} events, the "
-                                      f"index says {e.count}")
-            cols = decode_columns(buf, header, [TIME_COLUMN_ID, *col_parts], where=where)
-        except CorruptionError as exc:
-            exc.path = str(files.path(e.file))
-            exc.user = key
-            if "(user " not in str(exc.args[0]) and key is not None:
-                exc.args = (f"{exc.args[0]} (user {key!r})", *exc.args[1:])
-            raise
-        ts = cols.pop(TIME_COLUMN_ID)
+        ts, cols = decode_extent(files, e, kb, key, ids)
         ts_parts.append(ts)
         for c in schema.columns:
             got = cols.get(c.id)
