@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,15 +40,11 @@ from typing import Any
 
 import numpy as np
 
+from bench.serve_proc import repo_pythonpath, start_serve
+
 REPO = Path(__file__).resolve().parent.parent
 ACCEPT = {"json": "application/json", "msgpack": "application/vnd.msgpack",
           "arrow": "application/vnd.apache.arrow.stream"}
-
-
-def _pythonpath() -> str:
-    """The repository first, then whatever PYTHONPATH the caller had (extra packages)."""
-    rest = os.environ.get("PYTHONPATH", "")
-    return str(REPO) + (os.pathsep + rest if rest else "")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -157,31 +152,7 @@ def embedded(path: Path, ids: list[int], last: int, n: int) -> list[float]:
 
 
 def start_server(store: Path, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(512)
-    sock.set_inheritable(True)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    env = {**os.environ, "PYTHONPATH": _pythonpath()}
-    proc = subprocess.Popen([sys.executable, "-m", "seqvault", "serve", "--store", str(store),
-                             "--fd", str(sock.fileno()), "--log-level", "warning",
-                             "--workers", str(workers)],
-                            pass_fds=(sock.fileno(),), env=env)
-    sock.close()
-    import httpx
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit("seqvault serve did not start")
-        time.sleep(0.1)
+    return start_serve(store, "--workers", str(workers))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                        "--concurrency", str(args.concurrency), "--encoding", args.encoding]
                 cpu0 = tree.cpu_times()
                 out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
-                                     env={**os.environ, "PYTHONPATH": _pythonpath()},
+                                     env={**os.environ, "PYTHONPATH": repo_pythonpath()},
                                      timeout=args.max_seconds + 120, check=True)
                 cpu1 = tree.cpu_times()
                 res = json.loads(out.stdout)

@@ -32,7 +32,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.serve_proc import repo_pythonpath, start_serve
+
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "load-test-token"
 ENDPOINTS = ("get last=100 json", "get last=1000 arrow", "batchGet 10x100", "append 1 event")
@@ -51,8 +52,7 @@ WRITE_BASE = 10_000_000  # write users are WRITE_BASE + i: apart from the read u
 
 
 def _env() -> dict[str, str]:
-    rest = os.environ.get("PYTHONPATH", "")
-    return {**os.environ, "PYTHONPATH": str(REPO) + (os.pathsep + rest if rest else "")}
+    return {**os.environ, "PYTHONPATH": repo_pythonpath()}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -161,30 +161,7 @@ def build_store(path: Path, users: int, events: int) -> None:
 def start(store: Path, *args: str, pythonpath: str | None = None
           ) -> tuple[subprocess.Popen[bytes], str]:
     """`seqvault serve` (this checkout's, or the one at `pythonpath`) on a fresh port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(512)
-    sock.set_inheritable(True)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    proc = subprocess.Popen([sys.executable, "-m", "seqvault", "serve", "--store", str(store),
-                             "--fd", str(sock.fileno()), "--log-level", "warning", *args],
-                            pass_fds=(sock.fileno(),), cwd=pythonpath,  # `-m` looks in cwd first
-                            env={**_env(), "PYTHONPATH": pythonpath} if pythonpath else _env())
-    sock.close()
-    import httpx
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit("seqvault serve did not start")
-        time.sleep(0.1)
+    return start_serve(store, *args, checkout=pythonpath)
 
 
 def rss_of_tree(pid: int) -> int:

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench.serve_proc import start_serve
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = REPO / "schema" / "behavior.toml"
@@ -112,29 +113,7 @@ def build_store(root: Path, events: int, user_events: int) -> Path:
 
 
 def start_server(store: Path) -> tuple[subprocess.Popen[bytes], str]:
-    import httpx
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    sock.set_inheritable(True)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    proc = subprocess.Popen([sys.executable, "-m", "seqvault", "serve", "--store", str(store),
-                             "--fd", str(sock.fileno()), "--log-level", "warning"],
-                            pass_fds=(sock.fileno(),), env={**os.environ, "PYTHONPATH": str(REPO)})
-    sock.close()
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("seqvault serve did not become ready")
-        time.sleep(0.1)
+    return start_serve(store, backlog=128)
 
 
 def chrome(width: int = 1280, height: int = 1000) -> Any:
