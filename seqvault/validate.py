@@ -109,6 +109,8 @@ def coerce_int(column: str, arr: np.ndarray, target: np.dtype[Any], *, lo: int |
             raise _fail(column, i, arr[i].item(), msg())
         return arr.astype(target)
     if kind in "iu":
+        if arr.dtype == target and lo == tmin and hi == tmax:
+            return arr  # the dtype is the range: no reduction needed (the common array append)
         if arr.size:
             # Compare in Python ints where int64/uint64 mix would lose precision.
             mn, mx = int(arr.min()), int(arr.max())

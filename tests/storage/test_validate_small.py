@@ -67,3 +67,16 @@ def test_bad_values_in_small_calls_get_the_detailed_error(over, column):
 def test_ragged_small_call_is_refused_by_name():
     with pytest.raises(ValidationError, match="dwell_ms"):
         validate_events(SCHEMA, call(2, dwell_ms=[1]))
+
+
+def test_arrays_of_the_columns_own_dtype_pass_unchanged_and_others_are_checked():
+    # An int column's own dtype is its range, so no reduction is needed (the common array
+    # append); any other dtype is still range-checked.
+    from seqvault.validate import coerce_int
+
+    arr = np.array([0, 65_535], dtype=np.uint16)
+    assert coerce_int("category", arr, np.dtype(np.uint16)) is arr
+    with pytest.raises(ValidationError, match="category"):
+        coerce_int("category", np.array([70_000], dtype=np.int64), np.dtype(np.uint16))
+    with pytest.raises(ValidationError, match="ts"):  # a narrower range than the dtype
+        coerce_int("ts", np.array([-1], dtype=np.int64), np.dtype(np.int64), lo=0)
