@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CorruptionError, FormatVersionError, NotFound, SeqVaultError, ValidationError
+from ..wal import fsync_dir
 from .shardmap import CLUSTER_SEED, HASH_VERSION, check_shards
 
 MANIFEST_NAME = "cluster.json"
@@ -164,13 +165,6 @@ def _write_durable(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def publish(cluster_dir: str | os.PathLike[str], m: ClusterManifest) -> ClusterManifest:
     """Make `m` the current manifest. Its epoch must be the current one + 1 (or 1 for a new
@@ -192,5 +186,5 @@ def publish(cluster_dir: str | os.PathLike[str], m: ClusterManifest) -> ClusterM
         data = json.dumps(m.to_dict(), indent=1).encode()
         _write_durable(root / EPOCHS_DIR / f"{m.epoch:08d}.json", data)
         _write_durable(root / MANIFEST_NAME, data)
-        _fsync_dir(root)
+        fsync_dir(root)
     return m
