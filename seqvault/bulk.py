@@ -52,7 +52,7 @@ class BulkWriter:
     def existing(self, key: Any) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
         """The user's stored events (all columns, ascending ts, string columns as codes)."""
         m = self.engine.manifest
-        h = user_hash(key_bytes(key)[1])
+        h = m.claim(key)  # its own slot (a hash collision gives a new key another)
         extents = self.new_lists.get(h)
         if extents is None:
             extents = m.index.extents_of(h)
@@ -71,7 +71,7 @@ class BulkWriter:
         if not encoded:
             cols = {name: (m.dicts[name].encode(arr) if name in m.dicts else arr)
                     for name, arr in cols.items()}
-        h = user_hash(key_bytes(key)[1])
+        h = m.claim(key)
         old = None if (replace or not self.merge_existing) else self.existing(key)
         if old is not None:
             old_ts, old_cols = old
@@ -110,12 +110,20 @@ class BulkWriter:
         m = self.engine.manifest
         if self._done:
             raise StoreClosed("bulk writer already committed or aborted")
-        check = len(m.index) > 0 or bool(self.new_lists)
         hashes = [user_hash(key_bytes(u[0])[1]) for u in users]
-        if check:
-            for (key, *_rest), h in zip(users, hashes):
-                if h in self.new_lists or m.index.find(h) >= 0:
+        if (len(m.index) > 0 or self.new_lists or m.claims
+                or len(set(hashes)) < len(hashes)):
+            # Slots one by one (`claim`): a key whose default slot is taken — by an existing
+            # user or one of this load (a hash collision) — gets another.
+            hashes = []
+            for key, *_rest in users:
+                h = m.claim(key)
+                if h in self.new_lists or m.index.has_extents(h):
                     raise ValueError(f"user {key!r} already has events; use add() to merge")
+                hashes.append(h)
+        else:  # an empty store and distinct hashes: each key takes its default slot
+            for (key, *_rest), h in zip(users, hashes):
+                m.claimed[h] = key_bytes(key)[1]
         n = 0
         i = 0
         chunk_limit = 8 << 20
@@ -166,6 +174,7 @@ class BulkWriter:
         m = self.engine.manifest
         for name, size in self._dict_sizes.items():
             m.dicts[name].truncate(size)
+        m.forget_claims()
         self.writer.rollback()
         self._unlock()
 

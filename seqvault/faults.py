@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 FAULT_ENV = "SEQVAULT_FAULT"
 FAULT_POINTS = (  # merge and reclamation (docs/design/merge.md)
@@ -27,6 +29,31 @@ DELETE_FAULT_POINTS = (  # a delete and its purge (docs/design/safety.md, "Delet
     "purge:after_rotate",  # merge rotated the log that held a deleted user's records
     "purge:after_commit",  # merge dropped the purged files and published the smaller purge set
 )
+
+
+# Not a kill point: `SEQVAULT_FAULT=hash:weak[@bits]` makes every slot hash keep only its low
+# `bits` bits (default 8) from the process's start, so user keys collide on purpose
+# (seqvault/index.py reads it; docs/design/safety.md, "Hash collisions").
+HASH_FAULT = "hash:weak"
+
+
+@contextmanager
+def weak_hash(bits: int = 8) -> Iterator[None]:
+    """TEST ONLY: in this process, slot hashes keep `bits` bits while the block runs (and the
+    same for child processes, through the environment)."""
+    from . import index
+
+    old_env = os.environ.get(FAULT_ENV)
+    os.environ[FAULT_ENV] = ",".join(p for p in (old_env, f"{HASH_FAULT}@{bits}") if p)
+    index.set_weak_hash(bits)
+    try:
+        yield
+    finally:
+        index.set_weak_hash(0)
+        if old_env is None:
+            os.environ.pop(FAULT_ENV, None)
+        else:
+            os.environ[FAULT_ENV] = old_env
 
 
 class Faults:

@@ -14,10 +14,18 @@ A user with one extent costs 4·cap/n + 16 + 36 bytes — about 60 at one millio
 2²¹ slots) — against ~240–340 for a dict of tuples. Offsets are 32-bit because extent files
 are capped below 4 GiB (`MAX_FILE_BYTES`).
 The arrays serialise to one checkpoint blob (kept in LMDB) that loads with a single copy.
+
+Hash collisions (docs/format/index.md, "Slot hashes"): a row is keyed by the user's *slot hash*,
+`user_hash(key)` unless that slot already belonged to another key when the user was first
+published; then an alternate (`alt_hash(key, i)`, the first free one). Such users are listed in
+`aliases` (key bytes → slot hash), a small table saved inside the checkpoint: never in LMDB,
+so deleting the user and rewriting the checkpoint erases its key. `slot_of` is the one way from
+a key to its row.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from collections.abc import Iterable, Sequence
@@ -33,18 +41,58 @@ MAX_FILE_BYTES = (1 << 32) - 1  # extent offsets are uint32
 EXTENT_SLOT_BYTES = 36  # file, off, len, count (4 each) + min_ts, max_ts (8 each) + next (4)
 MAX_LOAD = 0.7
 CKPT_MAGIC = b"SVIX"
-CKPT_VERSION = 1  # (pre-release: e_off became uint32 within version 1)
+# 1: the arrays only. 2: followed by the alias table (store format 4). Version 1 still loads.
+CKPT_VERSION = 2
 _CKPT_HEAD = struct.Struct("<4sHHQQQqI")  # magic, version, reserved, n_users, n_ext, cap,
-#                                           free_head, crc32 of the arrays
+#                                           free_head, crc32 of the arrays (and aliases)
+_ALIAS_HEAD = struct.Struct("<QQ")  # n_aliases, bytes of the entries that follow
+_ALIAS_ENTRY = struct.Struct("<QI")  # slot hash, key length (the key bytes follow)
+# Alternates tried before giving up on a key (each is free with probability ≥ 0.3 at the
+# index's maximum load; with 64-bit hashes the first is free unless 2⁶⁴ is nearly full).
+MAX_ALTERNATES = 4096
 
 # One extent as stored in index deltas (docs/format/index.md, "Delta record").
 EXTENT_DTYPE = np.dtype([("file", "<u4"), ("off", "<u8"), ("len", "<u4"), ("count", "<u4"),
                          ("min_ts", "<i8"), ("max_ts", "<i8")])
 
 
+def _weak_bits_from_env() -> int:
+    """Test-only fault point `SEQVAULT_FAULT=hash:weak[@bits]` (seqvault/faults.py): slot
+    hashes keep only their low `bits` bits (default 8), so collisions happen on purpose."""
+    for part in os.environ.get("SEQVAULT_FAULT", "").split(","):
+        name, _, n = part.strip().partition("@")
+        if name == "hash:weak":
+            return int(n) if n else 8
+    return 0
+
+
+_weak_mask = (1 << _weak_bits_from_env()) - 1  # 0: full 64-bit hashes
+
+
+def set_weak_hash(bits: int) -> None:
+    """TEST ONLY (seqvault.faults.weak_hash): keep `bits` bits of every slot hash; 0 = off."""
+    global _weak_mask
+    _weak_mask = (1 << bits) - 1 if bits else 0
+
+
 def user_hash(kbytes: bytes) -> int:
-    """64-bit mmh3 of the canonical key bytes (see segment.key_bytes)."""
-    return int(mmh3.hash64(kbytes, HASH_SEED, signed=False)[0])
+    """64-bit mmh3 of the canonical key bytes (see segment.key_bytes): the user's default slot
+    hash and the first half of its identity (`key_id`)."""
+    h = int(mmh3.hash64(kbytes, HASH_SEED, signed=False)[0])
+    return h & _weak_mask if _weak_mask else h
+
+
+def key_id(kbytes: bytes) -> tuple[int, int]:
+    """(user_hash, tag): 128 bits naming a key where no key may be stored (LMDB's "sealed
+    through" records). `tag` is the other half of the same mmh3 call and is never weakened."""
+    a, b = mmh3.hash64(kbytes, HASH_SEED, signed=False)
+    return (int(a) & _weak_mask if _weak_mask else int(a)), int(b)
+
+
+def alt_hash(kbytes: bytes, i: int) -> int:
+    """The key's i-th alternate slot hash (i ≥ 1): mmh3 with seed HASH_SEED + i."""
+    h = int(mmh3.hash64(kbytes, (HASH_SEED + i) & 0xFFFF_FFFF, signed=False)[0])
+    return h & _weak_mask if _weak_mask else h
 
 
 @dataclass(frozen=True)
@@ -79,8 +127,33 @@ class HashIndex:
         self.n_ext = 0  # high-water mark of extent slots
         self.free_head = -1
         self.n_free = 0
+        self.aliases: dict[bytes, int] = {}  # key bytes → slot hash, for users not at user_hash
+        self.alias_slots: dict[int, bytes] = {}  # the reverse
 
     # ------------------------------------------------------------------ lookups
+    def slot_of(self, kb: bytes) -> int:
+        """The slot hash of the key with canonical bytes `kb`: its alias, else `user_hash`.
+        A key that was never published may get another slot when it is (its default slot can
+        belong to another key): a read then finds that key's segments (reads.ForeignSegment)."""
+        if self.aliases:
+            a = self.aliases.get(kb)
+            if a is not None:
+                return a
+        return user_hash(kb)
+
+    def set_alias(self, kb: bytes, h: int | None) -> None:
+        """Record (or with None, forget) that the key `kb` lives at slot hash `h`."""
+        old = self.aliases.pop(kb, None)
+        if old is not None:
+            self.alias_slots.pop(old, None)
+        if h is not None:
+            self.aliases[kb] = h
+            self.alias_slots[h] = kb
+
+    def has_extents(self, h: int) -> bool:
+        row = self.find(h)
+        return row >= 0 and int(self.u_head[row]) >= 0
+
     def find(self, h: int) -> int:
         """Row of the user with hash `h`, or -1."""
         slots = self.slots
@@ -239,6 +312,9 @@ class HashIndex:
                  self.e_next[:m]]
         body = b"".join(np.ascontiguousarray(p).astype(p.dtype.newbyteorder("<")).tobytes()
                         for p in parts)
+        entries = b"".join(_ALIAS_ENTRY.pack(h, len(kb)) + kb
+                           for kb, h in sorted(self.aliases.items()))
+        body += _ALIAS_HEAD.pack(len(self.aliases), len(entries)) + entries
         head = _CKPT_HEAD.pack(CKPT_MAGIC, CKPT_VERSION, 0, n, m, self.slots.size,
                                self.free_head, zlib.crc32(body))
         return head + body
@@ -255,10 +331,15 @@ class HashIndex:
                                      f"SeqVault reads ({CKPT_VERSION})")
         body = memoryview(blob)[_CKPT_HEAD.size :]
         expect = cap * 4 + n * 16 + m * EXTENT_SLOT_BYTES
-        if len(body) != expect:
-            raise CorruptionError(f"index checkpoint: {len(body)} bytes of arrays, expected {expect}")
+        arrays = expect
+        if version >= 2:  # the alias table follows (its length is checked once the CRC is)
+            expect += _ALIAS_HEAD.size
+        if len(body) < expect or (version < 2 and len(body) != expect):
+            raise CorruptionError(f"index checkpoint: {len(body)} bytes after the header, "
+                                  f"expected {expect}{' or more' if version >= 2 else ''}")
         if zlib.crc32(body) != crc:
             raise CorruptionError("index checkpoint: checksum mismatch")
+        aliases = _parse_aliases(body, arrays) if version >= 2 else {}
         idx = cls.__new__(cls)
         pos = 0
 
@@ -275,6 +356,8 @@ class HashIndex:
         idx.e_count, idx.e_min, idx.e_max = take("<u4", m), take("<i8", m), take("<i8", m)
         idx.e_next = take("<i4", m)
         idx.n_users, idx.n_ext, idx.free_head = n, m, free_head
+        idx.aliases = aliases
+        idx.alias_slots = {h: kb for kb, h in aliases.items()}
         free = 0
         e = free_head
         while e >= 0:
@@ -282,6 +365,31 @@ class HashIndex:
             e = int(idx.e_next[e])
         idx.n_free = free
         return idx
+
+
+def _parse_aliases(body: memoryview, arrays: int) -> dict[bytes, int]:
+    """The alias table after the arrays (checkpoint version 2, docs/format/index.md)."""
+    if len(body) < arrays + _ALIAS_HEAD.size:
+        raise CorruptionError(f"index checkpoint: {len(body)} bytes, shorter than its arrays "
+                              f"and alias table head ({arrays + _ALIAS_HEAD.size})")
+    count, nbytes = _ALIAS_HEAD.unpack_from(body, arrays)
+    pos = arrays + _ALIAS_HEAD.size
+    if len(body) != pos + nbytes:
+        raise CorruptionError(f"index checkpoint: {len(body) - pos} bytes of aliases, the "
+                              f"header says {nbytes}")
+    out: dict[bytes, int] = {}
+    for _ in range(count):
+        if pos + _ALIAS_ENTRY.size > len(body):
+            raise CorruptionError(f"index checkpoint: alias table ends inside entry {len(out)}")
+        h, klen = _ALIAS_ENTRY.unpack_from(body, pos)
+        pos += _ALIAS_ENTRY.size
+        if pos + klen > len(body):
+            raise CorruptionError(f"index checkpoint: alias key of {klen} bytes passes the end")
+        out[bytes(body[pos:pos + klen])] = int(h)
+        pos += klen
+    if pos != len(body):
+        raise CorruptionError(f"index checkpoint: {len(body) - pos} bytes after {count} aliases")
+    return out
 
 
 def _place(slots: np.ndarray, hashes: np.ndarray, rows: np.ndarray) -> None:

@@ -16,17 +16,27 @@ from __future__ import annotations
 
 import os
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import CorruptionError, FormatVersionError, NotFound
 from .files import ExtentFiles
-from .index import EXTENT_DTYPE, HashIndex, pack_extents, unpack_extents, user_hash
+from .index import (
+    EXTENT_DTYPE,
+    MAX_ALTERNATES,
+    HashIndex,
+    alt_hash,
+    key_id,
+    pack_extents,
+    unpack_extents,
+    user_hash,
+)
 from .memtable import StringDict
 from .meta import Meta, delta_key, dict_key, pack, parse_delta_key, sealed_key, u32, unpack
 from .schema import Schema
-from .segment import key_bytes
+from .segment import CRC, DIR_SIZE, FIXED_HEADER, FIXED_SIZE, MAGIC, key_bytes
 from .settings import READER_OWN, effective
 from .wal import fsync_dir
 
@@ -37,7 +47,13 @@ from .wal import fsync_dir
 # exists (user deletion). A version-2 store reads as it is ([through, key] records: the key is
 # ignored) and the next writer open marks it 3; a version-2 SeqVault refuses a version-3 store
 # (it would misread the records and replay sealed or deleted events).
-STORE_FORMAT_VERSION = 3
+# 4: "sealed through" values name the user by (hash, tag) (`[[through, tag], ...]`), and the
+# index checkpoint (version 2) carries the alias table of users whose slot is not their hash
+# (hash collisions resolved: docs/format/index.md, "Slot hashes"). A version-3 store reads as
+# it is (`[through]` values apply to the hash; no aliases) and the next writer open marks it 4
+# with its checkpoint; a version-3 SeqVault refuses a version-4 store (it would take a
+# colliding user's records for another's and serve one user's segments to the other).
+STORE_FORMAT_VERSION = 4
 CKPT_SUFFIX = ".ckpt"
 LEDGER_DB = "ledger"
 RETENTION_COUNTERS = ("retention_dropped_age", "retention_dropped_count")
@@ -50,6 +66,7 @@ DELETE_COUNTERS = ("deleted_users", "deleted_events")
 # (measured: docs/design/architecture.md, "Metadata").
 CKPT_MIN_DELTA_BYTES = 64 << 10
 EXTENT_BYTES = EXTENT_DTYPE.itemsize  # one extent in a delta record
+KEY_PROBE_BYTES = 512  # one pread holds the header of a segment of a short key and ~13 columns
 
 
 @dataclass
@@ -117,6 +134,10 @@ class Edit:
     sealed: dict[Any, int] = field(default_factory=dict)
     # The new set of files and logs still holding a deleted user's bytes (replaces the old).
     purge: Purge | None = None
+    # Alias changes besides the claims of this operation (`Manifest.claim`, published by the
+    # commit): key bytes → None forgets a deleted user's alias. Any alias change makes the
+    # commit carry a checkpoint (the table lives there, never in LMDB).
+    aliases: dict[bytes, int | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -126,7 +147,7 @@ class Refreshed:
     meanwhile)."""
 
     rebuild: bool = False
-    sealed: list[tuple[int, int]] = field(default_factory=list)
+    sealed: list[tuple[int, int | None, int]] = field(default_factory=list)  # (hash, tag, through)
 
 
 class Manifest:
@@ -154,7 +175,14 @@ class Manifest:
         self.deltas_since_ckpt = 0
         self.delta_bytes = 0  # bytes of those deltas
         self.checkpoints = 0
-        self.sealed: dict[int, int] = {}  # user key hash → sealed through (current log)
+        # (user hash, tag) → sealed through (current log); tag None: a record of store format 3
+        # (it names the hash only). `sealed_through` looks a key up.
+        self.sealed: dict[tuple[int, int | None], int] = {}
+        # This operation's slot claims (`claim`): key bytes → slot, slot → key bytes, and the
+        # ones that are aliases; published by the next commit, forgotten by `forget_claims`.
+        self.claims: dict[bytes, int] = {}
+        self.claimed: dict[int, bytes] = {}
+        self.new_aliases: dict[bytes, int] = {}
         self.purge = Purge()  # deleted users' bytes still on disk (removed by the next merge)
 
     # ------------------------------------------------------------------ create / exists
@@ -226,23 +254,26 @@ class Manifest:
         self.sealed = {}
         self._apply_sealed(self._sealed_since(txn, 0))
 
-    def _sealed_since(self, txn: Any, after_seq: int) -> list[tuple[int, int]]:
-        """(user hash, through) records of the current log committed after `after_seq`."""
-        out = []
+    def _sealed_since(self, txn: Any, after_seq: int) -> list[tuple[int, int | None, int]]:
+        """(user hash, tag, through) records of the current log committed after `after_seq`."""
+        out: list[tuple[int, int | None, int]] = []
         start = sealed_key(self.wal_id, after_seq + 1, 0)
         end = sealed_key(self.wal_id + 1, 0, 0)
         for k, v in self.meta.items(txn, "sealed", start):
             if k >= end:
                 break
-            # The value is [through] (a store written before deletes also has the user key
-            # after it, ignored); the hash is the key's last 8 bytes.
-            out.append((int.from_bytes(k[-8:], "big"), int(unpack(v)[0])))
+            h = int.from_bytes(k[-8:], "big")  # the hash is the key's last 8 bytes
+            rec = unpack(v)
+            if rec and isinstance(rec[0], list):  # format 4: [[through, tag], ...]
+                out.extend((h, int.from_bytes(tag, "big"), int(through)) for through, tag in rec)
+            else:  # format 3: [through]; format 2: [through, user key] (the key is ignored)
+                out.append((h, None, int(rec[0])))
         return out
 
-    def _apply_sealed(self, records: list[tuple[int, int]]) -> None:
-        for h, through in records:
-            if through > self.sealed.get(h, -1):
-                self.sealed[h] = through
+    def _apply_sealed(self, records: list[tuple[int, int | None, int]]) -> None:
+        for h, tag, through in records:
+            if through > self.sealed.get((h, tag), -1):
+                self.sealed[(h, tag)] = through
 
     def _load_catalog(self, txn: Any) -> None:
         self.catalog = {}
@@ -328,14 +359,19 @@ class Manifest:
         holds: the store lock (writer)."""
         seq = self.seq + 1
         m = self.meta
+        aliases: dict[bytes, int | None] = {**self.new_aliases, **edit.aliases}
+        self.forget_claims()  # published by this commit, or moot if it fails
         nbytes = sum(16 + EXTENT_BYTES * len(extents) for extents in edit.users.values())
-        fold = bool(edit.users) and self.delta_bytes + nbytes > self.delta_limit()
+        fold = bool(aliases) or (bool(edit.users)
+                                 and self.delta_bytes + nbytes > self.delta_limit())
         # Packed only when written as deltas (a folded commit writes the checkpoint instead).
         packed = {} if fold else {h: pack_extents(ext) for h, ext in edit.users.items()}
         ckpt: tuple[str, int] | None = None
         if fold:
             for h, extents in edit.users.items():
                 self.index.set_extents(h, extents)
+            for kb, slot in aliases.items():
+                self.index.set_alias(kb, slot)
         try:
             if fold:
                 ckpt = self._write_checkpoint_file(seq)
@@ -371,9 +407,12 @@ class Manifest:
                     m.put(txn, LEDGER_DB, key, pack(entry))
                 if edit.wal_id is not None:  # records of older logs are moot
                     m.delete_range(txn, "sealed", sealed_key(edit.wal_id, 0, 0))
+                by_hash: dict[int, list[list[Any]]] = {}
                 for ukey, through in edit.sealed.items():
-                    m.put(txn, "sealed", sealed_key(self.wal_id, seq, _hash_of(ukey)),
-                          pack([through]))
+                    h, tag = key_id(key_bytes(ukey)[1])
+                    by_hash.setdefault(h, []).append([through, tag.to_bytes(8, "big")])
+                for h, recs in by_hash.items():  # colliding users of one commit share a record
+                    m.put(txn, "sealed", sealed_key(self.wal_id, seq, h), pack(recs))
                 if edit.purge is not None:
                     m.set_meta(txn, "purge", edit.purge.to_record())
                 m.set_meta(txn, "seq", seq)
@@ -405,7 +444,7 @@ class Manifest:
         if edit.wal_id is not None:
             self.wal_id = edit.wal_id
             self.sealed = {}
-        self._apply_sealed([(_hash_of(k), t) for k, t in edit.sealed.items()])
+        self._apply_sealed([(*key_id(key_bytes(k)[1]), t) for k, t in edit.sealed.items()])
         if edit.purge is not None:
             self.purge = edit.purge
         if edit.schema is not None:
@@ -417,6 +456,69 @@ class Manifest:
             self.stored_settings.update(edit.settings)
             self.settings.update(edit.settings)
         return seq
+
+    # ------------------------------------------------------------------ slots
+    def claim(self, key: Any) -> int:
+        """The slot hash under which this operation publishes `key`'s extents: its alias, else
+        `user_hash(key)` if that slot is free or already the key's own, else the first free
+        alternate (recorded as an alias by the next commit). Reads the segment header of the
+        slot's newest extent to learn its owner's key (the index holds hashes only).
+        holds: the store lock (writer), until the operation commits or `forget_claims`."""
+        kb = key_bytes(key)[1]
+        got = self.claims.get(kb)
+        if got is not None:
+            return got
+        idx = self.index
+        got = idx.aliases.get(kb)
+        if got is not None:
+            return got
+        h = user_hash(kb)
+        i = 0
+        while True:
+            owner = self.claimed.get(h)  # taken by this operation
+            if owner is None:
+                owner = idx.alias_slots.get(h)
+            if owner is None:
+                owner = self.owner_of(h)
+            if owner is None or owner == kb:
+                break
+            i += 1
+            if i > MAX_ALTERNATES:
+                raise CorruptionError(f"{self.root}: no free slot for user {key!r} after "
+                                      f"{MAX_ALTERNATES} alternate hashes")
+            h = alt_hash(kb, i)
+        self.claims[kb] = h
+        self.claimed[h] = kb
+        if i:
+            self.new_aliases[kb] = h
+        return h
+
+    def owner_of(self, h: int) -> bytes | None:
+        """Key bytes of the user whose extents are at slot hash `h` (None: no extents), from
+        the newest segment's header (checksum verified)."""
+        idx = self.index
+        row = idx.find(h)
+        e = int(idx.u_head[row]) if row >= 0 else -1
+        if e < 0:
+            return None
+        return segment_key(self.files, int(idx.e_file[e]), int(idx.e_off[e]), int(idx.e_len[e]))
+
+    def owned_extents(self, key: Any) -> tuple[int, list]:
+        """(slot hash, extents) of `key` as published: extents at its slot that are another
+        key's (the key was never published and its default slot is taken) count as none."""
+        kb = key_bytes(key)[1]
+        idx = self.index
+        h = idx.slot_of(kb)
+        extents = idx.extents_of(h)
+        if extents and kb not in idx.aliases and self.owner_of(h) != kb:
+            return h, []
+        return h, extents
+
+    def forget_claims(self) -> None:
+        """Drop this operation's unpublished claims (it failed or committed nothing)."""
+        self.claims.clear()
+        self.claimed.clear()
+        self.new_aliases.clear()
 
     # ------------------------------------------------------------------ checkpoints
     def delta_limit(self) -> int:
@@ -551,5 +653,28 @@ def require_store(root: Path) -> None:
                        "with SeqVault.open(path, schema=...) or `seqvault init`")
 
 
-def _hash_of(key: Any) -> int:
-    return user_hash(key_bytes(key)[1])
+def sealed_through(sealed: dict[tuple[int, int | None], int], kb: bytes) -> int:
+    """The log offset through which the key's events are sealed or deleted (-1: none): its own
+    (hash, tag) record, or a format-3 record of its hash."""
+    h, tag = key_id(kb)
+    through = sealed.get((h, tag), -1)
+    legacy = sealed.get((h, None))
+    return through if legacy is None or legacy < through else legacy
+
+
+def segment_key(files: ExtentFiles, fid: int, off: int, length: int) -> bytes:
+    """The user key bytes in the header of the segment at (fid, off), header checksum verified
+    (without reading the columns)."""
+    buf = files.pread(fid, off, min(length, KEY_PROBE_BYTES))
+    if len(buf) < FIXED_SIZE:
+        raise CorruptionError(f"{files.path(fid)} @ {off}: {len(buf)} bytes is shorter than a "
+                              "segment header", path=str(files.path(fid)))
+    magic, _v, ncols, _sv, _n, _kt, _f, key_len, _a, _b = FIXED_HEADER.unpack_from(buf, 0)
+    size = FIXED_SIZE + key_len + ncols * DIR_SIZE + CRC.size
+    if size > len(buf) and size <= length:
+        buf = files.pread(fid, off, size)
+    if (magic != MAGIC or len(buf) < size
+            or zlib.crc32(buf[:size - CRC.size]) != CRC.unpack_from(buf, size - CRC.size)[0]):
+        raise CorruptionError(f"{files.path(fid)} @ {off}: segment header is damaged (bad magic, "
+                              "length or header checksum)", path=str(files.path(fid)))
+    return bytes(buf[FIXED_SIZE:FIXED_SIZE + key_len])

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ValidationError
-from .index import user_hash
+from .index import key_id
 from .schema import MAX_STRING_CARDINALITY
 from .segment import key_bytes
 
@@ -87,9 +87,12 @@ class MemTable:
 
     def __init__(self) -> None:
         self.users: dict[Any, UserTail] = {}
-        # index hash → key of `keys[:hashed]`: "sealed through" records name users by hash
-        # only (docs/format/manifest.md, db `sealed`); a reader finds the tail to cut here.
-        # Filled lazily (`key_of`), so appends never pay for hashing.
+        # (user hash, tag) → key of `keys[:hashed]`, and hash → key: "sealed through" records
+        # name users by (hash, tag), or by hash in a store of format 3 (docs/format/manifest.md,
+        # db `sealed`); a reader finds the tail to cut here. Distinct keys stay apart even when
+        # their hashes collide (the memtable itself is keyed by the key). Filled lazily
+        # (`key_of`), so appends never pay for hashing.
+        self.by_id: dict[tuple[int, int], Any] = {}
         self.by_hash: dict[int, Any] = {}
         self.hashed = 0
         self.keys: list[Any] = []  # uid → key
@@ -141,15 +144,18 @@ class MemTable:
             del self.users[key]
         return dropped
 
-    def key_of(self, h: int) -> Any:
-        """The key of a user of this memtable whose index hash is `h` (None: none). Each key
-        is hashed once, on the first call after it arrived."""
+    def key_of(self, h: int, tag: int | None) -> Any:
+        """The key of a user of this memtable named by (hash `h`, `tag`) — `index.key_id` —
+        or by `h` alone when `tag` is None (None: none). Each key is hashed once, on the first
+        call after it arrived."""
         keys = self.keys
         if self.hashed < len(keys):
             for key in keys[self.hashed:]:
-                self.by_hash[user_hash(key_bytes(key)[1])] = key
+                kid = key_id(key_bytes(key)[1])
+                self.by_id[kid] = key
+                self.by_hash[kid[0]] = key
             self.hashed = len(keys)
-        return self.by_hash.get(h)
+        return self.by_hash.get(h) if tag is None else self.by_id.get((h, tag))
 
     def sorted_users(self) -> Iterator[tuple[Any, np.ndarray, dict[str, np.ndarray]]]:
         """Every user's events sorted by (ts, arrival), for a flush: one concatenation and one
@@ -194,6 +200,7 @@ class MemTable:
 
     def clear(self) -> None:
         self.users.clear()
+        self.by_id.clear()
         self.by_hash.clear()
         self.hashed = 0
         self.keys.clear()

@@ -30,7 +30,7 @@ import numpy as np
 from .engine import Engine
 from .errors import StoreClosed
 from .faults import Faults
-from .index import Extent, user_hash
+from .index import Extent
 from .layout import RECENT_SEGMENT_EVENTS, expected_segments, segment_bounds
 from .manifest import Edit, FileInfo, Purge
 from .reads import user_events
@@ -138,7 +138,7 @@ class Merger:
             if users is not None:
                 want = np.zeros(n, dtype=bool)
                 for u in users:
-                    row = idx.find(user_hash(key_bytes(coerce_user(schema, u))[1]))
+                    row = idx.find(idx.slot_of(key_bytes(coerce_user(schema, u))[1]))
                     if row >= 0:
                         want[row] = True
                 # an explicit request also compacts users with more than one extent
@@ -376,7 +376,8 @@ class Merger:
         if (len(rewrite) == 1 and kinds.get(rewrite[0].file) == "lt" and not retain
                 and rewrite[0].file not in cands):
             return None  # already one lifetime segment
-        got = user_events(self.engine.manifest.files, rewrite, schema, expect_hash=h)
+        m = self.engine.manifest
+        got = user_events(m.files, rewrite, schema, expect_hash=h, slot_of=m.index.slot_of)
         summary["bytes_read"] += got.bytes_read
         ts_all, colv = got.ts, got.cols
         n_in = int(ts_all.size)

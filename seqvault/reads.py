@@ -8,7 +8,7 @@ the only I/O is `decode_extent`'s pread. The algorithm: docs/design/architecture
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +60,17 @@ class UserSequence(Mapping[str, np.ndarray]):
 
     def __repr__(self) -> str:
         return f"UserSequence(user_id={self.user_id!r}, count={self.count}, columns={list(self.columns)})"
+
+
+class ForeignSegment(CorruptionError):
+    """A segment at the asked key's slot holds another key (`owner`, its bytes). When `owner`
+    owns that slot (`slot_of(owner)` is it) the asked key was never published at its default
+    slot: it has no sealed events (docs/format/index.md, "Slot hashes"). Otherwise the index
+    is damaged."""
+
+    def __init__(self, message: str, owner: bytes) -> None:
+        super().__init__(message)
+        self.owner = owner
 
 
 class Where:
@@ -124,8 +135,9 @@ def decode_extent(files: ExtentFiles, ext: Extent, kb: bytes, key: Any, col_ids:
     try:
         header = parse_header(buf, where=where)
         if header.key != kb:
-            raise CorruptionError(f"{where}: segment belongs to another user (hash collision "
-                                  "or a misdirected extent)")
+            raise ForeignSegment(f"{where}: segment belongs to another user "
+                                 f"({key_from_bytes(header.key_type, header.key)!r}): a "
+                                 "misdirected extent", header.key)
         if header.count != ext.count:
             raise CorruptionError(f"{where}: segment holds {header.count} events, the index "
                                   f"says {ext.count}")
@@ -303,9 +315,11 @@ class UserEvents:
 
 
 def user_events(files: ExtentFiles, extents: Sequence[Extent], schema: Schema, *,
-                expect_hash: int | None = None) -> UserEvents:
+                expect_hash: int | None = None,
+                slot_of: Callable[[bytes], int] = user_hash) -> UserEvents:
     """Decode `extents` (oldest first: arrival order) of one user and merge them.
-    `expect_hash`: the index entry they were found under (checked against the segment key)."""
+    `expect_hash`: the index slot they were found under, checked against the segment key's
+    slot (`slot_of`: the index's, which knows the aliases of colliding users)."""
     key: Any = None
     kb = b""
     if extents:  # the user's key, from the first segment's header
@@ -313,7 +327,7 @@ def user_events(files: ExtentFiles, extents: Sequence[Extent], schema: Schema, *
         where = f"{files.path(first.file)} @ {first.off}"
         header = parse_header(files.pread(first.file, first.off, first.length), where=where)
         kb, key = header.key, key_from_bytes(header.key_type, header.key)
-        if expect_hash is not None and user_hash(kb) != expect_hash:
+        if expect_hash is not None and slot_of(kb) != expect_hash:
             raise CorruptionError(f"{where}: segment key does not hash to the user's index "
                                   "entry", path=str(files.path(first.file)), user=key)
     ids = [c.id for c in schema.columns]

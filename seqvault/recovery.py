@@ -14,8 +14,7 @@ import numpy as np
 from . import wal as wal_mod
 from .errors import CorruptionError, StoreLocked
 from .files import file_name, parse_file_name
-from .index import user_hash
-from .manifest import Manifest
+from .manifest import Manifest, sealed_through
 from .memtable import MemTable, StringDict
 from .schema import Schema
 from .segment import key_bytes
@@ -87,7 +86,8 @@ def repair(root: Path, manifest: Manifest) -> None:
 
 
 def recover_log(root: Path, wal_id: int, schema: Schema, mem: MemTable,
-                dicts: dict[str, StringDict], sealed: dict[int, int]) -> tuple[int, int, int]:
+                dicts: dict[str, StringDict], sealed: dict[tuple[int, int | None], int]
+                ) -> tuple[int, int, int]:
     """Writer open: replay the current log into the memtable; cut a torn tail (never
     acknowledged: an acknowledged record is whole) so appends continue from a clean end.
     Returns (log end, events recovered, torn bytes cut)."""
@@ -107,7 +107,7 @@ def recover_log(root: Path, wal_id: int, schema: Schema, mem: MemTable,
 
 
 def replay_log(root: Path, wal_id: int, start: int, schema: Schema, mem: MemTable,
-               dicts: dict[str, StringDict], sealed: dict[int, int]) -> int:
+               dicts: dict[str, StringDict], sealed: dict[tuple[int, int | None], int]) -> int:
     """Read-only opens: apply the log's whole records from `start`; returns the new position.
     FileNotFoundError: the writer rotated the log (the caller takes a new snapshot)."""
     path = root / "wal" / wal_mod.wal_name(wal_id)
@@ -122,7 +122,7 @@ def replay_log(root: Path, wal_id: int, start: int, schema: Schema, mem: MemTabl
 
 
 def _apply(result: wal_mod.ScanResult, schema: Schema, mem: MemTable,
-           dicts: dict[str, StringDict], sealed: dict[int, int]) -> int:
+           dicts: dict[str, StringDict], sealed: dict[tuple[int, int | None], int]) -> int:
     """Replay whole records into the memtable, skipping each user's events in records that
     end at or before that user's "sealed through" offset (already in a segment)."""
     events = 0
@@ -136,7 +136,9 @@ def _apply(result: wal_mod.ScanResult, schema: Schema, mem: MemTable,
         cols = {name: (dicts[name].encode(arr) if name in dicts else arr)
                 for name, arr in raw.items()}
         if sealed:
-            live = [sealed.get(user_hash(key_bytes(k)[1]), -1) < end for k in keys]
+            # By (hash, tag), not by slot: users whose hashes collide stay apart, whatever
+            # slots they have or will get.
+            live = [sealed_through(sealed, key_bytes(k)[1]) < end for k in keys]
             if not all(live):
                 rows = np.repeat(np.asarray(live, dtype=bool), np.asarray(counts, np.int64))
                 keys = [k for k, ok in zip(keys, live) if ok]

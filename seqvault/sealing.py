@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import segment_batch
-from .index import Extent, user_hash
+from .index import Extent
 from .layout import segment_bounds
 from .manifest import Manifest
 from .memtable import MemTable, UserTail
@@ -36,7 +36,7 @@ def seal_tails(m: Manifest, w: SegmentWriter, tails: list[tuple[Any, UserTail]]
     events = 0
     for key, tail in tails:
         ts, cols = tail.sorted_arrays()
-        h = user_hash(key_bytes(key)[1])
+        h = m.claim(key)  # its slot: a new key may not take another's (hash collisions)
         old = m.index.extents_of(h)
         cut = late_cut(ts, old)
         fresh = []
@@ -73,7 +73,7 @@ def seal_memtable(m: Manifest, w: SegmentWriter, mem: MemTable) -> dict[int, lis
     users: dict[int, list[Extent]] = {}
     if not keys:
         return users
-    hashes = [user_hash(key_bytes(k)[1]) for k in keys]
+    hashes = [m.claim(k) for k in keys]  # slots: new keys never take another's
     olds = [m.index.extents_of(h) for h in hashes]
     if segment_batch.supported(schema) and int(counts.max()) <= seg_max:
         # One piece per user, two for a user with late events (late part first): the

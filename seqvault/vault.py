@@ -35,13 +35,13 @@ from .errors import (
 )
 from .faults import Faults
 from .files import ExtentFiles
-from .index import Extent, HashIndex, user_hash
+from .index import Extent, HashIndex
 from .layout import segment_bounds
 from .manifest import Edit, FileInfo, Manifest, Purge
 from .memtable import MemTable, StringDict, add_events
 from .merge import Merger, merge_stats
 from .meta import Meta
-from .reads import UserSequence, plan_read, read_sources, sources_of, user_events
+from .reads import ForeignSegment, UserSequence, plan_read, read_sources, sources_of, user_events
 from .reclaim import live_bytes
 from .recovery import create_store, recover_log, repair, replay_log, take_lock
 from .schema import Schema
@@ -343,6 +343,7 @@ class SeqVault:
             yield
         except BaseException as exc:
             self._fail_stop(exc)
+            self.manifest.forget_claims()
             try:
                 w.rollback()
             except OSError:  # the disk is failing: the next writer open cuts these bytes
@@ -373,11 +374,12 @@ class SeqVault:
                                       "expected an integer timestamp in the time column's unit",
                                       column="before")
             before = int(before)
-        h = user_hash(key_bytes(key)[1])
         with self.lock:
             self.check_writable()
             m = self.manifest
-            old = m.index.extents_of(h)
+            # Only the key's own extents: a never-published key may share its default slot
+            # with another user (a hash collision), whose extents are not to be deleted.
+            h, old = m.owned_extents(key)
             tail = self.mem.get(key)
             if not old and tail is None:
                 return 0
@@ -393,6 +395,7 @@ class SeqVault:
                 removed = total - kept
                 if removed == 0:
                     w.rollback()
+                    m.forget_claims()
                     return 0
                 self._fault("delete:after_write")
                 w.sync()
@@ -401,9 +404,18 @@ class SeqVault:
                 counters = {"deleted_events": removed}
                 if kept == 0:
                     counters["deleted_users"] = 1
-                self.publish(Edit(files=w.pending(), users={h: list(reversed(fresh))},
-                                  dict_entries=True, sealed={key: through}, counters=counters,
-                                  purge=purge), writers=(w,))
+                users: dict[int, list[Extent]] = {}
+                aliases: dict[bytes, int | None] = {}
+                if fresh:  # kept events: at the key's slot (claimed if it had none)
+                    users[h if old else m.claim(key)] = list(reversed(fresh))
+                elif old:
+                    users[h] = []
+                    kb = key_bytes(key)[1]
+                    if kb in m.index.aliases:  # erased from the checkpoint this commit writes
+                        aliases[kb] = None
+                self.publish(Edit(files=w.pending(), users=users, dict_entries=True,
+                                  sealed={key: through}, counters=counters, purge=purge,
+                                  aliases=aliases), writers=(w,))
             self._fault("delete:after_commit")
             self.mem.drop_through(key, through)
             return removed
@@ -416,7 +428,8 @@ class SeqVault:
             return []
         m = self.manifest
         schema = m.schema
-        got = user_events(m.files, list(reversed(old)), schema, expect_hash=h)
+        got = user_events(m.files, list(reversed(old)), schema, expect_hash=h,
+                          slot_of=m.index.slot_of)
         ts_parts = [got.ts]
         col_parts = {c.name: [got.cols[c.id]] for c in schema.columns}
         if tail is not None:
@@ -552,15 +565,25 @@ class SeqVault:
         key = coerce_user(self.schema, user_id)
         plan = plan_read(self.schema, last, columns, before, since, strings)
         kb = key_bytes(key)[1]
-        h = user_hash(kb)
         self._counters["reads"] += 1
         for _attempt in range(20):
             with self.lock:
                 m = self.manifest
+                h = m.index.slot_of(kb)
                 schema, dicts = m.schema, dict(m.dicts)
                 sources = sources_of(m.index.extents_of(h), self.mem.get(key))
             try:
                 return read_sources(m.files, schema, dicts, key, kb, sources, plan)
+            except ForeignSegment as exc:
+                with self.lock:
+                    if m.index.slot_of(exc.owner) != h:
+                        raise  # a segment where no slot leads: the index is damaged
+                # The key was never published and its default slot is another user's (a hash
+                # collision): it has no sealed events in this snapshot, only its memtable tail.
+                mem = [s for s in sources if s.mem is not None]
+                for s in mem:
+                    s.order = 0
+                return read_sources(m.files, schema, dicts, key, kb, mem, plan)
             except FileNotFoundError:
                 # Space reclamation deleted a file of this snapshot (docs/design/merge.md,
                 # "Deleting files"): a newer snapshot no longer refers to it.
@@ -600,8 +623,8 @@ class SeqVault:
                         self._replay_from_start()
                     else:
                         m = self.manifest
-                        for h, through in found.sealed:
-                            key = self.mem.key_of(h)
+                        for h, tag, through in found.sealed:
+                            key = self.mem.key_of(h, tag)
                             if key is not None:
                                 self.mem.drop_through(key, through)
                         self.wal_pos = replay_log(self.path, m.wal_id, self.wal_pos, m.schema,
@@ -645,7 +668,7 @@ class SeqVault:
             # Rows of deleted users stay in the index with no extents: not users any more.
             n_sealed = int((idx.u_head[:idx.n_users] >= 0).sum())
             mem_only = sum(1 for k in self.mem.users
-                           if idx.count_of(user_hash(key_bytes(k)[1])) == 0)
+                           if idx.count_of(idx.slot_of(key_bytes(k)[1])) == 0)
             wal_bytes = sum(p.stat().st_size for p in (self.path / "wal").iterdir())
             meta_bytes = sum(p.stat().st_size for p in (self.path / "meta").iterdir())
             bg = self._bg_merge

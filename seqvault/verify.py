@@ -16,7 +16,6 @@ from typing import Any
 from . import wal as wal_mod
 from .errors import CorruptionError
 from .files import file_name
-from .index import user_hash
 from .manifest import Manifest
 from .segment import key_from_bytes, parse_header, verify_segment
 
@@ -71,7 +70,7 @@ def verify_store(root: Path, manifest: Manifest, update: Progress | None = None
                     pass
                 header = verify_segment(buf, where=where)
                 user = key_from_bytes(header.key_type, header.key)
-                if user_hash(header.key) != h:
+                if idx.slot_of(header.key) != h:
                     raise CorruptionError(f"{where}: segment of user {user!r} is indexed under "
                                           "another user's hash")
                 if (header.count, header.min_ts, header.max_ts) != (e.count, e.min_ts,
