@@ -138,13 +138,13 @@ def test_a_format_2_store_with_keyed_sealed_records_reads_right_and_migrates(tmp
         recs = list(meta.items(txn, "sealed"))
         assert len(recs) == 1 and len(unpack(recs[0][1])) == 1  # no key in LMDB
         for k, val in recs:
-            meta.put(txn, "sealed", bytes(k), pack([unpack(val)[0], 2]))
+            meta.put(txn, "sealed", bytes(k), pack([unpack(val)[0][0], 2]))  # [[through, tag]]
         meta.set_meta(txn, "format_version", 2)
     meta.close()
     with SeqVault.open(store, read_only=True) as r:
         assert {u: items(r, u) for u in (1, 2)} == want
     with SeqVault.open(store) as w:
-        assert w.manifest.format_version == STORE_FORMAT_VERSION == 3
+        assert w.manifest.format_version == STORE_FORMAT_VERSION == 4
         assert {u: items(w, u) for u in (1, 2)} == want
 
 
