@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from seqvault import Schema, SeqVault
+from seqvault.faults import weak_hash
 
 # Not the bundled schema: a minimal one (an int, a string, a float column) keeps the model and
 # Hypothesis's shrunk examples small.
@@ -130,3 +131,29 @@ class StoreModel(RuleBasedStateMachine):
 
 StoreModel.TestCase.settings = settings(max_examples=35, stateful_step_count=30, deadline=None)
 TestStoreModel = StoreModel.TestCase
+
+
+class WeakHashStoreModel(StoreModel):
+    """The same rules, plus merge, while slot hashes keep 4 bits (`hash:weak`): most of the
+    nine users collide, and their alternates collide too (docs/design/safety.md, "Hash
+    collisions")."""
+
+    def __init__(self) -> None:
+        self.weak = weak_hash(4)
+        self.weak.__enter__()
+        super().__init__()
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            self.weak.__exit__(None, None, None)
+
+    @rule()
+    def merge(self):
+        self.vault.merge()
+
+
+WeakHashStoreModel.TestCase.settings = settings(max_examples=15, stateful_step_count=30,
+                                                deadline=None)
+TestWeakHashStoreModel = WeakHashStoreModel.TestCase

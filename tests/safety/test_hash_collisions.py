@@ -18,7 +18,6 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from seqvault import Schema, SeqVault
@@ -128,6 +127,27 @@ def test_weak_hash_makes_users_collide(weak):
     # The fault point works: without it no two of these keys share a 64-bit hash.
     assert collisions([*USERS, VICTIM]) >= 20
     assert all(user_hash(key_bytes(u)[1]) < 1 << BITS for u in USERS)
+
+
+def test_X6_alias_table_round_trips_in_the_checkpoint_and_is_checked():
+    # docs/format/index.md, "The blob": version 2 appends the alias table; version 1 loads.
+    from seqvault.errors import CorruptionError
+    from seqvault.index import Extent, HashIndex
+
+    idx = HashIndex()
+    idx.set_extents(7, [Extent(1, 0, 10, 2, 5, 6)])
+    idx.set_extents(99, [Extent(1, 10, 10, 3, 5, 9)])
+    idx.set_alias(b"colliding-key", 99)
+    back = HashIndex.from_bytes(idx.to_bytes())
+    assert back.aliases == {b"colliding-key": 99} and back.alias_slots == {99: b"colliding-key"}
+    assert back.slot_of(b"colliding-key") == 99 and back.extents_of(99) == idx.extents_of(99)
+    assert back.slot_of(b"other") == user_hash(b"other")
+    blob = bytearray(idx.to_bytes())
+    blob[-3] ^= 0x20  # inside the alias key
+    with pytest.raises(CorruptionError, match="checksum"):
+        HashIndex.from_bytes(bytes(blob))
+    idx.set_alias(b"colliding-key", None)
+    assert HashIndex.from_bytes(idx.to_bytes()).aliases == {}
 
 
 def test_colliding_users_through_the_whole_life_of_a_store(tmp_path, weak):
