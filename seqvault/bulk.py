@@ -122,6 +122,7 @@ class BulkWriter:
                     raise ValueError(f"user {key!r} already has events; use add() to merge")
                 hashes.append(h)
         else:  # an empty store and distinct hashes: each key takes its default slot
+            m.owners.clear()  # (its entries say "free or that key's": not so after this)
             for (key, *_rest), h in zip(users, hashes):
                 m.claimed[h] = key_bytes(key)[1]
         n = 0

@@ -66,6 +66,7 @@ DELETE_COUNTERS = ("deleted_users", "deleted_events")
 # (measured: docs/design/architecture.md, "Metadata").
 CKPT_MIN_DELTA_BYTES = 64 << 10
 EXTENT_BYTES = EXTENT_DTYPE.itemsize  # one extent in a delta record
+OWNER_CACHE = 1 << 17  # slots whose owner a writer remembers (~100 bytes each)
 KEY_PROBE_BYTES = 512  # one pread holds the header of a segment of a short key and ~13 columns
 
 
@@ -183,6 +184,11 @@ class Manifest:
         self.claims: dict[bytes, int] = {}
         self.claimed: dict[int, bytes] = {}
         self.new_aliases: dict[bytes, int] = {}
+        # Writer only: slot → the key last claimed there by this process. Such a slot is free
+        # or that key's (every publish goes through `claim`, and one writer runs), so a
+        # repeated seal of a user skips reading its segment header. Cleared when it reaches
+        # OWNER_CACHE entries.
+        self.owners: dict[int, bytes] = {}
         self.purge = Purge()  # deleted users' bytes still on disk (removed by the next merge)
 
     # ------------------------------------------------------------------ create / exists
@@ -479,6 +485,8 @@ class Manifest:
             if owner is None:
                 owner = idx.alias_slots.get(h)
             if owner is None:
+                owner = self.owners.get(h)
+            if owner is None:
                 owner = self.owner_of(h)
             if owner is None or owner == kb:
                 break
@@ -489,6 +497,9 @@ class Manifest:
             h = alt_hash(kb, i)
         self.claims[kb] = h
         self.claimed[h] = kb
+        if len(self.owners) >= OWNER_CACHE:
+            self.owners.clear()
+        self.owners[h] = kb
         if i:
             self.new_aliases[kb] = h
         return h
