@@ -576,8 +576,8 @@ class SeqVault:
                 return read_sources(m.files, schema, dicts, key, kb, sources, plan)
             except ForeignSegment as exc:
                 with self.lock:
-                    if m.index.slot_of(exc.owner) != h:
-                        raise  # a segment where no slot leads: the index is damaged
+                    if kb in m.index.aliases or m.index.slot_of(exc.owner) != h:
+                        raise  # two keys at one slot, or a stray segment: a damaged index
                 # The key was never published and its default slot is another user's (a hash
                 # collision): it has no sealed events in this snapshot, only its memtable tail.
                 mem = [s for s in sources if s.mem is not None]
