@@ -363,3 +363,22 @@ def test_sigkill_while_colliding_users_are_sealed_and_published(tmp_path, weak, 
             assert len(extra) <= round_ + 1  # only calls in flight at each kill
             assert v.verify()["ok"], v.verify()["problems"]
             acked = sorted(present)
+
+
+def test_a_misdirected_extent_is_still_corruption(tmp_path):
+    # Resolving collisions must not hide damage: a segment at a slot its key does not lead to
+    # (here: user b's index entry pointing at user a's segment) fails the read and `verify`.
+    from seqvault.errors import CorruptionError
+    from seqvault.manifest import Edit
+
+    with SeqVault.open(tmp_path / "s", schema=SCHEMA) as v:
+        v.append("a", {"ts": [1, 2], "item": [1, 2], "act": ["v", "v"]})
+        v.flush()
+        slot_a, slot_b = (v.index.slot_of(key_bytes(u)[1]) for u in ("a", "b"))
+        with v.lock:
+            v.publish(Edit(users={slot_b: v.index.extents_of(slot_a)}))
+        with pytest.raises(CorruptionError, match="belongs to another user"):
+            v.read("b")
+        assert got(v.read("a")) == [(1, 1, "v"), (2, 2, "v")]
+        report = v.verify()
+        assert not report["ok"] and "indexed under another user" in str(report["problems"])
