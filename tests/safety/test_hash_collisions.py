@@ -18,6 +18,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from seqvault import Schema, SeqVault
@@ -382,3 +383,36 @@ def test_a_misdirected_extent_is_still_corruption(tmp_path):
         assert got(v.read("a")) == [(1, 1, "v"), (2, 2, "v")]
         report = v.verify()
         assert not report["ok"] and "indexed under another user" in str(report["problems"])
+
+
+def test_bulk_loads_of_colliding_users(tmp_path, weak):
+    # Both BulkWriter paths (ingest's): ready-made segments of new users into an empty store
+    # whose hashes collide among themselves, then add() merging into existing users and new
+    # ones whose default slot is taken.
+    from seqvault.segment_writer import encode_user_segment
+
+    model = Model()
+    rng = random.Random(5)
+    with SeqVault.open(tmp_path / "s", schema=SCHEMA) as v:
+        assert collisions(USERS[:60]) >= 6
+        with v.bulk_writer() as bw:
+            made = []
+            for u in USERS[:60]:
+                e = model.events(rng, u, 4)
+                order = np.argsort(e["ts"], kind="stable")
+                ts = np.asarray(e["ts"])[order]
+                cols = {"ts": ts, "item": np.asarray(e["item"])[order],
+                        "act": v.dicts["act"].encode(np.asarray(e["act"])[order])}
+                made.append((u, encode_user_segment(v.schema, u, ts, cols, 3), 4,
+                             int(ts[0]), int(ts[-1])))
+            bw.add_encoded(made)
+        check_all(v, model, rng, USERS[:60])
+        with v.bulk_writer() as bw:
+            for u in USERS[30:]:
+                e = model.events(rng, u, 3)
+                bw.add(u, np.asarray(e["ts"]), {"item": np.asarray(e["item"]),
+                                                "act": np.asarray(e["act"], dtype=object)})
+        check_all(v, model, rng, USERS)
+        assert v.verify()["ok"]
+    with SeqVault.open(tmp_path / "s") as v:
+        check_all(v, model, rng, USERS)
