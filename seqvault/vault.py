@@ -44,8 +44,9 @@ from .meta import Meta
 from .reads import UserSequence, plan_read, read_sources, sources_of, user_events
 from .reclaim import live_bytes
 from .recovery import create_store, recover_log, repair, replay_log, take_lock
-from .schema import Schema
-from .segment import key_bytes, key_from_bytes, parse_header
+from .retained import Retained, retained_counts
+from .schema import Schema, retention_cutoff
+from .segment import TIME_COLUMN_ID, decode_columns, key_bytes, key_from_bytes, parse_header
 from .segment_writer import SegmentWriter, encode_user_segment
 from .validate import coerce_user, validate_batch, validate_events
 from .verify import verify_store
@@ -644,8 +645,7 @@ class SeqVault:
             idx = m.index
             # Rows of deleted users stay in the index with no extents: not users any more.
             n_sealed = int((idx.u_head[:idx.n_users] >= 0).sum())
-            mem_only = sum(1 for k in self.mem.users
-                           if idx.count_of(user_hash(key_bytes(k)[1])) == 0)
+            kept = self._retained()
             wal_bytes = sum(p.stat().st_size for p in (self.path / "wal").iterdir())
             meta_bytes = sum(p.stat().st_size for p in (self.path / "meta").iterdir())
             bg = self._bg_merge
@@ -653,8 +653,11 @@ class SeqVault:
                 "path": str(self.path),
                 "read_only": self.read_only,
                 "schema_version": m.schema.version,
-                "users": n_sealed + mem_only,
-                "events": m.index.total_events + self.mem.events,
+                # What reads return (retention applied); what retention hides until the
+                # next merge drops it is `expired_events` (seqvault/retained.py).
+                "users": kept.users,
+                "events": kept.events,
+                "expired_events": kept.expired_events,
                 "sealed_events": m.index.total_events,
                 "memtable_events": self.mem.events,
                 "segments": m.index.live_extents,
@@ -677,6 +680,26 @@ class SeqVault:
                 "auto_merge": bool(bg is not None and bg.is_alive()),
                 "auto_merge_error": repr(bg.error) if bg is not None and bg.error else None,
             }
+
+    def _retained(self) -> Retained:
+        """Users and events that reads return, and those retention hides. holds: lock."""
+        m = self.manifest
+        idx = m.index
+        schema = m.schema
+
+        def tails() -> Iterator[tuple[int, np.ndarray]]:
+            for key, tail in self.mem.users.items():
+                if tail.count:
+                    yield idx.find(user_hash(key_bytes(key)[1])), tail.arrays()[0]
+
+        def read_ts(row: int, ext: Extent) -> np.ndarray:
+            where = f"{self.files.path(ext.file)} @ {ext.off}"
+            buf = self.files.pread(ext.file, ext.off, ext.length)
+            header = parse_header(buf, where=where)
+            return decode_columns(buf, header, [TIME_COLUMN_ID], where=where)[TIME_COLUMN_ID]
+
+        return retained_counts(idx, tails(), retention_cutoff(schema),
+                               schema.retention.max_events, read_ts)
 
     def _live_bytes(self) -> int:
         """Live bytes of all files, derived from the index; cached per commit. holds: lock."""
