@@ -162,8 +162,12 @@ class SeqVaultStore:
         self.vault.flush()
 
     def merge(self) -> None:
+        # The counterpart of RocksDB's full manual compaction (`compact_range`): a merge that
+        # also rewrites files with more than 10% garbage (`idle_reclaim_ratio`, what
+        # auto_merge runs when idle). A plain `merge()` stops at 50% garbage (the policy under
+        # load), which left 1.52x the bytes of a clean load after the append workloads.
         if self.features["merge"]:
-            self.vault.merge()
+            self.vault.merge(reclaim_ratio=self.vault.settings["idle_reclaim_ratio"])
 
     def maintenance(self):
         """Seal what the appends left in memory, then merge: the real-time segments the
