@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import iofaults
 from .errors import CorruptionError, FormatVersionError, NotFound
 from .files import ExtentFiles
 from .index import EXTENT_DTYPE, HashIndex, pack_extents, unpack_extents, user_hash
@@ -377,6 +378,8 @@ class Manifest:
                 if edit.purge is not None:
                     m.set_meta(txn, "purge", edit.purge.to_record())
                 m.set_meta(txn, "seq", seq)
+                iofaults.commit_point(str(m.path), "before")
+            iofaults.commit_point(str(m.path), "after")
         except BaseException:
             if fold:  # the in-memory index ran ahead of what was published: reload it
                 if ckpt is not None:
@@ -445,6 +448,8 @@ class Manifest:
         ckpt = self._write_checkpoint_file(self.seq)
         with self.meta.begin(write=True) as txn:
             self._reference_checkpoint(txn, ckpt, self.seq)
+            iofaults.commit_point(str(self.meta.path), "before")
+        iofaults.commit_point(str(self.meta.path), "after")
         self._checkpointed(ckpt[0], self.seq)
 
     def _write_checkpoint_file(self, seq: int) -> tuple[str, int]:
@@ -452,15 +457,15 @@ class Manifest:
         path = self.meta.path / name
         tmp = path.with_suffix(".tmp")
         blob = self.index.to_bytes()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = iofaults.open_fd(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             view = memoryview(blob)
             while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+                view = view[iofaults.write(fd, view):]
+            iofaults.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        iofaults.replace(tmp, path)
         fsync_dir(self.meta.path)
         return name, len(blob)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from . import iofaults
 from . import wal as wal_mod
 from .errors import CorruptionError, StoreLocked
 from .files import file_name, parse_file_name
@@ -68,8 +69,8 @@ def repair(root: Path, manifest: Manifest) -> None:
         size = p.stat().st_size
         if size > info.size:
             with open(p, "r+b") as fh:
-                fh.truncate(info.size)
-                os.fsync(fh.fileno())
+                iofaults.ftruncate(fh.fileno(), info.size)
+                iofaults.fsync(fh.fileno())
         elif size < info.size:
             raise CorruptionError(f"{p}: file has {size} bytes, the catalog published "
                                   f"{info.size}; data was lost below SeqVault", path=str(p))
@@ -100,8 +101,8 @@ def recover_log(root: Path, wal_id: int, schema: Schema, mem: MemTable,
     if result.torn:
         torn = result.size - result.end
         with open(path, "r+b") as fh:
-            fh.truncate(result.end)
-            os.fsync(fh.fileno())
+            iofaults.ftruncate(fh.fileno(), result.end)
+            iofaults.fsync(fh.fileno())
     events = _apply(result, schema, mem, dicts, sealed)
     return result.end, events, torn
 

@@ -9,7 +9,6 @@ since the last publish (nothing refers to those bytes; docs/format/manifest.md, 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -141,8 +140,7 @@ class SegmentWriter:
                 continue
             before = self.published.get(app.file_id, 0)
             if app.size > before:
-                os.ftruncate(app.fd, before)
-                app.size = before
+                app.truncate(before)
         for app in self.rolled:
             if app.file_id not in self.created:
                 app.close()
