@@ -105,6 +105,11 @@ class Events:
                 "liked": self.rng.random(n) < 0.3}
 
 
+def one_event(ts: int, item: int) -> dict[str, Any]:
+    return {"ts": [ts], "item_id": [item], "action": ["view"], "dwell": [0], "score": [0.0],
+            "liked": [False]}
+
+
 @dataclass
 class Step:
     name: str
@@ -251,7 +256,7 @@ class Counts:
 def read_state(v: SeqVault) -> State:
     out: State = {}
     for u in v.users():
-        seq = v.read(u, columns=["item_id"])
+        seq = v.read(u, columns=["ts", "item_id"])
         out[int(u)] = list(zip(seq.columns["ts"].tolist(), seq.columns["item_id"].tolist()))
     return out
 
@@ -396,7 +401,7 @@ def run_case(sc: Scenario, op: str, nth: int, err: int, workdir: Path, reader: R
         problems += [f"{where}: left behind {x}" for x in leftovers(store)]
     if rec.injected and not v.closed:
         try:
-            v.append(1, {"ts": [1], "item_id": [0]})
+            v.append(1, one_event(1, 0))
             problems.append(f"{where}: the writer accepted an append after the failure")
         except WriterFailed:
             pass
@@ -419,7 +424,7 @@ def run_case(sc: Scenario, op: str, nth: int, err: int, workdir: Path, reader: R
             report = w.verify()
             if not report["ok"]:
                 problems.append(f"{where}: verify after reopen: {report}")
-            w.append(1, {"ts": [2_000], "item_id": [10**9]})  # the reopened writer works
+            w.append(1, one_event(2_000, 10**9))  # the reopened writer works
     except Exception as exc:  # noqa: BLE001
         problems.append(f"{where}: reopen failed: {exc!r}")
     shutil.rmtree(store, ignore_errors=True)

@@ -16,7 +16,7 @@ def main() -> None:
             with SeqVault.open(json.loads(line)["store"], read_only=True) as v:
                 users = {}
                 for u in v.users():
-                    seq = v.read(u, columns=["item_id"])
+                    seq = v.read(u, columns=["ts", "item_id"])
                     users[str(u)] = list(zip(seq.columns["ts"].tolist(),
                                              seq.columns["item_id"].tolist()))
             reply: dict = {"users": users}

@@ -61,10 +61,10 @@ def test_armed_fails_exactly_the_nth_call_and_records_its_site(tmp_path: Path) -
 
     v = SeqVault.open(tmp_path / "s", schema=Schema.from_dict(SCHEMA_DICT), **SETTINGS)
     with faults.armed("fsync", 3, errno.ENOSPC) as rec:
-        v.append(1, {"ts": [1], "item_id": [1]})
-        v.append(1, {"ts": [2], "item_id": [2]})
+        v.append(1, loop.one_event(1, 1))
+        v.append(1, loop.one_event(2, 2))
         with pytest.raises(WriterFailed, match="No space left on device"):
-            v.append(1, {"ts": [3], "item_id": [3]})
+            v.append(1, loop.one_event(3, 3))
     assert rec.calls["fsync"] == 3 and rec.calls["write"] == 3
     assert [(i.op, i.nth, i.site.split(":")[0]) for i in rec.injected] == [("fsync", 3, "wal.py")]
     v.close()
