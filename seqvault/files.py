@@ -122,14 +122,6 @@ class ExtentFiles:
             self._fds.clear()
 
 
-def named(exc: OSError, path: Path) -> OSError:
-    """`exc` with the file's path: the kernel names no file for an fd operation (write,
-    fsync), and a disk-full message must say which file (docs/design/safety.md, section 3)."""
-    if exc.filename is not None:
-        return exc
-    return type(exc)(exc.errno, exc.strerror, str(path))
-
-
 class FileAppender:
     """Appends bytes to one extent file. The caller fsyncs before publishing offsets."""
 
@@ -148,7 +140,7 @@ class FileAppender:
                 n = iofaults.write(self.fd, view)
                 view = view[n:]
         except OSError as exc:
-            raise named(exc, self.path) from exc
+            raise iofaults.named(exc, self.path) from exc
         self.size += len(data)
         return offset
 
@@ -156,14 +148,14 @@ class FileAppender:
         try:
             iofaults.fsync(self.fd)
         except OSError as exc:
-            raise named(exc, self.path) from exc
+            raise iofaults.named(exc, self.path) from exc
 
     def truncate(self, size: int) -> None:
         """Cut the file back to `size` (unpublished bytes of a rolled-back write)."""
         try:
             iofaults.ftruncate(self.fd, size)
         except OSError as exc:
-            raise named(exc, self.path) from exc
+            raise iofaults.named(exc, self.path) from exc
         self.size = size
 
     def close(self) -> None:

@@ -27,6 +27,14 @@ ftruncate = os.ftruncate
 open_fd = os.open  # opens that create or write a file (reads use os.open directly)
 
 
+def named(exc: OSError, path: os.PathLike[str] | str) -> OSError:
+    """`exc` with the file's path: the kernel names no file for an fd operation (write, fsync),
+    and a disk-full message must say which file (docs/design/safety.md, section 3)."""
+    if exc.filename is not None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror, str(path))
+
+
 def no_fault(path: str, stage: str) -> None:
     """`commit_point` when nothing is armed."""
 

@@ -146,7 +146,8 @@ class SeqVault:
         self.wal = wal_mod.WalWriter(self.path / "wal" / wal_mod.wal_name(m.wal_id),
                                      m.settings["durability"],
                                      batch_interval=m.settings["batch_interval"])
-        self.writers = {"rt": SegmentWriter(m, "rt"), "lt": SegmentWriter(m, "lt")}
+        self.writers = {"rt": SegmentWriter(m, "rt", on_error=self.fail_stop),
+                        "lt": SegmentWriter(m, "lt", on_error=self.fail_stop)}
         if m.needs_migration():  # a format-1 store: its checkpoint moves to a file now
             with self.lock:
                 m.checkpoint()
@@ -228,9 +229,15 @@ class SeqVault:
             raise WriterFailed(f"{self.path}: a write or fsync failed earlier ({failed}); this "
                                "writer acknowledges nothing more: reopen the store")
 
-    def _fail_stop(self, exc: BaseException) -> None:
-        """A write, fsync or commit of the store failed: refuse every later write."""
-        if isinstance(exc, OSError | WriterFailed) and self._failed is None:
+    def fail_stop(self, exc: BaseException) -> None:
+        """A write, fsync or commit of the store failed: refuse every later write (Engine
+        protocol). Whatever the operation (append, seal, flush, delete, merge, bulk load,
+        checkpoint) and the error (an fsync's EIO, a full disk): after it the writer cannot
+        know what of its own state reached the disk, and a retried fsync may report success
+        for pages the kernel dropped; a reopen starts again from what is durable
+        (docs/design/safety.md, sections 5 and 9). Other exceptions are left alone."""
+        failed = isinstance(exc, OSError | WriterFailed) or type(exc).__module__ == "lmdb"
+        if failed and self._failed is None:
             self._failed = exc
 
     def append(self, user_id: Any, events: Mapping[str, Any]) -> int:
@@ -342,7 +349,7 @@ class SeqVault:
         try:
             yield
         except BaseException as exc:
-            self._fail_stop(exc)
+            self.fail_stop(exc)
             try:
                 w.rollback()
             except OSError:  # the disk is failing: the next writer open cuts these bytes
@@ -447,26 +454,42 @@ class SeqVault:
         """The commit path of every writer (Engine protocol). holds: the store lock."""
         m = self.manifest
         new_path: Path | None = None
-        if rotate_log:
-            edit.wal_id = m.wal_id + 1
-            new_path = self.path / "wal" / wal_mod.wal_name(edit.wal_id)
-            wal_mod.create_wal(new_path, edit.wal_id)
+        target = m.seq + 1
         try:
-            seq = m.commit(edit)
-        except BaseException:
+            if rotate_log:
+                edit.wal_id = m.wal_id + 1
+                new_path = self.path / "wal" / wal_mod.wal_name(edit.wal_id)
+                wal_mod.create_wal(new_path, edit.wal_id)
+            try:
+                seq = m.commit(edit)
+            except BaseException:
+                if m.landed(target):
+                    # Durable although reported failed (e.g. the fsync of LMDB's meta page):
+                    # nothing it refers to may be cut (the callers' rollbacks now cut
+                    # nothing); the log it replaced is moot. The writer keeps its pre-commit
+                    # view in memory and stops.
+                    for w in writers:
+                        w.published_now()
+                    if new_path is not None and self.wal is not None:
+                        self.wal.path.unlink(missing_ok=True)
+                elif new_path is not None:
+                    new_path.unlink(missing_ok=True)
+                raise
+            for w in writers:
+                w.published_now()
             if new_path is not None:
-                new_path.unlink(missing_ok=True)
+                old = self.wal
+                try:
+                    self.wal = wal_mod.WalWriter(new_path, self.settings["durability"],
+                                                 batch_interval=self.settings["batch_interval"])
+                finally:  # committed: the old log is moot even if the new one failed to open
+                    if old is not None:
+                        old.close(sync=False)
+                        old.path.unlink(missing_ok=True)
+            m.maybe_checkpoint()
+        except BaseException as exc:
+            self.fail_stop(exc)
             raise
-        for w in writers:
-            w.published_now()
-        if new_path is not None:
-            old = self.wal
-            self.wal = wal_mod.WalWriter(new_path, self.settings["durability"],
-                                         batch_interval=self.settings["batch_interval"])
-            if old is not None:
-                old.close()
-                old.path.unlink(missing_ok=True)
-        m.maybe_checkpoint()
         return seq
 
     def checkpoint(self) -> None:
@@ -474,7 +497,11 @@ class SeqVault:
         (faster opens; docs/format/index.md)."""
         self.check_writable()
         with self.lock:
-            self.manifest.checkpoint()
+            try:
+                self.manifest.checkpoint()
+            except BaseException as exc:
+                self.fail_stop(exc)
+                raise
 
     def sync(self) -> None:
         """Make every acknowledged append durable now (fsync the log)."""

@@ -55,19 +55,26 @@ def frame(rec_type: int, payload: bytes) -> bytes:
 def create_wal(path: Path, wal_id: int) -> None:
     """Create an empty log file (header only), fsynced, with its directory entry."""
     head = _FILE_HEAD.pack(MAGIC, FORMAT_VERSION, 0, wal_id, time.time_ns(), 0)
-    fd = iofaults.open_fd(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        iofaults.write(fd, head)
-        iofaults.fsync(fd)
-    finally:
-        os.close(fd)
-    fsync_dir(path.parent)
+        fd = iofaults.open_fd(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            iofaults.write(fd, head)
+            iofaults.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        # Nothing refers to the new log yet: a failed creation leaves no file behind.
+        path.unlink(missing_ok=True)
+        raise iofaults.named(exc, path) from exc
 
 
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         iofaults.fsync(fd)
+    except OSError as exc:
+        raise iofaults.named(exc, path) from exc
     finally:
         os.close(fd)
 
