@@ -28,7 +28,9 @@ def _assert_clean(counts: loop.Counts) -> None:
     assert counts.lost == 0 and counts.phantom == 0
     # every scenario ran, and failures were injected at many distinct places
     assert set(counts.ops) == set(loop.SCENARIOS)
-    assert counts.injected == counts.cases
+    # only the background fsyncs of durability=batch vary in number between runs
+    assert counts.injected >= counts.cases - counts.not_reached
+    assert counts.not_reached <= counts.ops["batch durability"]
     assert len(counts.sites) >= 15
 
 
