@@ -462,6 +462,8 @@ class Manifest:
         except BaseException:
             if not self.landed(self.seq, ckpt[0]):  # nothing refers to the new file
                 (self.meta.path / ckpt[0]).unlink(missing_ok=True)
+            elif self.ckpt_name not in (None, ckpt[0]):  # durable anyway: the old one is moot
+                (self.meta.path / self.ckpt_name).unlink(missing_ok=True)
             raise
         self._checkpointed(ckpt[0], self.seq)
 
@@ -484,9 +486,11 @@ class Manifest:
             iofaults.replace(tmp, path)
             fsync_dir(self.meta.path)
         except OSError:
-            # Nothing refers to this file yet (a full disk, an I/O error): leave nothing behind.
+            # Nothing refers to this file yet (a full disk, an I/O error): leave nothing behind,
+            # unless it is the current checkpoint rewritten (no commit since it was written).
             tmp.unlink(missing_ok=True)
-            path.unlink(missing_ok=True)
+            if name != self.ckpt_name:
+                path.unlink(missing_ok=True)
             raise
         return name, len(blob)
 

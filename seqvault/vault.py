@@ -53,6 +53,11 @@ from .verify import verify_store
 __all__ = ["SeqVault", "UserSequence"]
 
 
+def io_failure(exc: BaseException) -> bool:
+    """A failed write, fsync or metadata commit (LMDB raises its own classes)."""
+    return isinstance(exc, OSError | WriterFailed) or type(exc).__module__ == "lmdb"
+
+
 class SeqVault:
     """A store directory. Use `SeqVault.open(path, ...)`; also a context manager."""
 
@@ -236,8 +241,7 @@ class SeqVault:
         know what of its own state reached the disk, and a retried fsync may report success
         for pages the kernel dropped; a reopen starts again from what is durable
         (docs/design/safety.md, sections 5 and 9). Other exceptions are left alone."""
-        failed = isinstance(exc, OSError | WriterFailed) or type(exc).__module__ == "lmdb"
-        if failed and self._failed is None:
+        if io_failure(exc) and self._failed is None:
             self._failed = exc
 
     def append(self, user_id: Any, events: Mapping[str, Any]) -> int:
@@ -452,17 +456,28 @@ class SeqVault:
     def publish(self, edit: Edit, *, rotate_log: bool = False,
                 writers: tuple[SegmentWriter, ...] = ()) -> int:
         """The commit path of every writer (Engine protocol). holds: the store lock."""
+        if self._failed is not None:  # a stopped writer commits nothing more, whoever asks
+            self.check_writable()
         m = self.manifest
         new_path: Path | None = None
+        new_wal: wal_mod.WalWriter | None = None
         target = m.seq + 1
         try:
             if rotate_log:
                 edit.wal_id = m.wal_id + 1
                 new_path = self.path / "wal" / wal_mod.wal_name(edit.wal_id)
                 wal_mod.create_wal(new_path, edit.wal_id)
+                try:  # opened before the commit: failing here commits nothing
+                    new_wal = wal_mod.WalWriter(new_path, self.settings["durability"],
+                                                batch_interval=self.settings["batch_interval"])
+                except BaseException:
+                    new_path.unlink(missing_ok=True)
+                    raise
             try:
                 seq = m.commit(edit)
             except BaseException:
+                if new_wal is not None:
+                    new_wal.close(sync=False)
                 if m.landed(target):
                     # Durable although reported failed (e.g. the fsync of LMDB's meta page):
                     # nothing it refers to may be cut (the callers' rollbacks now cut
@@ -477,19 +492,23 @@ class SeqVault:
                 raise
             for w in writers:
                 w.published_now()
-            if new_path is not None:
-                old = self.wal
-                try:
-                    self.wal = wal_mod.WalWriter(new_path, self.settings["durability"],
-                                                 batch_interval=self.settings["batch_interval"])
-                finally:  # committed: the old log is moot even if the new one failed to open
-                    if old is not None:
-                        old.close(sync=False)
-                        old.path.unlink(missing_ok=True)
-            m.maybe_checkpoint()
+            if new_wal is not None:
+                old, self.wal = self.wal, new_wal
+                if old is not None:  # every record in it is sealed by this commit
+                    old.close(sync=False)
+                    old.path.unlink(missing_ok=True)
         except BaseException as exc:
             self.fail_stop(exc)
             raise
+        try:
+            m.maybe_checkpoint()
+        except Exception as exc:
+            if not io_failure(exc):
+                raise
+            # The commit is durable (LMDB fsynced it), so the call that made it succeeded and
+            # its caller finishes its bookkeeping; the failed checkpoint (its file removed)
+            # stops the writer, and the next write says why.
+            self.fail_stop(exc)
         return seq
 
     def checkpoint(self) -> None:
@@ -733,6 +752,7 @@ class SeqVault:
                     failed = self._failed or (self.wal.failed if self.wal else None)
                     if flush and failed is None:  # after a failure: nothing more is written
                         self.flush()
+                        self.check_writable()  # the flush's checkpoint failed: say so
                         self.manifest.maybe_checkpoint(force=True)
         finally:
             self._closed = True

@@ -13,7 +13,8 @@ store, opens a writer, arms the Nth call to fail and runs the operation again, a
   one line each;
 - nothing temporary is left: no `*.tmp`, no checkpoint, log or extent file the committed
   metadata does not name, no extent file longer than its committed size, no spill folder;
-- the same writer refuses every later write with `WriterFailed` (fail-stop);
+- the same writer still reads a whole state (before or after the failing step), and refuses
+  every later write with `WriterFailed` (fail-stop);
 - after a reopen the writer, and a read-only open in another process, hold exactly the
   model's events before the failing step or after it (an acknowledged step is never lost,
   nothing never written appears, a step is never half applied), and `verify()` is clean.
@@ -51,11 +52,12 @@ ROOT = Path(__file__).resolve().parents[2]
 ERRNOS = (errno.EIO, errno.ENOSPC)
 # Small limits so that a few dozen events exercise every path: partial seals at 16 events,
 # several segments a user, extent files that roll over, merge publishing in several batches,
-# merge in the calling thread (merge_nice 0: the same calls in the same order every run).
+# merge in the calling thread (merge_nice 0: the same calls in the same order every run), an
+# index checkpoint after most commits.
 SETTINGS: dict[str, Any] = {
     "durability": "sync", "tail_events": 16, "segment_events": 8,
     "lifetime_segment_events": 16, "max_file_bytes": 4096, "merge_nice": 0,
-    "merge_batch_users": 2,
+    "merge_batch_users": 2, "checkpoint_deltas": 3,
 }
 
 State = dict[int, list[tuple[int, int]]]  # user → [(ts, item_id)] in read order
@@ -440,14 +442,19 @@ def run_case(sc: Scenario, op: str, nth: int, err: int, workdir: Path, reader: R
             problems.append(f"{where}: failed with nothing injected: {failure!r}")
         elif (p := check_error(failure, store, err)) is not None:
             problems.append(f"{where}: {p}")
-    elif rec.injected:
+    elif rec.injected and (v is None or v.closed):
         problems.append(f"{where}: the injected error was swallowed: the operation succeeded")
+    # (an operation whose own commit was durable may succeed, as long as the writer stops:
+    # a failed index checkpoint after the commit; checked below)
     allowed = [sc.states[done]] + ([sc.states[done + 1]] if failure is not None else [])
     if rec.injected:
         problems += [f"{where}: left behind {x}" for x in leftovers(store) if x not in sc.before]
     if v is None:  # the open failed: there is no writer to refuse or close
         pass
     elif rec.injected and not v.closed:
+        # reads keep working on the stopped writer, and show a whole state
+        if (p := compare(read_state(v), allowed, counts, f"{where} the stopped writer")):
+            problems.append(p)
         try:
             v.append(1, one_event(1, 0))
             problems.append(f"{where}: the writer accepted an append after the failure")
