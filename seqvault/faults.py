@@ -7,8 +7,8 @@ when it passes a named point, so tests can kill a writer at exact steps of a pro
 from __future__ import annotations
 
 import errno
-import os
 import inspect
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -106,6 +106,7 @@ class IORecorder:
     nth: int = 0
     err: int = errno.EIO
     sticky: bool = False  # fail every call of `op` from the nth on, not only the nth
+    always: tuple[str, ...] = ()  # operations that fail at every call (a second fault)
     calls: dict[str, int] = field(default_factory=dict)
     sites: dict[tuple[str, str], int] = field(default_factory=dict)
     injected: list[Injected] = field(default_factory=list)
@@ -117,7 +118,8 @@ class IORecorder:
         with self.lock:
             n = self.calls[op] = self.calls.get(op, 0) + 1
             self.sites[(op, site)] = self.sites.get((op, site), 0) + 1
-            if op != self.op or not (n == self.nth or (self.sticky and n > self.nth > 0)):
+            primary = op == self.op and (n == self.nth or (self.sticky and n > self.nth > 0))
+            if not primary and op not in self.always:
                 return None
             inj = Injected(op, n, self.err, site, chain)
             self.injected.append(inj)
@@ -160,16 +162,18 @@ def _wrap_commit(rec: IORecorder) -> Callable[[str, str], None]:
 
 @contextmanager
 def armed(op: str | None, nth: int = 1, err: int = errno.EIO, *,
-          sticky: bool = False) -> Iterator[IORecorder]:
+          sticky: bool = False, always: tuple[str, ...] = ()) -> Iterator[IORecorder]:
     """Route the engine's file operations through counting wrappers; fail the `nth` call of
     `op` (one of `iofaults.OPS`) with errno `err` (only that call, or every later one too with
-    `sticky`). `op=None` only counts. Yields the recorder. Not thread-safe against another
-    `armed` block at the same time (one process-wide layer)."""
+    `sticky`), and every call of the operations in `always` (e.g. the truncate of a rollback:
+    a second fault). `op=None` only counts. Yields the recorder. Not thread-safe against
+    another `armed` block at the same time (one process-wide layer)."""
     from . import iofaults
 
-    if op is not None and op not in iofaults.OPS:
-        raise ValueError(f"op: {op!r} is not one of {iofaults.OPS}")
-    rec = IORecorder(op, nth, err, sticky)
+    for name in (op, *always):
+        if name is not None and name not in iofaults.OPS:
+            raise ValueError(f"op: {name!r} is not one of {iofaults.OPS}")
+    rec = IORecorder(op, nth, err, sticky, always)
     saved = {name: getattr(iofaults, name) for name in (*_FD_OPS, *_PATH_OPS, "commit_point")}
     try:
         for name in _FD_OPS:

@@ -16,6 +16,7 @@ final fsync of LMDB's meta page fails: durable, reported as failed).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 write = os.write
 pwrite = os.pwrite
@@ -39,7 +40,7 @@ def no_fault(path: str, stage: str) -> None:
     """`commit_point` when nothing is armed."""
 
 
-commit_point = no_fault
+commit_point: Callable[[str, str], None] = no_fault
 
 # The names above that a test can arm (faults.armed); "commit_before"/"commit_after" are the
 # two stages of `commit_point`.
