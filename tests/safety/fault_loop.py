@@ -436,8 +436,8 @@ def run_case(sc: Scenario, op: str, nth: int, err: int, workdir: Path, reader: R
     counts.injected += len(rec.injected)
     counts.not_reached += not rec.injected
     for inj in rec.injected:
-        counts.sites.add((op, inj.site))
-        counts.paths.add((op, inj.chain))
+        counts.sites.add((inj.op, inj.site))
+        counts.paths.add((inj.op, inj.chain))
     where = f"{label} at {rec.injected[0].site}" if rec.injected else label
     if failure is not None:
         counts.raised[type(failure).__name__] = counts.raised.get(type(failure).__name__, 0) + 1

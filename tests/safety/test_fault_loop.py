@@ -6,7 +6,8 @@ appends, batch appends, a partial seal, a full flush, merge and reclamation, an 
 small Parquet file, an index checkpoint, deletes and close; after each failure it checks the
 error, the temporary files and the refusal of later writes, reopens (writer and a read-only
 process) and compares every user's events with a model. The default run fails each call once
-(EIO and ENOSPC alternating); the slow run fails each call with both.
+(EIO and ENOSPC alternating); the slow run fails each call with both, once, sticky, and
+with every truncate failing too.
 `python -m tests.safety.fault_loop --all` prints the counts (docs/design/safety.md, section 9).
 """
 
@@ -42,7 +43,9 @@ def test_fault_loop_every_call_once(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_fault_loop_every_call_with_eio_and_enospc(tmp_path: Path) -> None:
-    counts = loop.run_loop(tmp_path)
+    """Every call with both errnos: that call only, every later call of its kind (a disk
+    that stays full), and that call with every truncate failing (a rollback that fails)."""
+    counts = loop.run_loop(tmp_path, sticky=(False, True), double=True)
     print(counts.summary())
     _assert_clean(counts)
 
