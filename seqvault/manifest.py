@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import iofaults
 from .errors import CorruptionError, FormatVersionError, NotFound
 from .files import ExtentFiles
 from .index import EXTENT_DTYPE, HashIndex, pack_extents, unpack_extents, user_hash
@@ -333,6 +334,8 @@ class Manifest:
         # Packed only when written as deltas (a folded commit writes the checkpoint instead).
         packed = {} if fold else {h: pack_extents(ext) for h, ext in edit.users.items()}
         ckpt: tuple[str, int] | None = None
+        # The users' lists before this commit: a failed commit puts them back (below).
+        undo = {h: self.index.extents_of(h) for h in edit.users} if fold else {}
         if fold:
             for h, extents in edit.users.items():
                 self.index.set_extents(h, extents)
@@ -377,12 +380,20 @@ class Manifest:
                 if edit.purge is not None:
                     m.set_meta(txn, "purge", edit.purge.to_record())
                 m.set_meta(txn, "seq", seq)
+                iofaults.commit_point(str(m.path), "before")
+            iofaults.commit_point(str(m.path), "after")
         except BaseException:
-            if fold:  # the in-memory index ran ahead of what was published: reload it
-                if ckpt is not None:
-                    (m.path / ckpt[0]).unlink(missing_ok=True)
-                with m.begin() as txn:
-                    self._load_index(txn)
+            if fold:  # the in-memory index ran ahead of what was published: undo that
+                if ckpt is not None and self.landed(seq):
+                    # Durable although reported failed: LMDB refers to the checkpoint file, so
+                    # it stays; the writer keeps its pre-commit view (it is failed anyway).
+                    for h, extents in undo.items():
+                        self.index.set_extents(h, extents)
+                else:
+                    if ckpt is not None:
+                        (m.path / ckpt[0]).unlink(missing_ok=True)
+                    with m.begin() as txn:
+                        self._load_index(txn)
             raise
         # Committed: now make the in-memory state match.
         self.seq = seq
@@ -443,8 +454,17 @@ class Manifest:
         fsynced before LMDB refers to it; an unreferenced file is deleted at the next writer
         open (`remove_stale_checkpoints`)."""
         ckpt = self._write_checkpoint_file(self.seq)
-        with self.meta.begin(write=True) as txn:
-            self._reference_checkpoint(txn, ckpt, self.seq)
+        try:
+            with self.meta.begin(write=True) as txn:
+                self._reference_checkpoint(txn, ckpt, self.seq)
+                iofaults.commit_point(str(self.meta.path), "before")
+            iofaults.commit_point(str(self.meta.path), "after")
+        except BaseException:
+            if not self.landed(self.seq, ckpt[0]):  # nothing refers to the new file
+                (self.meta.path / ckpt[0]).unlink(missing_ok=True)
+            elif self.ckpt_name not in (None, ckpt[0]):  # durable anyway: the old one is moot
+                (self.meta.path / self.ckpt_name).unlink(missing_ok=True)
+            raise
         self._checkpointed(ckpt[0], self.seq)
 
     def _write_checkpoint_file(self, seq: int) -> tuple[str, int]:
@@ -452,17 +472,41 @@ class Manifest:
         path = self.meta.path / name
         tmp = path.with_suffix(".tmp")
         blob = self.index.to_bytes()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            view = memoryview(blob)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        fsync_dir(self.meta.path)
+            fd = iofaults.open_fd(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(blob)
+                while view:
+                    view = view[iofaults.write(fd, view):]
+                iofaults.fsync(fd)
+            except OSError as exc:
+                raise iofaults.named(exc, tmp) from exc
+            finally:
+                os.close(fd)
+            iofaults.replace(tmp, path)
+            fsync_dir(self.meta.path)
+        except OSError:
+            # Nothing refers to this file yet (a full disk, an I/O error): leave nothing behind,
+            # unless it is the current checkpoint rewritten (no commit since it was written).
+            tmp.unlink(missing_ok=True)
+            if name != self.ckpt_name:
+                path.unlink(missing_ok=True)
+            raise
         return name, len(blob)
+
+    def landed(self, seq: int, ckpt_name: str | None = None) -> bool:
+        """After a commit raised: whether LMDB holds it anyway (an error after the write, such
+        as a failed fsync of LMDB's meta page). Then nothing it refers to may be removed. When
+        LMDB cannot even be read, assume it did: the next writer open removes what is not
+        referred to, while a removed file that is referred to would be lost."""
+        try:
+            with self.meta.begin() as txn:
+                if ckpt_name is not None:
+                    ref = self.meta.get_meta(txn, "ckpt_file")
+                    return ref is not None and ref.get("name") == ckpt_name
+                return int(self.meta.get_meta(txn, "seq")) >= seq
+        except Exception:  # noqa: BLE001 - see above
+            return True
 
     def _reference_checkpoint(self, txn: Any, ckpt: tuple[str, int], seq: int) -> None:
         """In the transaction that publishes commit `seq`: the checkpoint covers it."""

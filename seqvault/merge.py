@@ -60,7 +60,8 @@ class Merger:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.mutex = threading.Lock()
-        self.writer = SegmentWriter(engine.manifest, "lt", private=True)
+        self.writer = SegmentWriter(engine.manifest, "lt", private=True,
+                                    on_error=engine.fail_stop)
         self.fault = Faults()
         self.merged_through_flush = engine.flush_count
         self.totals: dict[str, int] = {"merge_passes": 0, "merged_users": 0,
@@ -159,7 +160,11 @@ class Merger:
                       else self.setting("reclaim_ratio"))
         if not niced or int(self.setting("merge_nice")) <= 0:
             with self.mutex:
-                return self._run(users, reclaim=reclaim, stop=stop, duty=duty, ratio=ratio)
+                try:
+                    return self._run(users, reclaim=reclaim, stop=stop, duty=duty, ratio=ratio)
+                except BaseException as exc:  # a failed write, fsync or unlink: fail-stop
+                    self.engine.fail_stop(exc)
+                    raise
         result: dict[str, Any] = {}
         failure: list[BaseException] = []
 
@@ -170,6 +175,7 @@ class Merger:
                     result.update(self._run(users, reclaim=reclaim, stop=stop, duty=duty,
                                             ratio=ratio))
             except BaseException as exc:  # re-raised in the caller
+                self.engine.fail_stop(exc)  # a failed write, fsync or unlink: fail-stop
                 failure.append(exc)
 
         worker = threading.Thread(target=work, name="seqvault-merge-pass")

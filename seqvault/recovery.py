@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from . import iofaults
 from . import wal as wal_mod
 from .errors import CorruptionError, StoreLocked
 from .files import file_name, parse_file_name
@@ -67,9 +68,7 @@ def repair(root: Path, manifest: Manifest) -> None:
             continue
         size = p.stat().st_size
         if size > info.size:
-            with open(p, "r+b") as fh:
-                fh.truncate(info.size)
-                os.fsync(fh.fileno())
+            cut(p, info.size)
         elif size < info.size:
             raise CorruptionError(f"{p}: file has {size} bytes, the catalog published "
                                   f"{info.size}; data was lost below SeqVault", path=str(p))
@@ -86,6 +85,17 @@ def repair(root: Path, manifest: Manifest) -> None:
     manifest.remove_stale_checkpoints()
 
 
+def cut(path: Path, size: int) -> None:
+    """Truncate `path` to `size`, durably. A failure names the file (the kernel does not: a
+    disk-full or I/O error at open must say where; docs/design/safety.md, section 9)."""
+    try:
+        with open(path, "r+b") as fh:
+            iofaults.ftruncate(fh.fileno(), size)
+            iofaults.fsync(fh.fileno())
+    except OSError as exc:
+        raise iofaults.named(exc, path) from exc
+
+
 def recover_log(root: Path, wal_id: int, schema: Schema, mem: MemTable,
                 dicts: dict[str, StringDict], sealed: dict[int, int]) -> tuple[int, int, int]:
     """Writer open: replay the current log into the memtable; cut a torn tail (never
@@ -99,9 +109,7 @@ def recover_log(root: Path, wal_id: int, schema: Schema, mem: MemTable,
     torn = 0
     if result.torn:
         torn = result.size - result.end
-        with open(path, "r+b") as fh:
-            fh.truncate(result.end)
-            os.fsync(fh.fileno())
+        cut(path, result.end)
     events = _apply(result, schema, mem, dicts, sealed)
     return result.end, events, torn
 

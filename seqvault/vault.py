@@ -54,6 +54,11 @@ from .verify import verify_store
 __all__ = ["SeqVault", "UserSequence"]
 
 
+def io_failure(exc: BaseException) -> bool:
+    """A failed write, fsync or metadata commit (LMDB raises its own classes)."""
+    return isinstance(exc, OSError | WriterFailed) or type(exc).__module__ == "lmdb"
+
+
 class SeqVault:
     """A store directory. Use `SeqVault.open(path, ...)`; also a context manager."""
 
@@ -147,7 +152,8 @@ class SeqVault:
         self.wal = wal_mod.WalWriter(self.path / "wal" / wal_mod.wal_name(m.wal_id),
                                      m.settings["durability"],
                                      batch_interval=m.settings["batch_interval"])
-        self.writers = {"rt": SegmentWriter(m, "rt"), "lt": SegmentWriter(m, "lt")}
+        self.writers = {"rt": SegmentWriter(m, "rt", on_error=self.fail_stop),
+                        "lt": SegmentWriter(m, "lt", on_error=self.fail_stop)}
         if m.needs_migration():  # a format-1 store: its checkpoint moves to a file now
             with self.lock:
                 m.checkpoint()
@@ -229,9 +235,14 @@ class SeqVault:
             raise WriterFailed(f"{self.path}: a write or fsync failed earlier ({failed}); this "
                                "writer acknowledges nothing more: reopen the store")
 
-    def _fail_stop(self, exc: BaseException) -> None:
-        """A write, fsync or commit of the store failed: refuse every later write."""
-        if isinstance(exc, OSError | WriterFailed) and self._failed is None:
+    def fail_stop(self, exc: BaseException) -> None:
+        """A write, fsync or commit of the store failed: refuse every later write (Engine
+        protocol). Whatever the operation (append, seal, flush, delete, merge, bulk load,
+        checkpoint) and the error (an fsync's EIO, a full disk): after it the writer cannot
+        know what of its own state reached the disk, and a retried fsync may report success
+        for pages the kernel dropped; a reopen starts again from what is durable
+        (docs/design/safety.md, sections 5 and 9). Other exceptions are left alone."""
+        if io_failure(exc) and self._failed is None:
             self._failed = exc
 
     def append(self, user_id: Any, events: Mapping[str, Any]) -> int:
@@ -343,7 +354,7 @@ class SeqVault:
         try:
             yield
         except BaseException as exc:
-            self._fail_stop(exc)
+            self.fail_stop(exc)
             try:
                 w.rollback()
             except OSError:  # the disk is failing: the next writer open cuts these bytes
@@ -446,28 +457,59 @@ class SeqVault:
     def publish(self, edit: Edit, *, rotate_log: bool = False,
                 writers: tuple[SegmentWriter, ...] = ()) -> int:
         """The commit path of every writer (Engine protocol). holds: the store lock."""
+        if self._failed is not None:  # a stopped writer commits nothing more, whoever asks
+            self.check_writable()
         m = self.manifest
         new_path: Path | None = None
-        if rotate_log:
-            edit.wal_id = m.wal_id + 1
-            new_path = self.path / "wal" / wal_mod.wal_name(edit.wal_id)
-            wal_mod.create_wal(new_path, edit.wal_id)
+        new_wal: wal_mod.WalWriter | None = None
+        target = m.seq + 1
         try:
-            seq = m.commit(edit)
-        except BaseException:
-            if new_path is not None:
-                new_path.unlink(missing_ok=True)
+            if rotate_log:
+                edit.wal_id = m.wal_id + 1
+                new_path = self.path / "wal" / wal_mod.wal_name(edit.wal_id)
+                wal_mod.create_wal(new_path, edit.wal_id)
+                try:  # opened before the commit: failing here commits nothing
+                    new_wal = wal_mod.WalWriter(new_path, self.settings["durability"],
+                                                batch_interval=self.settings["batch_interval"])
+                except BaseException:
+                    new_path.unlink(missing_ok=True)
+                    raise
+            try:
+                seq = m.commit(edit)
+            except BaseException:
+                if new_wal is not None:
+                    new_wal.close(sync=False)
+                if m.landed(target):
+                    # Durable although reported failed (e.g. the fsync of LMDB's meta page):
+                    # nothing it refers to may be cut (the callers' rollbacks now cut
+                    # nothing); the log it replaced is moot. The writer keeps its pre-commit
+                    # view in memory and stops.
+                    for w in writers:
+                        w.published_now()
+                    if new_path is not None and self.wal is not None:
+                        self.wal.path.unlink(missing_ok=True)
+                elif new_path is not None:
+                    new_path.unlink(missing_ok=True)
+                raise
+            for w in writers:
+                w.published_now()
+            if new_wal is not None:
+                old, self.wal = self.wal, new_wal
+                if old is not None:  # every record in it is sealed by this commit
+                    old.close(sync=False)
+                    old.path.unlink(missing_ok=True)
+        except BaseException as exc:
+            self.fail_stop(exc)
             raise
-        for w in writers:
-            w.published_now()
-        if new_path is not None:
-            old = self.wal
-            self.wal = wal_mod.WalWriter(new_path, self.settings["durability"],
-                                         batch_interval=self.settings["batch_interval"])
-            if old is not None:
-                old.close()
-                old.path.unlink(missing_ok=True)
-        m.maybe_checkpoint()
+        try:
+            m.maybe_checkpoint()
+        except Exception as exc:
+            if not io_failure(exc):
+                raise
+            # The commit is durable (LMDB fsynced it), so the call that made it succeeded and
+            # its caller finishes its bookkeeping; the failed checkpoint (its file removed)
+            # stops the writer, and the next write says why.
+            self.fail_stop(exc)
         return seq
 
     def checkpoint(self) -> None:
@@ -475,7 +517,11 @@ class SeqVault:
         (faster opens; docs/format/index.md)."""
         self.check_writable()
         with self.lock:
-            self.manifest.checkpoint()
+            try:
+                self.manifest.checkpoint()
+            except BaseException as exc:
+                self.fail_stop(exc)
+                raise
 
     def sync(self) -> None:
         """Make every acknowledged append durable now (fsync the log)."""
@@ -729,6 +775,7 @@ class SeqVault:
                     failed = self._failed or (self.wal.failed if self.wal else None)
                     if flush and failed is None:  # after a failure: nothing more is written
                         self.flush()
+                        self.check_writable()  # the flush's checkpoint failed: say so
                         self.manifest.maybe_checkpoint(force=True)
         finally:
             self._closed = True

@@ -26,6 +26,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from . import iofaults
 from .errors import CorruptionError, FormatVersionError, WriterFailed
 from .schema import Schema
 from .settings import DURABILITY_MODES
@@ -54,19 +55,26 @@ def frame(rec_type: int, payload: bytes) -> bytes:
 def create_wal(path: Path, wal_id: int) -> None:
     """Create an empty log file (header only), fsynced, with its directory entry."""
     head = _FILE_HEAD.pack(MAGIC, FORMAT_VERSION, 0, wal_id, time.time_ns(), 0)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(fd, head)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    fsync_dir(path.parent)
+        fd = iofaults.open_fd(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            iofaults.write(fd, head)
+            iofaults.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        # Nothing refers to the new log yet: a failed creation leaves no file behind.
+        path.unlink(missing_ok=True)
+        raise iofaults.named(exc, path) from exc
 
 
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        iofaults.fsync(fd)
+    except OSError as exc:
+        raise iofaults.named(exc, path) from exc
     finally:
         os.close(fd)
 
@@ -154,7 +162,7 @@ class WalWriter:
         self.path = path
         self.durability = durability
         self.batch_interval = batch_interval
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._fd = iofaults.open_fd(path, os.O_WRONLY | os.O_APPEND)
         self._end = os.fstat(self._fd).st_size
         self._synced = self._end
         self._write_lock = threading.Lock()
@@ -179,7 +187,7 @@ class WalWriter:
         with self._write_lock:
             self.check()
             try:
-                written = os.write(self._fd, rec)
+                written = iofaults.write(self._fd, rec)
                 if written != len(rec):  # O_APPEND regular files write whole; guard anyway
                     raise OSError(f"short write to {self.path}: {written} of {len(rec)} bytes")
             except OSError as exc:
@@ -206,7 +214,7 @@ class WalWriter:
             self.check()
             target = self._end
             try:
-                os.fsync(self._fd)
+                iofaults.fsync(self._fd)
             except OSError as exc:
                 self.failed = exc
                 raise WriterFailed(f"{self.path}: fsync of the log failed ({exc}); nothing more "
