@@ -73,7 +73,7 @@ def frame(rec_type: int, payload: bytes, seq: int, first_event: int, events: int
     return struct.pack("<I", crc) + head[4:] + payload
 
 
-def _file_header(wal_id: int, chunk: int, created_ns: int, mark: tuple[int, int, int]) -> bytes:
+def file_header(wal_id: int, chunk: int, created_ns: int, mark: tuple[int, int, int]) -> bytes:
     head = _FILE_HEAD.pack(MAGIC, FORMAT_VERSION, 0, wal_id, created_ns, chunk, 0, *mark)
     return head + struct.pack("<II", zlib.crc32(head), 0)
 
@@ -90,7 +90,7 @@ def create_wal(path: Path, wal_id: int, chunk: int = CHUNK) -> None:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         _grow(fd, 0, chunks_for(FILE_HEADER_SIZE, chunk))
-        os.pwrite(fd, _file_header(wal_id, chunk, time.time_ns(), (0, 0, 0)), 0)
+        os.pwrite(fd, file_header(wal_id, chunk, time.time_ns(), (0, 0, 0)), 0)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -344,7 +344,9 @@ def _scan_v2(path: Path, head: bytes, data: bytes, base: int, size: int,
                         next_seq=expect or 1, events=events or 0, chunk=chunk, mark=mark)
     # What the log (header mark) or the manifest (last commit) says was synced: records up to
     # there were acknowledged, so none of them may be missing or bad.
-    claims = [c for c in (mark, synced) if c is not None and c[0] > end]
+    # By sequence number where known (a gap already reported moved later records up).
+    claims = [c for c in (mark, synced) if c is not None and c[0] > end
+              and (expect is None or c[1] >= expect)]
     acked = max(claims) if claims else None
     cut = []
     if size % chunk:
@@ -516,7 +518,7 @@ class WalWriter:
         mark = (pos.end, pos.next_seq - 1, pos.events)
         if mark == self._marked or pos.end <= FILE_HEADER_SIZE:
             return
-        os.pwrite(self._fd, _file_header(self._wal_id, self.chunk, self._created, mark), 0)
+        os.pwrite(self._fd, file_header(self._wal_id, self.chunk, self._created, mark), 0)
         self._marked = mark
 
     def sync(self) -> None:

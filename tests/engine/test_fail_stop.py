@@ -37,7 +37,9 @@ def test_a_failed_log_fsync_stops_the_writer_and_reopen_recovers(tmp_path, monke
     store = tmp_path / "s"
     v = SeqVault.open(store, schema=Schema.from_dict(SCHEMA), durability="sync")
     fake = FailingFsync(at)
+    real_fdatasync = os.fdatasync
     monkeypatch.setattr(os, "fsync", fake)
+    monkeypatch.setattr(os, "fdatasync", fake)  # the log syncs its data with fdatasync
     acked = []
     with pytest.raises(WriterFailed, match="fsync"):
         for i in range(100):
@@ -51,6 +53,7 @@ def test_a_failed_log_fsync_stops_the_writer_and_reopen_recovers(tmp_path, monke
     assert v.read(1).columns["item"].tolist()[:len(acked)] == acked  # reads still work
     v.close()
     monkeypatch.setattr(os, "fsync", fake.real)
+    monkeypatch.setattr(os, "fdatasync", real_fdatasync)
     with SeqVault.open(store) as w:
         got = w.read(1).columns["item"].tolist()
         # every acknowledged event; the failed call may or may not have reached the page cache
