@@ -120,8 +120,11 @@ def recover_log(root: Path, wal_id: int, schema: Schema, mem: MemTable,
     disk."""
     path = root / "wal" / wal_mod.wal_name(wal_id)
     if not path.exists():
-        raise CorruptionError(f"{path}: the current write-ahead log is missing; acknowledged "
-                              "writes may be lost", path=str(path))
+        if not salvage:
+            raise CorruptionError(damage_message(root, [missing_log(root, wal_id, synced)]),
+                                  path=str(path))
+        return Recovered(wal_mod.LogPosition(), 0, 0, wal_mod.FORMAT_VERSION,
+                         [missing_log(root, wal_id, synced)], 0)
     result = wal_mod.scan(path, expect_id=wal_id, synced=synced)
     if result.problems and not salvage:
         raise CorruptionError(damage_message(root, result.problems), path=str(path))
@@ -203,13 +206,23 @@ def _apply(result: wal_mod.ScanResult, schema: Schema, mem: MemTable,
     return events
 
 
+def missing_log(root: Path, wal_id: int, synced: tuple[int, int, int] | None
+                ) -> wal_mod.LogProblem:
+    """Rule L6: the current log is gone; the manifest's mark says what it held."""
+    path = root / "wal" / wal_mod.wal_name(wal_id)
+    return wal_mod.LogProblem(
+        str(path), "missing", 0, synced[0] if synced else None, 1 if synced else None,
+        synced[1] if synced else None, synced[2] if synced else None,
+        "the current write-ahead log file is missing")
+
+
 def log_report(root: Path, manifest: Manifest) -> dict[str, Any]:
     """What `seqvault repair` would keep and drop in the current log (nothing is changed)."""
     path = root / "wal" / wal_mod.wal_name(manifest.wal_id)
     if not path.exists():
-        return {"log": str(path), "missing": True, "records": 0, "events": None,
-                "problems": [{"path": str(path), "kind": "missing", "error": "log is missing"}],
-                "dropped_events": None}
+        p = missing_log(root, manifest.wal_id, manifest.synced_of(manifest.wal_id))
+        return {"log": str(path), "version": wal_mod.FORMAT_VERSION, "records": 0,
+                "events": 0, "problems": [p.to_dict()], "dropped_events": p.events}
     result = wal_mod.scan(path, expect_id=manifest.wal_id,
                           synced=manifest.synced_of(manifest.wal_id))
     known = [p.events for p in result.problems]
@@ -220,10 +233,12 @@ def log_report(root: Path, manifest: Manifest) -> dict[str, Any]:
                                if all(e is not None for e in known) else None)}
 
 
-def save_damaged_log(root: Path, wal_id: int) -> Path:
+def save_damaged_log(root: Path, wal_id: int) -> Path | None:
     """Copy the damaged log to `lost/` (fsynced) before a repair replaces it, as LevelDB's
     RepairDB keeps what it could not use: the dropped bytes stay available for forensics."""
     src = root / "wal" / wal_mod.wal_name(wal_id)
+    if not src.exists():  # rule L6: nothing to keep
+        return None
     lost = root / "lost"
     lost.mkdir(exist_ok=True)
     dst = lost / f"{src.stem}-{time.strftime('%Y%m%dT%H%M%S')}.log"

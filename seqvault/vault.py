@@ -46,6 +46,7 @@ from .reclaim import live_bytes
 from .recovery import (
     create_store,
     log_report,
+    missing_log,
     recover_log,
     repair,
     replay_log,
@@ -193,7 +194,8 @@ class SeqVault:
         try:
             report = {**log_report(root, v.manifest), "repaired": False}
             if v.log_damage:
-                report["saved_copy"] = str(save_damaged_log(root, v.wal_id))
+                saved = save_damaged_log(root, v.wal_id)
+                report["saved_copy"] = str(saved) if saved is not None else None
                 old = root / "wal" / wal_mod.wal_name(v.wal_id)
                 v.flush(rotate=True)  # the commit switches to a new log: the damaged one is moot
                 old.unlink(missing_ok=True)
@@ -217,11 +219,25 @@ class SeqVault:
         self._last_refresh = time.monotonic()
 
     def _replay_from_start(self) -> None:
-        m = self.manifest
         self.mem.clear()
-        self.wal_pos, problems = replay_log(self.path, m.wal_id, 0, m.schema, self.mem, m.dicts,
-                                            m.sealed, synced=m.synced_of(m.wal_id))
-        self.log_damage = [p.to_dict() for p in problems]
+        self._replay(0)
+
+    def _replay(self, start: int) -> None:
+        """Read-only opens: apply the log from `start`; note what is missing or damaged.
+        FileNotFoundError: the writer rotated the log (take a new snapshot). holds: lock."""
+        m = self.manifest
+        try:
+            self.wal_pos, problems = replay_log(self.path, m.wal_id, start, m.schema, self.mem,
+                                                m.dicts, m.sealed, synced=m.synced_of(m.wal_id))
+        except FileNotFoundError:
+            with m.meta.begin() as txn:
+                if int(m.meta.get_meta(txn, "wal_id")) != m.wal_id:
+                    raise  # rotated since our snapshot
+            # Still the current log, and gone: serve the sealed data and say what is missing.
+            self.wal_pos = 0
+            problems = [missing_log(self.path, m.wal_id, m.synced_of(m.wal_id))]
+        if problems or start == 0:
+            self.log_damage = [p.to_dict() for p in problems]
 
     # ================================================================== the published state
     @property
@@ -661,11 +677,7 @@ class SeqVault:
                             key = self.mem.key_of(h)
                             if key is not None:
                                 self.mem.drop_through(key, through)
-                        self.wal_pos, problems = replay_log(
-                            self.path, m.wal_id, self.wal_pos, m.schema, self.mem, m.dicts,
-                            m.sealed, synced=m.synced_of(m.wal_id))
-                        if problems:
-                            self.log_damage = [p.to_dict() for p in problems]
+                        self._replay(self.wal_pos)
                 self._last_refresh = time.monotonic()
                 return
             except FileNotFoundError:

@@ -50,7 +50,7 @@ def repair_cmd(store: str, dry_run: bool, as_json: bool) -> None:
             dropped = report["dropped_events"]
             click.echo(f"Repaired: kept {kept}; dropped "
                        f"{'an unknown number of' if dropped is None else f'{dropped:,}'} events; "
-                       f"the old log is saved as {report['saved_copy']}", err=True)
+                       f"the old log is saved as {report.get('saved_copy')}", err=True)
         else:
             click.echo(f"Dry run: a repair would keep {kept} and drop what is listed above",
                        err=True)

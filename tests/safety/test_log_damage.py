@@ -192,6 +192,34 @@ def test_cli_reports_serves_and_repairs(small_log, tmp_path):
     assert again.returncode == 0 and "nothing to repair" in again.stderr
 
 
+def test_a_deleted_log_is_reported_and_sealed_data_still_served(tmp_path):
+    store = tmp_path / "s"
+    with SeqVault.open(store, schema=SCHEMA, durability="sync") as v:
+        for i in range(10):
+            v.append(i % USERS, call_events(i))
+        v.flush()  # calls 0..9 sealed
+        for i in range(10, 20):
+            v.append(i % USERS, call_events(i))
+        v.delete(6)  # a commit: the manifest marks how far the log was synced
+        v.close(flush=False)
+    log = next((store / "wal").glob("wal-*.log"))
+    log.unlink()
+    sealed = model([i for i in range(10) if i % USERS != 6])
+    with pytest.raises(CorruptionError, match="missing.*seqvault repair"):
+        SeqVault.open(store)
+    with SeqVault.open(store, read_only=True) as r:
+        assert read_all(r) == sealed
+        (p,) = r.log_damage
+        assert p["kind"] == "missing" and (p["seq_first"], p["seq_last"]) == (1, 10)
+        assert p["events"] == sum(1 + i % 4 for i in range(10, 20))
+        r.refresh()
+        assert read_all(r) == sealed
+    rep = SeqVault.repair_log(store)
+    assert rep["repaired"] and rep["saved_copy"] is None
+    with SeqVault.open(store) as v:
+        assert read_all(v) == sealed and v.verify()["ok"]
+
+
 # ---------------------------------------------------------------------- real processes
 CHILD = textwrap.dedent("""
     import sys, time
