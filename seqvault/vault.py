@@ -672,7 +672,6 @@ class SeqVault:
                     if found.rebuild:
                         self._replay_from_start()
                     else:
-                        m = self.manifest
                         for h, through in found.sealed:
                             key = self.mem.key_of(h)
                             if key is not None:
