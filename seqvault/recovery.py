@@ -163,8 +163,8 @@ def replay_log(root: Path, wal_id: int, start: int, schema: Schema, mem: MemTabl
     around them are applied: a damaged log does not hide what is intact).
     FileNotFoundError: the writer rotated the log (the caller takes a new snapshot)."""
     path = root / "wal" / wal_mod.wal_name(wal_id)
-    if not path.exists():
-        raise FileNotFoundError(path)
+    if start > 0 and wal_mod.nothing_after(path, start):
+        return start, []  # the common refresh: no new record (cheaper than reading the slack)
     result = wal_mod.scan(path, start, expect_id=wal_id, synced=synced)
     for _again in range(3):
         # A writer may be writing while we read: a record half-copied into our buffer can

@@ -184,6 +184,17 @@ def read_header(path: Path) -> tuple[int, int]:
     return int(version), int(wal_id)
 
 
+def nothing_after(path: Path, start: int) -> bool:
+    """Whether a version-2 log has no record at `start` (a zero header there: the writer has
+    not written one yet). FileNotFoundError: the log is gone."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        peek = os.pread(fd, RECORD_HEADER_SIZE, start)
+    finally:
+        os.close(fd)
+    return len(peek) == RECORD_HEADER_SIZE and not peek.strip(b"\0")
+
+
 def scan(path: Path, start: int = 0, *, expect_id: int | None = None,
          synced: tuple[int, int, int] | None = None) -> ScanResult:
     """Read every whole, checksummed record from `start` (0: the whole log, header checked).
@@ -195,9 +206,10 @@ def scan(path: Path, start: int = 0, *, expect_id: int | None = None,
     """
     with open(path, "rb") as fh:
         head = fh.read(FILE_HEADER_SIZE)
-        if len(head) < FILE_HEADER_SIZE_V1:
-            raise CorruptionError(f"{path}: log header is torn ({len(head)} bytes)",
-                                  path=str(path))
+        if len(head) < FILE_HEADER_SIZE_V1:  # cut inside the header (L3)
+            cut = LogProblem(str(path), "truncated", 0, None, None, None, None,
+                             f"the log is cut inside its header ({len(head)} bytes)")
+            return ScanResult([], len(head), False, len(head), problems=[cut])
         magic, version, _r, wal_id, _ns, _r2 = _FILE_HEAD_V1.unpack_from(head, 0)
         if magic != MAGIC:
             raise CorruptionError(f"{path}: bad log magic {magic!r}", path=str(path))

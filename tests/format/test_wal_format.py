@@ -187,6 +187,21 @@ def test_L3_a_cut_shows_at_any_size(tmp_path, schema):
     assert (p.start, p.seq_first, p.seq_last, p.events) == (offs[4], 5, 5, 12_000)
 
 
+def test_L3_a_cut_inside_the_header(tmp_path, schema):
+    log = _store(tmp_path, schema)
+    with open(log, "r+b") as fh:
+        fh.truncate(20)
+    (p,) = walmod.scan(log).problems
+    assert p.kind == "truncated" and p.start == 0
+    with pytest.raises(CorruptionError, match="seqvault repair"):
+        SeqVault.open(tmp_path / "s")
+    with SeqVault.open(tmp_path / "s", read_only=True) as r:
+        assert r.read(0).count == 0 and r.log_damage[0]["kind"] == "truncated"
+    assert SeqVault.repair_log(tmp_path / "s")["repaired"]
+    with SeqVault.open(tmp_path / "s") as v:
+        assert v.verify()["ok"]
+
+
 def test_L4_checksum_mismatch_in_a_synced_last_record_is_damage(tmp_path, schema):
     log = _store(tmp_path, schema)  # a clean close: the header mark covers every record
     offs = _offsets(log)
