@@ -118,6 +118,9 @@ class Edit:
     sealed: dict[Any, int] = field(default_factory=dict)
     # The new set of files and logs still holding a deleted user's bytes (replaces the old).
     purge: Purge | None = None
+    # (wal_id, end, last seq, events): how far that log was synced when this commit was made
+    # (docs/format/wal.md, rule L5): opens compare the log with it.
+    wal_synced: tuple[int, int, int, int] | None = None
 
 
 @dataclass
@@ -157,6 +160,7 @@ class Manifest:
         self.checkpoints = 0
         self.sealed: dict[int, int] = {}  # user key hash → sealed through (current log)
         self.purge = Purge()  # deleted users' bytes still on disk (removed by the next merge)
+        self.wal_synced: tuple[int, int, int, int] | None = None  # see Edit.wal_synced
 
     # ------------------------------------------------------------------ create / exists
     @staticmethod
@@ -221,11 +225,21 @@ class Manifest:
         self.ckpt_seq = int(m.get_meta(txn, "ckpt_seq"))
         self.wal_id = int(m.get_meta(txn, "wal_id"))
         self.purge = Purge.from_record(m.get_meta(txn, "purge"))
+        self._load_wal_synced(txn)
         self._load_catalog(txn)
         self._load_dicts(txn)
         self._load_index(txn)
         self.sealed = {}
         self._apply_sealed(self._sealed_since(txn, 0))
+
+    def _load_wal_synced(self, txn: Any) -> None:
+        raw = self.meta.get_meta(txn, "wal_synced")
+        self.wal_synced = tuple(int(x) for x in raw) if raw else None  # type: ignore[assignment]
+
+    def synced_of(self, wal_id: int) -> tuple[int, int, int] | None:
+        """(end, last seq, events) of log `wal_id` as synced at the last commit, if recorded."""
+        w = self.wal_synced
+        return (w[1], w[2], w[3]) if w is not None and w[0] == wal_id else None
 
     def _sealed_since(self, txn: Any, after_seq: int) -> list[tuple[int, int]]:
         """(user hash, through) records of the current log committed after `after_seq`."""
@@ -307,6 +321,7 @@ class Manifest:
                 _s, h = parse_delta_key(k)
                 self.index.set_extents(h, unpack_extents(v))
             self._load_catalog(txn)
+            self._load_wal_synced(txn)
             old_seq = self.seq
             self.seq = seq
             if wal_id == self.wal_id:
@@ -379,6 +394,8 @@ class Manifest:
                           pack([through]))
                 if edit.purge is not None:
                     m.set_meta(txn, "purge", edit.purge.to_record())
+                if edit.wal_synced is not None:
+                    m.set_meta(txn, "wal_synced", list(edit.wal_synced))
                 m.set_meta(txn, "seq", seq)
                 iofaults.commit_point(str(m.path), "before")
             iofaults.commit_point(str(m.path), "after")
@@ -419,6 +436,8 @@ class Manifest:
         self._apply_sealed([(_hash_of(k), t) for k, t in edit.sealed.items()])
         if edit.purge is not None:
             self.purge = edit.purge
+        if edit.wal_synced is not None:
+            self.wal_synced = edit.wal_synced
         if edit.schema is not None:
             self.schema = edit.schema
             for c in edit.schema.columns:

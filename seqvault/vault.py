@@ -43,7 +43,16 @@ from .merge import Merger, merge_stats
 from .meta import Meta
 from .reads import UserSequence, plan_read, read_sources, sources_of, user_events
 from .reclaim import live_bytes
-from .recovery import create_store, recover_log, repair, replay_log, take_lock
+from .recovery import (
+    create_store,
+    log_report,
+    missing_log,
+    recover_log,
+    repair,
+    replay_log,
+    save_damaged_log,
+    take_lock,
+)
 from .retained import Retained, retained_counts
 from .schema import Schema, retention_cutoff
 from .segment import TIME_COLUMN_ID, decode_columns, key_bytes, key_from_bytes, parse_header
@@ -91,14 +100,19 @@ class SeqVault:
                    auto_merge=auto_merge)
 
     def __init__(self, path: Path, schema: Schema | None, *, read_only: bool, create: bool,
-                 settings: dict[str, Any], auto_merge: bool = False) -> None:
+                 settings: dict[str, Any], auto_merge: bool = False,
+                 salvage: bool = False) -> None:
         self.path = path
         self.read_only = read_only
         self.lock = threading.RLock()
         self.mem = MemTable()
         self.writers: dict[str, SegmentWriter] = {}
         self.wal: wal_mod.WalWriter | None = None
-        self.wal_pos = wal_mod.FILE_HEADER_SIZE
+        self.wal_pos = 0  # read-only opens: how far the log was replayed (0: not yet)
+        # Acknowledged log records found missing or damaged (read-only opens serve the rest;
+        # docs/format/wal.md, "Recovery"), as dicts for stats() and the command line.
+        self.log_damage: list[dict[str, Any]] = []
+        self._salvage = salvage
         self._closed = False
         self._lock_fd: int | None = None
         self._last_refresh = 0.0
@@ -145,18 +159,58 @@ class SeqVault:
         if changed:
             m.commit(Edit(settings=changed))
         repair(self.path, m)
-        self.wal_pos, recovered, torn = recover_log(self.path, m.wal_id, m.schema, self.mem,
-                                                    m.dicts, m.sealed)
-        self._counters["recovered_events"] = recovered
-        self._counters["torn_tail_bytes"] = torn
-        self.wal = wal_mod.WalWriter(self.path / "wal" / wal_mod.wal_name(m.wal_id),
-                                     m.settings["durability"],
-                                     batch_interval=m.settings["batch_interval"])
+        found = recover_log(self.path, m.wal_id, m.schema, self.mem, m.dicts, m.sealed,
+                            synced=m.synced_of(m.wal_id), salvage=self._salvage)
+        self.recovered = found
+        self.log_damage = [p.to_dict() for p in found.problems]
+        self.wal_pos = found.position.end
+        self._counters["recovered_events"] = found.events
+        self._counters["torn_tail_bytes"] = found.torn
         self.writers = {"rt": SegmentWriter(m, "rt", on_error=self.fail_stop),
                         "lt": SegmentWriter(m, "lt", on_error=self.fail_stop)}
+        if found.version == 1 or found.problems:
+            # A version-1 log is not appended to: its records move into segments and a
+            # version-2 log starts (docs/format/wal.md, "Versioning"). A damaged log (salvage)
+            # is left for `repair_log` to replace.
+            if found.version == 1 and not found.problems:
+                old = self.path / "wal" / wal_mod.wal_name(m.wal_id)
+                self.flush(rotate=True)
+                old.unlink(missing_ok=True)
+        else:
+            self.wal = wal_mod.WalWriter(self.path / "wal" / wal_mod.wal_name(m.wal_id),
+                                         m.settings["durability"],
+                                         batch_interval=m.settings["batch_interval"],
+                                         at=found.position)
         if m.needs_migration():  # a format-1 store: its checkpoint moves to a file now
             with self.lock:
                 m.checkpoint()
+
+    @classmethod
+    def repair_log(cls, path: str | os.PathLike[str], *, dry_run: bool = False
+                   ) -> dict[str, Any]:
+        """`seqvault repair`: salvage every good record of a damaged log (also those after the
+        damage) and report what was dropped. Explicit, never automatic. The good records are
+        replayed (skipping sealed-through events as always), sealed into segments by a flush
+        that starts a new log, and published in one commit; a copy of the damaged log is kept
+        in `lost/`. `dry_run`: the report only (a read-only open)."""
+        root = Path(path)
+        if dry_run:
+            with cls.open(root, read_only=True) as v:
+                return {**log_report(root, v.manifest), "repaired": False}
+        v = cls(root, None, read_only=False, create=False, settings={}, salvage=True)
+        try:
+            report = {**log_report(root, v.manifest), "repaired": False}
+            if v.log_damage:
+                saved = save_damaged_log(root, v.wal_id)
+                report["saved_copy"] = str(saved) if saved is not None else None
+                old = root / "wal" / wal_mod.wal_name(v.wal_id)
+                v.flush(rotate=True)  # the commit switches to a new log: the damaged one is moot
+                old.unlink(missing_ok=True)
+                report["repaired"] = True
+                report["new_log"] = str(root / "wal" / wal_mod.wal_name(v.wal_id))
+        finally:
+            v.close()
+        return report
 
     def _open_reader(self, given: dict[str, Any]) -> None:
         self.manifest = Manifest(self.path, read_only=True, given=given)
@@ -172,10 +226,25 @@ class SeqVault:
         self._last_refresh = time.monotonic()
 
     def _replay_from_start(self) -> None:
-        m = self.manifest
         self.mem.clear()
-        self.wal_pos = replay_log(self.path, m.wal_id, wal_mod.FILE_HEADER_SIZE, m.schema,
-                                  self.mem, m.dicts, m.sealed)
+        self._replay(0)
+
+    def _replay(self, start: int) -> None:
+        """Read-only opens: apply the log from `start`; note what is missing or damaged.
+        FileNotFoundError: the writer rotated the log (take a new snapshot). holds: lock."""
+        m = self.manifest
+        try:
+            self.wal_pos, problems = replay_log(self.path, m.wal_id, start, m.schema, self.mem,
+                                                m.dicts, m.sealed, synced=m.synced_of(m.wal_id))
+        except FileNotFoundError:
+            with m.meta.begin() as txn:
+                if int(m.meta.get_meta(txn, "wal_id")) != m.wal_id:
+                    raise  # rotated since our snapshot
+            # Still the current log, and gone: serve the sealed data and say what is missing.
+            self.wal_pos = 0
+            problems = [missing_log(self.path, m.wal_id, m.synced_of(m.wal_id))]
+        if problems or start == 0:
+            self.log_damage = [p.to_dict() for p in problems]
 
     # ================================================================== the published state
     @property
@@ -276,7 +345,7 @@ class SeqVault:
                 d.check_room(cols[name])
             wal = self.wal
             assert wal is not None
-            end = wal.append(payload)
+            end = wal.append(payload, events=int(ts.size))
             full = add_events(self.mem, self.dicts, keys, counts, ts, cols, end=end,
                               seal_at=int(self.settings["tail_events"]))
             self._counters["appends"] += 1
@@ -463,11 +532,15 @@ class SeqVault:
         new_path: Path | None = None
         new_wal: wal_mod.WalWriter | None = None
         target = m.seq + 1
+        if not rotate_log and self.wal is not None:
+            at = self.wal.synced
+            edit.wal_synced = (m.wal_id, at.end, at.next_seq - 1, at.events)
         try:
             if rotate_log:
                 edit.wal_id = m.wal_id + 1
                 new_path = self.path / "wal" / wal_mod.wal_name(edit.wal_id)
                 wal_mod.create_wal(new_path, edit.wal_id)
+                edit.wal_synced = (edit.wal_id, wal_mod.FILE_HEADER_SIZE, 0, 0)
                 try:  # opened before the commit: failing here commits nothing
                     new_wal = wal_mod.WalWriter(new_path, self.settings["durability"],
                                                 batch_interval=self.settings["batch_interval"])
@@ -646,13 +719,11 @@ class SeqVault:
                     if found.rebuild:
                         self._replay_from_start()
                     else:
-                        m = self.manifest
                         for h, through in found.sealed:
                             key = self.mem.key_of(h)
                             if key is not None:
                                 self.mem.drop_through(key, through)
-                        self.wal_pos = replay_log(self.path, m.wal_id, self.wal_pos, m.schema,
-                                                  self.mem, m.dicts, m.sealed)
+                        self._replay(self.wal_pos)
                 self._last_refresh = time.monotonic()
                 return
             except FileNotFoundError:
@@ -721,6 +792,7 @@ class SeqVault:
                 "checkpoints": m.checkpoints,
                 "delete_pending_files": len(m.purge.files),
                 "delete_pending_logs": len(m.purge.wals),
+                "log_damage": list(self.log_damage),
                 **self._counters,
                 **merge_stats(self, self._merger, self._live_bytes()),
                 "auto_merge": bool(bg is not None and bg.is_alive()),

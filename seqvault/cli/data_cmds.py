@@ -222,6 +222,8 @@ def export_cmd(out: str, store: str, users: tuple[str, ...], users_file: Any,
 def verify_cmd(store: str, show_progress: bool | None, as_json: bool) -> None:
     """Check every checksum of every segment, and the index, against the files.
 
+    Also the write-ahead log: a log that was cut, has damaged records or is missing is listed
+    with its byte range, record numbers and events (repair it with `seqvault repair`).
     Exit code 5 when corruption is found (each bad file/user is listed); 0 when all is well.
     """
     from ..errors import CorruptionError

@@ -18,9 +18,10 @@ def ev(i: int) -> dict:
     return {"ts": [1_000 + i], "item": [i]}
 
 
-def failing_fsync(at: int):
-    """The engine's fsyncs (seqvault/iofaults.py) fail with EIO from the `at`-th call on."""
-    return faults.armed("fsync", at, errno.EIO, sticky=True)
+def failing_fsync(at: int, op: str = "fsync"):
+    """The engine's fsyncs (`op`, through seqvault/iofaults.py) fail with EIO from the `at`-th
+    call on."""
+    return faults.armed(op, at, errno.EIO, sticky=True)
 
 
 @pytest.mark.parametrize("at", [1, 5, 17])
@@ -28,7 +29,7 @@ def test_a_failed_log_fsync_stops_the_writer_and_reopen_recovers(tmp_path, at):
     store = tmp_path / "s"
     v = SeqVault.open(store, schema=Schema.from_dict(SCHEMA), durability="sync")
     acked = []
-    with failing_fsync(at):
+    with failing_fsync(at, "fdatasync"):  # the log syncs its data with fdatasync
         with pytest.raises(WriterFailed, match="fsync"):
             for i in range(100):
                 v.append(1, ev(i))
