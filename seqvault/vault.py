@@ -854,22 +854,26 @@ class SeqVault:
             self._release()
 
     def _release(self) -> None:
-        if self.wal is not None:
-            try:
-                self.wal.close(sync=self._failed is None)
-            finally:
-                self.wal = None
-        for w in self.writers.values():
-            w.close()
-        self.writers = {}
-        if self._merger is not None:
-            self._merger.close()
-        manifest = getattr(self, "manifest", None)  # absent if the open failed before it
-        if manifest is not None:
-            manifest.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        # Everything is released even when closing the log fails (its last fsync): a close
+        # that raised must still give the writer lock back, or no reopen could recover.
+        try:
+            if self.wal is not None:
+                try:
+                    self.wal.close(sync=self._failed is None)
+                finally:
+                    self.wal = None
+        finally:
+            for w in self.writers.values():
+                w.close()
+            self.writers = {}
+            if self._merger is not None:
+                self._merger.close()
+            manifest = getattr(self, "manifest", None)  # absent if the open failed before it
+            if manifest is not None:
+                manifest.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
     def __enter__(self) -> SeqVault:
         return self

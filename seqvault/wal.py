@@ -571,8 +571,14 @@ class WalWriter:
                 self.sync()
                 with self._sync_lock:
                     if self._marked[0] != self._synced.end:
-                        self._write_mark(self._synced)
-                        iofaults.fdatasync(self._fd)
+                        try:
+                            self._write_mark(self._synced)
+                            iofaults.fdatasync(self._fd)
+                        except OSError as exc:
+                            # Every record was synced above; only the mark is not durable,
+                            # which the next open tolerates (it lags one fsync, rule L4).
+                            self.failed = exc
+                            raise iofaults.named(exc, self.path) from exc
         finally:
             self._closed = True
             self._wake.set()

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from seqvault import Schema, SeqVault, WriterFailed, faults
+from seqvault import wal as wal_mod
 from seqvault.cli.common import describe_os_error
 from seqvault.files import parse_file_name
 from seqvault.meta import Meta, unpack
@@ -239,8 +240,11 @@ def _batch_durability(ev: Events, workdir: Path) -> Spec:
 def _torn(store: Path) -> None:
     """A crashed writer's leftovers: a torn record at the end of the log, and bytes past the
     published size of the newest extent file. The next writer open cuts both."""
-    with open(next((store / "wal").iterdir()), "ab") as fh:
-        fh.write((1000).to_bytes(4, "little") + bytes(20))
+    log = next((store / "wal").iterdir())
+    end = wal_mod.scan(log).end  # a version-2 log is preallocated: the tear lands in its slack
+    with open(log, "r+b") as fh:
+        fh.seek(end)
+        fh.write((1000).to_bytes(4, "little") + bytes(range(1, 21)))
     with open(max((store / "data").iterdir()), "ab") as fh:
         fh.write(b"unpublished" * 10)
 
