@@ -163,8 +163,20 @@ class MemTable:
                                np.ndarray]:
         """(keys, ts, cols, starts, counts): every user's events contiguous and sorted by
         (ts, arrival), users in first-arrival order — the input of the vectorised encoder."""
+        uids, ts, cols, starts, counts = self.grouped_uids()
+        keys = self.keys
+        return [keys[u] for u in uids.tolist()], ts, cols, starts, counts
+
+    def key_array(self, uids: np.ndarray, dtype: Any = object) -> np.ndarray:
+        """The keys of these dense user ids as an array (int64 keys: dtype=np.int64)."""
+        return np.asarray(self.keys, dtype=dtype)[uids]
+
+    def grouped_uids(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray,
+                                    np.ndarray]:
+        """`grouped`, with each user as its dense id (`keys[uid]`) in an array."""
         if not self.chunks or self.events == 0:
-            return [], np.zeros(0, np.int64), {}, np.zeros(0, np.int64), np.zeros(0, np.int64)
+            empty = np.zeros(0, np.int64)
+            return empty, empty, {}, empty, empty
         ts = np.concatenate([c.ts for c, _u, _n in self.chunks])
         names = list(self.chunks[0][0].cols)
         uid = np.concatenate([np.repeat(np.asarray(u, dtype=np.int64), np.asarray(n, np.int64))
@@ -186,8 +198,7 @@ class MemTable:
         bounds = np.flatnonzero(uid[1:] != uid[:-1]) + 1
         starts = np.concatenate(([0], bounds)).astype(np.int64)
         counts = np.diff(np.concatenate((starts, [uid.size]))).astype(np.int64)
-        keys = [self.keys[int(u)] for u in uid[starts]] if uid.size else []
-        return keys, ts, cols, starts, counts
+        return uid[starts] if uid.size else uid, ts, cols, starts, counts
 
     def get(self, key: Any) -> UserTail | None:
         return self.users.get(key)

@@ -66,7 +66,7 @@ class SegmentWriter:
         off = app.append(blob)
         return Extent(app.file_id, off, len(blob), count, min_ts, max_ts)
 
-    def append_many(self, blobs: list[bytes]) -> tuple[int, int]:
+    def append_many(self, blobs: list[bytes | memoryview]) -> tuple[int, int]:
         """Append blobs in one write; returns (file id, offset of the first)."""
         data = b"".join(blobs)
         app = self._room_for(len(data))

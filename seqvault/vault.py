@@ -330,8 +330,10 @@ class SeqVault:
             with self._sealing(w):
                 users = sealing.seal_memtable(self.manifest, w, self.mem)
                 w.sync()
-                self.publish(Edit(files=w.pending(), users=users, dict_entries=True),
-                             rotate_log=True, writers=(w,))
+                edit = (Edit(files=w.pending(), users=users, dict_entries=True)
+                        if isinstance(users, dict) else
+                        Edit(files=w.pending(), batch=users, dict_entries=True))
+                self.publish(edit, rotate_log=True, writers=(w,))
             self.mem.clear()
             self._counters["flushes"] += 1
 
