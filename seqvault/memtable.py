@@ -83,62 +83,167 @@ class UserTail:
 
 class MemTable:
     """Every unsealed event, by user. `through[uid]` marks rows of older chunks that were
-    sealed (per user) since the last full flush, so the vectorised flush skips them."""
+    sealed (per user) since the last full flush, so the vectorised flush skips them.
+
+    Each user's slices ("entries": chunk, start, stop) are chained newest first in arrays
+    (`_last[uid]`, `_e_prev`), so an append of many users costs a few whole-array steps, not a
+    Python object per user; a user's `UserTail` is built from its chain when something asks for
+    it (`get`) and kept, and later appends of that user extend it (docs/design/realtime.md,
+    "Many-user batches")."""
+
+    SMALL = 16  # users in one call: below this, a plain loop beats numpy's per-call overhead
 
     def __init__(self) -> None:
-        self.users: dict[Any, UserTail] = {}
+        self.clear()
+
+    def clear(self) -> None:
+        self.users: dict[Any, int] = {}  # key → uid, for users with unsealed events
         # index hash → key of `keys[:hashed]`: "sealed through" records name users by hash
         # only (docs/format/manifest.md, db `sealed`); a reader finds the tail to cut here.
         # Filled lazily (`key_of`), so appends never pay for hashing.
         self.by_hash: dict[int, Any] = {}
         self.hashed = 0
         self.keys: list[Any] = []  # uid → key
-        self.chunks: list[tuple[Chunk, list[int], Sequence[int]]] = []  # (chunk, uids, counts)
+        self.chunks: list[tuple[Chunk, Any, Any]] = []  # (chunk, uids, counts)
         self.through: dict[int, int] = {}  # uid → sealed through this log offset
+        self.tails: dict[int, UserTail] = {}  # built tails, by uid
         self.events = 0
         self.max_tail = 0
+        self._count = np.zeros(64, dtype=np.int64)  # uid → events in memory
+        self._last = np.full(64, -1, dtype=np.int64)  # uid → newest entry
+        self._e_chunk = np.zeros(64, dtype=np.int64)  # entry → index in `chunks`
+        self._e_start = np.zeros(64, dtype=np.int64)
+        self._e_stop = np.zeros(64, dtype=np.int64)
+        self._e_prev = np.full(64, -1, dtype=np.int64)  # entry → the user's previous entry
+        self._n_entries = 0
+
+    def _room(self, n_uids: int, n_entries: int) -> None:
+        if n_uids > self._count.size:
+            size = max(n_uids, 2 * self._count.size)
+            self._count = _grown(self._count, size, 0)
+            self._last = _grown(self._last, size, -1)
+        if n_entries > self._e_chunk.size:
+            size = max(n_entries, 2 * self._e_chunk.size)
+            self._e_chunk = _grown(self._e_chunk, size, 0)
+            self._e_start = _grown(self._e_start, size, 0)
+            self._e_stop = _grown(self._e_stop, size, 0)
+            self._e_prev = _grown(self._e_prev, size, -1)
 
     def add_grouped(self, keys: Sequence[Any], counts: Sequence[int], ts: np.ndarray,
                     cols: dict[str, np.ndarray], end: int = 0, seal_at: int = 0) -> list[Any]:
-        """Add one call's events: rows grouped by user, `counts[i]` rows for `keys[i]`; `end`:
-        the log offset after the call's record. Returns the keys whose tail now holds at least
-        `seal_at` events (none when 0)."""
+        """Add one call's events: rows grouped by user, `counts[i]` rows for `keys[i]` (distinct
+        keys); `end`: the log offset after the call's record. Returns the keys whose tail now
+        holds at least `seal_at` events (none when 0)."""
         chunk = Chunk(ts, cols, end)
         users = self.users
-        start = 0
-        top = self.max_tail
+        new = [k for k in keys if k not in users]
+        if new:
+            base = len(self.keys)
+            self.keys.extend(new)
+            users.update(zip(new, range(base, base + len(new))))
+        ci = len(self.chunks)
+        e0 = self._n_entries
+        k = len(keys)
+        self._room(len(self.keys), e0 + k)
+        self._n_entries = e0 + k
+        self.events += int(ts.size)
+        if k <= self.SMALL:
+            return self._add_small(chunk, ci, e0, keys, counts, seal_at)
+        uids = np.fromiter(map(users.__getitem__, keys), dtype=np.int64, count=k)
+        n = np.asarray(counts, dtype=np.int64)
+        stops = np.cumsum(n)
+        entries = np.arange(e0, e0 + k)
+        self._e_chunk[entries] = ci
+        self._e_start[entries] = stops - n
+        self._e_stop[entries] = stops
+        self._e_prev[entries] = self._last[uids]
+        self._last[uids] = entries
+        self._count[uids] += n
+        now = self._count[uids]
+        self.max_tail = max(self.max_tail, int(now.max()))
+        self.chunks.append((chunk, uids, n))
+        if self.tails:  # built tails of these users grow by their slice
+            for i in np.flatnonzero(np.isin(uids, np.fromiter(self.tails, np.int64))).tolist():
+                tail = self.tails[int(uids[i])]
+                tail.refs.append((chunk, int(stops[i] - n[i]), int(stops[i])))
+                tail.count = int(now[i])
+                tail.sorted_cache = None
+        if not seal_at:
+            return []
+        return [keys[i] for i in np.flatnonzero(now >= seal_at).tolist()]
+
+    def _add_small(self, chunk: Chunk, ci: int, e0: int, keys: Sequence[Any],
+                   counts: Sequence[int], seal_at: int) -> list[Any]:
+        """`add_grouped` of a few users (the online append): a plain loop."""
+        users, tails = self.users, self.tails
+        count, last = self._count, self._last
         uids = []
         full: list[Any] = []
+        start = 0
+        e = e0
         for key, n in zip(keys, counts):
-            tail = users.get(key)
-            if tail is None:
-                tail = users[key] = UserTail(len(self.keys))
-                self.keys.append(key)
-            uids.append(tail.uid)
+            uid = users[key]
+            uids.append(uid)
             stop = start + n
-            tail.refs.append((chunk, start, stop))
-            tail.count += n
-            tail.sorted_cache = None
-            if tail.count > top:
-                top = tail.count
-            if seal_at and tail.count >= seal_at:
+            self._e_chunk[e] = ci
+            self._e_start[e] = start
+            self._e_stop[e] = stop
+            self._e_prev[e] = last[uid]
+            last[uid] = e
+            c = int(count[uid]) + n
+            count[uid] = c
+            tail = tails.get(uid)
+            if tail is not None:
+                tail.refs.append((chunk, start, stop))
+                tail.count = c
+                tail.sorted_cache = None
+            if c > self.max_tail:
+                self.max_tail = c
+            if seal_at and c >= seal_at:
                 full.append(key)
             start = stop
-        self.max_tail = top
-        self.events += int(ts.size)
+            e += 1
         self.chunks.append((chunk, uids, counts))
         return full
 
+    def get(self, key: Any) -> UserTail | None:
+        """The user's unsealed events (None: none), built from its chain on first use."""
+        uid = self.users.get(key)
+        if uid is None:
+            return None
+        tail = self.tails.get(uid)
+        if tail is None:
+            tail = self.tails[uid] = self._build(uid)
+        return tail
+
+    def _build(self, uid: int) -> UserTail:
+        through = self.through.get(uid, -1)
+        refs = []
+        e = int(self._last[uid])
+        while e >= 0:
+            chunk = self.chunks[int(self._e_chunk[e])][0]
+            if chunk.end <= through:
+                break  # this one and every older one were sealed
+            refs.append((chunk, int(self._e_start[e]), int(self._e_stop[e])))
+            e = int(self._e_prev[e])
+        refs.reverse()
+        tail = UserTail(uid)
+        tail.refs = refs
+        tail.count = int(self._count[uid])
+        return tail
+
     def drop_through(self, key: Any, through: int) -> int:
         """The user's events up to log offset `through` were sealed: forget them."""
-        tail = self.users.get(key)
+        tail = self.get(key)
         if tail is None:
             return 0
         dropped = tail.drop_through(through)
         self.through[tail.uid] = max(self.through.get(tail.uid, -1), through)
+        self._count[tail.uid] = tail.count
         self.events -= dropped
         if tail.count == 0:
             del self.users[key]
+            del self.tails[tail.uid]
         return dropped
 
     def key_of(self, h: int) -> Any:
@@ -200,21 +305,14 @@ class MemTable:
         counts = np.diff(np.concatenate((starts, [uid.size]))).astype(np.int64)
         return uid[starts] if uid.size else uid, ts, cols, starts, counts
 
-    def get(self, key: Any) -> UserTail | None:
-        return self.users.get(key)
-
-    def clear(self) -> None:
-        self.users.clear()
-        self.by_hash.clear()
-        self.hashed = 0
-        self.keys.clear()
-        self.chunks.clear()
-        self.through.clear()
-        self.events = 0
-        self.max_tail = 0
-
     def __len__(self) -> int:
         return len(self.users)
+
+
+def _grown(arr: np.ndarray, size: int, fill: int) -> np.ndarray:
+    out = np.full(size, fill, dtype=arr.dtype)
+    out[:arr.size] = arr
+    return out
 
 
 class StringDict:
