@@ -8,6 +8,7 @@ reads, and a flush sorts everything at once. A user's tail is sealed on its own 
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -109,25 +110,14 @@ class MemTable:
         self.tails: dict[int, UserTail] = {}  # built tails, by uid
         self.events = 0
         self.max_tail = 0
-        self._count = np.zeros(64, dtype=np.int64)  # uid → events in memory
-        self._last = np.full(64, -1, dtype=np.int64)  # uid → newest entry
-        self._e_chunk = np.zeros(64, dtype=np.int64)  # entry → index in `chunks`
-        self._e_start = np.zeros(64, dtype=np.int64)
-        self._e_stop = np.zeros(64, dtype=np.int64)
-        self._e_prev = np.full(64, -1, dtype=np.int64)  # entry → the user's previous entry
-        self._n_entries = 0
-
-    def _room(self, n_uids: int, n_entries: int) -> None:
-        if n_uids > self._count.size:
-            size = max(n_uids, 2 * self._count.size)
-            self._count = _grown(self._count, size, 0)
-            self._last = _grown(self._last, size, -1)
-        if n_entries > self._e_chunk.size:
-            size = max(n_entries, 2 * self._e_chunk.size)
-            self._e_chunk = _grown(self._e_chunk, size, 0)
-            self._e_start = _grown(self._e_start, size, 0)
-            self._e_stop = _grown(self._e_stop, size, 0)
-            self._e_prev = _grown(self._e_prev, size, -1)
+        # array.array: plain-Python speed for the one-user append, and numpy views (no copy)
+        # for the many-user one; a view must not outlive its call (it pins the size).
+        self._count = array("q")  # uid → events in memory
+        self._last = array("q")  # uid → the user's newest entry (-1: none)
+        self._e_chunk = array("q")  # entry → index in `chunks`
+        self._e_start = array("q")
+        self._e_stop = array("q")
+        self._e_prev = array("q")  # entry → the user's previous entry (-1: none)
 
     def add_grouped(self, keys: Sequence[Any], counts: Sequence[int], ts: np.ndarray,
                     cols: dict[str, np.ndarray], end: int = 0, seal_at: int = 0) -> list[Any]:
@@ -135,31 +125,34 @@ class MemTable:
         keys); `end`: the log offset after the call's record. Returns the keys whose tail now
         holds at least `seal_at` events (none when 0)."""
         chunk = Chunk(ts, cols, end)
+        self.events += int(ts.size)
+        if len(keys) <= self.SMALL:
+            return self._add_small(chunk, keys, counts, seal_at)
         users = self.users
         new = [k for k in keys if k not in users]
         if new:
             base = len(self.keys)
             self.keys.extend(new)
             users.update(zip(new, range(base, base + len(new))))
-        ci = len(self.chunks)
-        e0 = self._n_entries
+            self._count.frombytes(bytes(8 * len(new)))
+            self._last.frombytes(np.full(len(new), -1, dtype=np.int64).tobytes())
         k = len(keys)
-        self._room(len(self.keys), e0 + k)
-        self._n_entries = e0 + k
-        self.events += int(ts.size)
-        if k <= self.SMALL:
-            return self._add_small(chunk, ci, e0, keys, counts, seal_at)
+        ci = len(self.chunks)
+        e0 = len(self._e_chunk)
         uids = np.fromiter(map(users.__getitem__, keys), dtype=np.int64, count=k)
         n = np.asarray(counts, dtype=np.int64)
         stops = np.cumsum(n)
-        entries = np.arange(e0, e0 + k)
-        self._e_chunk[entries] = ci
-        self._e_start[entries] = stops - n
-        self._e_stop[entries] = stops
-        self._e_prev[entries] = self._last[uids]
-        self._last[uids] = entries
-        self._count[uids] += n
-        now = self._count[uids]
+        last = np.frombuffer(self._last, dtype=np.int64)
+        prev = last[uids]
+        last[uids] = np.arange(e0, e0 + k, dtype=np.int64)
+        count = np.frombuffer(self._count, dtype=np.int64)
+        count[uids] += n
+        now = count[uids]
+        del last, count  # a view pins the array's size
+        self._e_chunk.frombytes(np.full(k, ci, dtype=np.int64).tobytes())
+        self._e_start.frombytes((stops - n).tobytes())
+        self._e_stop.frombytes(stops.tobytes())
+        self._e_prev.frombytes(prev.tobytes())
         self.max_tail = max(self.max_tail, int(now.max()))
         self.chunks.append((chunk, uids, n))
         if self.tails:  # built tails of these users grow by their slice
@@ -172,25 +165,31 @@ class MemTable:
             return []
         return [keys[i] for i in np.flatnonzero(now >= seal_at).tolist()]
 
-    def _add_small(self, chunk: Chunk, ci: int, e0: int, keys: Sequence[Any],
-                   counts: Sequence[int], seal_at: int) -> list[Any]:
+    def _add_small(self, chunk: Chunk, keys: Sequence[Any], counts: Sequence[int],
+                   seal_at: int) -> list[Any]:
         """`add_grouped` of a few users (the online append): a plain loop."""
         users, tails = self.users, self.tails
         count, last = self._count, self._last
+        ci = len(self.chunks)
+        e = len(self._e_chunk)
         uids = []
         full: list[Any] = []
         start = 0
-        e = e0
         for key, n in zip(keys, counts):
-            uid = users[key]
+            uid = users.get(key)
+            if uid is None:
+                uid = users[key] = len(self.keys)
+                self.keys.append(key)
+                count.append(0)
+                last.append(-1)
             uids.append(uid)
             stop = start + n
-            self._e_chunk[e] = ci
-            self._e_start[e] = start
-            self._e_stop[e] = stop
-            self._e_prev[e] = last[uid]
+            self._e_chunk.append(ci)
+            self._e_start.append(start)
+            self._e_stop.append(stop)
+            self._e_prev.append(last[uid])
             last[uid] = e
-            c = int(count[uid]) + n
+            c = count[uid] + n
             count[uid] = c
             tail = tails.get(uid)
             if tail is not None:
@@ -219,17 +218,17 @@ class MemTable:
     def _build(self, uid: int) -> UserTail:
         through = self.through.get(uid, -1)
         refs = []
-        e = int(self._last[uid])
+        e = self._last[uid]
         while e >= 0:
-            chunk = self.chunks[int(self._e_chunk[e])][0]
+            chunk = self.chunks[self._e_chunk[e]][0]
             if chunk.end <= through:
                 break  # this one and every older one were sealed
-            refs.append((chunk, int(self._e_start[e]), int(self._e_stop[e])))
-            e = int(self._e_prev[e])
+            refs.append((chunk, self._e_start[e], self._e_stop[e]))
+            e = self._e_prev[e]
         refs.reverse()
         tail = UserTail(uid)
         tail.refs = refs
-        tail.count = int(self._count[uid])
+        tail.count = self._count[uid]
         return tail
 
     def drop_through(self, key: Any, through: int) -> int:
@@ -307,12 +306,6 @@ class MemTable:
 
     def __len__(self) -> int:
         return len(self.users)
-
-
-def _grown(arr: np.ndarray, size: int, fill: int) -> np.ndarray:
-    out = np.full(size, fill, dtype=arr.dtype)
-    out[:arr.size] = arr
-    return out
 
 
 class StringDict:
