@@ -47,7 +47,7 @@ from .recovery import create_store, recover_log, repair, replay_log, take_lock
 from .schema import Schema
 from .segment import key_bytes, key_from_bytes, parse_header
 from .segment_writer import SegmentWriter, encode_user_segment
-from .validate import coerce_user, validate_batch, validate_events
+from .validate import coerce_user, validate_append, validate_batch
 from .verify import verify_store
 
 __all__ = ["SeqVault", "UserSequence"]
@@ -238,12 +238,9 @@ class SeqVault:
         Returns the number of events appended."""
         self.check_writable()
         key = coerce_user(self.schema, user_id)
-        ts, cols = validate_events(self.schema, events)
+        ts, cols = validate_append(self.schema, events)  # never the caller's own arrays
         if ts.size == 0:
             return 0
-        # Validation may hand back the caller's own arrays; the memtable must not alias them.
-        ts = ts.copy()
-        cols = {k: v.copy() for k, v in cols.items()}
         return self._append_grouped([key], [int(ts.size)], ts, cols)
 
     def append_batch(self, data: Any) -> int:
