@@ -10,8 +10,7 @@ payload is >= 64 bytes, CRC-32, the header) run per user.
 The output is byte-for-byte what `encode_segment` produces for the same user (the format is
 docs/format/segment.md); tests/test_ingest_fastpath.py checks that equality on random data, so
 a change to the codec that is not mirrored here fails the tests rather than the files.
-Only integer columns (and dictionary-coded strings) take this path; schemas with float or
-bool columns use `BulkWriter.add` for every user.
+Integer, float and bool columns and dictionary-coded strings take this path.
 """
 
 from __future__ import annotations
@@ -25,9 +24,11 @@ import numpy as np
 from .crc_many import crc_ranges, crc_rows
 from .encoding import (
     DEFAULT_LEVEL,
+    ENC_BITPACK,
     ENC_CONST,
     ENC_DELTA,
     ENC_FOR,
+    ENC_RAW,
     FLAG_SHUFFLE,
     FLAG_ZSTD,
     WIDTH_DTYPES,
@@ -49,7 +50,7 @@ _U64 = np.uint64
 
 
 def supported(schema: Any) -> bool:
-    return all(c.is_string or c.dtype.kind in "iu" for c in schema.columns)
+    return all(c.is_string or c.dtype.kind in "iufb" for c in schema.columns)
 
 
 def _widths(max_off: np.ndarray) -> np.ndarray:
@@ -148,6 +149,33 @@ def _int_column(col: _Column, values: np.ndarray, starts: np.ndarray, counts: np
     col.choose_shuffle(counts)
 
 
+def _float_column(col: _Column, values: np.ndarray, counts: np.ndarray, user_of: np.ndarray,
+                  rank: np.ndarray) -> None:
+    """RAW, always byte-plane shuffled (encode_column's float case)."""
+    w = values.dtype.itemsize
+    bits = values.astype(values.dtype.newbyteorder("<"), copy=False).view(WIDTH_DTYPES[w])
+    col.width = np.full(counts.size, w, dtype=np.int64)
+    col.enc = np.full(counts.size, ENC_RAW, dtype=np.int64)
+    col.param = np.zeros(counts.size, dtype=np.uint64)
+    col.lengths = col.width * counts
+    col.offsets = np.concatenate(([0], np.cumsum(col.lengths)[:-1])).astype(np.int64)
+    _scatter(col, bits.astype(_U64), user_of, rank, counts)
+
+
+def _bool_column(col: _Column, values: np.ndarray, counts: np.ndarray, user_of: np.ndarray,
+                 rank: np.ndarray) -> None:
+    """BITPACK: each user's values through np.packbits (most significant bit first)."""
+    col.width = np.ones(counts.size, dtype=np.int64)
+    col.enc = np.full(counts.size, ENC_BITPACK, dtype=np.int64)
+    col.param = np.zeros(counts.size, dtype=np.uint64)
+    col.lengths = (counts + 7) // 8
+    col.offsets = np.concatenate(([0], np.cumsum(col.lengths)[:-1])).astype(np.int64)
+    byte = col.offsets[user_of] + rank // 8
+    bit = (values.astype(np.int64) << (7 - rank % 8))
+    packed = np.bincount(byte, weights=bit, minlength=int(col.lengths.sum()))
+    col.payload = packed.astype(np.uint8).tobytes()
+
+
 def _time_column(col: _Column, ts: np.ndarray, starts: np.ndarray, ends: np.ndarray,
                  counts: np.ndarray, user_of: np.ndarray, rank: np.ndarray) -> None:
     """CONST when a user's timestamps are all equal, else DELTA of zigzagged differences."""
@@ -230,7 +258,13 @@ def encode_many(key_type: int, kbytes: list[bytes] | np.ndarray, schema_version:
     columns.append(tcol)
     for col_id, type_name, values, level in cols:
         c = _Column(col_id, DTYPE_CODES[type_name], level)
-        _int_column(c, values, starts, counts, user_of, rank)
+        kind = values.dtype.kind
+        if kind == "f":
+            _float_column(c, values, counts, user_of, rank)
+        elif kind == "b":
+            _bool_column(c, values, counts, user_of, rank)
+        else:
+            _int_column(c, values, starts, counts, user_of, rank)
         columns.append(c)
     zipped = _compress_all(columns)
     stored = [_stored(c, z, n_users) for c, z in zip(columns, zipped)]

@@ -28,7 +28,6 @@ INT_TYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "ui
 
 
 def _schema(user_type: str = "int64") -> Schema:
-    """Integer and string columns only: the schemas the vectorised flush takes."""
     return Schema.from_dict({
         "user": {"column": "user_id", "type": user_type},
         "time": {"column": "ts", "unit": "ms"},
@@ -37,6 +36,8 @@ def _schema(user_type: str = "int64") -> Schema:
             {"name": "action", "type": "string"},
             {"name": "dwell", "type": "uint32"},
             {"name": "cat", "type": "int16"},
+            {"name": "score", "type": "float32"},
+            {"name": "liked", "type": "bool"},
         ],
     })
 
@@ -72,7 +73,14 @@ def test_encode_many_equals_encode_segment_for_random_users_and_schemas(seed):
                          for c in counts.tolist()]).astype(np.int64)
     spec = []
     for col_id in range(1, int(rng.integers(1, 7)) + 1):
-        dtype = INT_TYPES[int(rng.integers(0, len(INT_TYPES)))]
+        dtype = (INT_TYPES + ("float32", "float64", "bool"))[int(rng.integers(0, 11))]
+        if dtype in ("float32", "float64"):
+            values = (rng.standard_normal(n) * 10 ** int(rng.integers(0, 6))).astype(dtype)
+            spec.append((col_id, dtype, values, int(rng.integers(1, 4))))
+            continue
+        if dtype == "bool":
+            spec.append((col_id, dtype, rng.random(n) < rng.random(), 3))
+            continue
         info = np.iinfo(dtype)
         top = min(int(info.max), 10 ** int(rng.integers(0, 19)))
         values = rng.integers(max(int(info.min), -top), top, n, dtype=np.int64 if info.min < 0
@@ -199,7 +207,8 @@ def _batches(rng, n_users, per_user, t0, key=int):
             "item_id": rng.integers(0, 1 << 40, n),
             "action": np.array(["view", "click", "like"])[rng.integers(0, 3, n)],
             "dwell": rng.integers(0, 100_000, n).astype(np.uint32),
-            "cat": rng.integers(-300, 300, n).astype(np.int16)}
+            "cat": rng.integers(-300, 300, n).astype(np.int16),
+            "score": rng.random(n).astype(np.float32), "liked": rng.random(n) < 0.3}
 
 
 def _load(path, schema, rounds, monkeypatch=None):
