@@ -119,7 +119,7 @@ def _seal_many(m: Manifest, w: SegmentWriter, mem: MemTable, uids: np.ndarray, t
             for c in schema.columns]
     enc = segment_batch.encode_many(key_type, p_kbytes, schema.version, ts, spec, p_starts,
                                     p_counts)
-    p_file, p_off = _write_pieces(w, enc)
+    p_file, p_off = write_pieces(w, enc)
     fresh = np.zeros(p_user.size, dtype=EXTENT_DTYPE)
     fresh["file"], fresh["off"], fresh["len"] = p_file, p_off, enc.lengths
     fresh["count"], fresh["min_ts"], fresh["max_ts"] = enc.counts, enc.mins, enc.maxs
@@ -142,7 +142,7 @@ def _seal_many(m: Manifest, w: SegmentWriter, mem: MemTable, uids: np.ndarray, t
     return ExtentBatch(hashes, total.astype(np.int64), out)
 
 
-def _write_pieces(w: SegmentWriter, enc: segment_batch.Encoded) -> tuple[np.ndarray, np.ndarray]:
+def write_pieces(w: SegmentWriter, enc: segment_batch.Encoded) -> tuple[np.ndarray, np.ndarray]:
     """Append every segment of `enc` in writes of about WRITE_CHUNK bytes (a file rolls over
     only between writes); returns each segment's (file id, offset)."""
     n = len(enc)

@@ -336,7 +336,7 @@ def _dir_dtype() -> np.dtype[Any]:
 _DIR_DT = _dir_dtype()
 
 
-def _header_dtype(key_len: int, ncols: int) -> np.dtype[Any]:
+def header_dtype(key_len: int, ncols: int) -> np.dtype[Any]:
     # FIXED_HEADER "<4sHHIIBBHqq", the key, the column directory and the header CRC.
     dt = np.dtype([("magic", "S4"), ("version", "<u2"), ("ncols", "<u2"), ("schema", "<u4"),
                    ("count", "<u4"), ("key_type", "u1"), ("flags", "u1"), ("key_len", "<u2"),
@@ -363,7 +363,7 @@ def _headers(key_type: int, kbytes: list[bytes] | np.ndarray, schema_version: in
     ncols = len(columns)
     out = []
     for users, keys in groups:
-        h = np.zeros(users.size, dtype=_header_dtype(keys.shape[1], ncols))
+        h = np.zeros(users.size, dtype=header_dtype(keys.shape[1], ncols))
         h["magic"] = MAGIC
         h["version"] = FORMAT_VERSION
         h["ncols"] = ncols
