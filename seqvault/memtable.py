@@ -92,7 +92,8 @@ class MemTable:
     it (`get`) and kept, and later appends of that user extend it (docs/design/realtime.md,
     "Many-user batches")."""
 
-    SMALL = 16  # users in one call: below this, a plain loop beats numpy's per-call overhead
+    SMALL = 48  # users in one call: up to this, a plain loop beats numpy's per-call overhead
+    # (measured here: 20 users 46-56 us loop vs 67-91 vectorised; 100 users 210-246 vs 139-163)
 
     def __init__(self) -> None:
         self.clear()
