@@ -23,7 +23,7 @@ from typing import Any
 from . import iofaults
 from .errors import CorruptionError, FormatVersionError, NotFound
 from .files import ExtentFiles
-from .index import EXTENT_DTYPE, HashIndex, pack_extents, unpack_extents, user_hash
+from .index import EXTENT_DTYPE, ExtentBatch, HashIndex, pack_extents, unpack_extents, user_hash
 from .memtable import StringDict
 from .meta import Meta, delta_key, dict_key, pack, parse_delta_key, sealed_key, u32, unpack
 from .schema import Schema
@@ -105,6 +105,8 @@ class Edit:
     files: dict[int, FileInfo] = field(default_factory=dict)  # catalog records to write
     drop_files: list[int] = field(default_factory=list)  # catalog records to delete
     users: dict[int, list] = field(default_factory=dict)  # user hash → new extent list (newest first)
+    # The same for many users at once, in arrays (a full flush); hashes not also in `users`.
+    batch: ExtentBatch | None = None
     dict_entries: bool = False  # publish the string codes assigned since the last commit
     wal_id: int | None = None  # the new current log (a rotation)
     schema: Schema | None = None  # a new schema version
@@ -344,8 +346,13 @@ class Manifest:
         holds: the store lock (writer)."""
         seq = self.seq + 1
         m = self.meta
+        batch = edit.batch if edit.batch is not None and len(edit.batch) else None
         nbytes = sum(16 + EXTENT_BYTES * len(extents) for extents in edit.users.values())
-        fold = bool(edit.users) and self.delta_bytes + nbytes > self.delta_limit()
+        n_users = len(edit.users)
+        if batch is not None:
+            nbytes += 16 * len(batch) + EXTENT_BYTES * int(batch.ext.size)
+            n_users += len(batch)
+        fold = n_users > 0 and self.delta_bytes + nbytes > self.delta_limit()
         # Packed only when written as deltas (a folded commit writes the checkpoint instead).
         packed = {} if fold else {h: pack_extents(ext) for h, ext in edit.users.items()}
         ckpt: tuple[str, int] | None = None
@@ -354,6 +361,8 @@ class Manifest:
         if fold:
             for h, extents in edit.users.items():
                 self.index.set_extents(h, extents)
+            if batch is not None:
+                self.index.set_extents_many(batch)
         try:
             if fold:
                 ckpt = self._write_checkpoint_file(seq)
@@ -369,8 +378,11 @@ class Manifest:
                     self._reference_checkpoint(txn, ckpt, seq)
                 else:
                     # (seq, hash) keys rise: this commit's seq is above every stored one.
-                    for h in sorted(packed):
-                        m.put(txn, "delta", delta_key(seq, h), packed[h], append=True)
+                    if batch is not None:
+                        packed.update(_pack_batch(batch))
+                    m.put_many(txn, "delta",
+                               [(delta_key(seq, h), packed[h]) for h in sorted(packed)],
+                               append=True)
                 if edit.dict_entries:
                     for name, d in self.dicts.items():
                         col_id = self.schema.column(name).id
@@ -425,7 +437,9 @@ class Manifest:
         else:
             for h, extents in edit.users.items():
                 self.index.set_extents(h, extents)
-            self.deltas_since_ckpt += len(edit.users)
+            if batch is not None:
+                self.index.set_extents_many(batch)
+            self.deltas_since_ckpt += n_users
             self.delta_bytes += nbytes
         if edit.dict_entries:
             for d in self.dicts.values():
@@ -612,6 +626,16 @@ def require_store(root: Path) -> None:
     if not Manifest.exists(root):
         raise NotFound(f"{root} is not a SeqVault store (no {root / 'meta'}); create it "
                        "with SeqVault.open(path, schema=...) or `seqvault init`")
+
+
+def _pack_batch(batch: ExtentBatch) -> dict[int, bytes]:
+    """Each user's delta value (its extents, docs/format/index.md "Delta record"), cut from
+    one buffer of the whole batch."""
+    raw = batch.ext.astype(EXTENT_DTYPE, copy=False).tobytes()
+    ends = (batch.starts + batch.counts) * EXTENT_BYTES
+    starts = batch.starts * EXTENT_BYTES
+    return {h: raw[a:b] for h, a, b in zip(batch.hashes.tolist(), starts.tolist(),
+                                           ends.tolist())}
 
 
 def _hash_of(key: Any) -> int:

@@ -33,6 +33,7 @@ from .faults import Faults
 from .index import Extent, user_hash
 from .layout import RECENT_SEGMENT_EVENTS, expected_segments, segment_bounds
 from .manifest import Edit, FileInfo, Purge
+from .merge_batch import rebuild_small, small_users
 from .reads import user_events
 from .reclaim import drop_dead_files, extent_map, live_bytes, seal_writers
 from .schema import Schema, retention_cutoff
@@ -313,6 +314,8 @@ class Merger:
         e = self.engine
         m = e.manifest
         batch = max(1, int(self.setting("merge_batch_users")))
+        target = max(1, int(self.setting("lifetime_segment_events")))
+        level = int(self.setting("zstd_level"))
         for start in range(0, len(hashes), batch):
             if stop is not None and stop.is_set():
                 return
@@ -326,6 +329,14 @@ class Merger:
             self.fault("merge:after_snapshot")
             results = []
             try:
+                # Many small users in one go (seqvault/merge_batch.py); the rest one by one.
+                small, snaps = small_users(snaps, kinds, target, cands,
+                                           lambda s, sc=schema: self._retains(s, sc, cutoff))
+                done = rebuild_small(m.files, self.writer, schema, level, small, summary)
+                if done is None:
+                    snaps = small + snaps
+                else:
+                    results.extend(done)
                 for h, snap in snaps:
                     if not snap:
                         continue
@@ -348,6 +359,13 @@ class Merger:
                     stop.wait(pause)
                 else:
                     time.sleep(pause)
+
+    @staticmethod
+    def _retains(snap: list[Extent], schema: Schema, cutoff: int | None) -> bool:
+        """Whether retention drops some of these events (`_rebuild`'s `retain`)."""
+        r = schema.retention
+        return ((r.max_events is not None and sum(e.count for e in snap) > r.max_events)
+                or (cutoff is not None and min(e.min_ts for e in snap) < cutoff))
 
     # ------------------------------------------------------------------ one user
     def _rebuild(self, h: int, snap: list[Extent], schema: Schema, kinds: dict[int, str],

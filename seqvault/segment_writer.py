@@ -73,7 +73,7 @@ class SegmentWriter:
             raise
         return Extent(app.file_id, off, len(blob), count, min_ts, max_ts)
 
-    def append_many(self, blobs: list[bytes]) -> tuple[int, int]:
+    def append_many(self, blobs: list[bytes | memoryview]) -> tuple[int, int]:
         """Append blobs in one write; returns (file id, offset of the first)."""
         data = b"".join(blobs)
         try:

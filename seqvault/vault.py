@@ -57,7 +57,7 @@ from .retained import Retained, retained_counts
 from .schema import Schema, retention_cutoff
 from .segment import TIME_COLUMN_ID, decode_columns, key_bytes, key_from_bytes, parse_header
 from .segment_writer import SegmentWriter, encode_user_segment
-from .validate import coerce_user, validate_batch, validate_events
+from .validate import coerce_user, validate_append, validate_batch
 from .verify import verify_store
 
 __all__ = ["SeqVault", "UserSequence"]
@@ -319,12 +319,9 @@ class SeqVault:
         Returns the number of events appended."""
         self.check_writable()
         key = coerce_user(self.schema, user_id)
-        ts, cols = validate_events(self.schema, events)
+        ts, cols = validate_append(self.schema, events)  # never the caller's own arrays
         if ts.size == 0:
             return 0
-        # Validation may hand back the caller's own arrays; the memtable must not alias them.
-        ts = ts.copy()
-        cols = {k: v.copy() for k, v in cols.items()}
         return self._append_grouped([key], [int(ts.size)], ts, cols)
 
     def append_batch(self, data: Any) -> int:
@@ -411,8 +408,10 @@ class SeqVault:
             with self._sealing(w):
                 users = sealing.seal_memtable(self.manifest, w, self.mem)
                 w.sync()
-                self.publish(Edit(files=w.pending(), users=users, dict_entries=True),
-                             rotate_log=True, writers=(w,))
+                edit = (Edit(files=w.pending(), users=users, dict_entries=True)
+                        if isinstance(users, dict) else
+                        Edit(files=w.pending(), batch=users, dict_entries=True))
+                self.publish(edit, rotate_log=True, writers=(w,))
             self.mem.clear()
             self._counters["flushes"] += 1
 
@@ -806,9 +805,9 @@ class SeqVault:
         schema = m.schema
 
         def tails() -> Iterator[tuple[int, np.ndarray]]:
-            for key, tail in self.mem.users.items():
-                if tail.count:
-                    yield idx.find(user_hash(key_bytes(key)[1])), tail.arrays()[0]
+            keys, ts, _cols, starts, counts = self.mem.grouped()
+            for key, a, n in zip(keys, starts.tolist(), counts.tolist(), strict=True):
+                yield idx.find(user_hash(key_bytes(key)[1])), ts[a:a + n]
 
         def read_ts(row: int, ext: Extent) -> np.ndarray:
             where = f"{self.files.path(ext.file)} @ {ext.off}"
