@@ -6,14 +6,16 @@ time on 9 s of CPU, silently").
 
 Builds a store of `--users` users with `--events` events each, appended in `--flushes`
 `append_batch` calls with a flush after each (so every user has that many real-time segments:
-merge rewrites all of them), then times one `merge()` per `--nice` / `--worker` variant on a
-fresh copy of the store, and reports for each:
+merge rewrites all of them), then times one `merge(nice=..., worker=...)` per `--nice` /
+`--worker` variant on a fresh copy of the store (on code before the merge process, where
+`merge()` took neither, `--nice` sets the `merge_nice` setting every merge then ran at), and
+reports for each:
 
 - wall seconds, CPU seconds of this process (all threads) and of its children (the merge
   process), from `resource.getrusage`;
 - fsyncs and their total wall time, LMDB commits (publishes) and their total wall time, and
-  the time the merge thread slept (`merge_duty` pacing), by wrapping those calls in this
-  process only (a merge process does its own fsyncs: its count comes back in the summary);
+  the time slept (`merge_duty` pacing), by wrapping those calls in this process only (the
+  merge process does its own fsyncs: their count comes back in the summary, `worker_fsyncs`);
 - the machine's load average at the start (other processes compete for the same cores: the
   point of the `--nice` comparison).
 
@@ -103,7 +105,7 @@ class Counters:
             setattr(owner, name, orig)
 
 
-def one(src: Path, work: Path, nice: int, worker: str, duty: float) -> dict[str, Any]:
+def one(src: Path, work: Path, nice: int, worker: str) -> dict[str, Any]:
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(src, work)
     from seqvault.settings import DEFAULTS
@@ -117,14 +119,20 @@ def one(src: Path, work: Path, nice: int, worker: str, duty: float) -> dict[str,
     c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     with Counters() as cnt:
-        summary = v.merge(duty=duty) if duty != 1.0 else v.merge()
+        import inspect
+
+        params = inspect.signature(v.merge).parameters
+        if "worker" in params:  # this code: niceness and worker are per call
+            summary = v.merge(nice=nice, worker=worker)
+        else:  # before: every explicit merge ran at the merge_nice setting, in a thread
+            summary = v.merge()
     wall = time.perf_counter() - t
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     v.close()
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     child = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
-    return {"nice": nice, "worker": worker, "duty": duty, "load_avg_1m": round(load, 2),
+    return {"nice": nice, "worker": worker, "load_avg_1m": round(load, 2),
             "wall_s": round(wall, 3), "cpu_s_this_process": round(cpu, 3),
             "cpu_s_children": round(child, 3),
             "fsyncs_this_process": cnt.fsyncs, "fsync_s": round(cnt.fsync_s, 3),
@@ -146,8 +154,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          "default)")
     ap.add_argument("--worker", action="append", default=None,
                     help="merge_worker values to compare (repeatable; default: the default)")
-    ap.add_argument("--duty", type=float, default=1.0,
-                    help="merge duty (1.0: an explicit merge; the background uses merge_duty)")
     ap.add_argument("--burn", type=int, default=0,
                     help="busy-looping processes to start (a shared machine, reproducibly)")
     ap.add_argument("--dir", type=str, default=None)
@@ -155,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     from seqvault.settings import DEFAULTS
 
-    nices = args.nice or [int(DEFAULTS["merge_nice"])]
+    nices = args.nice or [0]
     workers = args.worker or [str(DEFAULTS.get("merge_worker", "thread"))]
     tmp = Path(args.dir or tempfile.mkdtemp(prefix="sv-merge-wall-"))
     src = tmp / "src"
@@ -166,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         for worker in workers:
             for nice in nices:
-                r = one(src, tmp / "work", nice, worker, args.duty)
+                r = one(src, tmp / "work", nice, worker)
                 runs.append(r)
                 print(json.dumps(r), flush=True)
     finally:
