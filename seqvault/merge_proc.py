@@ -29,7 +29,18 @@ from .errors import CorruptionError, MergeFailed
 from .faults import Faults
 from .merge_work import Fault, JobResult, MergeJob, run_job
 
-PREFIX = "merge_proc:"  # the child's fault points: merge_proc:after_write, :after_sync
+PREFIX = "merge_proc:"
+# Crash-test kill points (seqvault/faults.py; docs/design/merge.md, "Crash safety").
+CHILD_POINTS = (  # the merge process kills itself
+    "merge_proc:after_write",  # its batch written to the output file, not fsynced
+    "merge_proc:after_sync",  # output fsynced, result not yet sent
+)
+WRITER_POINTS = (  # the writer kills itself during a process merge
+    "merge_proc:running",  # the job sent, the merge process working on it
+    "merge:after_snapshot",  # extent lists snapshotted, nothing sent
+    "merge:after_sync",  # the result received (written, fsynced), nothing published
+    "merge:after_commit",  # the batch published
+)
 POLL_S = 0.05  # how often a waiting parent checks that the child is alive / stop was asked
 
 
