@@ -128,8 +128,8 @@ def one(src: Path, work: Path, nice: int, worker: str) -> dict[str, Any]:
             summary = v.merge()
     wall = time.perf_counter() - t
     r1 = resource.getrusage(resource.RUSAGE_SELF)
+    v.close()  # stops (and waits for) the merge process: only then is its CPU counted
     c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    v.close()
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     child = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
     return {"nice": nice, "worker": worker, "load_avg_1m": round(load, 2),

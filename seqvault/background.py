@@ -119,6 +119,23 @@ class BackgroundMerger(threading.Thread):
                     break
                 m.progress.wait(min(left, 0.1))
 
+    def wait_merged(self, timeout: float | None = None) -> bool:
+        """Wait until a completed pass has merged every flush made so far (True), or until
+        `timeout` seconds passed or the merger stopped (False)."""
+        m = self.merger
+        target = self.engine.flush_count
+        self.wake.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with m.progress:
+            while m.merged_through_flush < target:
+                if not self.is_alive() or self.stop_event.is_set():
+                    return False
+                left = 0.1 if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                m.progress.wait(min(left, 0.1))
+        return True
+
     def stop(self) -> None:
         self.stop_event.set()
         self.wake.set()

@@ -167,7 +167,10 @@ class Merger:
         self.out = MergeOutput(engine.manifest)
         self.proc: MergeProcess | None = None
         self.fault = Faults()
-        self.merged_through_flush = engine.flush_count
+        # Real-time segments left by an earlier writer count as one unmerged flush, so that a
+        # background merger started on such a store merges them without waiting for a flush.
+        rt = any(i.kind == "rt" and i.size > 0 for i in engine.manifest.catalog.values())
+        self.merged_through_flush = engine.flush_count - (1 if rt else 0)
         self.totals: dict[str, int] = {"merge_passes": 0, "merged_users": 0,
                                        "merged_events": 0, "merge_bytes_written": 0,
                                        "merge_skipped_users": 0, "reclaimed_files": 0,
@@ -316,6 +319,11 @@ class Merger:
             "fsyncs": 0, "worker": worker,
         }
         ctl = _Pass(stop, duty, nice, worker, progress)
+        if worker == "process":
+            try:  # started (imports done) before the first batch, so its pace excludes that
+                self._process(nice).ensure_started()
+            except MergeStopped:
+                return summary
         user_list = list(users) if users is not None else None
         only: set[int] | None = None
         # Deleted users' bytes (docs/design/safety.md, "Deleting a user"): every pass — also

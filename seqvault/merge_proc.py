@@ -76,14 +76,40 @@ class MergeProcess:
         self.to_child = Connection(w_job, readable=False)
         self.from_child = Connection(r_res, writable=False)
         self.started += 1
+        kind, _payload = self._wait(None)  # its imports done: batch times exclude start-up
+        if kind != "ready":
+            code = self.proc.wait()
+            self._discard()
+            raise MergeFailed(f"merge process of {self.label} did not start (exit status "
+                              f"{code})")
+
+    def ensure_started(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            self._discard()
+            self._start()
+
+    def _wait(self, stop: threading.Event | None) -> tuple[str, Any]:
+        """The child's next message, ("died", None) if it exits first; kills it and raises
+        MergeStopped if `stop` is set meanwhile."""
+        assert self.from_child is not None and self.proc is not None
+        while True:
+            if stop is not None and stop.is_set():
+                self.kill()
+                raise MergeStopped("merge stopped (the store is closing)")
+            try:
+                if self.from_child.poll(POLL_S):
+                    kind, payload = self.from_child.recv()
+                    return kind, payload
+            except (EOFError, OSError):
+                return "died", None
+            if self.proc.poll() is not None:
+                return "died", None
 
     def run(self, job: MergeJob, stop: threading.Event | None, fault: Fault) -> JobResult:
         """Send the job and wait for its result. Raises MergeFailed when the child dies (it is
         replaced at the next job) and MergeStopped when `stop` is set meanwhile (the child is
         killed: `close()` never waits for a batch); the job's errors are re-raised here."""
-        if self.proc is None or self.proc.poll() is not None:
-            self._discard()
-            self._start()
+        self.ensure_started()
         assert self.to_child is not None and self.from_child is not None and self.proc
         try:
             self.to_child.send(job)
@@ -91,22 +117,7 @@ class MergeProcess:
             self.kill()
             raise MergeFailed(f"merge process {self.proc.pid} is gone ({exc})") from exc
         fault(PREFIX + "running")  # crash tests: the writer dies while the child works
-        while True:
-            if stop is not None and stop.is_set():
-                self.kill()
-                raise MergeStopped("merge stopped (the store is closing)")
-            try:
-                ready = self.from_child.poll(POLL_S)
-                if ready:
-                    kind, payload = self.from_child.recv()
-                    break
-            except (EOFError, OSError):
-                ready = True
-                kind, payload = "died", None
-                break
-            if self.proc.poll() is not None:
-                kind, payload = "died", None
-                break
+        kind, payload = self._wait(stop)
         if kind == "ok":
             assert isinstance(payload, JobResult)
             return payload
@@ -186,6 +197,10 @@ def main(argv: list[str]) -> int:
     jobs = Connection(r_job, writable=False)
     results = Connection(w_res, readable=False)
     fault = Faults()
+    try:
+        results.send(("ready", os.getpid()))
+    except OSError:
+        return 0
     while True:
         try:
             job = jobs.recv()

@@ -514,6 +514,15 @@ class SeqVault:
         return self._get_merger().run(users, reclaim=reclaim, reclaim_ratio=reclaim_ratio,
                                       worker=worker, nice=nice, progress=progress)
 
+    def wait_merged(self, timeout: float | None = None) -> bool:
+        """With `auto_merge`: wait until the background merger has merged every flush made so
+        far (True), or until `timeout` seconds passed or it stopped (False). Without it: True
+        when nothing flushed since the last full merge() waits to be merged."""
+        bg = self._bg_merge
+        if bg is None:
+            return self._merger is None or self._merger.backlog() == 0
+        return bg.wait_merged(timeout)
+
     def _get_merger(self) -> Merger:
         if self._merger is None:
             self._merger = Merger(self)
