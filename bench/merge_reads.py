@@ -14,7 +14,10 @@ with ``--worker process``); ``--mode explicit`` calls ``merge()`` in a thread of
 On code from before the merge process (no ``merge_mode`` in the adapter), the phase runs as
 it did then: an explicit ``merge()`` in a thread, at ``merge_nice``.
 
-Prints the phase's JSON (``during_*`` and ``quiet_*`` latencies in ms, and their ratio).
+Prints the phase's JSON (``during_*`` and ``quiet_*`` latencies in ms, and their ratio), plus
+``slow_reads``: the in-process reads during the merge slower than twice the quiet p99, and how
+many of them overlapped an LMDB commit (``Manifest.commit``, which runs under the store lock
+that a read takes to snapshot) — where the rest of a same-process read's wait comes from.
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from bench.scenarios import PRESETS, Runner
 
@@ -55,6 +61,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else:
             label = "explicit merge() in a thread (code before the merge process)"
         load = os.getloadavg()[0]
+        reads: list[tuple[int, int]] = []
+        commits: list[tuple[int, int]] = []
+        _trace(store, reads, commits)
         runner.do("merge")
         out = dict(runner.out["merge"])
         out["how"] = label
@@ -62,6 +71,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
         if out.get("quiet_p99_ms"):
             out["p99_during_over_quiet"] = round(out["during_p99_ms"] / out["quiet_p99_ms"], 3)
+        out["slow_reads"] = _slow_reads(reads, commits, 2 * out.get("quiet_p99_ms", 0.0),
+                                        out.get("during_ops", 0))
         ro = out.get("read_only_process") or {}
         if ro.get("quiet_p99_ms"):
             ro["p99_during_over_quiet"] = round(ro["during_p99_ms"] / ro["quiet_p99_ms"], 3)
@@ -73,6 +84,45 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=1, default=float))
     return out
+
+
+def _trace(store: Any, reads: list[tuple[int, int]], commits: list[tuple[int, int]]) -> None:
+    """Record (start, end) ns of this process's reads and of every LMDB commit."""
+    from seqvault import manifest
+
+    read_last = store.read_last
+
+    def traced_read(*a: Any, **k: Any) -> Any:
+        t = time.perf_counter_ns()
+        try:
+            return read_last(*a, **k)
+        finally:
+            reads.append((t, time.perf_counter_ns()))
+
+    commit = manifest.Manifest.commit
+
+    def traced_commit(self: Any, *a: Any, **k: Any) -> Any:
+        t = time.perf_counter_ns()
+        try:
+            return commit(self, *a, **k)
+        finally:
+            commits.append((t, time.perf_counter_ns()))
+
+    store.read_last = traced_read
+    manifest.Manifest.commit = traced_commit  # type: ignore[method-assign]
+
+
+def _slow_reads(reads: list[tuple[int, int]], commits: list[tuple[int, int]], limit_ms: float,
+                during: int) -> dict[str, Any]:
+    window = reads[:during]
+    slow = [(a, b) for a, b in window if (b - a) / 1e6 > limit_ms]
+    lock = sum(1 for a, b in slow if any(c0 < b and c1 > a for c0, c1 in commits))
+    return {"limit_ms": round(limit_ms, 3), "reads_during": len(window), "slow": len(slow),
+            "slow_overlapping_an_lmdb_commit": lock, "lmdb_commits": len(commits),
+            "lmdb_commit_ms_p50": round(float(np.percentile(
+                [(b - a) / 1e6 for a, b in commits], 50)), 3) if commits else None,
+            "lmdb_commit_ms_max": round(max((b - a) / 1e6 for a, b in commits), 3)
+            if commits else None}
 
 
 if __name__ == "__main__":
