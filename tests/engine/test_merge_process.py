@@ -274,3 +274,24 @@ def test_merge_worker_setting_is_validated(tmp_path, schema):
         with pytest.raises(ValueError, match="merge worker"):
             v.merge(worker="fork")
     assert os.environ.get(FAULT_ENV) is None
+
+
+@pytest.mark.parametrize("worker", ["thread", "process"])
+def test_merge_of_named_users_also_purges_deleted_users(tmp_path, worker):
+    """merge(users=[...]) finishes the purge whatever users it names (docs/design/safety.md
+    §6): the deleted user's key is in no file of the store afterwards, nothing is pending,
+    and the users it did not name read as before."""
+    from .test_delete import OTHERS, VICTIM, fill, files_holding, items, open_store
+
+    store = tmp_path / "s"
+    with open_store(store) as v:
+        kept = fill(v)
+        v.delete(VICTIM)
+        assert files_holding(store, VICTIM.encode())
+        summary = v.merge(users=[OTHERS[0]], worker=worker)
+        assert summary["purge_pending_files"] == 0 and summary["purge_pending_logs"] == 0
+        st = v.stats()
+        assert st["delete_pending_files"] == 0 and st["delete_pending_logs"] == 0
+        assert {u: items(v, u) for u in OTHERS} == kept
+        assert len(v.read(VICTIM)) == 0
+    assert files_holding(store, VICTIM.encode()) == []
