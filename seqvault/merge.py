@@ -319,11 +319,6 @@ class Merger:
             "fsyncs": 0, "worker": worker,
         }
         ctl = _Pass(stop, duty, nice, worker, progress)
-        if worker == "process":
-            try:  # started (imports done) before the first batch, so its pace excludes that
-                self._process(nice).ensure_started()
-            except MergeStopped:
-                return summary
         user_list = list(users) if users is not None else None
         only: set[int] | None = None
         # Deleted users' bytes (docs/design/safety.md, "Deleting a user"): every pass — also
@@ -443,6 +438,10 @@ class Merger:
         m = e.manifest
         batch = max(1, int(self.setting("merge_batch_users")))
         total = len(hashes)
+        if total and ctl.worker == "process":
+            # Started (its imports done) before the first batch's clock runs, so that the pace
+            # (merge_duty) is not charged with the start-up.
+            self._process(ctl.nice).ensure_started()
         for start in range(0, total, batch):
             if ctl.stopped():
                 return

@@ -69,7 +69,14 @@ class MergeProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "seqvault.merge_child", str(r_job), str(w_res),
                  str(os.getpid()), str(self.nice), self.label],
-                pass_fds=(r_job, w_res), stdin=subprocess.DEVNULL, env=env)
+                # stdout is never ours to write (a `seqvault get --nl | head` pipeline); a
+                # crash's traceback still reaches stderr.
+                pass_fds=(r_job, w_res), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                env=env)
+        except BaseException:
+            os.close(w_job)
+            os.close(r_res)
+            raise
         finally:
             os.close(r_job)
             os.close(w_res)
