@@ -254,13 +254,13 @@ def test_progress_callback_counts_reach_the_totals(tmp_path, schema):
         with SeqVault.open(tmp_path / worker, schema=schema, durability="none",
                            merge_batch_users=3) as v:
             _fill(v, 13, range(10), rounds=2)
-            res = v.merge(worker=worker, progress=lambda *a: calls.append(a))
+            res = v.merge(worker=worker, progress=lambda *a, c=calls: c.append(a))
             merge_calls = [c for c in calls if c[0] == "merge"]
             assert len(merge_calls) == 4  # ceil(10 / 3) batches
             assert [c[1] for c in merge_calls] == [3, 6, 9, 10]
             assert merge_calls[-1][1] == merge_calls[-1][2] == res["users_considered"] == 10
             seen: list[tuple[str, int, int]] = []
-            v.verify(lambda *a: seen.append(a))
+            v.verify(lambda *a, s=seen: s.append(a))
             assert seen[-1] == ("verify", 10, 10)
 
 
@@ -281,7 +281,7 @@ def test_merge_of_named_users_also_purges_deleted_users(tmp_path, worker):
     """merge(users=[...]) finishes the purge whatever users it names (docs/design/safety.md
     §6): the deleted user's key is in no file of the store afterwards, nothing is pending,
     and the users it did not name read as before."""
-    from .test_delete import OTHERS, VICTIM, fill, files_holding, items, open_store
+    from .test_delete import OTHERS, VICTIM, files_holding, fill, items, open_store
 
     store = tmp_path / "s"
     with open_store(store) as v:
