@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -189,7 +190,9 @@ def _watch_parent(ppid: int) -> None:
     """Exit as soon as the writer is gone (re-parenting changes our parent pid)."""
     while True:
         if os.getppid() != ppid:
-            os._exit(3)
+            # At once, from this thread, whatever the main thread is doing (sys.exit here
+            # would only end this thread).
+            os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(0.1)
 
 
