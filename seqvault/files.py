@@ -132,7 +132,7 @@ class FileAppender:
         self.fd = iofaults.open_fd(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.size = os.fstat(self.fd).st_size
 
-    def append(self, data: bytes) -> int:
+    def append(self, data: bytes | memoryview) -> int:
         offset = self.size
         view = memoryview(data)
         try:

@@ -1,7 +1,7 @@
 """Merge of many small users at once: decode all their segments together (`decode_batch`),
 sort, and encode one lifetime segment per user together (`segment_batch.encode_many`).
 
-The per-user merge (`Merger._rebuild`) costs about 1 ms of CPU per small user — decoding a few
+The per-user merge (`merge_work.rebuild_user`) costs about 1 ms of CPU per small user — decoding a few
 tiny segments one by one — which made a merge of a million users loaded by `append_batch` take
 far longer than loading them (docs/design/realtime.md, "Many-user batches"). This path takes
 the users whose result is one segment and who keep nothing of their old list; anything it
@@ -10,6 +10,7 @@ cannot decode in bulk goes back to the per-user path, which gives the precise er
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,11 +22,7 @@ from .files import ExtentFiles
 from .index import Extent, user_hash, user_hashes_int64
 from .layout import RECENT_SEGMENT_EVENTS
 from .schema import Schema
-from .sealing import write_pieces
 from .segment import KEY_INT64, KEY_STRING
-from .segment_writer import SegmentWriter
-
-Result = tuple[int, list[Extent], list[Extent], int, int]
 
 
 def small_users(snaps: list[tuple[int, list[Extent]]], kinds: dict[int, str], target: int,
@@ -49,13 +46,32 @@ def small_users(snaps: list[tuple[int, list[Extent]]], kinds: dict[int, str], ta
     return small, rest
 
 
-def rebuild_small(files: ExtentFiles, w: SegmentWriter, schema: Schema, level: int,
-                  snaps: list[tuple[int, list[Extent]]], summary: dict[str, Any]
-                  ) -> list[Result] | None:
+def retains(snap: list[Extent], schema: Schema, cutoff: int | None) -> bool:
+    """Whether retention drops some of these events (the per-user path's `retain`)."""
+    r = schema.retention
+    return ((r.max_events is not None and sum(e.count for e in snap) > r.max_events)
+            or (cutoff is not None and min(e.min_ts for e in snap) < cutoff))
+
+
+@dataclass
+class SmallBuild:
+    """One small user's new lifetime segment (encoded) and what its sources were."""
+
+    blob: memoryview
+    count: int
+    min_ts: int
+    max_ts: int
+    segments_in: int
+    bytes_read: int
+
+
+def build_small(files: ExtentFiles, schema: Schema, level: int,
+                snaps: list[tuple[int, list[Extent]]]) -> dict[int, SmallBuild] | None:
     """One new lifetime segment per user of `snaps` (their events sorted by time, ties in
-    arrival order), appended to `w`; None when the segments are not of one layout."""
+    arrival order), keyed by user hash; None when the segments are not of one layout (or do
+    not decode: the per-user path then names the file, the offset and the user)."""
     if not snaps:
-        return []
+        return {}
     exts = [e for _h, snap in snaps for e in reversed(snap)]  # user by user, oldest first
     n_seg = np.array([len(snap) for _h, snap in snaps], dtype=np.int64)
     raw = [files.pread(e.file, e.off, e.length) for e in exts]
@@ -66,7 +82,7 @@ def rebuild_small(files: ExtentFiles, w: SegmentWriter, schema: Schema, level: i
     try:
         dec = decode_many(b"".join(raw), offsets, lengths, columns)
     except CorruptionError:
-        return None  # the per-user path names the file, the offset and the user
+        return None
     if dec is None:
         return None
     hashes = np.array([h for h, _s in snaps], dtype=np.uint64)
@@ -95,16 +111,11 @@ def rebuild_small(files: ExtentFiles, w: SegmentWriter, schema: Schema, level: i
     else:
         enc = segment_batch.encode_many(KEY_INT64, keys[first_seg], schema.version, ts, spec,
                                         starts, counts)
-    fids, offs = write_pieces(w, enc)
-    out: list[Result] = []
+    read = np.bincount(seg_user, weights=lengths, minlength=len(snaps)).astype(np.int64)
+    view = enc.buf.data  # slices of one buffer: no copy per user
+    out: dict[int, SmallBuild] = {}
     for i, (h, snap) in enumerate(snaps):
-        fresh = Extent(int(fids[i]), int(offs[i]), int(enc.lengths[i]), int(enc.counts[i]),
-                       int(enc.mins[i]), int(enc.maxs[i]))
-        out.append((h, snap, [fresh], 0, 0))
-    summary["bytes_read"] += int(lengths.sum())
-    summary["bytes_written"] += int(enc.lengths.sum())
-    summary["segments_in"] += len(exts)
-    summary["segments_out"] += len(snaps)
-    summary["events_in"] += int(counts.sum())
-    summary["events_out"] += int(counts.sum())
+        a = int(enc.offsets[i])
+        out[h] = SmallBuild(view[a:a + int(enc.lengths[i])], int(enc.counts[i]),
+                            int(enc.mins[i]), int(enc.maxs[i]), len(snap), int(read[i]))
     return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -609,22 +609,38 @@ class SeqVault:
 
     # ================================================================== merge, bulk, schema
     def merge(self, users: Iterable[Any] | None = None, *, reclaim: bool = True,
-              reclaim_ratio: float | None = None) -> dict[str, Any]:
+              reclaim_ratio: float | None = None, worker: str = "thread", nice: int = 0,
+              progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
         """Fold real-time segments (and small lifetime ones) into recency-tiered lifetime
         segments sorted by timestamp (ties keep arrival order); apply the schema's retention;
         with `reclaim`, rewrite the live extents of files whose live ratio is below
         `reclaim_ratio` (this call's override of the setting) and delete files nothing refers
-        to any more. `users`: only these (default: every user with work to do).
+        to any more. `users`: only these (default: every user with work to do). Every pass,
+        also one with `users`, finishes the purge of deleted users (docs/design/safety.md).
 
-        Runs in a worker thread at CPU niceness `merge_nice` (the caller waits), so reads go
-        first; never blocks readers; appends wait only for each batch's short publish.
+        `worker="thread"` (default) decodes and encodes in this process, the caller waits;
+        `worker="process"` in the merge process (what the background merger uses: the heavy
+        part never holds this process's GIL, so reads in other threads are not slowed). `nice`:
+        CPU niceness of that work (0: a caller waiting for its merge is not put behind every
+        other process of a busy machine; the background merger uses `merge_nice`).
+        `progress(phase, done, total)` after every batch (phases "merge", "reclaim").
+        Never blocks readers; appends wait only for each batch's short publish.
         Crash-safe at every step (docs/design/merge.md). Returns a JSON-able summary. Raises
         CorruptionError naming the file and the user if a segment to merge fails its checksums
-        (nothing of that batch is published).
+        (nothing of that batch is published), MergeFailed if the merge process dies.
         """
         self.check_writable()
         return self._get_merger().run(users, reclaim=reclaim, reclaim_ratio=reclaim_ratio,
-                                      niced=True)
+                                      worker=worker, nice=nice, progress=progress)
+
+    def wait_merged(self, timeout: float | None = None) -> bool:
+        """With `auto_merge`: wait until the background merger has merged every flush made so
+        far (True), or until `timeout` seconds passed or it stopped (False). Without it: True
+        when nothing flushed since the last full merge() waits to be merged."""
+        bg = self._bg_merge
+        if bg is None:
+            return self._merger is None or self._merger.backlog() == 0
+        return bg.wait_merged(timeout)
 
     def _get_merger(self) -> Merger:
         if self._merger is None:

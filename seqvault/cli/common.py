@@ -165,7 +165,8 @@ def progress_bar(enabled: bool) -> Iterator[Callable[[str, int, int | None], Non
 
     labels = {"fingerprint": "fingerprint (bytes)", "read": "read + partition",
               "write": "sort + write", "verify": "verify",
-              "export": "export (users)"}
+              "export": "export (users)", "merge": "merge (users)",
+              "reclaim": "reclaim (users)"}
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console,

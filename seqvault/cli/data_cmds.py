@@ -217,7 +217,7 @@ def export_cmd(out: str, store: str, users: tuple[str, ...], users_file: Any,
 @click.command("verify")
 @store_option
 @click.option("--progress/--no-progress", "show_progress", default=None,
-              help="Progress bar on stderr (default: on a terminal).")
+              help="Progress bar on stderr (default: on a terminal, and not with --json).")
 @json_option
 def verify_cmd(store: str, show_progress: bool | None, as_json: bool) -> None:
     """Check every checksum of every segment, and the index, against the files.
@@ -228,7 +228,7 @@ def verify_cmd(store: str, show_progress: bool | None, as_json: bool) -> None:
     """
     from ..errors import CorruptionError
 
-    enabled = (not ci_or_pipe()) if show_progress is None else show_progress
+    enabled = (not ci_or_pipe() and not as_json) if show_progress is None else show_progress
     with open_store(store) as vault, progress_bar(enabled) as update:
         report = vault.verify(update)
     report["store"] = store
