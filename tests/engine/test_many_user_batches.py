@@ -309,7 +309,7 @@ def test_decode_many_inverts_encode_many_and_checks_every_checksum():
 
 
 def test_merge_of_many_small_users_equals_the_per_user_merge(tmp_path, monkeypatch):
-    import seqvault.merge as merge_mod
+    import seqvault.merge_work as work_mod
 
     schema = _schema()
     rng = np.random.default_rng(11)
@@ -318,10 +318,20 @@ def test_merge_of_many_small_users_equals_the_per_user_merge(tmp_path, monkeypat
               _batches(rng, 500, 1, t0 - 60_000)]
     a = _load(tmp_path / "a", schema, rounds)
     b = _load(tmp_path / "b", schema, rounds)
-    with SeqVault.open(a) as v:
+    real = work_mod.build_small
+    batched: list[int] = []
+
+    def counted(*args):
+        out = real(*args)
+        batched.append(0 if out is None else len(out))
+        return out
+
+    monkeypatch.setattr(work_mod, "build_small", counted)
+    with SeqVault.open(a) as v:  # (explicit merges run their jobs in a thread of this process)
         got_a = v.merge()
+    assert sum(batched) == 400, "the many-small-users path did not take the merged users"
     taken = []
-    monkeypatch.setattr(merge_mod, "rebuild_small", lambda *args: taken.append(1))
+    monkeypatch.setattr(work_mod, "build_small", lambda *args: taken.append(1))
     with SeqVault.open(b) as v:
         got_b = v.merge()
     assert taken, "the per-user merge did not run"
