@@ -134,6 +134,39 @@ def breakdown(vault, user: int, reps: int = 400) -> dict[str, float]:
     return out
 
 
+def decode_by_size(schema, reps: int = 300) -> dict[str, dict[str, float]]:
+    """Thread-CPU µs of one `decode_segment` (every column; and the newest 100 rows) of
+    segments of several sizes, each decoder in turn: the fixed cost per segment, and what a
+    smaller newest tier would save a short read."""
+    from seqvault import native
+    from seqvault import segment as vseg
+
+    hist = wl.expected_last(wl.user_history(wl.WorkloadConfig(), 4242, 16_384), 16_384)
+    ids = [0] + [c.id for c in schema.columns]
+    tns = time.thread_time_ns
+    compiled = native.DECODER
+    out: dict[str, dict[str, float]] = {}
+    for n in (64, 256, 2_048, 8_192, 16_384):
+        cols = [(c.id, c.type, hist[c.name][-n:], c.level) for c in schema.columns]
+        buf = vseg.encode_segment(4242, 1, hist["ts"][-n:], cols)
+        row: dict[str, float] = {}
+        for name, dec in (("python", None), ("native", compiled)):
+            if name == "native" and dec is None:
+                continue
+            native.DECODER = dec
+            try:
+                for label, rows in (("all", None), ("last100", 100)):
+                    vseg.decode_segment(buf, ids, rows=rows)
+                    c0 = tns()
+                    for _ in range(reps):
+                        vseg.decode_segment(buf, ids, rows=rows)
+                    row[f"{name}_{label}_us"] = (tns() - c0) / reps / 1e3
+            finally:
+                native.DECODER = compiled
+        out[str(n)] = row
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--users", type=int, default=30)
@@ -156,6 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
             store.load(iter(hist))
             store.quiesce()
         vault = load_fresh(tmp / "sv", hist)
+        result["decode_by_size"] = decode_by_size(vault.schema)
         result["breakdown_fresh"] = breakdown(vault, users[0])
         rows: dict = {}
         for phase in ("fresh", "merged"):
@@ -193,6 +227,9 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{sv['cpu_us'] / min(ev['cpu_us'], bl['cpu_us']):.2f}x  "
                   f"p50/p99 wall {sv['p50_ms']:.3f}/{sv['p99_ms']:.3f} ms "
                   f"(key/event {ev['p50_ms']:.3f}/{ev['p99_ms']:.3f})")
+    for n, row in result["decode_by_size"].items():
+        print(f"  decode_segment of {n:>6} events: " + ", ".join(f"{k} {v:.1f}"
+                                                               for k, v in row.items()))
     for key in ("breakdown_fresh", "breakdown_merged"):
         print(f"  {key}: " + ", ".join(f"{k} {v:.1f}" for k, v in result[key].items()))
     if args.json:

@@ -114,12 +114,15 @@ static inline void put(uint8_t *out, int size, uint64_t v) {
 
 #define CHUNK 512
 
+/* `restrict` matters: uint8_t pointers may alias anything, and without it the compiler reloads
+ * on every store and does not vectorise these loops (measured: about 2x slower). */
+
 /* Values [start, start+n) of a narrowed payload of `width` bytes, widened into dst. Shuffled
  * payloads are byte planes of `stride` values each (byte 0 of every value, then byte 1, ...). */
-static void gather(const uint8_t *p, int width, int shuffled, size_t stride, size_t start,
-                   size_t n, uint64_t *dst) {
+static void gather(const uint8_t *restrict p, int width, int shuffled, size_t stride,
+                   size_t start, size_t n, uint64_t *restrict dst) {
     if (shuffled) {
-        const uint8_t *plane = p + start;
+        const uint8_t *restrict plane = p + start;
         for (size_t i = 0; i < n; i++) dst[i] = plane[i];
         for (int b = 1; b < width; b++) {
             plane = p + (size_t)b * stride + start;
@@ -137,7 +140,8 @@ static void gather(const uint8_t *p, int width, int shuffled, size_t stride, siz
 }
 
 /* out[i] = src[i] + add, truncated to `size` bytes (numpy's wrapping astype). */
-static void store(uint8_t *out, int size, const uint64_t *src, size_t n, uint64_t add) {
+static void store(uint8_t *restrict out, int size, const uint64_t *restrict src, size_t n,
+                  uint64_t add) {
     switch (size) {
     case 1: for (size_t i = 0; i < n; i++) out[i] = (uint8_t)(src[i] + add); break;
     case 2: for (size_t i = 0; i < n; i++) ((uint16_t *)out)[i] = (uint16_t)(src[i] + add); break;
