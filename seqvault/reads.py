@@ -126,8 +126,8 @@ def decode_extent(files: ExtentFiles, ext: Extent, kb: bytes, key: Any, col_ids:
         if info.key != kb:
             raise CorruptionError(f"{where}: segment belongs to another user (hash collision "
                                   "or a misdirected extent)")
-        if info.count != ext.count:
-            raise CorruptionError(f"{where}: segment holds {info.count} events, the index "
+        if info.events != ext.count:
+            raise CorruptionError(f"{where}: segment holds {info.events} events, the index "
                                   f"says {ext.count}")
     except CorruptionError as exc:
         exc.path = str(files.path(ext.file))

@@ -197,10 +197,10 @@ def verify_segment(buf: bytes | memoryview, *, where: str = "segment") -> Segmen
 
 
 class SegmentInfo(NamedTuple):
-    """What a read needs from a verified header (invariant I6 checks key and count)."""
+    """What a read needs from a verified header (invariant I6 checks key and events)."""
 
     key: bytes
-    count: int
+    events: int  # the header's count (`count` would shadow tuple.count)
     min_ts: int
     max_ts: int
 

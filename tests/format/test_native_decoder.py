@@ -217,7 +217,7 @@ def test_rows_keeps_the_newest_values(decoder):
     _, whole = decode_segment(buf, IDS)
     for rows in (0, 1, 37, 99, 100, 101):
         info, cut = decode_segment(buf, IDS, rows=rows)
-        assert info.count == 100
+        assert info.events == 100
         for cid, arr in whole.items():
             assert np.array_equal(cut[cid], arr[max(arr.size - rows, 0):]), (rows, cid)
 
@@ -229,4 +229,4 @@ def test_segment_over_the_gil_release_threshold_decodes(decoder):
     ts = np.cumsum(rng.integers(0, 1_000, n)).astype(np.int64)
     buf = encode_segment(7, 1, ts, [(1, "int64", rng.integers(0, 1 << 50, n), None)])
     info, cols = decode_segment(buf, [0, 1])
-    assert info.count == n and np.array_equal(cols[0], ts)
+    assert info.events == n and np.array_equal(cols[0], ts)

@@ -104,7 +104,7 @@ def test_I5_missing_column_is_left_out(decoder):
     buf = seg([1, 2], [(1, "int8", np.array([1, 2], dtype=np.int8), None)])
     assert set(decode_columns(buf, parse_header(buf), [0, 1, 99])) == {0, 1}
     info, cols = decode_segment(buf, [0, 1, 99])
-    assert set(cols) == {0, 1} and cols[1].tolist() == [1, 2] and info.count == 2
+    assert set(cols) == {0, 1} and cols[1].tolist() == [1, 2] and info.events == 2
 
 
 def test_version_newer_is_refused(decoder):
