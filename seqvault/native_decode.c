@@ -114,8 +114,8 @@ static inline void put(uint8_t *out, int size, uint64_t v) {
 
 #define CHUNK 512
 
-/* `restrict` matters: uint8_t pointers may alias anything, and without it the compiler reloads
- * on every store and does not vectorise these loops (measured: about 2x slower). */
+/* `restrict` matters: uint8_t pointers may alias anything, so without it the compiler must
+ * assume every store may change the source and cannot vectorise these loops. */
 
 /* Values [start, start+n) of a narrowed payload of `width` bytes, widened into dst. Shuffled
  * payloads are byte planes of `stride` values each (byte 0 of every value, then byte 1, ...). */
