@@ -21,6 +21,7 @@
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
 #include <Python.h>
 #include <numpy/arrayobject.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include <zlib.h>
@@ -242,7 +243,25 @@ static const char *decode_one(const uint8_t *seg, const job_t *job, uint8_t *scr
     return "unknown encoding";
 }
 
-static _Thread_local ZSTD_DCtx *thread_dctx;
+/* One decompression context per thread, kept (creating one costs more than decoding a small
+ * column) and freed when the thread exits, so threads that come and go do not leak it. */
+static pthread_key_t dctx_key;
+static pthread_once_t dctx_once = PTHREAD_ONCE_INIT;
+static void free_dctx(void *dctx) { ZSTD_freeDCtx((ZSTD_DCtx *)dctx); }
+static void make_key(void) { (void)pthread_key_create(&dctx_key, free_dctx); }
+
+static ZSTD_DCtx *thread_dctx(void) {
+    pthread_once(&dctx_once, make_key);
+    ZSTD_DCtx *dctx = pthread_getspecific(dctx_key);
+    if (!dctx) {
+        dctx = ZSTD_createDCtx();
+        if (dctx && pthread_setspecific(dctx_key, dctx) != 0) {
+            ZSTD_freeDCtx(dctx);
+            dctx = NULL;
+        }
+    }
+    return dctx;
+}
 
 /* decode_segment(buf, col_ids, rows) -> (key, count, min_ts, max_ts, arrays) | reason */
 static PyObject *decode_segment(PyObject *self, PyObject *args) {
@@ -324,7 +343,12 @@ static PyObject *decode_segment(PyObject *self, PyObject *args) {
         }
         npy_intp dims[1] = {(npy_intp)rows};
         PyObject *arr = PyArray_SimpleNew(1, dims, num);
-        if (!arr) goto done;
+        if (!arr) {
+            if (!PyErr_ExceptionMatches(PyExc_MemoryError)) goto done;
+            PyErr_Clear(); /* an absurd count: let the reference decide, as for any damage */
+            reason = "cannot allocate the column";
+            goto refuse;
+        }
         PyTuple_SET_ITEM(arrays, w, arr);
         jobs[njobs].e = e;
         jobs[njobs].out = PyArray_DATA((PyArrayObject *)arr);
@@ -341,15 +365,12 @@ static PyObject *decode_segment(PyObject *self, PyObject *args) {
         scratch = PyMem_RawMalloc(scratch_len ? scratch_len : 1);
         if (!scratch) { PyErr_NoMemory(); goto done; }
     }
-    if (!thread_dctx) {
-        thread_dctx = ZSTD_createDCtx(); /* one per thread, kept: creating one costs more than
-                                            decoding a small column */
-        if (!thread_dctx) { PyErr_NoMemory(); goto done; }
-    }
+    ZSTD_DCtx *dctx = has_zstd ? thread_dctx() : NULL;
+    if (has_zstd && !dctx) { PyErr_NoMemory(); goto done; }
     {
         PyThreadState *ts = work >= GIL_RELEASE_BYTES ? PyEval_SaveThread() : NULL;
         for (size_t j = 0; j < njobs && !reason; j++)
-            reason = decode_one(seg, &jobs[j], scratch, thread_dctx);
+            reason = decode_one(seg, &jobs[j], scratch, dctx);
         if (ts) PyEval_RestoreThread(ts);
     }
     if (reason) goto refuse;

@@ -230,3 +230,30 @@ def test_segment_over_the_gil_release_threshold_decodes(decoder):
     buf = encode_segment(7, 1, ts, [(1, "int64", rng.integers(0, 1 << 50, n), None)])
     info, cols = decode_segment(buf, [0, 1])
     assert info.events == n and np.array_equal(cols[0], ts)
+
+
+def test_threads_decoding_at_once_get_the_same_answers(decoder):
+    # Large segments release the GIL; each thread has its own zstd context (freed at exit).
+    import threading
+
+    rng = np.random.default_rng(9)
+    bufs = []
+    for n in (30, 2_048, 40_000):
+        ts = np.cumsum(rng.integers(0, 1_000, n)).astype(np.int64)
+        bufs.append((encode_segment(7, 1, ts, [(1, "int64", rng.integers(0, 1 << 50, n), None)]),
+                     ts))
+    errors: list[str] = []
+
+    def work() -> None:
+        for _ in range(5):
+            for buf, ts in bufs:
+                _, cols = decode_segment(buf, [0, 1])
+                if not np.array_equal(cols[0], ts):
+                    errors.append("ts differs")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
