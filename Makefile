@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 # Rebuilt when the packaging or the compiled decoder's source changes (the editable install
 # builds seqvault/native_decode.c in place).
 $(STAMP): pyproject.toml setup.py seqvault/native_decode.c
-	@sh scripts/ensure_sysdeps.sh  # libzstd-dev, zlib1g-dev: apt-get installs them if missing
+	@PY=$(PY) sh scripts/ensure_sysdeps.sh  # libzstd-dev, zlib1g-dev: apt-get installs them if missing
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
