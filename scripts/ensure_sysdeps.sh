@@ -2,8 +2,9 @@
 # `make venv` (so `make demo` and `make test`) runs this before pip: the C headers that the
 # compiled segment decoder (seqvault/native_decode.c) builds against, Debian's libzstd-dev and
 # zlib1g-dev (and a C compiler and Python's headers, where those are missing too). Installs
-# them with apt-get only when missing and only when it can (root, apt-get present). Otherwise the build skips the extension and SeqVault runs its pure-Python decoder
-# (slower, same answers); under CI=true a missing header is an error instead, so CI never
+# them with apt-get only when missing and only when it can (root, apt-get present). Otherwise
+# the build skips the extension and SeqVault runs its pure-Python decoder (slower, same
+# answers); under CI=true a missing header is an error instead, so CI never
 # silently benchmarks the Python fallback.
 set -u
 have() { command -v "$1" >/dev/null 2>&1; }
