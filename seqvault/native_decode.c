@@ -47,7 +47,9 @@
 /* Above this many payload bytes the decode releases the GIL. Below it the work takes a few
  * microseconds, and taking the GIL back can wait a whole switch interval (5 ms) behind another
  * busy thread: a reader would lose far more than it lets others gain. */
+#ifndef GIL_RELEASE_BYTES
 #define GIL_RELEASE_BYTES (64 * 1024)
+#endif
 
 static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 static uint32_t rd32(const uint8_t *p) {
