@@ -20,6 +20,7 @@ from .errors import (
     ValidationError,
     WriterFailed,
 )
+from .native import native_available
 from .schema import Column, Retention, Schema
 from .vault import SeqVault, UserSequence
 
@@ -44,4 +45,5 @@ __all__ = [
     "ValidationError",
     "WriterFailed",
     "__version__",
+    "native_available",
 ]
