@@ -8,7 +8,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint unit bench bench-core clean cli-docs openapi venv browser
 
-$(STAMP): pyproject.toml
+# Rebuilt when the packaging or the compiled decoder's source changes (the editable install
+# builds seqvault/native_decode.c in place).
+$(STAMP): pyproject.toml setup.py seqvault/native_decode.c
+	@PY=$(PY) sh scripts/ensure_sysdeps.sh  # libzstd-dev, zlib1g-dev: apt-get installs them if missing
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
@@ -49,4 +52,4 @@ openapi: $(STAMP)
 	$(BIN)/python -m seqvault.server.openapi
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache seqvault/*.so

@@ -131,12 +131,17 @@ def thread_reads(v: SeqVault, users: int, until: threading.Event, out: list[floa
 
 
 def background_pass(v: SeqVault) -> dict[str, Any]:
-    """One pass as the background merger runs it: its own thread, merge_duty 0.5, merge_nice."""
+    """One pass as the background merger runs it: merge_duty pace, merge_nice, merge_worker
+    (by default the heavy part in the merge process; with "thread", in a niced thread)."""
     out: dict[str, Any] = {}
+    worker = str(v.settings["merge_worker"])
+    nice = int(v.settings["merge_nice"])
 
     def work() -> None:
-        lower_thread_priority(int(v.settings["merge_nice"]))
-        out.update(v._get_merger().run(duty=float(v.settings["merge_duty"])))
+        if worker == "thread":
+            lower_thread_priority(nice)
+        out.update(v._get_merger().run(duty=float(v.settings["merge_duty"]), worker=worker,
+                                       nice=nice))
 
     t = threading.Thread(target=work)
     t.start()

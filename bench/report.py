@@ -660,7 +660,7 @@ def _disk_after_appends_section(s: dict, names: list[str]) -> str:
     return "\n".join([
         "## Disk after the append workloads\n",
         "Each store after everything it received (the load, the append workloads, both mixes) "
-        "and a merge (SeqVault: flush + `merge()`; RocksDB: full compaction), against a fresh "
+        "and a merge (SeqVault: flush + `merge(reclaim_ratio=0.9)`, its full compaction: files with more than 10% garbage are rewritten; RocksDB: full compaction), against a fresh "
         "store given exactly the same events in one clean bulk load (its usual load path) and "
         "then the same flush + merge / compaction. The append workloads are time-bounded, so "
         "each system holds its own number of events; per-event figures compare across "

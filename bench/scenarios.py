@@ -707,47 +707,55 @@ class Runner:
     # ------------------------------------------------------------------ many-user batch load
     def phase_batch_load(self) -> None:
         """``append_batch`` of many distinct users with a few events each into a fresh store,
-        then flush and merge (RocksDB: write batches of the same rows, flush, full compaction).
-        Process CPU (all threads) and wall time, end to end."""
+        then flush and merge (``batch_load``)."""
         cfg = self.cfg
-        rows = wl.many_user_rows(self.w, cfg.batchload_users, cfg.batchload_events_per_user)
-        n = len(rows["ts"])
-        step = cfg.batchload_call_rows
-        calls = [wl.slice_columns(rows, i, i + step) for i in range(0, n, step)]
-        path = self.path + "-batchload"
-        store = open_store(self.system, path, self.cfg.load_durability, self.w.blob_cap)
-        try:
-            def write() -> None:
-                for call in calls:
-                    store.append_events(call)
+        self.out["batch_load"] = batch_load(
+            self.system, self.w, cfg.batchload_users, cfg.batchload_events_per_user,
+            cfg.batchload_call_rows, self.path + "-batchload", cfg.load_durability)
 
-            _, w_wall, w_cpu = measure.timed(write)
-            _, f_wall, f_cpu = measure.timed(store.flush)
-            _, m_wall, m_cpu = measure.timed(store.merge)
-            # Correctness: a few users read back whole (count and time order).
-            rng = np.random.default_rng(self.w.seed + 6)
-            sample = rng.choice(rows[wl.USER_COLUMN], min(20, n), replace=False)
-            bad = 0
-            for u in np.unique(sample).tolist():
-                got = store.read_last(int(u), 1_000)
-                want = np.sort(rows["ts"][rows[wl.USER_COLUMN] == u], kind="stable")
-                bad += not np.array_equal(np.asarray(got["ts"]), want)
-            disk = store.disk_bytes()
-        finally:
-            store.close()
-            shutil.rmtree(path, ignore_errors=True)
-        cpu, wall = w_cpu + f_cpu + m_cpu, w_wall + f_wall + m_wall
-        self.out["batch_load"] = {
-            "users": cfg.batchload_users, "events_per_user": cfg.batchload_events_per_user,
-            "events": n, "call_rows": step, "calls": len(calls),
-            "write_seconds": w_wall, "write_cpu_seconds": w_cpu,
-            "flush_seconds": f_wall, "flush_cpu_seconds": f_cpu,
-            "merge_seconds": m_wall, "merge_cpu_seconds": m_cpu,
-            "seconds": wall, "cpu_seconds": cpu,
-            "events_per_cpu_second": n / max(cpu, 1e-9), "events_per_s": n / max(wall, 1e-9),
-            "disk_bytes_per_event": disk / max(n, 1), "users_checked": len(np.unique(sample)),
-            "mismatches": int(bad),
-        }
+
+def batch_load(system: str, w: WorkloadConfig, users: int, per_user: int, call_rows: int,
+               path: str, durability: str = "batch") -> dict[str, Any]:
+    """``append_batch`` of ``users`` distinct users with ``per_user`` events each into a fresh
+    store at ``path``, in calls of ``call_rows`` rows, then flush and merge (RocksDB: write
+    batches of the same rows, flush, full compaction). Process CPU (all threads) and wall time,
+    end to end; a few users read back to check. Also run on its own by ``bench.batchload``."""
+    rows = wl.many_user_rows(w, users, per_user)
+    n = len(rows["ts"])
+    calls = [wl.slice_columns(rows, i, i + call_rows) for i in range(0, n, call_rows)]
+    store = open_store(system, path, durability, w.blob_cap)
+    try:
+        def write() -> None:
+            for call in calls:
+                store.append_events(call)
+
+        _, w_wall, w_cpu = measure.timed(write)
+        _, f_wall, f_cpu = measure.timed(store.flush)
+        _, m_wall, m_cpu = measure.timed(store.merge)
+        # Correctness: a few users read back whole (count and time order).
+        rng = np.random.default_rng(w.seed + 6)
+        sample = rng.choice(rows[wl.USER_COLUMN], min(20, n), replace=False)
+        bad = 0
+        for u in np.unique(sample).tolist():
+            got = store.read_last(int(u), 1_000)
+            want = np.sort(rows["ts"][rows[wl.USER_COLUMN] == u], kind="stable")
+            bad += not np.array_equal(np.asarray(got["ts"]), want)
+        disk = store.disk_bytes()
+    finally:
+        store.close()
+        shutil.rmtree(path, ignore_errors=True)
+    cpu, wall = w_cpu + f_cpu + m_cpu, w_wall + f_wall + m_wall
+    return {
+        "users": users, "events_per_user": per_user,
+        "events": n, "call_rows": call_rows, "calls": len(calls),
+        "write_seconds": w_wall, "write_cpu_seconds": w_cpu,
+        "flush_seconds": f_wall, "flush_cpu_seconds": f_cpu,
+        "merge_seconds": m_wall, "merge_cpu_seconds": m_cpu,
+        "seconds": wall, "cpu_seconds": cpu,
+        "events_per_cpu_second": n / max(cpu, 1e-9), "events_per_s": n / max(wall, 1e-9),
+        "disk_bytes_per_event": disk / max(n, 1), "users_checked": len(np.unique(sample)),
+        "mismatches": int(bad),
+    }
 
 
 def run_system(system: str, cfg: RunConfig, path: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from .errors import (
     CorruptionError,
     DuplicateIngest,
     FormatVersionError,
+    MergeFailed,
     NotFound,
     ReadOnlyError,
     SchemaError,
@@ -19,6 +20,7 @@ from .errors import (
     ValidationError,
     WriterFailed,
 )
+from .native import native_available
 from .schema import Column, Retention, Schema
 from .vault import SeqVault, UserSequence
 
@@ -29,6 +31,7 @@ __all__ = [
     "CorruptionError",
     "DuplicateIngest",
     "FormatVersionError",
+    "MergeFailed",
     "NotFound",
     "ReadOnlyError",
     "Retention",
@@ -42,4 +45,5 @@ __all__ = [
     "ValidationError",
     "WriterFailed",
     "__version__",
+    "native_available",
 ]

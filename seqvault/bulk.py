@@ -173,11 +173,13 @@ class BulkWriter:
             return
         self._done = True
         m = self.engine.manifest
-        for name, size in self._dict_sizes.items():
-            m.dicts[name].truncate(size)
-        m.forget_claims()
-        self.writer.rollback()
-        self._unlock()
+        try:
+            for name, size in self._dict_sizes.items():
+                m.dicts[name].truncate(size)
+            m.forget_claims()
+            self.writer.rollback()
+        finally:  # a rollback that fails (the disk is failing) must not keep the store locked
+            self._unlock()
 
     def __enter__(self) -> BulkWriter:
         return self

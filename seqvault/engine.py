@@ -53,6 +53,11 @@ class Engine(Protocol):
 
     def checkpoint(self) -> None: ...
 
+    def fail_stop(self, exc: BaseException) -> None:
+        """A write, fsync or commit failed with `exc`: refuse every later write until reopened
+        (exceptions that are not I/O failures are ignored)."""
+        ...
+
     def active_files(self) -> set[int]:
         """Files something may still append to (never reclaimed while active)."""
         ...

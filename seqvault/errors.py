@@ -104,6 +104,12 @@ class StoreClosed(SeqVaultError):
     """The store was used after close()."""
 
 
+class MergeFailed(SeqVaultError):
+    """The merge process died or failed in a way that is not one of the errors above (the
+    batch it worked on is not published; the store is unchanged). The background merger
+    retries with a new process after a back-off; an explicit merge() raises it."""
+
+
 class DuplicateIngest(SeqVaultError):
     """The same input file (by content fingerprint) was ingested before."""
 

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Container
 from pathlib import Path
 
+from . import iofaults
 from .errors import CorruptionError
 
 KINDS = ("rt", "lt")
@@ -128,20 +129,34 @@ class FileAppender:
         self.path = path
         self.file_id = file_id
         self.kind = kind
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.fd = iofaults.open_fd(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.size = os.fstat(self.fd).st_size
 
-    def append(self, data: bytes) -> int:
+    def append(self, data: bytes | memoryview) -> int:
         offset = self.size
         view = memoryview(data)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
+        try:
+            while view:
+                n = iofaults.write(self.fd, view)
+                view = view[n:]
+        except OSError as exc:
+            raise iofaults.named(exc, self.path) from exc
         self.size += len(data)
         return offset
 
     def sync(self) -> None:
-        os.fsync(self.fd)
+        try:
+            iofaults.fsync(self.fd)
+        except OSError as exc:
+            raise iofaults.named(exc, self.path) from exc
+
+    def truncate(self, size: int) -> None:
+        """Cut the file back to `size` (unpublished bytes of a rolled-back write)."""
+        try:
+            iofaults.ftruncate(self.fd, size)
+        except OSError as exc:
+            raise iofaults.named(exc, self.path) from exc
+        self.size = size
 
     def close(self) -> None:
         os.close(self.fd)

@@ -367,6 +367,146 @@ class HashIndex:
         return idx
 
 
+    # ------------------------------------------------------------------ many users at once
+    def find_many(self, hashes: np.ndarray) -> np.ndarray:
+        """`find` of every hash (int64 rows, -1: absent), probing all keys together."""
+        hashes = np.asarray(hashes, dtype=np.uint64)
+        slots = self.slots
+        mask = np.uint64(slots.size - 1)
+        rows = np.full(hashes.size, -1, dtype=np.int64)
+        pos = (hashes & mask).astype(np.int64)
+        pending = np.arange(hashes.size)
+        u_hash = self.u_hash
+        while pending.size:
+            row = slots[pos[pending]].astype(np.int64)
+            empty = row < 0
+            hit = ~empty
+            hit[hit] = u_hash[row[hit]] == hashes[pending[hit]]
+            rows[pending[hit]] = row[hit]
+            pending = pending[~(empty | hit)]
+            pos[pending] = (pos[pending] + 1) & (slots.size - 1)
+        return rows
+
+
+    def chains(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The extent slots of each row's list, newest first, concatenated: (slots, counts per
+        row); a row of -1 has none. The lists are walked in lockstep, one step per round."""
+        rows = np.asarray(rows, dtype=np.int64)
+        counts = np.zeros(rows.size, dtype=np.int64)
+        cur = np.full(rows.size, -1, dtype=np.int64)
+        has = rows >= 0
+        cur[has] = self.u_head[rows[has]]
+        steps: list[tuple[np.ndarray, np.ndarray]] = []  # (which rows, their slot) per round
+        live = np.flatnonzero(cur >= 0)
+        while live.size:
+            slot = cur[live]
+            steps.append((live, slot))
+            counts[live] += 1
+            cur[live] = self.e_next[slot]
+            live = live[cur[live] >= 0]
+        if not steps:
+            return np.zeros(0, dtype=np.int64), counts
+        who = np.concatenate([w for w, _s in steps])
+        slot = np.concatenate([s for _w, s in steps]).astype(np.int64)
+        order = np.argsort(who, kind="stable")  # by row, rounds (newest first) within a row
+        return slot[order], counts
+
+
+    def extent_records(self, slots: np.ndarray) -> np.ndarray:
+        """The extents in these slots as EXTENT_DTYPE records."""
+        out = np.zeros(slots.size, dtype=EXTENT_DTYPE)
+        out["file"] = self.e_file[slots]
+        out["off"] = self.e_off[slots]
+        out["len"] = self.e_len[slots]
+        out["count"] = self.e_count[slots]
+        out["min_ts"] = self.e_min[slots]
+        out["max_ts"] = self.e_max[slots]
+        return out
+
+
+    def set_extents_many(self, batch: ExtentBatch) -> None:
+        """`set_extents(h, list)` for every user of `batch` (distinct hashes), as whole-array
+        steps: absent users with extents are added, old lists freed, new slots allocated (the freed
+        ones first) and linked newest first."""
+        n = len(batch)
+        if n == 0:
+            return
+        ext = batch.ext
+        if ext.size and bool(((ext["off"].astype(np.uint64) + ext["len"]) > MAX_FILE_BYTES).any()):
+            i = int(np.flatnonzero((ext["off"].astype(np.uint64) + ext["len"]) > MAX_FILE_BYTES)[0])
+            raise ValueError(f"extent at {int(ext['off'][i])}+{int(ext['len'][i])} is past the 4 GiB "
+                             "file limit")
+        rows = self.find_many(batch.hashes)
+        new = (rows < 0) & (batch.counts > 0)
+        if new.any():
+            self.add_users(batch.hashes[new].tolist())
+            rows[new] = self.find_many(batch.hashes[new])
+        keep = rows >= 0  # absent users with an empty list stay absent
+        rows, counts = rows[keep], batch.counts[keep]
+        starts = batch.starts[keep]
+        old, _n = self.chains(rows)
+        need = int(counts.sum())
+        slots = self._allocate_many(old, need)
+        # Link each user's new slots newest first; the last one ends the list.
+        nxt = np.full(need, -1, dtype=np.int64)
+        if need > 1:
+            nxt[:-1] = slots[1:]
+        first = np.zeros(counts.size, dtype=np.int64)
+        np.cumsum(counts[:-1], out=first[1:])
+        has = counts > 0
+        last = first + counts - 1
+        nxt[last[has]] = -1
+        src = (np.repeat(starts - first, counts) + np.arange(need)) if need else np.zeros(0, np.int64)
+        recs = ext[src]
+        self.e_file[slots] = recs["file"]
+        self.e_off[slots] = recs["off"]
+        self.e_len[slots] = recs["len"]
+        self.e_count[slots] = recs["count"]
+        self.e_min[slots] = recs["min_ts"]
+        self.e_max[slots] = recs["max_ts"]
+        self.e_next[slots] = nxt
+        heads = np.full(rows.size, -1, dtype=np.int64)
+        heads[has] = slots[first[has]]
+        self.u_head[rows] = heads
+        totals = np.zeros(rows.size, dtype=np.uint64)
+        if need:
+            per = recs["count"].astype(np.uint64)
+            totals[has] = np.add.reduceat(per, first[has])
+        self.u_count[rows] = totals
+
+
+    def _allocate_many(self, freed: np.ndarray, need: int) -> np.ndarray:
+        """`need` extent slots: the just-freed ones first, then the free list, then new ones at the
+        high-water mark; freed slots not reused go onto the free list."""
+        freed = freed.astype(np.int64)
+        take = freed[:need]
+        rest = freed[need:]
+        out = [take]
+        short = need - take.size
+        if short and self.free_head >= 0:
+            got: list[int] = []
+            e = self.free_head
+            while e >= 0 and len(got) < short:
+                got.append(e)
+                e = int(self.e_next[e])
+            self.free_head = e
+            self.n_free -= len(got)
+            out.append(np.asarray(got, dtype=np.int64))
+            short -= len(got)
+        if short:
+            start = self.n_ext
+            if start + short > self.e_file.size:
+                self._grow_extents(max(16, start + short, self.n_ext + self.n_ext // 2))
+            self.n_ext = start + short
+            out.append(np.arange(start, start + short, dtype=np.int64))
+        if rest.size:  # onto the free list, in order
+            self.e_next[rest[:-1]] = rest[1:]
+            self.e_next[rest[-1]] = self.free_head
+            self.free_head = int(rest[0])
+            self.n_free += int(rest.size)
+        return np.concatenate(out)
+
+
 def _parse_aliases(body: memoryview, arrays: int) -> dict[bytes, int]:
     """The alias table after the arrays (checkpoint version 2, docs/format/index.md)."""
     if len(body) < arrays + _ALIAS_HEAD.size:
@@ -425,3 +565,65 @@ def unpack_extents(blob: bytes | memoryview) -> list[Extent]:
     arr = np.frombuffer(blob, dtype=EXTENT_DTYPE)
     return [Extent(int(r["file"]), int(r["off"]), int(r["len"]), int(r["count"]),
                    int(r["min_ts"]), int(r["max_ts"])) for r in arr]
+
+
+# ---------------------------------------------------------------------- many users at once
+# What a flush of many small users needs from the index without a Python step per user
+# (docs/design/realtime.md, "Many-user batches"). Same semantics as the per-user methods.
+
+_C1 = np.uint64(0x87C37B91114253D5)
+_C2 = np.uint64(0x4CF5AD432745937F)
+
+
+def _fmix64(k: np.ndarray) -> np.ndarray:
+    k = k ^ (k >> np.uint64(33))
+    k = k * np.uint64(0xFF51AFD7ED558CCD)
+    k = k ^ (k >> np.uint64(33))
+    k = k * np.uint64(0xC4CEB9FE1A85EC53)
+    return k ^ (k >> np.uint64(33))
+
+
+def user_hashes_int64(keys: np.ndarray) -> np.ndarray:
+    """`user_hash` of many int64 keys (their 8 little-endian bytes): MurmurHash3 x64-128's
+    first half for an 8-byte input, in uint64 arithmetic (wraps like the C code)."""
+    with np.errstate(over="ignore"):
+        k1 = np.asarray(keys).astype("<i8").view(np.uint64).astype(np.uint64)
+        seed = np.uint64(HASH_SEED)
+        k1 = k1 * _C1
+        k1 = (k1 << np.uint64(31)) | (k1 >> np.uint64(33))
+        k1 = k1 * _C2
+        h1 = seed ^ k1
+        h2 = np.full(k1.shape, seed, dtype=np.uint64)
+        length = np.uint64(8)
+        h1 = h1 ^ length
+        h2 = h2 ^ length
+        h1 = h1 + h2
+        h2 = h2 + h1
+        h1 = _fmix64(h1)
+        h2 = _fmix64(h2)
+        h = h1 + h2
+        return h & np.uint64(_weak_mask) if _weak_mask else h  # hash:weak, as `user_hash`
+
+
+@dataclass
+class ExtentBatch:
+    """Many users' complete new extent lists (newest first), in arrays: user i has hash
+    hashes[i] and the extents ext[starts[i] : starts[i] + counts[i]] (records of
+    EXTENT_DTYPE). What `set_extents_many` takes and index deltas are cut from."""
+
+    hashes: np.ndarray  # uint64
+    counts: np.ndarray  # int64
+    ext: np.ndarray  # EXTENT_DTYPE
+
+    @property
+    def starts(self) -> np.ndarray:
+        out = np.zeros(self.counts.size, dtype=np.int64)
+        np.cumsum(self.counts[:-1], out=out[1:])
+        return out
+
+    def __len__(self) -> int:
+        return int(self.hashes.size)
+
+    def extents(self, i: int) -> list[Extent]:
+        s = int(self.starts[i])
+        return unpack_extents(self.ext[s:s + int(self.counts[i])].tobytes())

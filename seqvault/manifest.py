@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import iofaults
 from .errors import CorruptionError, FormatVersionError, NotFound
 from .files import ExtentFiles
 from .index import (
     EXTENT_DTYPE,
     MAX_ALTERNATES,
+    ExtentBatch,
     HashIndex,
     alt_hash,
     key_id,
@@ -122,6 +124,8 @@ class Edit:
     files: dict[int, FileInfo] = field(default_factory=dict)  # catalog records to write
     drop_files: list[int] = field(default_factory=list)  # catalog records to delete
     users: dict[int, list] = field(default_factory=dict)  # user hash → new extent list (newest first)
+    # The same for many users at once, in arrays (a full flush); hashes not also in `users`.
+    batch: ExtentBatch | None = None
     dict_entries: bool = False  # publish the string codes assigned since the last commit
     wal_id: int | None = None  # the new current log (a rotation)
     schema: Schema | None = None  # a new schema version
@@ -139,6 +143,9 @@ class Edit:
     # commit): key bytes → None forgets a deleted user's alias. Any alias change makes the
     # commit carry a checkpoint (the table lives there, never in LMDB).
     aliases: dict[bytes, int | None] = field(default_factory=dict)
+    # (wal_id, end, last seq, events): how far that log was synced when this commit was made
+    # (docs/format/wal.md, rule L5): opens compare the log with it.
+    wal_synced: tuple[int, int, int, int] | None = None
 
 
 @dataclass
@@ -190,6 +197,7 @@ class Manifest:
         # OWNER_CACHE entries.
         self.owners: dict[int, bytes] = {}
         self.purge = Purge()  # deleted users' bytes still on disk (removed by the next merge)
+        self.wal_synced: tuple[int, int, int, int] | None = None  # see Edit.wal_synced
 
     # ------------------------------------------------------------------ create / exists
     @staticmethod
@@ -254,11 +262,21 @@ class Manifest:
         self.ckpt_seq = int(m.get_meta(txn, "ckpt_seq"))
         self.wal_id = int(m.get_meta(txn, "wal_id"))
         self.purge = Purge.from_record(m.get_meta(txn, "purge"))
+        self._load_wal_synced(txn)
         self._load_catalog(txn)
         self._load_dicts(txn)
         self._load_index(txn)
         self.sealed = {}
         self._apply_sealed(self._sealed_since(txn, 0))
+
+    def _load_wal_synced(self, txn: Any) -> None:
+        raw = self.meta.get_meta(txn, "wal_synced")
+        self.wal_synced = tuple(int(x) for x in raw) if raw else None  # type: ignore[assignment]
+
+    def synced_of(self, wal_id: int) -> tuple[int, int, int] | None:
+        """(end, last seq, events) of log `wal_id` as synced at the last commit, if recorded."""
+        w = self.wal_synced
+        return (w[1], w[2], w[3]) if w is not None and w[0] == wal_id else None
 
     def _sealed_since(self, txn: Any, after_seq: int) -> list[tuple[int, int | None, int]]:
         """(user hash, tag, through) records of the current log committed after `after_seq`."""
@@ -343,6 +361,7 @@ class Manifest:
                 _s, h = parse_delta_key(k)
                 self.index.set_extents(h, unpack_extents(v))
             self._load_catalog(txn)
+            self._load_wal_synced(txn)
             old_seq = self.seq
             self.seq = seq
             if wal_id == self.wal_id:
@@ -367,15 +386,25 @@ class Manifest:
         m = self.meta
         aliases: dict[bytes, int | None] = {**self.new_aliases, **edit.aliases}
         self.forget_claims()  # published by this commit, or moot if it fails
+        batch = edit.batch if edit.batch is not None and len(edit.batch) else None
         nbytes = sum(16 + EXTENT_BYTES * len(extents) for extents in edit.users.values())
-        fold = bool(aliases) or (bool(edit.users)
+        n_users = len(edit.users)
+        if batch is not None:
+            nbytes += 16 * len(batch) + EXTENT_BYTES * int(batch.ext.size)
+            n_users += len(batch)
+        fold = bool(aliases) or (n_users > 0
                                  and self.delta_bytes + nbytes > self.delta_limit())
         # Packed only when written as deltas (a folded commit writes the checkpoint instead).
         packed = {} if fold else {h: pack_extents(ext) for h, ext in edit.users.items()}
         ckpt: tuple[str, int] | None = None
+        # The users' lists before this commit: a failed commit puts them back (below).
+        undo = {h: self.index.extents_of(h) for h in edit.users} if fold else {}
+        undo_aliases = {kb: self.index.aliases.get(kb) for kb in aliases} if fold else {}
         if fold:
             for h, extents in edit.users.items():
                 self.index.set_extents(h, extents)
+            if batch is not None:
+                self.index.set_extents_many(batch)
             for kb, slot in aliases.items():
                 self.index.set_alias(kb, slot)
         try:
@@ -393,8 +422,11 @@ class Manifest:
                     self._reference_checkpoint(txn, ckpt, seq)
                 else:
                     # (seq, hash) keys rise: this commit's seq is above every stored one.
-                    for h in sorted(packed):
-                        m.put(txn, "delta", delta_key(seq, h), packed[h], append=True)
+                    if batch is not None:
+                        packed.update(_pack_batch(batch))
+                    m.put_many(txn, "delta",
+                               [(delta_key(seq, h), packed[h]) for h in sorted(packed)],
+                               append=True)
                 if edit.dict_entries:
                     for name, d in self.dicts.items():
                         col_id = self.schema.column(name).id
@@ -421,13 +453,25 @@ class Manifest:
                     m.put(txn, "sealed", sealed_key(self.wal_id, seq, h), pack(recs))
                 if edit.purge is not None:
                     m.set_meta(txn, "purge", edit.purge.to_record())
+                if edit.wal_synced is not None:
+                    m.set_meta(txn, "wal_synced", list(edit.wal_synced))
                 m.set_meta(txn, "seq", seq)
+                iofaults.commit_point(str(m.path), "before")
+            iofaults.commit_point(str(m.path), "after")
         except BaseException:
-            if fold:  # the in-memory index ran ahead of what was published: reload it
-                if ckpt is not None:
-                    (m.path / ckpt[0]).unlink(missing_ok=True)
-                with m.begin() as txn:
-                    self._load_index(txn)
+            if fold:  # the in-memory index ran ahead of what was published: undo that
+                if ckpt is not None and self.landed(seq):
+                    # Durable although reported failed: LMDB refers to the checkpoint file, so
+                    # it stays; the writer keeps its pre-commit view (it is failed anyway).
+                    for h, extents in undo.items():
+                        self.index.set_extents(h, extents)
+                    for kb, slot in undo_aliases.items():
+                        self.index.set_alias(kb, slot)
+                else:
+                    if ckpt is not None:
+                        (m.path / ckpt[0]).unlink(missing_ok=True)
+                    with m.begin() as txn:
+                        self._load_index(txn)
             raise
         # Committed: now make the in-memory state match.
         self.seq = seq
@@ -442,7 +486,9 @@ class Manifest:
         else:
             for h, extents in edit.users.items():
                 self.index.set_extents(h, extents)
-            self.deltas_since_ckpt += len(edit.users)
+            if batch is not None:
+                self.index.set_extents_many(batch)
+            self.deltas_since_ckpt += n_users
             self.delta_bytes += nbytes
         if edit.dict_entries:
             for d in self.dicts.values():
@@ -453,6 +499,8 @@ class Manifest:
         self._apply_sealed([(*key_id(key_bytes(k)[1]), t) for k, t in edit.sealed.items()])
         if edit.purge is not None:
             self.purge = edit.purge
+        if edit.wal_synced is not None:
+            self.wal_synced = edit.wal_synced
         if edit.schema is not None:
             self.schema = edit.schema
             for c in edit.schema.columns:
@@ -556,8 +604,17 @@ class Manifest:
         fsynced before LMDB refers to it; an unreferenced file is deleted at the next writer
         open (`remove_stale_checkpoints`)."""
         ckpt = self._write_checkpoint_file(self.seq)
-        with self.meta.begin(write=True) as txn:
-            self._reference_checkpoint(txn, ckpt, self.seq)
+        try:
+            with self.meta.begin(write=True) as txn:
+                self._reference_checkpoint(txn, ckpt, self.seq)
+                iofaults.commit_point(str(self.meta.path), "before")
+            iofaults.commit_point(str(self.meta.path), "after")
+        except BaseException:
+            if not self.landed(self.seq, ckpt[0]):  # nothing refers to the new file
+                (self.meta.path / ckpt[0]).unlink(missing_ok=True)
+            elif self.ckpt_name not in (None, ckpt[0]):  # durable anyway: the old one is moot
+                (self.meta.path / self.ckpt_name).unlink(missing_ok=True)
+            raise
         self._checkpointed(ckpt[0], self.seq)
 
     def _write_checkpoint_file(self, seq: int) -> tuple[str, int]:
@@ -565,17 +622,41 @@ class Manifest:
         path = self.meta.path / name
         tmp = path.with_suffix(".tmp")
         blob = self.index.to_bytes()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            view = memoryview(blob)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        fsync_dir(self.meta.path)
+            fd = iofaults.open_fd(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(blob)
+                while view:
+                    view = view[iofaults.write(fd, view):]
+                iofaults.fsync(fd)
+            except OSError as exc:
+                raise iofaults.named(exc, tmp) from exc
+            finally:
+                os.close(fd)
+            iofaults.replace(tmp, path)
+            fsync_dir(self.meta.path)
+        except OSError:
+            # Nothing refers to this file yet (a full disk, an I/O error): leave nothing behind,
+            # unless it is the current checkpoint rewritten (no commit since it was written).
+            tmp.unlink(missing_ok=True)
+            if name != self.ckpt_name:
+                path.unlink(missing_ok=True)
+            raise
         return name, len(blob)
+
+    def landed(self, seq: int, ckpt_name: str | None = None) -> bool:
+        """After a commit raised: whether LMDB holds it anyway (an error after the write, such
+        as a failed fsync of LMDB's meta page). Then nothing it refers to may be removed. When
+        LMDB cannot even be read, assume it did: the next writer open removes what is not
+        referred to, while a removed file that is referred to would be lost."""
+        try:
+            with self.meta.begin() as txn:
+                if ckpt_name is not None:
+                    ref = self.meta.get_meta(txn, "ckpt_file")
+                    return ref is not None and ref.get("name") == ckpt_name
+                return int(self.meta.get_meta(txn, "seq")) >= seq
+        except Exception:  # noqa: BLE001 - see above
+            return True
 
     def _reference_checkpoint(self, txn: Any, ckpt: tuple[str, int], seq: int) -> None:
         """In the transaction that publishes commit `seq`: the checkpoint covers it."""
@@ -689,3 +770,13 @@ def segment_key(files: ExtentFiles, fid: int, off: int, length: int) -> bytes:
         raise CorruptionError(f"{files.path(fid)} @ {off}: segment header is damaged (bad magic, "
                               "length or header checksum)", path=str(files.path(fid)))
     return bytes(buf[FIXED_SIZE:FIXED_SIZE + key_len])
+
+
+def _pack_batch(batch: ExtentBatch) -> dict[int, bytes]:
+    """Each user's delta value (its extents, docs/format/index.md "Delta record"), cut from
+    one buffer of the whole batch."""
+    raw = batch.ext.astype(EXTENT_DTYPE, copy=False).tobytes()
+    ends = (batch.starts + batch.counts) * EXTENT_BYTES
+    starts = batch.starts * EXTENT_BYTES
+    return {h: raw[a:b] for h, a, b in zip(batch.hashes.tolist(), starts.tolist(),
+                                           ends.tolist())}

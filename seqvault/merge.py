@@ -16,35 +16,41 @@ short, for a batch of users:
    whose snapshot part changed in any other way is skipped (the new bytes become garbage).
 
 Reads never wait on steps 2–3; appends and flushes only wait for the short publish.
+Steps 2–3 are a self-contained job (`merge_work.run_job`) that runs in a thread of the
+writer or in the merge process (`merge_proc`, setting `merge_worker`), never holding the
+writer's GIL in the latter case.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
 from .engine import Engine
-from .errors import StoreClosed
+from .errors import MergeFailed, StoreClosed
 from .faults import Faults
+from .files import file_name
 from .index import Extent
-from .layout import RECENT_SEGMENT_EVENTS, expected_segments, segment_bounds
-from .manifest import Edit, FileInfo, Purge
-from .reads import user_events
+from .layout import RECENT_SEGMENT_EVENTS, expected_segments
+from .manifest import Edit, FileInfo, Manifest, Purge
+from .merge_proc import MergeProcess, MergeStopped
+from .merge_work import COUNTERS, JobResult, MergeJob, Rebuilt, run_job
 from .reclaim import drop_dead_files, extent_map, live_bytes, seal_writers
-from .schema import Schema, retention_cutoff
+from .schema import retention_cutoff
 from .segment import key_bytes
-from .segment_writer import SegmentWriter, encode_user_segment
 from .validate import coerce_user
+
+Progress = Callable[[str, int, int], None]
+WORKERS = ("process", "thread")
 
 
 def lower_thread_priority(nice: int) -> None:
     """Raise this thread's niceness by `nice` (Linux: per thread; elsewhere a no-op)."""
-    import os
-
     if nice <= 0 or not hasattr(os, "setpriority"):
         return
     try:
@@ -54,30 +60,140 @@ def lower_thread_priority(nice: int) -> None:
         pass
 
 
+class MergeOutput:
+    """The merger's private lifetime files: the one being written, its size, and what was
+    published. No file descriptor: a merge job (in a thread or in the merge process) opens the
+    file by name. Each file is `sealed: true` in the catalog from its creation, so the store's
+    own writers never append to it after a reopen. holds: the merge mutex; `target`, `roll`,
+    `wrote`, `seal` and `rollback` also the store lock (they change the in-memory catalog)."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self.file_id: int | None = None
+        self.size = 0
+        self.published: dict[int, int] = {}  # file id -> size at the last publish
+        self.rolled: dict[int, int] = {}  # full files written since the last publish -> size
+        self.created: set[int] = set()  # files created since the last publish
+        self.new_dir_entry = False
+
+    def path(self, fid: int) -> os.PathLike[str]:
+        return self.manifest.files.dir / file_name("lt", fid)
+
+    def target(self) -> tuple[int, str, int, bool]:
+        """(file id, file name, size, new since the last directory fsync) to append to."""
+        if self.file_id is None:
+            fid = self.manifest.new_file_id("lt", sealed=True)
+            self.file_id, self.size = fid, 0
+            self.published[fid] = 0
+            self.created.add(fid)
+            self.new_dir_entry = True
+        return self.file_id, file_name("lt", self.file_id), self.size, self.new_dir_entry
+
+    def wrote(self, res: JobResult) -> None:
+        self.size = res.out_size
+        if res.rebuilt:
+            self.new_dir_entry = False  # the job fsynced the directory
+        elif self.size == 0 and self.file_id in self.created:
+            self._forget(self.file_id)  # nothing written: no empty file left behind
+
+    def roll(self) -> None:
+        """The current file is full: the next job starts a new one."""
+        if self.file_id is not None:
+            self.rolled[self.file_id] = self.size
+        self.file_id, self.size = None, 0
+
+    def pending(self) -> dict[int, FileInfo]:
+        """Catalog records for the files grown since the last publish."""
+        out: dict[int, FileInfo] = {}
+        cur = {self.file_id: self.size} if self.file_id is not None else {}
+        for fid, size in {**self.rolled, **cur}.items():
+            if size != self.published.get(fid, -1) or fid in self.rolled:
+                info = self.manifest.catalog[fid]
+                out[fid] = FileInfo("lt", size, info.created_ns, sealed=True)
+        return out
+
+    def published_now(self) -> None:
+        self.rolled.clear()
+        self.created.clear()
+        self.published = {self.file_id: self.size} if self.file_id is not None else {}
+
+    def rollback(self) -> None:
+        """Cut everything written since the last publish; delete files created since."""
+        cur = {self.file_id: self.size} if self.file_id is not None else {}
+        for fid in {**self.rolled, **cur}:
+            if fid in self.created:
+                self._forget(fid)
+                continue
+            before = self.published.get(fid, 0)
+            try:
+                if os.stat(self.path(fid)).st_size > before:
+                    os.truncate(self.path(fid), before)
+            except FileNotFoundError:
+                pass
+        if self.file_id is not None:
+            self.size = self.published.get(self.file_id, 0)
+        self.rolled.clear()
+        self.created.clear()
+
+    def _forget(self, fid: int) -> None:
+        try:
+            os.unlink(self.path(fid))
+        except FileNotFoundError:
+            pass
+        self.manifest.forget_file(fid)
+        self.published.pop(fid, None)
+        self.created.discard(fid)
+        if fid == self.file_id:
+            self.file_id, self.size = None, 0
+
+    def seal(self) -> FileInfo | None:
+        """Stop appending to the current file (its bytes were fsynced by each job)."""
+        fid = self.file_id
+        if fid is None:
+            return None
+        size = self.size
+        self.file_id, self.size = None, 0
+        self.published.pop(fid, None)
+        return FileInfo("lt", size, self.manifest.catalog[fid].created_ns, sealed=True)
+
+
 class Merger:
-    """One per writer. Serialises merges (`mutex`) and owns a private lifetime file."""
+    """One per writer. Serialises merges (`mutex`), owns the private lifetime files
+    (`MergeOutput`) and, with `merge_worker = "process"`, the merge process."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.mutex = threading.Lock()
-        self.writer = SegmentWriter(engine.manifest, "lt", private=True)
+        self.out = MergeOutput(engine.manifest)
+        self.proc: MergeProcess | None = None
         self.fault = Faults()
-        self.merged_through_flush = engine.flush_count
+        # Real-time segments left by an earlier writer count as one unmerged flush, so that a
+        # background merger started on such a store merges them without waiting for a flush.
+        rt = any(i.kind == "rt" and i.size > 0 for i in engine.manifest.catalog.values())
+        self.merged_through_flush = engine.flush_count - (1 if rt else 0)
         self.totals: dict[str, int] = {"merge_passes": 0, "merged_users": 0,
                                        "merged_events": 0, "merge_bytes_written": 0,
                                        "merge_skipped_users": 0, "reclaimed_files": 0,
-                                       "reclaimed_bytes": 0}
+                                       "reclaimed_bytes": 0, "merge_process_starts": 0,
+                                       "merge_process_failures": 0}
+        self.last_failure: str | None = None
         self.progress = threading.Condition()
 
     def setting(self, name: str) -> Any:
         return self.engine.manifest.settings[name]
 
     def active_files(self) -> set[int]:
-        fid = self.writer.file_id
+        fid = self.out.file_id
         return {fid} if fid is not None else set()
 
     def close(self) -> None:
-        self.writer.close()
+        """Stop the merge process (if any); the merge output needs no closing."""
+        if self.proc is not None:
+            self.proc.close()
+            self.proc = None
+
+    def process_pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
 
     # ------------------------------------------------------------------ planning
     def _plan(self, users: Iterable[Any] | None, reclaim: bool, ratio: float,
@@ -152,35 +268,49 @@ class Merger:
     # ------------------------------------------------------------------ the pass
     def run(self, users: Iterable[Any] | None = None, *, reclaim: bool = True,
             stop: threading.Event | None = None, duty: float = 1.0,
-            reclaim_ratio: float | None = None, niced: bool = False) -> dict[str, Any]:
-        """One merge pass (see `SeqVault.merge`). `niced`: run it in a worker thread with the
-        `merge_nice` CPU niceness (the caller waits), so that reads are scheduled first."""
+            reclaim_ratio: float | None = None, nice: int = 0, worker: str = "thread",
+            progress: Progress | None = None) -> dict[str, Any]:
+        """One merge pass (see `SeqVault.merge`). `worker`: where each batch's heavy part runs,
+        "thread" (this process; with `nice` > 0 a worker thread at that niceness, the caller
+        waits) or "process" (the merge process, at niceness `nice`; this thread only plans and
+        publishes). `duty` < 1 sleeps after each batch (the background pace). `progress(phase,
+        done, total)` is called after every batch: phase "merge" (users of the pass), then
+        "reclaim" (users of files sealed for reclamation), when that second round runs."""
+        if worker not in WORKERS:
+            raise ValueError(f"merge worker {worker!r} is not one of {list(WORKERS)}")
         ratio = float(reclaim_ratio if reclaim_ratio is not None
                       else self.setting("reclaim_ratio"))
-        if not niced or int(self.setting("merge_nice")) <= 0:
+        kw: dict[str, Any] = {"reclaim": reclaim, "stop": stop, "duty": duty, "ratio": ratio,
+                              "nice": nice, "worker": worker, "progress": progress}
+        if worker == "process" or nice <= 0:
             with self.mutex:
-                return self._run(users, reclaim=reclaim, stop=stop, duty=duty, ratio=ratio)
+                try:
+                    return self._run(users, **kw)
+                except BaseException as exc:  # a failed write, fsync or unlink: fail-stop
+                    self.engine.fail_stop(exc)
+                    raise
         result: dict[str, Any] = {}
         failure: list[BaseException] = []
 
         def work() -> None:
-            lower_thread_priority(int(self.setting("merge_nice")))
+            lower_thread_priority(nice)
             try:
                 with self.mutex:
-                    result.update(self._run(users, reclaim=reclaim, stop=stop, duty=duty,
-                                            ratio=ratio))
+                    result.update(self._run(users, **kw))
             except BaseException as exc:  # re-raised in the caller
+                self.engine.fail_stop(exc)  # a failed write, fsync or unlink: fail-stop
                 failure.append(exc)
 
-        worker = threading.Thread(target=work, name="seqvault-merge-pass")
-        worker.start()
-        worker.join()
+        t = threading.Thread(target=work, name="seqvault-merge-pass")
+        t.start()
+        t.join()
         if failure:
             raise failure[0]
         return result
 
     def _run(self, users: Iterable[Any] | None, *, reclaim: bool, stop: threading.Event | None,
-             duty: float, ratio: float) -> dict[str, Any]:
+             duty: float, ratio: float, nice: int, worker: str,
+             progress: Progress | None) -> dict[str, Any]:
         e = self.engine
         m = e.manifest
         e.check_writable()
@@ -190,27 +320,31 @@ class Merger:
             "users_considered": 0, "users_merged": 0, "users_skipped": 0, "segments_in": 0,
             "segments_out": 0, "events_in": 0, "events_out": 0, "bytes_read": 0,
             "bytes_written": 0, "retention_dropped": {"max_age": 0, "max_events": 0},
-            "files_reclaimed": 0, "bytes_reclaimed": 0, "files_sealed": 0,
+            "files_reclaimed": 0, "bytes_reclaimed": 0, "files_sealed": 0, "batches": 0,
+            "fsyncs": 0, "worker": worker,
         }
+        ctl = _Pass(stop, duty, nice, worker, progress)
         user_list = list(users) if users is not None else None
         only: set[int] | None = None
-        # Deleted users' bytes (docs/design/safety.md, "Deleting a user"): a full pass rotates
-        # the log that holds their records and rewrites the files that held their segments.
-        purge = self._purge_prepare() if user_list is None else frozenset()
-        start_file, start_size = self.writer.file_id, self.writer.size
-        for _round in range(2):
+        # Deleted users' bytes (docs/design/safety.md, "Deleting a user"): every pass — also
+        # merge(users=...) — rotates the log that holds their records and rewrites the files
+        # that held their segments, whoever was asked for.
+        purge = self._purge_prepare()
+        start_file, start_size = self.out.file_id, self.out.size
+        for rnd in range(2):
             hashes, cands, cutoff = self._plan(user_list, reclaim, ratio, only,
                                                purge if only is None else frozenset())
             summary["users_considered"] += len(hashes)
-            self._merge_users(hashes, cands, cutoff, summary, stop, duty)
-            if stop is not None and stop.is_set():
+            ctl.phase = "merge" if rnd == 0 else "reclaim"
+            self._merge_users(hashes, cands, cutoff, summary, ctl)
+            if ctl.stopped():
                 break
             if not reclaim:
                 break
             with e.lock:
                 live = live_bytes(m.index)
                 sealed = seal_writers(e, live, ratio)
-                w = self.writer
+                w = self.out
                 fid = w.file_id
                 if fid is not None and w.size and live.get(fid, 0) / w.size < ratio:
                     info = w.seal()
@@ -225,9 +359,9 @@ class Merger:
             if not still or user_list is not None:
                 break
             only = still  # sealed files that still hold live extents: rewrite them now
-        if purge or (user_list is None and m.purge):
+        if (purge or m.purge) and not ctl.stopped():
             summary.update(self._purge_finish())
-        w = self.writer
+        w = self.out
         if w.size:
             fresh = w.size - (start_size if w.file_id == start_file else 0)
             if fresh * 2 >= w.size:
@@ -241,7 +375,7 @@ class Merger:
             pending = m.deltas_since_ckpt
             if not e.closed and pending >= max(1_000, len(m.index) // 2):
                 e.checkpoint()
-        if not (stop is not None and stop.is_set()) and user_list is None:
+        if not ctl.stopped() and user_list is None:
             self.merged_through_flush = max(self.merged_through_flush, flushes_at_start)
         secs = time.perf_counter() - t0
         summary["seconds"] = round(secs, 6)
@@ -260,7 +394,7 @@ class Merger:
 
     # ------------------------------------------------------------------ deleted users
     def _purge_prepare(self) -> frozenset[int]:
-        """Before a full pass: rotate the log if it holds a deleted user's records (a flush
+        """Before a pass: rotate the log if it holds a deleted user's records (a flush
         that always starts a new log; the old one is deleted), and stop every writer from
         appending to a file that holds a deleted user's segments, so the pass can rewrite it.
         Returns those files."""
@@ -274,7 +408,8 @@ class Merger:
                 e.flush(rotate=True)
                 self.fault("purge:after_rotate")
             sealed: dict[int, FileInfo] = {}
-            for w in [*e.writers.values(), self.writer]:
+            appenders: list[Any] = [*e.writers.values(), self.out]
+            for w in appenders:
                 fid = w.file_id
                 if fid is not None and fid in purge.files:
                     info = w.seal()
@@ -286,7 +421,7 @@ class Merger:
         return files
 
     def _purge_finish(self) -> dict[str, Any]:
-        """After a full pass: delete the purged files nothing refers to any more, then publish
+        """After a pass: delete the purged files nothing refers to any more, then publish
         the purge set without the files and logs that are gone."""
         e = self.engine
         m = e.manifest
@@ -301,120 +436,109 @@ class Merger:
         return {"purged_files": dropped["files"], "purge_pending_files": len(left.files),
                 "purge_pending_logs": len(left.wals)}
 
+    # ------------------------------------------------------------------ batches
     def _merge_users(self, hashes: list[int], cands: set[int], cutoff: int | None,
-                     summary: dict[str, Any], stop: threading.Event | None,
-                     duty: float) -> None:
+                     summary: dict[str, Any], ctl: _Pass) -> None:
         e = self.engine
         m = e.manifest
         batch = max(1, int(self.setting("merge_batch_users")))
-        for start in range(0, len(hashes), batch):
-            if stop is not None and stop.is_set():
+        total = len(hashes)
+        if total and ctl.worker == "process":
+            # Started (its imports done) before the first batch's clock runs, so that the pace
+            # (merge_duty) is not charged with the start-up.
+            self._process(ctl.nice).ensure_started()
+        for start in range(0, total, batch):
+            if ctl.stopped():
                 return
             tb = time.perf_counter()
             chunk = hashes[start:start + batch]
             with e.lock:
                 e.check_writable()
-                schema = m.schema
+                schema_json = m.schema.to_json()
                 snaps = [(h, m.index.extents_of(h)) for h in chunk]
                 kinds = {fid: info.kind for fid, info in m.catalog.items()}
+                # Colliding users of the batch at their alternate slots, as of the snapshot
+                # (the job checks each segment's key against the slot it was found under).
+                slots = m.index.alias_slots
+                aliases = ({slots[h]: h for h in chunk if h in slots} if slots else {})
             self.fault("merge:after_snapshot")
-            results = []
+            snaps = [(h, snap) for h, snap in snaps if snap]
             try:
-                for h, snap in snaps:
-                    if not snap:
-                        continue
-                    res = self._rebuild(h, snap, schema, kinds, cands, cutoff, summary)
-                    if res is not None:
-                        results.append(res)
-                if not results:
-                    continue
-                self.fault("merge:after_write")
-                self.writer.sync()
-                self.fault("merge:after_sync")
-                self._publish(results, summary)
+                rebuilt = self._build(snaps, schema_json, kinds, cands, cutoff, summary, ctl,
+                                      aliases)
+                if rebuilt:
+                    if ctl.worker == "process":
+                        # The same state as the thread's own after_sync point: the batch is
+                        # written and fsynced by the merge process, nothing published.
+                        self.fault("merge:after_sync")
+                    self._publish(dict(snaps), rebuilt, summary)
+            except MergeStopped:
+                with e.lock:
+                    self.out.rollback()
+                return
             except BaseException:
-                self.writer.rollback()
+                with e.lock:
+                    self.out.rollback()
                 raise
-            self.fault("merge:after_commit")
-            if duty < 1.0:
-                pause = (time.perf_counter() - tb) * (1.0 - duty) / max(duty, 0.01)
-                if stop is not None:
-                    stop.wait(pause)
+            summary["batches"] += 1
+            if rebuilt:
+                self.fault("merge:after_commit")
+            if ctl.progress is not None:
+                ctl.progress(ctl.phase, min(start + batch, total), total)
+            if ctl.duty < 1.0:
+                pause = (time.perf_counter() - tb) * (1.0 - ctl.duty) / max(ctl.duty, 0.01)
+                if ctl.stop is not None:
+                    ctl.stop.wait(pause)
                 else:
                     time.sleep(pause)
 
-    # ------------------------------------------------------------------ one user
-    def _rebuild(self, h: int, snap: list[Extent], schema: Schema, kinds: dict[int, str],
-                 cands: set[int], cutoff: int | None, summary: dict[str, Any]
-                 ) -> tuple[int, list[Extent], list[Extent], int, int] | None:
-        target = max(1, int(self.setting("lifetime_segment_events")))
-        old_first = list(reversed(snap))
-        total = sum(e.count for e in old_first)
-        r = schema.retention
-        retain = ((r.max_events is not None and total > r.max_events)
-                  or (cutoff is not None and min(e.min_ts for e in old_first) < cutoff))
-        i = 0
-        if not retain:
-            # Keep the oldest run of full lifetime segments that nothing later overlaps.
-            suffix_min = [0] * (len(old_first) + 1)
-            suffix_min[-1] = np.iinfo(np.int64).max
-            for j in range(len(old_first) - 1, -1, -1):
-                suffix_min[j] = min(old_first[j].min_ts, suffix_min[j + 1])
-            prev = np.iinfo(np.int64).min
-            while i < len(old_first):
-                e = old_first[i]
-                if (kinds.get(e.file) == "lt" and e.file not in cands
-                        and e.count >= target // 2 and e.min_ts >= prev
-                        and e.max_ts <= suffix_min[i + 1]):
-                    prev = e.max_ts
-                    i += 1
-                else:
-                    break
-        kept, rewrite = old_first[:i], old_first[i:]
-        if not rewrite:
-            return None
-        if (len(rewrite) == 1 and kinds.get(rewrite[0].file) == "lt" and not retain
-                and rewrite[0].file not in cands):
-            return None  # already one lifetime segment
-        m = self.engine.manifest
-        got = user_events(m.files, rewrite, schema, expect_hash=h, slot_of=m.index.slot_of)
-        summary["bytes_read"] += got.bytes_read
-        ts_all, colv = got.ts, got.cols
-        n_in = int(ts_all.size)
-        dropped_age = dropped_count = 0
-        if cutoff is not None and n_in and int(ts_all[0]) < cutoff:
-            lo = int(np.searchsorted(ts_all, cutoff, side="left"))
-            dropped_age = lo
-            ts_all = ts_all[lo:]
-            colv = {cid: a[lo:] for cid, a in colv.items()}
-        if r.max_events is not None and ts_all.size > r.max_events:
-            lo = int(ts_all.size - r.max_events)
-            dropped_count = lo
-            ts_all = ts_all[lo:]
-            colv = {cid: a[lo:] for cid, a in colv.items()}
-        n = int(ts_all.size)
-        fresh: list[Extent] = []
-        level = int(self.setting("zstd_level"))
-        if n:
-            by_name = {c.name: colv[c.id] for c in schema.columns}
-            bounds = segment_bounds(ts_all, target)  # the same layout as a bulk load
-            for lo, hi in zip(bounds[:-1], bounds[1:]):
-                if hi <= lo:
-                    continue
-                blob = encode_user_segment(schema, got.key, ts_all[lo:hi],
-                                           {k: a[lo:hi] for k, a in by_name.items()}, level)
-                fresh.append(self.writer.append(blob, hi - lo, int(ts_all[lo]),
-                                                int(ts_all[hi - 1])))
-                summary["bytes_written"] += len(blob)
-        summary["segments_in"] += len(rewrite)
-        summary["segments_out"] += len(fresh)
-        summary["events_in"] += n_in
-        summary["events_out"] += n
-        tail = list(reversed(fresh)) + list(reversed(kept))
-        return h, snap, tail, dropped_age, dropped_count
+    def _build(self, snaps: list[tuple[int, list[Extent]]], schema_json: str,
+               kinds: dict[int, str], cands: set[int], cutoff: int | None,
+               summary: dict[str, Any], ctl: _Pass,
+               aliases: dict[bytes, int] | None = None) -> list[Rebuilt]:
+        """Run the batch as one or more jobs (a new output file when one is full)."""
+        e = self.engine
+        m = e.manifest
+        rebuilt: list[Rebuilt] = []
+        todo = snaps
+        while todo:
+            with e.lock:
+                fid, name, size, new = self.out.target()
+                job = MergeJob(str(m.files.dir), schema_json, todo, kinds, frozenset(cands),
+                               cutoff, int(self.setting("lifetime_segment_events")),
+                               int(self.setting("zstd_level")), fid, name, size,
+                               int(self.setting("max_file_bytes")), new,
+                               dict(aliases or {}))
+            if ctl.worker == "process":
+                res = self._process(ctl.nice).run(job, ctl.stop, self.fault)
+            else:
+                res = run_job(job, m.files, self.fault)
+            with e.lock:
+                self.out.wrote(res)
+                if res.done < len(todo):
+                    self.out.roll()
+            rebuilt += res.rebuilt
+            for k in COUNTERS:
+                summary[k] += res.counters.get(k, 0)
+            summary["fsyncs"] += res.fsyncs
+            todo = todo[res.done:]
+        return rebuilt
+
+    def _process(self, nice: int) -> MergeProcess:
+        """The merge process, (re)started at niceness `nice` (niceness only ever goes up in a
+        process, so a different one needs a new process)."""
+        p = self.proc
+        if p is not None and p.nice != nice:
+            p.close()
+            p = self.proc = None
+        if p is None:
+            p = self.proc = MergeProcess(str(self.engine.path), nice)
+        if p.pid is None:
+            self.totals["merge_process_starts"] += 1
+        return p
 
     # ------------------------------------------------------------------ publish
-    def _publish(self, results: list[tuple[int, list[Extent], list[Extent], int, int]],
+    def _publish(self, snaps: dict[int, list[Extent]], rebuilt: list[Rebuilt],
                  summary: dict[str, Any]) -> None:
         """Compare-and-swap: a flush may have prepended real-time extents since the snapshot,
         so a user's new list is [added since] + [new lifetime extents] + [kept]; a user whose
@@ -424,29 +548,47 @@ class Merger:
         with e.lock:
             if e.closed:
                 raise StoreClosed(f"{e.path} was closed during merge")
+            for fid, info in self.out.pending().items():
+                try:
+                    have = os.stat(self.out.path(fid)).st_size
+                except FileNotFoundError:
+                    have = -1
+                if have < info.size:  # never publish offsets the file does not hold
+                    raise MergeFailed(f"{self.out.path(fid)}: the merge wrote {info.size} "
+                                      f"bytes, the file has {have}")
             final: dict[int, list[Extent]] = {}
             drop_age = drop_count = 0
             orphaned: set[int] = set()
-            for h, snap, tail, da, dc in results:
-                cur = m.index.extents_of(h)
+            for r in rebuilt:
+                snap = snaps[r.h]
+                cur = m.index.extents_of(r.h)
                 k = len(cur) - len(snap)
                 if k >= 0 and cur[k:] == snap:
-                    final[h] = cur[:k] + tail
-                    drop_age += da
-                    drop_count += dc
+                    final[r.h] = cur[:k] + r.tail
+                    drop_age += r.dropped_age
+                    drop_count += r.dropped_count
                 else:
                     summary["users_skipped"] += 1
                     # The list changed under us: a bulk load, or a delete — then this copy of
                     # the user must not stay on disk either (docs/design/safety.md).
-                    orphaned |= {x.file for x in tail}
+                    orphaned |= {x.file for x in r.tail}
             purge = None
             if orphaned - m.purge.files:
                 purge = Purge(m.purge.files | orphaned, m.purge.wals)
             counters = {k: v for k, v in (("retention_dropped_age", drop_age),
                                           ("retention_dropped_count", drop_count)) if v}
-            files: dict[int, FileInfo] = self.writer.pending()
-            e.publish(Edit(files=files, users=final, counters=counters, purge=purge),
-                      writers=(self.writer,))
+            target = m.seq + 1
+            try:
+                e.publish(Edit(files=self.out.pending(), users=final, counters=counters,
+                               purge=purge))
+            except BaseException:
+                if m.landed(target):
+                    # Durable although reported failed (an error after LMDB's commit): the
+                    # catalog refers to the output's bytes, so the caller's rollback must not
+                    # cut them (found by tests/safety/test_fault_loop.py, merge commit_after).
+                    self.out.published_now()
+                raise
+            self.out.published_now()
         summary["users_merged"] += len(final)
         summary["retention_dropped"]["max_age"] += drop_age
         summary["retention_dropped"]["max_events"] += drop_count
@@ -455,6 +597,19 @@ class Merger:
     def backlog(self) -> int:
         """Flushes whose real-time segments no completed pass has merged yet."""
         return max(0, self.engine.flush_count - self.merged_through_flush)
+
+
+class _Pass:
+    """How one pass runs: its stop event, pace, niceness, worker and progress callback."""
+
+    def __init__(self, stop: threading.Event | None, duty: float, nice: int, worker: str,
+                 progress: Progress | None) -> None:
+        self.stop, self.duty, self.nice, self.worker = stop, duty, nice, worker
+        self.progress = progress
+        self.phase = "merge"
+
+    def stopped(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
 
 
 def merge_stats(engine: Engine, merger: Merger | None, live: int) -> dict[str, Any]:
@@ -471,6 +626,10 @@ def merge_stats(engine: Engine, merger: Merger | None, live: int) -> dict[str, A
     out["garbage_bytes"] = max(0, data - live)
     out.update(merger.totals if merger is not None else {
         "merge_passes": 0, "merged_users": 0, "merged_events": 0, "merge_bytes_written": 0,
-        "merge_skipped_users": 0, "reclaimed_files": 0, "reclaimed_bytes": 0})
+        "merge_skipped_users": 0, "reclaimed_files": 0, "reclaimed_bytes": 0,
+        "merge_process_starts": 0, "merge_process_failures": 0})
+    out["merge_worker"] = m.settings["merge_worker"]
+    out["merge_process_pid"] = merger.process_pid() if merger is not None else None
+    out["merge_process_last_failure"] = merger.last_failure if merger is not None else None
     out["merge_backlog_flushes"] = merger.backlog() if merger is not None else 0
     return out

@@ -138,6 +138,13 @@ class Meta:
         of splitting them in half)."""
         txn.put(key, value, db=self.dbs[db], append=append)
 
+    def put_many(self, txn: lmdb.Transaction, db: str, items: list[tuple[bytes, bytes]], *,
+                 append: bool = False) -> None:
+        """`put` of every (key, value), in LMDB's own loop (a flush writes thousands)."""
+        if items:
+            with txn.cursor(db=self.dbs[db]) as cur:
+                cur.putmulti(items, append=append)
+
     def delete(self, txn: lmdb.Transaction, db: str, key: bytes) -> None:
         txn.delete(key, db=self.dbs[db])
 

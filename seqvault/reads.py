@@ -19,7 +19,7 @@ from .files import ExtentFiles
 from .index import Extent, user_hash
 from .memtable import StringDict, UserTail
 from .schema import Schema, retention_cutoff
-from .segment import TIME_COLUMN_ID, decode_columns, key_from_bytes, parse_header
+from .segment import TIME_COLUMN_ID, decode_segment, key_bytes, key_from_bytes, parse_header
 
 # Dictionary code standing for "column absent from this segment" (reads back the default).
 MISSING_CODE = 0xFFFF_FFFF
@@ -71,6 +71,15 @@ class ForeignSegment(CorruptionError):
     def __init__(self, message: str, owner: bytes) -> None:
         super().__init__(message)
         self.owner = owner
+
+
+def _show_key(key: Any, raw: bytes) -> str:
+    """Another user's key bytes, shown as a key of the asked key's type (repr of the bytes
+    if they do not decode)."""
+    try:
+        return repr(key_from_bytes(key_bytes(key)[0], raw))
+    except (UnicodeDecodeError, ValueError, TypeError):
+        return repr(raw)
 
 
 class Where:
@@ -126,27 +135,47 @@ def choose_sources(sources: list[Source], last: int | None, before: int | None,
     return chosen
 
 
-def decode_extent(files: ExtentFiles, ext: Extent, kb: bytes, key: Any, col_ids: list[int]
-                  ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+def decode_extent(files: ExtentFiles, ext: Extent, kb: bytes, key: Any, col_ids: list[int],
+                  rows: int | None = None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """Read and verify one extent (segment invariants I1–I6) and decode the asked-for
-    columns; returns (ts, {col_id: values})."""
+    columns; returns (ts, {col_id: values}). `rows`: only the newest `rows` events."""
     where: Any = Where(files, ext.file, ext.off, key)
     buf = files.pread(ext.file, ext.off, ext.length)
     try:
-        header = parse_header(buf, where=where)
-        if header.key != kb:
+        info, cols = decode_segment(buf, [TIME_COLUMN_ID, *col_ids], where=where, rows=rows)
+        if info.key != kb:
             raise ForeignSegment(f"{where}: segment belongs to another user "
-                                 f"({key_from_bytes(header.key_type, header.key)!r}): a "
-                                 "misdirected extent", header.key)
-        if header.count != ext.count:
-            raise CorruptionError(f"{where}: segment holds {header.count} events, the index "
+                                 f"({_show_key(key, info.key)}): a misdirected extent", info.key)
+        if info.events != ext.count:
+            raise CorruptionError(f"{where}: segment holds {info.events} events, the index "
                                   f"says {ext.count}")
-        cols = decode_columns(buf, header, [TIME_COLUMN_ID, *col_ids], where=where)
     except CorruptionError as exc:
         exc.path = str(files.path(ext.file))
         exc.user = key
         raise
     return cols.pop(TIME_COLUMN_ID), cols
+
+
+def newest_rows(chosen: list[Source], last: int | None, before: int | None,
+                since: int | None, keep: int | None) -> list[int | None]:
+    """How many of each chosen source's newest events the answer can use (None: all).
+
+    Only when the answer is plainly "the newest `last`": the sources follow each other in
+    time (so the answer is their concatenation's tail) and no time bound cuts inside one.
+    Then a source needs only `last` minus what the newer sources hold; a decoder skips the
+    rest (the compiled one never widens them at all)."""
+    if (last is None or keep is not None
+            or any(a.max_ts > b.min_ts for a, b in zip(chosen, chosen[1:]))
+            or any((since is not None and s.min_ts < since)
+                   or (before is not None and s.max_ts >= before) for s in chosen)):
+        return [None] * len(chosen)
+    out: list[int | None] = []
+    newer = 0
+    for s in reversed(chosen):
+        out.append(min(s.count, max(int(last) - newer, 0)))
+        newer += s.count
+    out.reverse()
+    return out
 
 
 def assemble(files: ExtentFiles, key: Any, kb: bytes, schema: Schema,
@@ -159,7 +188,7 @@ def assemble(files: ExtentFiles, key: Any, kb: bytes, schema: Schema,
     ids = [c.id for c in event_cols]
     ts_parts: list[np.ndarray] = []
     col_parts: dict[str, list[np.ndarray]] = {c.name: [] for c in event_cols}
-    for src in chosen:
+    for src, rows in zip(chosen, newest_rows(chosen, last, before, since, keep)):
         if src.mem is not None:
             ts, mcols = src.mem
             ts_parts.append(ts)
@@ -167,7 +196,7 @@ def assemble(files: ExtentFiles, key: Any, kb: bytes, schema: Schema,
                 col_parts[c.name].append(mcols[c.name])
             continue
         assert src.extent is not None
-        ts, by_id = decode_extent(files, src.extent, kb, key, ids)
+        ts, by_id = decode_extent(files, src.extent, kb, key, ids, rows)
         ts_parts.append(ts)
         for c in event_cols:
             got = by_id.get(c.id)

@@ -6,11 +6,14 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import iofaults
 from . import wal as wal_mod
 from .errors import CorruptionError, StoreLocked
 from .files import file_name, parse_file_name
@@ -66,9 +69,7 @@ def repair(root: Path, manifest: Manifest) -> None:
             continue
         size = p.stat().st_size
         if size > info.size:
-            with open(p, "r+b") as fh:
-                fh.truncate(info.size)
-                os.fsync(fh.fileno())
+            cut(p, info.size)
         elif size < info.size:
             raise CorruptionError(f"{p}: file has {size} bytes, the catalog published "
                                   f"{info.size}; data was lost below SeqVault", path=str(p))
@@ -85,40 +86,115 @@ def repair(root: Path, manifest: Manifest) -> None:
     manifest.remove_stale_checkpoints()
 
 
+def cut(path: Path, size: int) -> None:
+    """Truncate `path` to `size`, durably. A failure names the file (the kernel does not: a
+    disk-full or I/O error at open must say where; docs/design/safety.md, section 9)."""
+    try:
+        with open(path, "r+b") as fh:
+            iofaults.ftruncate(fh.fileno(), size)
+            iofaults.fsync(fh.fileno())
+    except OSError as exc:
+        raise iofaults.named(exc, path) from exc
+
+
+def zero(path: Path, at: int, size: int) -> None:
+    """Overwrite `size` bytes at `at` with zeros, durably; a failure names the file."""
+    try:
+        fd = iofaults.open_fd(path, os.O_WRONLY)
+        try:
+            iofaults.pwrite(fd, bytes(size), at)
+            iofaults.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise iofaults.named(exc, path) from exc
+
+
+@dataclass
+class Recovered:
+    """What a writer open found in the current log."""
+
+    position: wal_mod.LogPosition  # where appends continue
+    events: int  # events replayed into the memtable
+    torn: int  # torn-tail bytes zeroed (never acknowledged)
+    version: int  # the log's format version (1: the writer rotates it to a version-2 log)
+    problems: list[wal_mod.LogProblem]  # acknowledged records missing or damaged (salvage)
+    records: int  # good records
+
+
+def damage_message(root: Path, problems: list[wal_mod.LogProblem]) -> str:
+    lines = "; ".join(p.describe() for p in problems)
+    return (f"{problems[0].path}: the write-ahead log is damaged, acknowledged writes are "
+            f"missing or unreadable ({lines}). Read-only opens still serve the intact data; "
+            f"`seqvault repair --store {root}` salvages every good record (see "
+            f"`seqvault repair --dry-run` first)")
+
+
 def recover_log(root: Path, wal_id: int, schema: Schema, mem: MemTable,
-                dicts: dict[str, StringDict], sealed: dict[tuple[int, int | None], int]
-                ) -> tuple[int, int, int]:
-    """Writer open: replay the current log into the memtable; cut a torn tail (never
+                dicts: dict[str, StringDict], sealed: dict[tuple[int, int | None], int], *,
+                synced: tuple[int, int, int] | None = None, salvage: bool = False) -> Recovered:
+    """Writer open: replay the current log into the memtable; zero a torn tail (never
     acknowledged: an acknowledged record is whole) so appends continue from a clean end.
-    Returns (log end, events recovered, torn bytes cut)."""
+
+    A log with acknowledged records missing or damaged (docs/format/wal.md, L3-L6) is refused
+    with CorruptionError naming `seqvault repair`, unless `salvage` (the repair itself): then
+    every good record is replayed, also those after the damage, and nothing is changed on
+    disk."""
     path = root / "wal" / wal_mod.wal_name(wal_id)
     if not path.exists():
-        raise CorruptionError(f"{path}: the current write-ahead log is missing; acknowledged "
-                              "writes may be lost", path=str(path))
-    result = wal_mod.scan(path, expect_id=wal_id)
+        if not salvage:
+            raise CorruptionError(damage_message(root, [missing_log(root, wal_id, synced)]),
+                                  path=str(path))
+        return Recovered(wal_mod.LogPosition(), 0, 0, wal_mod.FORMAT_VERSION,
+                         [missing_log(root, wal_id, synced)], 0)
+    result = wal_mod.scan(path, expect_id=wal_id, synced=synced)
+    if result.problems and not salvage:
+        raise CorruptionError(damage_message(root, result.problems), path=str(path))
     torn = 0
-    if result.torn:
-        torn = result.size - result.end
-        with open(path, "r+b") as fh:
-            fh.truncate(result.end)
-            os.fsync(fh.fileno())
+    if result.problems:
+        pass  # salvage: the repair rotates this log away; nothing on disk changes here
+    elif result.torn:
+        torn = result.torn_bytes
+        if result.version == 1:
+            cut(path, result.end)
+        else:  # keep the size a multiple of the chunk: zero the torn bytes instead
+            zero(path, result.end, torn)
+    else:
+        # What recovery read back may sit only in the page cache (a killed writer's last
+        # records): make it durable before the header mark may claim it.
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            iofaults.fsync(fd)
+        except OSError as exc:
+            raise iofaults.named(exc, path) from exc
+        finally:
+            os.close(fd)
     events = _apply(result, schema, mem, dicts, sealed)
-    return result.end, events, torn
+    return Recovered(wal_mod.LogPosition(result.end, result.next_seq, result.events), events,
+                     torn, result.version, result.problems, len(result.records))
 
 
 def replay_log(root: Path, wal_id: int, start: int, schema: Schema, mem: MemTable,
-               dicts: dict[str, StringDict], sealed: dict[tuple[int, int | None], int]) -> int:
-    """Read-only opens: apply the log's whole records from `start`; returns the new position.
+               dicts: dict[str, StringDict], sealed: dict[tuple[int, int | None], int], *,
+               synced: tuple[int, int, int] | None = None
+               ) -> tuple[int, list[wal_mod.LogProblem]]:
+    """Read-only opens: apply the log's whole records from `start` (0: the whole log); returns
+    the new position and the acknowledged records found missing or damaged (the good records
+    around them are applied: a damaged log does not hide what is intact).
     FileNotFoundError: the writer rotated the log (the caller takes a new snapshot)."""
     path = root / "wal" / wal_mod.wal_name(wal_id)
-    if not path.exists():
-        raise FileNotFoundError(path)
-    if path.stat().st_size <= start:
-        return start
-    result = wal_mod.scan(path, start,
-                          expect_id=wal_id if start == wal_mod.FILE_HEADER_SIZE else None)
+    if start > 0 and wal_mod.nothing_after(path, start):
+        return start, []  # the common refresh: no new record (cheaper than reading the slack)
+    result = wal_mod.scan(path, start, expect_id=wal_id, synced=synced)
+    for _again in range(3):
+        # A writer may be writing while we read: a record half-copied into our buffer can
+        # look like damage followed by a good record. Real damage is still there on a reread.
+        if not result.problems:
+            break
+        time.sleep(0.01)
+        result = wal_mod.scan(path, start, expect_id=wal_id, synced=synced)
     _apply(result, schema, mem, dicts, sealed)
-    return result.end
+    return result.end, result.problems
 
 
 def _apply(result: wal_mod.ScanResult, schema: Schema, mem: MemTable,
@@ -126,11 +202,11 @@ def _apply(result: wal_mod.ScanResult, schema: Schema, mem: MemTable,
     """Replay whole records into the memtable, skipping each user's events in records that
     end at or before that user's "sealed through" offset (already in a segment)."""
     events = 0
-    for offset, rec_type, payload in result.records:
-        if rec_type != wal_mod.REC_APPEND:
+    for rec in result.records:
+        if rec.rtype != wal_mod.REC_APPEND:
             continue
-        end = offset + wal_mod.RECORD_HEADER_SIZE + len(payload)
-        keys, counts, ts, raw = wal_mod.decode_append(schema, payload)
+        end = rec.end
+        keys, counts, ts, raw = wal_mod.decode_append(schema, rec.payload)
         # Codes are assigned in log order by every replayer, so strings of skipped (sealed)
         # events are encoded too: later records then get the codes the writer gave them.
         cols = {name: (dicts[name].encode(arr) if name in dicts else arr)
@@ -150,3 +226,49 @@ def _apply(result: wal_mod.ScanResult, schema: Schema, mem: MemTable,
         mem.add_grouped(keys, counts, ts, cols, end=end)
         events += int(ts.size)
     return events
+
+
+def missing_log(root: Path, wal_id: int, synced: tuple[int, int, int] | None
+                ) -> wal_mod.LogProblem:
+    """Rule L6: the current log is gone; the manifest's mark says what it held."""
+    path = root / "wal" / wal_mod.wal_name(wal_id)
+    return wal_mod.LogProblem(
+        str(path), "missing", 0, synced[0] if synced else None, 1 if synced else None,
+        synced[1] if synced else None, synced[2] if synced else None,
+        "the current write-ahead log file is missing")
+
+
+def log_report(root: Path, manifest: Manifest) -> dict[str, Any]:
+    """What `seqvault repair` would keep and drop in the current log (nothing is changed)."""
+    path = root / "wal" / wal_mod.wal_name(manifest.wal_id)
+    if not path.exists():
+        p = missing_log(root, manifest.wal_id, manifest.synced_of(manifest.wal_id))
+        return {"log": str(path), "version": wal_mod.FORMAT_VERSION, "records": 0,
+                "events": 0, "problems": [p.to_dict()], "dropped_events": p.events}
+    result = wal_mod.scan(path, expect_id=manifest.wal_id,
+                          synced=manifest.synced_of(manifest.wal_id))
+    known = [p.events for p in result.problems]
+    return {"log": str(path), "version": result.version, "records": len(result.records),
+            "events": (sum(r.events for r in result.records) if result.version > 1 else None),
+            "problems": [p.to_dict() for p in result.problems],
+            "dropped_events": (sum(e for e in known if e is not None)
+                               if all(e is not None for e in known) else None)}
+
+
+def save_damaged_log(root: Path, wal_id: int) -> Path | None:
+    """Copy the damaged log to `lost/` (fsynced) before a repair replaces it, as LevelDB's
+    RepairDB keeps what it could not use: the dropped bytes stay available for forensics."""
+    src = root / "wal" / wal_mod.wal_name(wal_id)
+    if not src.exists():  # rule L6: nothing to keep
+        return None
+    lost = root / "lost"
+    lost.mkdir(exist_ok=True)
+    dst = lost / f"{src.stem}-{time.strftime('%Y%m%dT%H%M%S')}.log"
+    shutil.copyfile(src, dst)
+    fd = os.open(dst, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    wal_mod.fsync_dir(lost)
+    return dst

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from . import segment_batch
-from .index import Extent
+from .index import EXTENT_DTYPE, Extent, ExtentBatch, user_hash, user_hashes_int64
 from .layout import segment_bounds
-from .manifest import Manifest
+from .manifest import OWNER_CACHE, Manifest
 from .memtable import MemTable, UserTail
 from .segment import KEY_INT64, KEY_STRING, key_bytes
 from .segment_writer import SegmentWriter, encode_user_segment
@@ -62,59 +62,185 @@ def late_cut(ts: np.ndarray, old: list[Extent]) -> int:
     return int(np.searchsorted(ts, newest, side="right"))
 
 
-def seal_memtable(m: Manifest, w: SegmentWriter, mem: MemTable) -> dict[int, list[Extent]]:
-    """Every tail of `mem` appended to `w`; returns each user's new extent list. Tails are short
-    (a long one is sealed on its own), so all users are encoded at once by the vectorised
-    encoder when the schema allows it."""
+def seal_memtable(m: Manifest, w: SegmentWriter, mem: MemTable
+                  ) -> dict[int, list[Extent]] | ExtentBatch:
+    """Every tail of `mem` appended to `w`; returns each user's new extent list (a dict, or
+    arrays for the vectorised path). Tails are short (a long one is sealed on its own), so all
+    users are encoded at once by the vectorised encoder when the schema allows it."""
+    schema = m.schema
+    seg_max = int(m.settings["segment_events"])
+    if segment_batch.supported(schema):
+        uids, ts, cols, starts, counts = mem.grouped_uids()
+        if not uids.size:
+            return {}
+        if int(counts.max()) <= seg_max:
+            return _seal_many(m, w, mem, uids, ts, cols, starts, counts)
+    return _seal_each(m, w, mem)
+
+
+def _seal_many(m: Manifest, w: SegmentWriter, mem: MemTable, uids: np.ndarray, ts: np.ndarray,
+               cols: dict[str, np.ndarray], starts: np.ndarray, counts: np.ndarray
+               ) -> ExtentBatch:
+    """The vectorised full flush: no Python step per user (docs/design/realtime.md, "Many-user
+    batches"). Each user becomes one piece, or two when it has late events (the late part
+    first), and the pieces are encoded together as if they were users."""
+    schema = m.schema
+    level = int(m.settings["zstd_level"])
+    n = uids.size
+    if schema.user_type == "string":
+        keys = mem.key_array(uids)
+        kbytes: list[bytes] | np.ndarray = [key_bytes(k)[1] for k in keys.tolist()]
+        assert isinstance(kbytes, list)
+        hashes = np.fromiter((user_hash(b) for b in kbytes), dtype=np.uint64, count=n)
+        key_type = KEY_STRING
+    else:
+        keys = kbytes = mem.key_array(uids, np.int64)
+        hashes = user_hashes_int64(keys)
+        key_type = KEY_INT64
+    idx = m.index
+    rows = idx.find_many(hashes)
+    hashes, rows = claim_many(m, keys, kbytes, hashes, rows)
+    old_slots, old_counts = idx.chains(rows)
+    # Late events: at or below the newest timestamp the user already has sealed (late_cut).
+    newest = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+    if old_slots.size:
+        owner = np.repeat(np.arange(n), old_counts)
+        np.maximum.at(newest, owner, idx.e_max[old_slots])
+    user_of = np.repeat(np.arange(n), counts)
+    late = np.add.reduceat((ts <= newest[user_of]).astype(np.int64), starts)
+    # Pieces, user by user: [late part, in-order part], the empty ones left out.
+    p_starts = np.stack([starts, starts + late], axis=1).ravel()
+    p_counts = np.stack([late, counts - late], axis=1).ravel()
+    p_user = np.repeat(np.arange(n), 2)
+    keep = p_counts > 0
+    p_starts, p_counts, p_user = p_starts[keep], p_counts[keep], p_user[keep]
+    p_kbytes = (kbytes[p_user] if isinstance(kbytes, np.ndarray)
+                else [kbytes[u] for u in p_user.tolist()])
+    spec = [(c.id, c.type, cols[c.name], c.level if c.level is not None else level)
+            for c in schema.columns]
+    enc = segment_batch.encode_many(key_type, p_kbytes, schema.version, ts, spec, p_starts,
+                                    p_counts)
+    p_file, p_off = write_pieces(w, enc)
+    fresh = np.zeros(p_user.size, dtype=EXTENT_DTYPE)
+    fresh["file"], fresh["off"], fresh["len"] = p_file, p_off, enc.lengths
+    fresh["count"], fresh["min_ts"], fresh["max_ts"] = enc.counts, enc.mins, enc.maxs
+    # Each user's new list, newest first: its pieces reversed, then its old extents.
+    n_fresh = np.bincount(p_user, minlength=n)
+    total = n_fresh + old_counts
+    first = np.zeros(n, dtype=np.int64)
+    np.cumsum(total[:-1], out=first[1:])
+    out = np.zeros(int(total.sum()), dtype=EXTENT_DTYPE)
+    p_first = np.zeros(n, dtype=np.int64)
+    np.cumsum(n_fresh[:-1], out=p_first[1:])
+    rank = np.arange(p_user.size) - p_first[p_user]  # 0 = the user's first (oldest) piece
+    out[first[p_user] + (n_fresh[p_user] - 1 - rank)] = fresh
+    if old_slots.size:
+        o_first = np.zeros(n, dtype=np.int64)
+        np.cumsum(old_counts[:-1], out=o_first[1:])
+        owner = np.repeat(np.arange(n), old_counts)
+        o_rank = np.arange(old_slots.size) - o_first[owner]
+        out[first[owner] + n_fresh[owner] + o_rank] = idx.extent_records(old_slots)
+    return ExtentBatch(hashes, total.astype(np.int64), out)
+
+
+def claim_many(m: Manifest, keys: np.ndarray, kbytes: list[bytes] | np.ndarray,
+               hashes: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The slots of a vectorised flush's users (`Manifest.claim` semantics, docs/format/
+    index.md "Slot hashes"): `hashes` are the default slots and `rows` their index rows. A
+    user whose default slot is free — no extents there, no other user of this batch or of this
+    operation on it, not an alternate slot, and the key has no alias — takes it as it is, in
+    whole-array steps. The rest go through `claim` one by one: aliased keys, keys sharing a
+    default slot, and keys whose slot has extents that the writer does not know to be theirs
+    (`Manifest.owners`; else `claim` reads the owner's key from its segment header).
+    Returns (slots, rows)."""
+    n = hashes.size
+    idx = m.index
+
+    def kb_of(i: int) -> bytes:
+        return (kbytes[i] if isinstance(kbytes, list)
+                else int(kbytes[i]).to_bytes(8, "little", signed=True))
+
+    special = np.zeros(n, dtype=bool)
+    heads = np.full(n, -1, dtype=np.int64)
+    has = rows >= 0
+    heads[has] = idx.u_head[rows[has]]
+    taken = np.flatnonzero(heads >= 0)  # default slots with extents: whose?
+    owners = m.owners
+    if taken.size:
+        t_kb = ([kbytes[i] for i in taken.tolist()] if isinstance(kbytes, list) else
+                _int_key_bytes(kbytes[taken]))
+        known = [owners.get(h) == kb for h, kb in zip(hashes[taken].tolist(), t_kb)]
+        special[taken[~np.asarray(known, dtype=bool)]] = True
+    uniq, inverse, dup = np.unique(hashes, return_inverse=True, return_counts=True)
+    if bool((dup > 1).any()):  # two keys of this batch with one default slot
+        special |= (dup > 1)[inverse]
+    # Slots that are an alias's or already claimed by this operation, and the default slots of
+    # aliased keys (such a key's slot is its alias): whole-array membership tests.
+    busy = [*idx.alias_slots, *m.claimed, *(user_hash(kb) for kb in idx.aliases)]
+    if busy:
+        special |= np.isin(hashes, np.fromiter(busy, dtype=np.uint64, count=len(busy)))
+    plain = np.flatnonzero(~special)
+    if plain.size <= OWNER_CACHE:  # a later seal of these users skips the header read
+        if len(owners) + plain.size > OWNER_CACHE:
+            owners.clear()
+        p_kb = ([kbytes[i] for i in plain.tolist()] if isinstance(kbytes, list) else
+                _int_key_bytes(kbytes[plain]))
+        owners.update(zip(hashes[plain].tolist(), p_kb))
+    odd = np.flatnonzero(special)
+    if not odd.size:
+        return hashes, rows
+    # The plain users' slots are this operation's too: `claim` must not hand them out.
+    for i in plain.tolist():
+        kb = kb_of(i)
+        m.claims[kb] = int(hashes[i])
+        m.claimed[int(hashes[i])] = kb
+    hashes = hashes.copy()
+    for i in odd.tolist():
+        hashes[i] = m.claim(keys[i].item() if isinstance(keys[i], np.generic) else keys[i])
+    rows = rows.copy()
+    rows[odd] = idx.find_many(hashes[odd])
+    return hashes, rows
+
+
+def _int_key_bytes(keys: np.ndarray) -> list[bytes]:
+    """`key_bytes` of many int64 keys (8 bytes little-endian each)."""
+    raw = np.ascontiguousarray(keys, dtype="<i8").tobytes()
+    return [raw[j:j + 8] for j in range(0, len(raw), 8)]
+
+
+def write_pieces(w: SegmentWriter, enc: segment_batch.Encoded) -> tuple[np.ndarray, np.ndarray]:
+    """Append every segment of `enc` in writes of about WRITE_CHUNK bytes (a file rolls over
+    only between writes); returns each segment's (file id, offset)."""
+    n = len(enc)
+    files = np.zeros(n, dtype=np.int64)
+    offs = np.zeros(n, dtype=np.int64)
+    ends = enc.offsets + enc.lengths
+    view = enc.buf.data  # a memoryview: no copy until the write's join
+    i = 0
+    while i < n:
+        base = int(enc.offsets[i])
+        # As many segments as fit in WRITE_CHUNK from here (at least one).
+        j = max(i + 1, int(np.searchsorted(ends, base + WRITE_CHUNK, side="right")))
+        fid, off = w.append_many([view[base:int(ends[j - 1])]])
+        files[i:j] = fid
+        offs[i:j] = off + (enc.offsets[i:j] - base)
+        i = j
+    return files, offs
+
+
+def _seal_each(m: Manifest, w: SegmentWriter, mem: MemTable) -> dict[int, list[Extent]]:
+    """A full flush one user at a time: schemas the vectorised encoder does not take (float
+    or bool columns), or a tail longer than a segment."""
     schema = m.schema
     seg_max = int(m.settings["segment_events"])
     level = int(m.settings["zstd_level"])
     keys, ts, cols, starts, counts = mem.grouped()
     users: dict[int, list[Extent]] = {}
-    if not keys:
-        return users
-    hashes = [m.claim(k) for k in keys]  # slots: new keys never take another's
-    olds = [m.index.extents_of(h) for h in hashes]
-    if segment_batch.supported(schema) and int(counts.max()) <= seg_max:
-        # One piece per user, two for a user with late events (late part first): the
-        # vectorised encoder takes pieces as if they were users.
-        p_keys: list[Any] = []
-        p_users: list[int] = []
-        p_starts: list[int] = []
-        p_counts: list[int] = []
-        for i, key in enumerate(keys):
-            s, n = int(starts[i]), int(counts[i])
-            cut = late_cut(ts[s:s + n], olds[i])
-            for a, b in ((0, cut), (cut, n)):
-                if b > a:
-                    p_keys.append(key)
-                    p_users.append(i)
-                    p_starts.append(s + a)
-                    p_counts.append(b - a)
-        key_type = KEY_STRING if schema.user_type == "string" else KEY_INT64
-        spec = [(c.id, c.type, cols[c.name], c.level if c.level is not None else level)
-                for c in schema.columns]
-        made = list(segment_batch.encode_users(
-            p_keys, key_type, [key_bytes(k)[1] for k in p_keys], schema.version, ts, spec,
-            np.asarray(p_starts, np.int64), np.asarray(p_counts, np.int64)))
-        fresh: dict[int, list[Extent]] = {}
-        i = 0
-        while i < len(made):
-            j, size = i, 0
-            while j < len(made) and (j == i or size + len(made[j][1]) <= WRITE_CHUNK):
-                size += len(made[j][1])
-                j += 1
-            fid, off = w.append_many([b for _k, b, _n, _a, _z in made[i:j]])
-            for (_key, blob, n, mn, mx), u in zip(made[i:j], p_users[i:j]):
-                fresh.setdefault(u, []).append(Extent(fid, off, len(blob), n, mn, mx))
-                off += len(blob)
-            i = j
-        for u, exts in fresh.items():
-            users[hashes[u]] = [*reversed(exts), *olds[u]]
-        return users
     for i, key in enumerate(keys):
+        h = m.claim(key)  # its slot: a new key may not take another's (hash collisions)
+        old = m.index.extents_of(h)
         s, e = int(starts[i]), int(starts[i] + counts[i])
-        cut = s + late_cut(ts[s:e], olds[i])
+        cut = s + late_cut(ts[s:e], old)
         pieces: list[Extent] = []
         for a, b in ((s, cut), (cut, e)):
             for lo in range(a, b, seg_max):
@@ -122,5 +248,5 @@ def seal_memtable(m: Manifest, w: SegmentWriter, mem: MemTable) -> dict[int, lis
                 blob = encode_user_segment(schema, key, ts[lo:hi],
                                            {k: v[lo:hi] for k, v in cols.items()}, level)
                 pieces.append(w.append(blob, hi - lo, int(ts[lo]), int(ts[hi - 1])))
-        users[hashes[i]] = list(reversed(pieces)) + olds[i]
+        users[h] = list(reversed(pieces)) + old
     return users

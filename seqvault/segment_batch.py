@@ -10,23 +10,25 @@ payload is >= 64 bytes, CRC-32, the header) run per user.
 The output is byte-for-byte what `encode_segment` produces for the same user (the format is
 docs/format/segment.md); tests/test_ingest_fastpath.py checks that equality on random data, so
 a change to the codec that is not mirrored here fails the tests rather than the files.
-Only integer columns (and dictionary-coded strings) take this path; schemas with float or
-bool columns use `BulkWriter.add` for every user.
+Integer, float and bool columns and dictionary-coded strings take this path.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .crc_many import crc_ranges, crc_rows
 from .encoding import (
     DEFAULT_LEVEL,
+    ENC_BITPACK,
     ENC_CONST,
     ENC_DELTA,
     ENC_FOR,
+    ENC_RAW,
     FLAG_SHUFFLE,
     FLAG_ZSTD,
     WIDTH_DTYPES,
@@ -35,9 +37,9 @@ from .encoding import (
 )
 from .segment import (
     CRC,
-    DIR_ENTRY,
+    DIR_SIZE,
     DTYPE_CODES,
-    FIXED_HEADER,
+    FIXED_SIZE,
     FORMAT_VERSION,
     MAGIC,
     TIME_COLUMN_ID,
@@ -48,7 +50,7 @@ _U64 = np.uint64
 
 
 def supported(schema: Any) -> bool:
-    return all(c.is_string or c.dtype.kind in "iu" for c in schema.columns)
+    return all(c.is_string or c.dtype.kind in "iufb" for c in schema.columns)
 
 
 def _widths(max_off: np.ndarray) -> np.ndarray:
@@ -147,6 +149,33 @@ def _int_column(col: _Column, values: np.ndarray, starts: np.ndarray, counts: np
     col.choose_shuffle(counts)
 
 
+def _float_column(col: _Column, values: np.ndarray, counts: np.ndarray, user_of: np.ndarray,
+                  rank: np.ndarray) -> None:
+    """RAW, always byte-plane shuffled (encode_column's float case)."""
+    w = values.dtype.itemsize
+    bits = values.astype(values.dtype.newbyteorder("<"), copy=False).view(WIDTH_DTYPES[w])
+    col.width = np.full(counts.size, w, dtype=np.int64)
+    col.enc = np.full(counts.size, ENC_RAW, dtype=np.int64)
+    col.param = np.zeros(counts.size, dtype=np.uint64)
+    col.lengths = col.width * counts
+    col.offsets = np.concatenate(([0], np.cumsum(col.lengths)[:-1])).astype(np.int64)
+    _scatter(col, bits.astype(_U64), user_of, rank, counts)
+
+
+def _bool_column(col: _Column, values: np.ndarray, counts: np.ndarray, user_of: np.ndarray,
+                 rank: np.ndarray) -> None:
+    """BITPACK: each user's values through np.packbits (most significant bit first)."""
+    col.width = np.ones(counts.size, dtype=np.int64)
+    col.enc = np.full(counts.size, ENC_BITPACK, dtype=np.int64)
+    col.param = np.zeros(counts.size, dtype=np.uint64)
+    col.lengths = (counts + 7) // 8
+    col.offsets = np.concatenate(([0], np.cumsum(col.lengths)[:-1])).astype(np.int64)
+    byte = col.offsets[user_of] + rank // 8
+    bit = (values.astype(np.int64) << (7 - rank % 8))
+    packed = np.bincount(byte, weights=bit, minlength=int(col.lengths.sum()))
+    col.payload = packed.astype(np.uint8).tobytes()
+
+
 def _time_column(col: _Column, ts: np.ndarray, starts: np.ndarray, ends: np.ndarray,
                  counts: np.ndarray, user_of: np.ndarray, rank: np.ndarray) -> None:
     """CONST when a user's timestamps are all equal, else DELTA of zigzagged differences."""
@@ -172,6 +201,26 @@ def _time_column(col: _Column, ts: np.ndarray, starts: np.ndarray, ends: np.ndar
     col.choose_shuffle(m)
 
 
+@dataclass
+class Encoded:
+    """Many segments in one buffer: segment i is buf[offsets[i] : offsets[i] + lengths[i]],
+    with counts[i] events from mins[i] to maxs[i]."""
+
+    buf: np.ndarray  # uint8
+    offsets: np.ndarray
+    lengths: np.ndarray
+    counts: np.ndarray
+    mins: np.ndarray
+    maxs: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.offsets.size)
+
+    def blob(self, i: int) -> bytes:
+        off = int(self.offsets[i])
+        return self.buf[off:off + int(self.lengths[i])].tobytes()
+
+
 def encode_users(keys: list[Any], key_type: int, kbytes: list[bytes], schema_version: int,
                  ts: np.ndarray, cols: list[tuple[int, str, np.ndarray, int]],
                  starts: np.ndarray, counts: np.ndarray) -> Iterator[tuple[Any, bytes, int, int,
@@ -180,13 +229,26 @@ def encode_users(keys: list[Any], key_type: int, kbytes: list[bytes], schema_ver
     (user u owns rows starts[u] : starts[u] + counts[u]; every count >= 1).
 
     `cols` holds (col_id, type name, values, zstd level). Yields (key, segment bytes, count,
-    min_ts, max_ts) per user, in order.
+    min_ts, max_ts) per user, in order (`encode_many` gives them as one buffer).
     """
-    n_users = len(keys)
+    enc = encode_many(key_type, kbytes, schema_version, ts, cols, starts, counts)
+    cnt, mins, maxs = enc.counts.tolist(), enc.mins.tolist(), enc.maxs.tolist()
+    for u, key in enumerate(keys):
+        yield key, enc.blob(u), cnt[u], mins[u], maxs[u]
+
+
+def encode_many(key_type: int, kbytes: list[bytes] | np.ndarray, schema_version: int,
+                ts: np.ndarray, cols: list[tuple[int, str, np.ndarray, int]],
+                starts: np.ndarray, counts: np.ndarray) -> Encoded:
+    """`encode_users` without a Python object per user: headers are built as numpy records,
+    checksums by `crc_many`, and the segments laid out in one buffer. `kbytes`: each user's
+    canonical key bytes, or (int64 keys) the keys as an int64 array."""
+    n_users = int(np.asarray(counts).size)
     if n_users == 0:
-        return
-    starts = starts.astype(np.int64)
-    counts = counts.astype(np.int64)
+        empty = np.zeros(0, dtype=np.int64)
+        return Encoded(np.zeros(0, dtype=np.uint8), empty, empty, empty, empty, empty)
+    starts = np.asarray(starts).astype(np.int64)
+    counts = np.asarray(counts).astype(np.int64)
     ends = starts + counts
     user_of = np.repeat(np.arange(n_users), counts)
     rank = np.arange(ts.size, dtype=np.int64) - starts[user_of]
@@ -196,49 +258,175 @@ def encode_users(keys: list[Any], key_type: int, kbytes: list[bytes], schema_ver
     columns.append(tcol)
     for col_id, type_name, values, level in cols:
         c = _Column(col_id, DTYPE_CODES[type_name], level)
-        _int_column(c, values, starts, counts, user_of, rank)
+        kind = values.dtype.kind
+        if kind == "f":
+            _float_column(c, values, counts, user_of, rank)
+        elif kind == "b":
+            _bool_column(c, values, counts, user_of, rank)
+        else:
+            _int_column(c, values, starts, counts, user_of, rank)
         columns.append(c)
-    ncols = len(columns)
     zipped = _compress_all(columns)
-    mins = ts[starts].tolist()
-    maxs = ts[ends - 1].tolist()
-    cnt = counts.tolist()
-    per_col = []
-    for c, z in zip(columns, zipped):
+    stored = [_stored(c, z, n_users) for c, z in zip(columns, zipped)]
+    mins, maxs = ts[starts].astype(np.int64), ts[ends - 1].astype(np.int64)
+    heads = _headers(key_type, kbytes, schema_version, columns, stored, counts, mins, maxs)
+    buf, offsets, lengths = _lay_out(heads, stored, n_users)
+    return Encoded(buf, offsets, lengths, counts, mins, maxs)
+
+
+class _Stored:
+    """One column's stored bytes of every user (compressed, unshuffled or as encoded), in user
+    order: user u's are flat[offsets[u] : offsets[u] + lengths[u]]."""
+
+    def __init__(self, flat: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
+                 flags: np.ndarray, crc: np.ndarray) -> None:
+        self.flat, self.offsets, self.lengths, self.flags, self.crc = (flat, offsets, lengths,
+                                                                        flags, crc)
+
+
+def _stored(c: _Column, z: dict[int, bytes], n_users: int) -> _Stored:
+    """What encode_column stores for each user: zstd bytes where they are smaller, else the
+    payload (unshuffled where shuffling did not help); flags and CRC-32 to match."""
+    payload = np.frombuffer(c.payload, dtype=np.uint8)
+    lengths = c.lengths.astype(np.int64)
+    special = sorted(set(z) | set(c.plain))
+    if not special:
+        flat, offsets = payload, c.offsets.astype(np.int64)
+    else:
+        # Python only for the users whose bytes differ from the shared payload (>= 64 bytes).
+        lengths = lengths.copy()
+        pieces: list[bytes | memoryview] = []
         view = memoryview(c.payload)
-        offs, lens = c.offsets.tolist(), c.lengths.tolist()
-        widths = c.width.tolist()
-        datas: list[bytes | memoryview] = []
-        flags: list[int] = []
-        for u in range(n_users):
-            ln = lens[u]
-            zu = z.get(u) if z else None
-            shuffle = FLAG_SHUFFLE if widths[u] > 1 and u not in c.plain else 0
-            if zu is not None:
-                datas.append(zu)
-                flags.append(shuffle | FLAG_ZSTD)
-            elif u in c.plain:
-                datas.append(c.plain[u])
-                flags.append(0)
-            else:
-                datas.append(view[offs[u]:offs[u] + ln] if ln else b"")
-                flags.append(shuffle if ln else 0)
-        per_col.append((c.col_id, c.dcode, c.enc.tolist(), widths, c.param.tolist(), lens,
-                        datas, flags))
-    fixed_pack, dir_pack, crc_pack, crc32 = FIXED_HEADER.pack, DIR_ENTRY.pack, CRC.pack, zlib.crc32
-    for u in range(n_users):
-        kb = kbytes[u]
-        head = bytearray(fixed_pack(MAGIC, FORMAT_VERSION, ncols, schema_version, cnt[u],
-                                    key_type, 0, len(kb), mins[u], maxs[u]))
-        head += kb
-        parts: list[bytes | memoryview] = []
-        for col_id, dcode, enc, width, param, lens, datas, flags in per_col:
-            data = datas[u]
-            head += dir_pack(col_id, enc[u], flags[u], width[u], dcode, 0, lens[u], len(data),
-                             crc32(data), param[u], 0)
-            parts.append(data)
-        head += crc_pack(crc32(head))
-        yield keys[u], b"".join((head, *parts)), cnt[u], mins[u], maxs[u]
+        prev = 0
+        for u in special:
+            pieces.append(view[int(c.offsets[prev]):int(c.offsets[u])])
+            data = z[u] if u in z else c.plain[u]
+            pieces.append(data)
+            lengths[u] = len(data)
+            prev = u + 1
+        if prev < n_users:
+            pieces.append(view[int(c.offsets[prev]):])
+        flat = np.frombuffer(b"".join(pieces), dtype=np.uint8)
+        offsets = _starts_of(lengths)
+    is_plain = np.zeros(n_users, dtype=bool)
+    is_plain[list(c.plain)] = True
+    is_zstd = np.zeros(n_users, dtype=bool)
+    is_zstd[list(z)] = True
+    flags = np.where((c.width > 1) & ~is_plain & (c.lengths > 0), FLAG_SHUFFLE, 0)
+    flags = flags | np.where(is_zstd, FLAG_ZSTD, 0)
+    return _Stored(flat, offsets, lengths, flags.astype(np.uint8),
+                   crc_ranges(flat, offsets, lengths))
+
+
+def _starts_of(lengths: np.ndarray) -> np.ndarray:
+    out = np.zeros(lengths.size, dtype=np.int64)
+    np.cumsum(lengths[:-1], out=out[1:])
+    return out
+
+
+def _dir_dtype() -> np.dtype[Any]:
+    # DIR_ENTRY "<HBBBBHIIIQI" as a record (docs/format/segment.md, "Column directory").
+    dt = np.dtype([("col_id", "<u2"), ("enc", "u1"), ("flags", "u1"), ("width", "u1"),
+                   ("dcode", "u1"), ("r1", "<u2"), ("raw_len", "<u4"), ("stored_len", "<u4"),
+                   ("crc", "<u4"), ("param", "<u8"), ("r2", "<u4")])
+    assert dt.itemsize == DIR_SIZE
+    return dt
+
+
+_DIR_DT = _dir_dtype()
+
+
+def header_dtype(key_len: int, ncols: int) -> np.dtype[Any]:
+    # FIXED_HEADER "<4sHHIIBBHqq", the key, the column directory and the header CRC.
+    dt = np.dtype([("magic", "S4"), ("version", "<u2"), ("ncols", "<u2"), ("schema", "<u4"),
+                   ("count", "<u4"), ("key_type", "u1"), ("flags", "u1"), ("key_len", "<u2"),
+                   ("min_ts", "<i8"), ("max_ts", "<i8"), ("key", "u1", (key_len,)),
+                   ("dir", _DIR_DT, (ncols,)), ("crc", "<u4")])
+    assert dt.itemsize == FIXED_SIZE + key_len + ncols * DIR_SIZE + CRC.size
+    return dt
+
+
+def _headers(key_type: int, kbytes: list[bytes] | np.ndarray, schema_version: int,
+             columns: list[_Column], stored: list[_Stored], counts: np.ndarray,
+             mins: np.ndarray, maxs: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every user's header as numpy records, grouped by key length: [(users, records)]."""
+    n_users = counts.size
+    if isinstance(kbytes, np.ndarray):  # int64 keys: 8 little-endian bytes each
+        groups = [(np.arange(n_users), kbytes.astype("<i8").view(np.uint8).reshape(-1, 8))]
+    else:
+        klens = np.fromiter((len(k) for k in kbytes), dtype=np.int64, count=n_users)
+        groups = []
+        for klen in np.unique(klens).tolist():
+            users = np.flatnonzero(klens == klen)
+            raw = b"".join(kbytes[u] for u in users.tolist())
+            groups.append((users, np.frombuffer(raw, dtype=np.uint8).reshape(users.size, klen)))
+    ncols = len(columns)
+    out = []
+    for users, keys in groups:
+        h = np.zeros(users.size, dtype=header_dtype(keys.shape[1], ncols))
+        h["magic"] = MAGIC
+        h["version"] = FORMAT_VERSION
+        h["ncols"] = ncols
+        h["schema"] = schema_version
+        h["count"] = counts[users]
+        h["key_type"] = key_type
+        h["key_len"] = keys.shape[1]
+        h["min_ts"] = mins[users]
+        h["max_ts"] = maxs[users]
+        h["key"] = keys
+        d = h["dir"]
+        for j, (c, s) in enumerate(zip(columns, stored)):
+            d["col_id"][:, j] = c.col_id
+            d["enc"][:, j] = c.enc[users]
+            d["flags"][:, j] = s.flags[users]
+            d["width"][:, j] = c.width[users]
+            d["dcode"][:, j] = c.dcode
+            d["raw_len"][:, j] = c.lengths[users]
+            d["stored_len"][:, j] = s.lengths[users]
+            d["crc"][:, j] = s.crc[users]
+            d["param"][:, j] = c.param[users]
+        rows = h.view(np.uint8).reshape(users.size, h.dtype.itemsize)
+        h["crc"] = crc_rows(rows[:, :-CRC.size])
+        out.append((users, rows))
+    return out
+
+
+def _lay_out(heads: list[tuple[np.ndarray, np.ndarray]], stored: list[_Stored], n_users: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each user's header then its columns' stored bytes, users one after another."""
+    hlen = np.zeros(n_users, dtype=np.int64)
+    for users, rows in heads:
+        hlen[users] = rows.shape[1]
+    lengths = hlen + np.sum([s.lengths for s in stored], axis=0)
+    offsets = _starts_of(lengths)
+    total = int(lengths.sum())
+    out = np.empty(total, dtype=np.uint8)
+    # Header bytes vs payload bytes of the output, in order: masked assignment fills a mask's
+    # positions in order, so no index array per byte is needed.
+    is_head = np.repeat(np.tile(np.array([True, False]), n_users),
+                        np.stack([hlen, lengths - hlen], axis=1).ravel())
+    if len(heads) == 1:
+        out[is_head] = heads[0][1].ravel()
+    else:
+        group = np.empty(n_users, dtype=np.int64)
+        for g, (users, _rows) in enumerate(heads):
+            group[users] = g
+        label = np.repeat(group, hlen)
+        head_bytes = np.empty(int(hlen.sum()), dtype=np.uint8)
+        for g, (_users, rows) in enumerate(heads):
+            head_bytes[label == g] = rows.ravel()
+        out[is_head] = head_bytes
+    # Payload bytes: each column's stored bytes to their places by index (a few tens of bytes
+    # per user, where the header is hundreds).
+    col_off = offsets + hlen
+    for s in stored:
+        n = int(s.lengths.sum())
+        if n:
+            rel = np.arange(n, dtype=np.int64) - np.repeat(_starts_of(s.lengths), s.lengths)
+            out[np.repeat(col_off, s.lengths) + rel] = s.flat[np.repeat(s.offsets, s.lengths)
+                                                              + rel]
+        col_off = col_off + s.lengths
+    return out, offsets, lengths
 
 
 def _compress_all(columns: list[_Column]) -> list[dict[int, bytes]]:

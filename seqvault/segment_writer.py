@@ -9,8 +9,7 @@ since the last publish (nothing refers to those bytes; docs/format/manifest.md, 
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +41,12 @@ class SegmentWriter:
     used by one thread at a time (the merge mutex).
     """
 
-    def __init__(self, manifest: Manifest, kind: str, *, private: bool = False) -> None:
+    def __init__(self, manifest: Manifest, kind: str, *, private: bool = False,
+                 on_error: Callable[[BaseException], None] | None = None) -> None:
         self.manifest = manifest
+        # Told about every failed write, fsync or file creation before it is raised: the
+        # store's fail-stop (bulk loads and ingest write through the store's own writers).
+        self.on_error = on_error
         self.kind = kind
         self.private = private
         self.app: FileAppender | None = None
@@ -62,15 +65,27 @@ class SegmentWriter:
         return self.app.size if self.app is not None else 0
 
     def append(self, blob: bytes, count: int, min_ts: int, max_ts: int) -> Extent:
-        app = self._room_for(len(blob))
-        off = app.append(blob)
+        try:
+            app = self._room_for(len(blob))
+            off = app.append(blob)
+        except OSError as exc:
+            self.failed(exc)
+            raise
         return Extent(app.file_id, off, len(blob), count, min_ts, max_ts)
 
-    def append_many(self, blobs: list[bytes]) -> tuple[int, int]:
+    def append_many(self, blobs: list[bytes | memoryview]) -> tuple[int, int]:
         """Append blobs in one write; returns (file id, offset of the first)."""
         data = b"".join(blobs)
-        app = self._room_for(len(data))
-        return app.file_id, app.append(data)
+        try:
+            app = self._room_for(len(data))
+            return app.file_id, app.append(data)
+        except OSError as exc:
+            self.failed(exc)
+            raise
+
+    def failed(self, exc: BaseException) -> None:
+        if self.on_error is not None:
+            self.on_error(exc)
 
     def _room_for(self, need: int) -> FileAppender:
         m = self.manifest
@@ -102,12 +117,16 @@ class SegmentWriter:
     # ------------------------------------------------------------------ publishing
     def sync(self) -> None:
         """fsync every file written since the last publish (and the directory if new)."""
-        for app in [*self.rolled, *([self.app] if self.app is not None else [])]:
-            if app.size > self.published.get(app.file_id, 0):
-                app.sync()
-        if self.new_dir_entry:
-            fsync_dir(self.manifest.files.dir)
-            self.new_dir_entry = False
+        try:
+            for app in [*self.rolled, *([self.app] if self.app is not None else [])]:
+                if app.size > self.published.get(app.file_id, 0):
+                    app.sync()
+            if self.new_dir_entry:
+                fsync_dir(self.manifest.files.dir)
+                self.new_dir_entry = False
+        except OSError as exc:
+            self.failed(exc)
+            raise
 
     def pending(self) -> dict[int, FileInfo]:
         """Catalog records for the files this writer grew since the last publish."""
@@ -141,8 +160,7 @@ class SegmentWriter:
                 continue
             before = self.published.get(app.file_id, 0)
             if app.size > before:
-                os.ftruncate(app.fd, before)
-                app.size = before
+                app.truncate(before)
         for app in self.rolled:
             if app.file_id not in self.created:
                 app.close()
@@ -154,7 +172,11 @@ class SegmentWriter:
         app = self.app
         if app is None:
             return None
-        app.sync()
+        try:
+            app.sync()
+        except OSError as exc:
+            self.failed(exc)
+            raise
         app.close()
         self.app = None
         self.published.pop(app.file_id, None)

@@ -94,7 +94,10 @@ _SPECS = (
     Setting("idle_reclaim_ratio", 0.9, float, 0.0, 1.0,
             doc="background, nothing to merge: reclaim down to 1 - this garbage"),
     Setting("merge_nice", 10, int, 0, 19,
-            doc="CPU niceness of merge threads (Linux), so reads go first"),
+            doc="CPU niceness of background merge work (Linux), so reads go first"),
+    Setting("merge_worker", "process", str, choices=("process", "thread"),
+            doc="where background merge batches are decoded, encoded and written: a child "
+                "process (never holds the writer's GIL) or a thread of the writer"),
 )
 
 SETTINGS: dict[str, Setting] = {s.name: s for s in _SPECS}

@@ -423,7 +423,77 @@ def _small_call(schema: Schema, columns: Mapping[str, Any]
             return None
         out[col.name] = arr
     ts = np.array(ts_in, dtype=np.int64)
-    check_time_plausible(schema, ts)
+    if not _times_ok(schema, ts_in):
+        check_time_plausible(schema, ts)
+    return ts, out
+
+
+def _times_ok(schema: Schema, values: list[int]) -> bool:
+    """`check_time_plausible` for a few timestamps already known to be ints in 0..max_ts, in
+    plain Python: True when it would pass for certain (False: run it, it names the problem)."""
+    mn = min(values)
+    if mn < PLAUSIBLE_EPOCH_S[0] * TIME_UNITS[schema.time_unit]:
+        return False
+    cutoff = retention_cutoff(schema)
+    return cutoff is None or mn >= cutoff
+
+
+def validate_append(schema: Schema, columns: Mapping[str, Any]
+                    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """`validate_events` for `append`, whose arrays go into the memtable: they never alias the
+    caller's (a caller may reuse its buffers). A few events as lists or as numpy arrays of the
+    columns' own dtypes — the online append — are checked in plain Python (`_small_owned`)."""
+    fast = _small_owned(schema, columns)
+    if fast is not None:
+        return fast
+    ts, cols = validate_events(schema, columns)
+    return ts.copy(), {k: v.copy() for k, v in cols.items()}
+
+
+def _small_owned(schema: Schema, columns: Any
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """A few events, each column a list (`_small_call`) or a 1-D numpy array of exactly the
+    column's dtype (int columns: the dtype is the range; strings as str or object arrays of
+    str): copies of them, or None — the general path then runs and names any problem."""
+    if type(columns) is not dict or len(columns) != len(schema.columns) + 1:
+        return None
+    for col in schema.columns:
+        if col.name not in columns:
+            return None
+    ts_in = columns.get(schema.time_column)
+    if type(ts_in) is list:
+        return _small_call(schema, columns)
+    if (type(ts_in) is not np.ndarray or ts_in.dtype != np.int64 or ts_in.ndim != 1
+            or not 0 < ts_in.size <= SMALL_CALL):
+        return None
+    n = ts_in.size
+    times = ts_in.tolist()
+    hi = schema.max_ts
+    for v in times:
+        if not 0 <= v <= hi:
+            return None
+    out: dict[str, np.ndarray] = {}
+    for col in schema.columns:
+        values = columns[col.name]
+        if type(values) is not np.ndarray or values.shape != (n,):
+            return None
+        if col.is_string:
+            if values.dtype.kind not in "UO":
+                return None
+            strs = values.tolist()
+            for v in strs:
+                if type(v) is not str:
+                    return None
+            arr = np.empty(n, dtype=object)
+            arr[:] = strs
+        elif col.dtype.kind in "iu" and values.dtype == col.dtype:
+            arr = values.copy()
+        else:
+            return None
+        out[col.name] = arr
+    ts = ts_in.copy()
+    if not _times_ok(schema, times):
+        check_time_plausible(schema, ts)
     return ts, out
 
 

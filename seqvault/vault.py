@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -43,14 +43,29 @@ from .merge import Merger, merge_stats
 from .meta import Meta
 from .reads import ForeignSegment, UserSequence, plan_read, read_sources, sources_of, user_events
 from .reclaim import live_bytes
-from .recovery import create_store, recover_log, repair, replay_log, take_lock
-from .schema import Schema
-from .segment import key_bytes, key_from_bytes, parse_header
+from .recovery import (
+    create_store,
+    log_report,
+    missing_log,
+    recover_log,
+    repair,
+    replay_log,
+    save_damaged_log,
+    take_lock,
+)
+from .retained import Retained, retained_counts
+from .schema import Schema, retention_cutoff
+from .segment import TIME_COLUMN_ID, decode_columns, key_bytes, key_from_bytes, parse_header
 from .segment_writer import SegmentWriter, encode_user_segment
-from .validate import coerce_user, validate_batch, validate_events
+from .validate import coerce_user, validate_append, validate_batch
 from .verify import verify_store
 
 __all__ = ["SeqVault", "UserSequence"]
+
+
+def io_failure(exc: BaseException) -> bool:
+    """A failed write, fsync or metadata commit (LMDB raises its own classes)."""
+    return isinstance(exc, OSError | WriterFailed) or type(exc).__module__ == "lmdb"
 
 
 class SeqVault:
@@ -85,14 +100,19 @@ class SeqVault:
                    auto_merge=auto_merge)
 
     def __init__(self, path: Path, schema: Schema | None, *, read_only: bool, create: bool,
-                 settings: dict[str, Any], auto_merge: bool = False) -> None:
+                 settings: dict[str, Any], auto_merge: bool = False,
+                 salvage: bool = False) -> None:
         self.path = path
         self.read_only = read_only
         self.lock = threading.RLock()
         self.mem = MemTable()
         self.writers: dict[str, SegmentWriter] = {}
         self.wal: wal_mod.WalWriter | None = None
-        self.wal_pos = wal_mod.FILE_HEADER_SIZE
+        self.wal_pos = 0  # read-only opens: how far the log was replayed (0: not yet)
+        # Acknowledged log records found missing or damaged (read-only opens serve the rest;
+        # docs/format/wal.md, "Recovery"), as dicts for stats() and the command line.
+        self.log_damage: list[dict[str, Any]] = []
+        self._salvage = salvage
         self._closed = False
         self._lock_fd: int | None = None
         self._last_refresh = 0.0
@@ -139,17 +159,58 @@ class SeqVault:
         if changed:
             m.commit(Edit(settings=changed))
         repair(self.path, m)
-        self.wal_pos, recovered, torn = recover_log(self.path, m.wal_id, m.schema, self.mem,
-                                                    m.dicts, m.sealed)
-        self._counters["recovered_events"] = recovered
-        self._counters["torn_tail_bytes"] = torn
-        self.wal = wal_mod.WalWriter(self.path / "wal" / wal_mod.wal_name(m.wal_id),
-                                     m.settings["durability"],
-                                     batch_interval=m.settings["batch_interval"])
-        self.writers = {"rt": SegmentWriter(m, "rt"), "lt": SegmentWriter(m, "lt")}
+        found = recover_log(self.path, m.wal_id, m.schema, self.mem, m.dicts, m.sealed,
+                            synced=m.synced_of(m.wal_id), salvage=self._salvage)
+        self.recovered = found
+        self.log_damage = [p.to_dict() for p in found.problems]
+        self.wal_pos = found.position.end
+        self._counters["recovered_events"] = found.events
+        self._counters["torn_tail_bytes"] = found.torn
+        self.writers = {"rt": SegmentWriter(m, "rt", on_error=self.fail_stop),
+                        "lt": SegmentWriter(m, "lt", on_error=self.fail_stop)}
+        if found.version == 1 or found.problems:
+            # A version-1 log is not appended to: its records move into segments and a
+            # version-2 log starts (docs/format/wal.md, "Versioning"). A damaged log (salvage)
+            # is left for `repair_log` to replace.
+            if found.version == 1 and not found.problems:
+                old = self.path / "wal" / wal_mod.wal_name(m.wal_id)
+                self.flush(rotate=True)
+                old.unlink(missing_ok=True)
+        else:
+            self.wal = wal_mod.WalWriter(self.path / "wal" / wal_mod.wal_name(m.wal_id),
+                                         m.settings["durability"],
+                                         batch_interval=m.settings["batch_interval"],
+                                         at=found.position)
         if m.needs_migration():  # a format-1 store: its checkpoint moves to a file now
             with self.lock:
                 m.checkpoint()
+
+    @classmethod
+    def repair_log(cls, path: str | os.PathLike[str], *, dry_run: bool = False
+                   ) -> dict[str, Any]:
+        """`seqvault repair`: salvage every good record of a damaged log (also those after the
+        damage) and report what was dropped. Explicit, never automatic. The good records are
+        replayed (skipping sealed-through events as always), sealed into segments by a flush
+        that starts a new log, and published in one commit; a copy of the damaged log is kept
+        in `lost/`. `dry_run`: the report only (a read-only open)."""
+        root = Path(path)
+        if dry_run:
+            with cls.open(root, read_only=True) as v:
+                return {**log_report(root, v.manifest), "repaired": False}
+        v = cls(root, None, read_only=False, create=False, settings={}, salvage=True)
+        try:
+            report = {**log_report(root, v.manifest), "repaired": False}
+            if v.log_damage:
+                saved = save_damaged_log(root, v.wal_id)
+                report["saved_copy"] = str(saved) if saved is not None else None
+                old = root / "wal" / wal_mod.wal_name(v.wal_id)
+                v.flush(rotate=True)  # the commit switches to a new log: the damaged one is moot
+                old.unlink(missing_ok=True)
+                report["repaired"] = True
+                report["new_log"] = str(root / "wal" / wal_mod.wal_name(v.wal_id))
+        finally:
+            v.close()
+        return report
 
     def _open_reader(self, given: dict[str, Any]) -> None:
         self.manifest = Manifest(self.path, read_only=True, given=given)
@@ -165,10 +226,25 @@ class SeqVault:
         self._last_refresh = time.monotonic()
 
     def _replay_from_start(self) -> None:
-        m = self.manifest
         self.mem.clear()
-        self.wal_pos = replay_log(self.path, m.wal_id, wal_mod.FILE_HEADER_SIZE, m.schema,
-                                  self.mem, m.dicts, m.sealed)
+        self._replay(0)
+
+    def _replay(self, start: int) -> None:
+        """Read-only opens: apply the log from `start`; note what is missing or damaged.
+        FileNotFoundError: the writer rotated the log (take a new snapshot). holds: lock."""
+        m = self.manifest
+        try:
+            self.wal_pos, problems = replay_log(self.path, m.wal_id, start, m.schema, self.mem,
+                                                m.dicts, m.sealed, synced=m.synced_of(m.wal_id))
+        except FileNotFoundError:
+            with m.meta.begin() as txn:
+                if int(m.meta.get_meta(txn, "wal_id")) != m.wal_id:
+                    raise  # rotated since our snapshot
+            # Still the current log, and gone: serve the sealed data and say what is missing.
+            self.wal_pos = 0
+            problems = [missing_log(self.path, m.wal_id, m.synced_of(m.wal_id))]
+        if problems or start == 0:
+            self.log_damage = [p.to_dict() for p in problems]
 
     # ================================================================== the published state
     @property
@@ -228,9 +304,14 @@ class SeqVault:
             raise WriterFailed(f"{self.path}: a write or fsync failed earlier ({failed}); this "
                                "writer acknowledges nothing more: reopen the store")
 
-    def _fail_stop(self, exc: BaseException) -> None:
-        """A write, fsync or commit of the store failed: refuse every later write."""
-        if isinstance(exc, OSError | WriterFailed) and self._failed is None:
+    def fail_stop(self, exc: BaseException) -> None:
+        """A write, fsync or commit of the store failed: refuse every later write (Engine
+        protocol). Whatever the operation (append, seal, flush, delete, merge, bulk load,
+        checkpoint) and the error (an fsync's EIO, a full disk): after it the writer cannot
+        know what of its own state reached the disk, and a retried fsync may report success
+        for pages the kernel dropped; a reopen starts again from what is durable
+        (docs/design/safety.md, sections 5 and 9). Other exceptions are left alone."""
+        if io_failure(exc) and self._failed is None:
             self._failed = exc
 
     def append(self, user_id: Any, events: Mapping[str, Any]) -> int:
@@ -238,12 +319,9 @@ class SeqVault:
         Returns the number of events appended."""
         self.check_writable()
         key = coerce_user(self.schema, user_id)
-        ts, cols = validate_events(self.schema, events)
+        ts, cols = validate_append(self.schema, events)  # never the caller's own arrays
         if ts.size == 0:
             return 0
-        # Validation may hand back the caller's own arrays; the memtable must not alias them.
-        ts = ts.copy()
-        cols = {k: v.copy() for k, v in cols.items()}
         return self._append_grouped([key], [int(ts.size)], ts, cols)
 
     def append_batch(self, data: Any) -> int:
@@ -264,7 +342,7 @@ class SeqVault:
                 d.check_room(cols[name])
             wal = self.wal
             assert wal is not None
-            end = wal.append(payload)
+            end = wal.append(payload, events=int(ts.size))
             full = add_events(self.mem, self.dicts, keys, counts, ts, cols, end=end,
                               seal_at=int(self.settings["tail_events"]))
             self._counters["appends"] += 1
@@ -330,8 +408,10 @@ class SeqVault:
             with self._sealing(w):
                 users = sealing.seal_memtable(self.manifest, w, self.mem)
                 w.sync()
-                self.publish(Edit(files=w.pending(), users=users, dict_entries=True),
-                             rotate_log=True, writers=(w,))
+                edit = (Edit(files=w.pending(), users=users, dict_entries=True)
+                        if isinstance(users, dict) else
+                        Edit(files=w.pending(), batch=users, dict_entries=True))
+                self.publish(edit, rotate_log=True, writers=(w,))
             self.mem.clear()
             self._counters["flushes"] += 1
 
@@ -342,7 +422,7 @@ class SeqVault:
         try:
             yield
         except BaseException as exc:
-            self._fail_stop(exc)
+            self.fail_stop(exc)
             self.manifest.forget_claims()
             try:
                 w.rollback()
@@ -458,28 +538,63 @@ class SeqVault:
     def publish(self, edit: Edit, *, rotate_log: bool = False,
                 writers: tuple[SegmentWriter, ...] = ()) -> int:
         """The commit path of every writer (Engine protocol). holds: the store lock."""
+        if self._failed is not None:  # a stopped writer commits nothing more, whoever asks
+            self.check_writable()
         m = self.manifest
         new_path: Path | None = None
-        if rotate_log:
-            edit.wal_id = m.wal_id + 1
-            new_path = self.path / "wal" / wal_mod.wal_name(edit.wal_id)
-            wal_mod.create_wal(new_path, edit.wal_id)
+        new_wal: wal_mod.WalWriter | None = None
+        target = m.seq + 1
+        if not rotate_log and self.wal is not None:
+            at = self.wal.synced
+            edit.wal_synced = (m.wal_id, at.end, at.next_seq - 1, at.events)
         try:
-            seq = m.commit(edit)
-        except BaseException:
-            if new_path is not None:
-                new_path.unlink(missing_ok=True)
+            if rotate_log:
+                edit.wal_id = m.wal_id + 1
+                new_path = self.path / "wal" / wal_mod.wal_name(edit.wal_id)
+                wal_mod.create_wal(new_path, edit.wal_id)
+                edit.wal_synced = (edit.wal_id, wal_mod.FILE_HEADER_SIZE, 0, 0)
+                try:  # opened before the commit: failing here commits nothing
+                    new_wal = wal_mod.WalWriter(new_path, self.settings["durability"],
+                                                batch_interval=self.settings["batch_interval"])
+                except BaseException:
+                    new_path.unlink(missing_ok=True)
+                    raise
+            try:
+                seq = m.commit(edit)
+            except BaseException:
+                if new_wal is not None:
+                    new_wal.close(sync=False)
+                if m.landed(target):
+                    # Durable although reported failed (e.g. the fsync of LMDB's meta page):
+                    # nothing it refers to may be cut (the callers' rollbacks now cut
+                    # nothing); the log it replaced is moot. The writer keeps its pre-commit
+                    # view in memory and stops.
+                    for w in writers:
+                        w.published_now()
+                    if new_path is not None and self.wal is not None:
+                        self.wal.path.unlink(missing_ok=True)
+                elif new_path is not None:
+                    new_path.unlink(missing_ok=True)
+                raise
+            for w in writers:
+                w.published_now()
+            if new_wal is not None:
+                old, self.wal = self.wal, new_wal
+                if old is not None:  # every record in it is sealed by this commit
+                    old.close(sync=False)
+                    old.path.unlink(missing_ok=True)
+        except BaseException as exc:
+            self.fail_stop(exc)
             raise
-        for w in writers:
-            w.published_now()
-        if new_path is not None:
-            old = self.wal
-            self.wal = wal_mod.WalWriter(new_path, self.settings["durability"],
-                                         batch_interval=self.settings["batch_interval"])
-            if old is not None:
-                old.close()
-                old.path.unlink(missing_ok=True)
-        m.maybe_checkpoint()
+        try:
+            m.maybe_checkpoint()
+        except Exception as exc:
+            if not io_failure(exc):
+                raise
+            # The commit is durable (LMDB fsynced it), so the call that made it succeeded and
+            # its caller finishes its bookkeeping; the failed checkpoint (its file removed)
+            # stops the writer, and the next write says why.
+            self.fail_stop(exc)
         return seq
 
     def checkpoint(self) -> None:
@@ -487,7 +602,11 @@ class SeqVault:
         (faster opens; docs/format/index.md)."""
         self.check_writable()
         with self.lock:
-            self.manifest.checkpoint()
+            try:
+                self.manifest.checkpoint()
+            except BaseException as exc:
+                self.fail_stop(exc)
+                raise
 
     def sync(self) -> None:
         """Make every acknowledged append durable now (fsync the log)."""
@@ -503,22 +622,38 @@ class SeqVault:
 
     # ================================================================== merge, bulk, schema
     def merge(self, users: Iterable[Any] | None = None, *, reclaim: bool = True,
-              reclaim_ratio: float | None = None) -> dict[str, Any]:
+              reclaim_ratio: float | None = None, worker: str = "thread", nice: int = 0,
+              progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
         """Fold real-time segments (and small lifetime ones) into recency-tiered lifetime
         segments sorted by timestamp (ties keep arrival order); apply the schema's retention;
         with `reclaim`, rewrite the live extents of files whose live ratio is below
         `reclaim_ratio` (this call's override of the setting) and delete files nothing refers
-        to any more. `users`: only these (default: every user with work to do).
+        to any more. `users`: only these (default: every user with work to do). Every pass,
+        also one with `users`, finishes the purge of deleted users (docs/design/safety.md).
 
-        Runs in a worker thread at CPU niceness `merge_nice` (the caller waits), so reads go
-        first; never blocks readers; appends wait only for each batch's short publish.
+        `worker="thread"` (default) decodes and encodes in this process, the caller waits;
+        `worker="process"` in the merge process (what the background merger uses: the heavy
+        part never holds this process's GIL, so reads in other threads are not slowed). `nice`:
+        CPU niceness of that work (0: a caller waiting for its merge is not put behind every
+        other process of a busy machine; the background merger uses `merge_nice`).
+        `progress(phase, done, total)` after every batch (phases "merge", "reclaim").
+        Never blocks readers; appends wait only for each batch's short publish.
         Crash-safe at every step (docs/design/merge.md). Returns a JSON-able summary. Raises
         CorruptionError naming the file and the user if a segment to merge fails its checksums
-        (nothing of that batch is published).
+        (nothing of that batch is published), MergeFailed if the merge process dies.
         """
         self.check_writable()
         return self._get_merger().run(users, reclaim=reclaim, reclaim_ratio=reclaim_ratio,
-                                      niced=True)
+                                      worker=worker, nice=nice, progress=progress)
+
+    def wait_merged(self, timeout: float | None = None) -> bool:
+        """With `auto_merge`: wait until the background merger has merged every flush made so
+        far (True), or until `timeout` seconds passed or it stopped (False). Without it: True
+        when nothing flushed since the last full merge() waits to be merged."""
+        bg = self._bg_merge
+        if bg is None:
+            return self._merger is None or self._merger.backlog() == 0
+        return bg.wait_merged(timeout)
 
     def _get_merger(self) -> Merger:
         if self._merger is None:
@@ -622,13 +757,11 @@ class SeqVault:
                     if found.rebuild:
                         self._replay_from_start()
                     else:
-                        m = self.manifest
                         for h, tag, through in found.sealed:
                             key = self.mem.key_of(h, tag)
                             if key is not None:
                                 self.mem.drop_through(key, through)
-                        self.wal_pos = replay_log(self.path, m.wal_id, self.wal_pos, m.schema,
-                                                  self.mem, m.dicts, m.sealed)
+                        self._replay(self.wal_pos)
                 self._last_refresh = time.monotonic()
                 return
             except FileNotFoundError:
@@ -667,8 +800,7 @@ class SeqVault:
             idx = m.index
             # Rows of deleted users stay in the index with no extents: not users any more.
             n_sealed = int((idx.u_head[:idx.n_users] >= 0).sum())
-            mem_only = sum(1 for k in self.mem.users
-                           if idx.count_of(idx.slot_of(key_bytes(k)[1])) == 0)
+            kept = self._retained()
             wal_bytes = sum(p.stat().st_size for p in (self.path / "wal").iterdir())
             meta_bytes = sum(p.stat().st_size for p in (self.path / "meta").iterdir())
             bg = self._bg_merge
@@ -676,8 +808,11 @@ class SeqVault:
                 "path": str(self.path),
                 "read_only": self.read_only,
                 "schema_version": m.schema.version,
-                "users": n_sealed + mem_only,
-                "events": m.index.total_events + self.mem.events,
+                # What reads return (retention applied); what retention hides until the
+                # next merge drops it is `expired_events` (seqvault/retained.py).
+                "users": kept.users,
+                "events": kept.events,
+                "expired_events": kept.expired_events,
                 "sealed_events": m.index.total_events,
                 "memtable_events": self.mem.events,
                 "segments": m.index.live_extents,
@@ -695,11 +830,32 @@ class SeqVault:
                 "checkpoints": m.checkpoints,
                 "delete_pending_files": len(m.purge.files),
                 "delete_pending_logs": len(m.purge.wals),
+                "log_damage": list(self.log_damage),
                 **self._counters,
                 **merge_stats(self, self._merger, self._live_bytes()),
                 "auto_merge": bool(bg is not None and bg.is_alive()),
                 "auto_merge_error": repr(bg.error) if bg is not None and bg.error else None,
             }
+
+    def _retained(self) -> Retained:
+        """Users and events that reads return, and those retention hides. holds: lock."""
+        m = self.manifest
+        idx = m.index
+        schema = m.schema
+
+        def tails() -> Iterator[tuple[int, np.ndarray]]:
+            keys, ts, _cols, starts, counts = self.mem.grouped()
+            for key, a, n in zip(keys, starts.tolist(), counts.tolist(), strict=True):
+                yield idx.find(idx.slot_of(key_bytes(key)[1])), ts[a:a + n]
+
+        def read_ts(row: int, ext: Extent) -> np.ndarray:
+            where = f"{self.files.path(ext.file)} @ {ext.off}"
+            buf = self.files.pread(ext.file, ext.off, ext.length)
+            header = parse_header(buf, where=where)
+            return decode_columns(buf, header, [TIME_COLUMN_ID], where=where)[TIME_COLUMN_ID]
+
+        return retained_counts(idx, tails(), retention_cutoff(schema),
+                               schema.retention.max_events, read_ts)
 
     def _live_bytes(self) -> int:
         """Live bytes of all files, derived from the index; cached per commit. holds: lock."""
@@ -729,28 +885,33 @@ class SeqVault:
                     failed = self._failed or (self.wal.failed if self.wal else None)
                     if flush and failed is None:  # after a failure: nothing more is written
                         self.flush()
+                        self.check_writable()  # the flush's checkpoint failed: say so
                         self.manifest.maybe_checkpoint(force=True)
         finally:
             self._closed = True
             self._release()
 
     def _release(self) -> None:
-        if self.wal is not None:
-            try:
-                self.wal.close(sync=self._failed is None)
-            finally:
-                self.wal = None
-        for w in self.writers.values():
-            w.close()
-        self.writers = {}
-        if self._merger is not None:
-            self._merger.close()
-        manifest = getattr(self, "manifest", None)  # absent if the open failed before it
-        if manifest is not None:
-            manifest.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        # Everything is released even when closing the log fails (its last fsync): a close
+        # that raised must still give the writer lock back, or no reopen could recover.
+        try:
+            if self.wal is not None:
+                try:
+                    self.wal.close(sync=self._failed is None)
+                finally:
+                    self.wal = None
+        finally:
+            for w in self.writers.values():
+                w.close()
+            self.writers = {}
+            if self._merger is not None:
+                self._merger.close()
+            manifest = getattr(self, "manifest", None)  # absent if the open failed before it
+            if manifest is not None:
+                manifest.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
     def __enter__(self) -> SeqVault:
         return self

@@ -9,6 +9,7 @@ catalog, and the current log's record checksums. Called by `SeqVault.verify()` a
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,8 +93,21 @@ def verify_store(root: Path, manifest: Manifest, update: Progress | None = None
     wal_records = 0
     try:
         if os.path.exists(wal_path):
-            wal_records = len(wal_mod.scan(wal_path).records)
-    except CorruptionError as exc:
+            # Damage and cuts are measured against the log's own synced mark and the
+            # manifest's last commit (docs/format/wal.md, L1-L6).
+            synced = manifest.synced_of(manifest.wal_id)
+            scanned = wal_mod.scan(wal_path, expect_id=manifest.wal_id, synced=synced)
+            for _again in range(3):  # a live writer's half-copied record or header (R6)
+                if not scanned.problems:
+                    break
+                time.sleep(0.01)
+                scanned = wal_mod.scan(wal_path, expect_id=manifest.wal_id, synced=synced)
+            wal_records = len(scanned.records)
+            problems.extend(p.to_dict() for p in scanned.problems)
+        else:
+            problems.append({"path": str(wal_path), "kind": "missing",
+                             "error": "the current write-ahead log is missing"})
+    except (CorruptionError, OSError) as exc:
         problems.append({"path": str(wal_path), "error": str(exc)})
     return {"ok": not problems, "users": n_users, "segments": segments,
             "bytes_checked": checked_bytes, "wal_records": wal_records, "problems": problems}

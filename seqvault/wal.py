@@ -1,14 +1,24 @@
-"""Write-ahead log: CRC-framed records, group commit, torn-tail recovery.
+"""Write-ahead log: CRC-framed, numbered records in a preallocated file, group commit, and a
+scanner that tells a torn tail (never acknowledged) from a cut or damaged log (acknowledged
+records missing).
 
-Format in docs/format/wal.md. Each append call becomes exactly one record written with one
-``write()``, so a record is either wholly in the file or is the torn tail. Durability modes:
+Format in docs/format/wal.md (version 2; version-1 logs are still read). Each append call
+becomes exactly one record written with one ``pwrite()`` at the log's tracked end, so a record
+is either wholly in the file or is the torn tail. Durability modes:
 
-* ``sync``  — the call returns after fsync covers its record. Concurrent callers share fsyncs
-  (group commit: whoever fsyncs first covers everything written before it).
-* ``batch`` — the call returns after ``write()``; a background thread fsyncs at most every
+* ``sync``  — the call returns after fdatasync covers its record. Concurrent callers share
+  fsyncs (group commit: whoever fsyncs first covers everything written before it).
+* ``batch`` — the call returns after the write; a background thread fsyncs at most every
   ``batch_interval`` seconds (default 5 ms). A process crash loses nothing (the bytes are in the
   OS page cache); a power loss may lose the last few milliseconds.
-* ``none``  — ``write()`` only; the OS decides when the bytes reach the disk.
+* ``none``  — write only; the OS decides when the bytes reach the disk.
+
+Why preallocation: the file grows in zero-filled chunks of `CHUNK` bytes, made durable before a
+record may enter them, and the writer keeps at least half a chunk of zeros after the last
+record. So a valid log's size is a multiple of the chunk size and its final half-chunk is zero:
+a cut anywhere shows (wal.md, rule L3). It also lets fdatasync skip the file-size update.
+The header's *mark* (synced end, sequence number and event count, as of the previous fsync)
+says what the log itself acknowledged, so a cut or damaged tail is measured against it.
 """
 
 from __future__ import annotations
@@ -19,24 +29,36 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import numpy as np
 
+from . import iofaults
 from .errors import CorruptionError, FormatVersionError, WriterFailed
 from .schema import Schema
 from .settings import DURABILITY_MODES
 
 MAGIC = b"SVWL"
-FORMAT_VERSION = 1
-_FILE_HEAD = struct.Struct("<4sHHQQQ")  # magic, version, reserved, wal_id, created_ns, reserved
-_REC_HEAD = struct.Struct("<IIB")  # payload length, crc32(type + payload), type
-FILE_HEADER_SIZE = _FILE_HEAD.size  # 32
-RECORD_HEADER_SIZE = _REC_HEAD.size  # 9
+FORMAT_VERSION = 2
+# magic, version, reserved, wal_id, created_ns, chunk, reserved, mark_end, mark_seq, mark_events
+_FILE_HEAD = struct.Struct("<4sHHQQIIQQQ")  # 56 bytes, then crc32 of them and 4 zero bytes
+_MARK = struct.Struct("<QQQ")
+_MARK_AT = 32  # offset of mark_end in the header
+FILE_HEADER_SIZE = 64
+# crc32 of the rest, payload length, type, seq, events before this record, events in it
+_REC_HEAD = struct.Struct("<IIBQQI")
+RECORD_HEADER_SIZE = _REC_HEAD.size  # 29
 MAX_RECORD = 1 << 30
+CHUNK = 256 << 10  # preallocation unit (docs/design/safety.md, section 7, has the numbers)
+
+# Version 1 (docs/format/wal.md, "Version 1"): read, never written.
+_FILE_HEAD_V1 = struct.Struct("<4sHHQQQ")  # magic, version, reserved, wal_id, created_ns, reserved
+_REC_HEAD_V1 = struct.Struct("<IIB")  # payload length, crc32(type + payload), type
+FILE_HEADER_SIZE_V1 = _FILE_HEAD_V1.size  # 32
+RECORD_HEADER_SIZE_V1 = _REC_HEAD_V1.size  # 9
 
 REC_APPEND = 1
 RECORD_TYPES = {REC_APPEND}
@@ -46,123 +68,397 @@ def wal_name(wal_id: int) -> str:
     return f"wal-{wal_id:08d}.log"
 
 
-def frame(rec_type: int, payload: bytes) -> bytes:
-    crc = zlib.crc32(payload, zlib.crc32(bytes([rec_type])))
-    return _REC_HEAD.pack(len(payload), crc, rec_type) + payload
+def frame(rec_type: int, payload: bytes, seq: int, first_event: int, events: int) -> bytes:
+    head = _REC_HEAD.pack(0, len(payload), rec_type, seq, first_event, events)
+    crc = zlib.crc32(payload, zlib.crc32(head[4:]))
+    return struct.pack("<I", crc) + head[4:] + payload
 
 
-def create_wal(path: Path, wal_id: int) -> None:
-    """Create an empty log file (header only), fsynced, with its directory entry."""
-    head = _FILE_HEAD.pack(MAGIC, FORMAT_VERSION, 0, wal_id, time.time_ns(), 0)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+def file_header(wal_id: int, chunk: int, created_ns: int, mark: tuple[int, int, int]) -> bytes:
+    head = _FILE_HEAD.pack(MAGIC, FORMAT_VERSION, 0, wal_id, created_ns, chunk, 0, *mark)
+    return head + struct.pack("<II", zlib.crc32(head), 0)
+
+
+def chunks_for(end: int, chunk: int) -> int:
+    """The file size that keeps at least half a chunk of zeros after offset `end` (L2)."""
+    need = end + chunk // 2
+    return -(-need // chunk) * chunk
+
+
+def create_wal(path: Path, wal_id: int, chunk: int = CHUNK) -> None:
+    """Create an empty log: header and one zero-filled chunk, fsynced, with its directory
+    entry."""
     try:
-        os.write(fd, head)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    fsync_dir(path.parent)
+        fd = iofaults.open_fd(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _grow(fd, 0, chunks_for(FILE_HEADER_SIZE, chunk))
+            iofaults.pwrite(fd, file_header(wal_id, chunk, time.time_ns(), (0, 0, 0)), 0)
+            iofaults.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        # Nothing refers to the new log yet: a failed creation leaves no file behind.
+        path.unlink(missing_ok=True)
+        raise iofaults.named(exc, path) from exc
+
+
+_ZEROS = bytes(1 << 20)
+
+
+def _grow(fd: int, size: int, new_size: int) -> None:
+    """Extend the file to `new_size` with written zeros (not a hole, not an unwritten extent:
+    fdatasync of a later record then has no block allocation to persist). The size changes in
+    one ftruncate first, so a crash mid-way still leaves a size that is a multiple of the
+    chunk. The caller fsyncs."""
+    iofaults.ftruncate(fd, new_size)
+    pos = size
+    while pos < new_size:
+        pos += iofaults.pwrite(fd, memoryview(_ZEROS)[:min(len(_ZEROS), new_size - pos)], pos)
 
 
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        iofaults.fsync(fd)
+    except OSError as exc:
+        raise iofaults.named(exc, path) from exc
     finally:
         os.close(fd)
 
 
+# ---------------------------------------------------------------------- reading a log
+@dataclass(frozen=True)
+class Record:
+    offset: int
+    rtype: int
+    payload: bytes
+    end: int  # offset just after the record: what "sealed through" offsets are compared with
+    seq: int = 0  # version 2: 1, 2, 3, ... within one log (0 in a version-1 log)
+    first_event: int = 0  # version 2: events in this log before this record
+    events: int = 0  # version 2: events in this record
+
+
+@dataclass
+class LogProblem:
+    """Acknowledged records missing or damaged: a byte range of the log, the sequence numbers
+    and the events lost where the log or the manifest tells them (None: not knowable)."""
+
+    path: str
+    kind: str  # "damaged" (bad bytes between good records), "truncated", "header", "missing"
+    start: int  # byte offset where the bad or missing range begins
+    end: int | None  # where it ends (None: unknown, the log was cut)
+    seq_first: int | None
+    seq_last: int | None
+    events: int | None
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "kind": self.kind, "offset_start": self.start,
+                "offset_end": self.end, "seq_first": self.seq_first, "seq_last": self.seq_last,
+                "events": self.events, "error": self.describe()}
+
+    def describe(self) -> str:
+        where = f"bytes [{self.start}, {self.end if self.end is not None else '?'})"
+        if self.seq_first is not None:
+            last = self.seq_last if self.seq_last is not None else "?"
+            where += f", records {self.seq_first}..{last}"
+        lost = f", {self.events} events" if self.events is not None else ", events unknown"
+        return f"log {self.kind}: {where}{lost}: {self.detail}"
+
+
 @dataclass
 class ScanResult:
-    records: list[tuple[int, int, bytes]]  # (offset, type, payload)
-    end: int  # offset just after the last good record
-    torn: bool  # bytes after `end` were a torn tail
+    records: list[Record]
+    end: int  # offset just after the last good record (where the writer continues)
+    torn: bool  # bytes after `end` were a torn tail (a write in flight at a crash)
     size: int  # file size seen
+    version: int = FORMAT_VERSION
+    torn_bytes: int = 0
+    problems: list[LogProblem] = field(default_factory=list)
+    next_seq: int = 1  # version 2: the sequence number the next record gets
+    events: int = 0  # version 2: events in this log up to `end`
+    chunk: int = CHUNK
+    mark: tuple[int, int, int] | None = None  # (end, seq, events) the header says were synced
 
 
-def scan(path: Path, start: int = FILE_HEADER_SIZE, *, expect_id: int | None = None) -> ScanResult:
-    """Read every whole, checksummed record from `start`.
+def read_header(path: Path) -> tuple[int, int]:
+    """(version, wal_id) of a log file."""
+    with open(path, "rb") as fh:
+        head = fh.read(FILE_HEADER_SIZE_V1)
+    if len(head) < FILE_HEADER_SIZE_V1 or head[:4] != MAGIC:
+        raise CorruptionError(f"{path}: not a SeqVault log (bad magic)", path=str(path))
+    magic, version, _r, wal_id, _ns, _r2 = _FILE_HEAD_V1.unpack(head)
+    return int(version), int(wal_id)
 
-    A bad record at the end of the file (length reaching past EOF, checksum mismatch on the last
-    record, or a zero-filled tail) is a *torn tail*: it was never acknowledged, and is reported
-    with ``torn=True``. A bad record followed by more data is corruption: acknowledged records
-    may lie behind it, so we refuse (CorruptionError) rather than silently drop them.
+
+def nothing_after(path: Path, start: int) -> bool:
+    """Whether a version-2 log has no record at `start` (a zero header there: the writer has
+    not written one yet). FileNotFoundError: the log is gone."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        peek = os.pread(fd, RECORD_HEADER_SIZE, start)
+    finally:
+        os.close(fd)
+    return len(peek) == RECORD_HEADER_SIZE and not peek.strip(b"\0")
+
+
+def scan(path: Path, start: int = 0, *, expect_id: int | None = None,
+         synced: tuple[int, int, int] | None = None) -> ScanResult:
+    """Read every whole, checksummed record from `start` (0: the whole log, header checked).
+
+    Never raises on damage: a torn tail comes back as ``torn``, acknowledged records missing or
+    damaged as ``problems`` (rules L1-L6 of docs/format/wal.md). Raises CorruptionError for the
+    wrong file (R4) and FormatVersionError for a newer version (R5). `synced`: (end, seq,
+    events) the manifest recorded as synced at its last commit for this log.
     """
     with open(path, "rb") as fh:
-        data = fh.read()
-    size = len(data)
-    if start == FILE_HEADER_SIZE or start == 0:
-        if size < FILE_HEADER_SIZE:
-            raise CorruptionError(f"{path}: log header is torn ({size} bytes)", path=str(path))
-        magic, version, _r, wal_id, _ns, _r2 = _FILE_HEAD.unpack_from(data, 0)
+        head = fh.read(FILE_HEADER_SIZE)
+        if len(head) < FILE_HEADER_SIZE_V1:  # cut inside the header (L3)
+            cut = LogProblem(str(path), "truncated", 0, None, None, None, None,
+                             f"the log is cut inside its header ({len(head)} bytes)")
+            return ScanResult([], len(head), False, len(head), problems=[cut])
+        magic, version, _r, wal_id, _ns, _r2 = _FILE_HEAD_V1.unpack_from(head, 0)
         if magic != MAGIC:
             raise CorruptionError(f"{path}: bad log magic {magic!r}", path=str(path))
         if version > FORMAT_VERSION:
             raise FormatVersionError(f"{path}: log format version {version} is newer than this "
                                      f"SeqVault reads ({FORMAT_VERSION})")
-        if expect_id is not None and wal_id != expect_id:
-            raise CorruptionError(f"{path}: log id {wal_id}, catalog expects {expect_id}",
-                                  path=str(path))
-        start = FILE_HEADER_SIZE
-    records: list[tuple[int, int, bytes]] = []
-    pos = start
-    view = memoryview(data)
-    while pos < size:
-        problem = None
-        if size - pos < RECORD_HEADER_SIZE:
-            problem = "short record header"
-            rec_end = size + 1
+        if version == 1:
+            base = max(start, FILE_HEADER_SIZE_V1)
         else:
-            length, crc, rtype = _REC_HEAD.unpack_from(data, pos)
-            rec_end = pos + RECORD_HEADER_SIZE + length
-            if length > MAX_RECORD or rec_end > size:
+            base = max(start, FILE_HEADER_SIZE)
+        fh.seek(base)
+        data = fh.read()
+    head_ok = version == 1 or (len(head) == FILE_HEADER_SIZE and zlib.crc32(
+        head[:_FILE_HEAD.size]) == struct.unpack_from("<I", head, _FILE_HEAD.size)[0])
+    if start <= FILE_HEADER_SIZE and expect_id is not None and wal_id != expect_id and head_ok:
+        raise CorruptionError(f"{path}: log id {wal_id}, catalog expects {expect_id}",
+                              path=str(path))
+    if version == 1:
+        return _scan_v1(path, data, base, base + len(data))
+    return _scan_v2(path, head, data, base, base + len(data), synced)
+
+
+def _scan_v1(path: Path, data: bytes, base: int, size: int) -> ScanResult:
+    """Version 1 (no chunks, no sequence numbers): rules R1-R3 of wal.md "Version 1". A bad
+    record followed by more non-zero data is reported as damage up to the end of the file."""
+    records: list[Record] = []
+    view = memoryview(data)
+    i = 0
+    n = len(data)
+    while i < n:
+        problem = None
+        if n - i < RECORD_HEADER_SIZE_V1:
+            problem = "short record header"
+            rec_end = n + 1
+        else:
+            length, crc, rtype = _REC_HEAD_V1.unpack_from(data, i)
+            rec_end = i + RECORD_HEADER_SIZE_V1 + length
+            if length > MAX_RECORD or rec_end > n:
                 problem = f"record length {length} runs past the end of the file"
-                rec_end = max(rec_end, size + 1)
+                rec_end = max(rec_end, n + 1)
             else:
-                payload = view[pos + RECORD_HEADER_SIZE : rec_end]
+                payload = view[i + RECORD_HEADER_SIZE_V1:rec_end]
                 if zlib.crc32(payload, zlib.crc32(bytes([rtype]))) != crc:
                     problem = "record checksum mismatch"
                 elif rtype not in RECORD_TYPES:
                     problem = f"unknown record type {rtype}"
         if problem is None:
-            records.append((pos, rtype, bytes(payload)))
-            pos = rec_end
+            records.append(Record(base + i, rtype, bytes(payload), base + rec_end))
+            i = rec_end
             continue
-        # Torn tail: the bad record reaches the end of the file, or only zeros follow it
-        # (file systems can leave a zero-filled page after a crash).
-        if rec_end >= size or not any(view[pos:]):
-            return ScanResult(records, pos, True, size)
-        raise CorruptionError(
-            f"{path}: {problem} at offset {pos}, with {size - rec_end} bytes of later records "
-            "behind it; refusing to drop acknowledged writes (run `seqvault verify`)",
-            path=str(path),
-        )
-    return ScanResult(records, pos, False, size)
+        if rec_end >= n or not data[i:].rstrip(b"\0"):  # R1/R2: a torn tail
+            return ScanResult(records, base + i, True, size, 1, size - base - i)
+        bad = LogProblem(str(path), "damaged", base + i, size, None, None, None,
+                         f"{problem}, with {n - rec_end} bytes of later records behind it "
+                         "(a version-1 log: records after it are not numbered)")
+        return ScanResult(records, base + i, False, size, 1, problems=[bad])
+    return ScanResult(records, base + i, False, size, 1)
+
+
+def _parse(data: bytes, i: int, base: int) -> Record | None:
+    """The record starting at index `i` of `data`, if its header and checksum check."""
+    if i + RECORD_HEADER_SIZE > len(data):
+        return None
+    crc, length, rtype, seq, first, n = _REC_HEAD.unpack_from(data, i)
+    j = i + RECORD_HEADER_SIZE + length
+    if length == 0 or length > MAX_RECORD or rtype not in RECORD_TYPES or j > len(data):
+        return None
+    if zlib.crc32(memoryview(data)[i + 4:j]) != crc:
+        return None
+    return Record(base + i, rtype, data[i + RECORD_HEADER_SIZE:j], base + j, seq, first, n)
+
+
+def _resync(data: bytes, i: int, base: int, expect: int | None) -> Record | None:
+    """The next valid record starting after index `i` (after damage): candidates are positions
+    whose type byte is a known type and whose sequence number could follow `expect`."""
+    top = (expect or 1) + len(data) // RECORD_HEADER_SIZE + 1
+    k = i + 1 + 8  # the type byte sits 8 bytes into a header
+    while True:
+        k = data.find(bytes([REC_APPEND]), k)
+        if k < 0:
+            return None
+        p = k - 8
+        k += 1
+        seq = int.from_bytes(data[p + 9:p + 17], "little")
+        if (expect is not None and seq < expect) or not 1 <= seq <= top:
+            continue
+        rec = _parse(data, p, base)
+        if rec is not None:
+            return rec
+
+
+def _scan_v2(path: Path, head: bytes, data: bytes, base: int, size: int,
+             synced: tuple[int, int, int] | None) -> ScanResult:
+    problems: list[LogProblem] = []
+    where = str(path)
+    chunk = CHUNK
+    mark: tuple[int, int, int] | None = None
+    if len(head) < FILE_HEADER_SIZE:
+        problems.append(LogProblem(where, "truncated", 0, None, None, None, None,
+                                   f"the log is cut inside its header ({len(head)} bytes)"))
+    else:
+        fields = _FILE_HEAD.unpack_from(head, 0)
+        (crc,) = struct.unpack_from("<I", head, _FILE_HEAD.size)
+        if zlib.crc32(head[:_FILE_HEAD.size]) != crc:
+            problems.append(LogProblem(where, "header", 0, FILE_HEADER_SIZE, None, None, None,
+                                       "log header checksum mismatch (its synced mark and chunk "
+                                       "size are unknown)"))
+            if 4096 <= fields[5] <= (1 << 30) and fields[5] & (fields[5] - 1) == 0:
+                chunk = int(fields[5])
+        else:
+            chunk = int(fields[5])
+            if fields[7]:
+                mark = (int(fields[7]), int(fields[8]), int(fields[9]))
+    records: list[Record] = []
+    expect: int | None = 1 if base <= FILE_HEADER_SIZE else None
+    events: int | None = 0 if base <= FILE_HEADER_SIZE else None
+    i = 0
+    tail_start: int | None = None  # index of bytes after the last good record that are not zero
+    while True:
+        rec = _parse(data, i, base)
+        if rec is None:
+            if not data[i:].rstrip(b"\0"):
+                break  # only zeros follow: the end of the log
+            rec = _resync(data, i, base, expect)
+            if rec is None:
+                tail_start = i
+                break
+            lost = (rec.first_event - events) if events is not None else None
+            problems.append(LogProblem(
+                where, "damaged", base + i, rec.offset, expect, rec.seq - 1, lost,
+                "bad record (header or checksum) followed by valid records"))
+        elif expect is not None and rec.seq != expect:
+            problems.append(LogProblem(
+                where, "damaged", rec.offset, rec.offset, expect, rec.seq - 1,
+                (rec.first_event - events) if events is not None else None,
+                f"record {rec.seq} follows record {expect - 1}: records are missing"))
+        records.append(rec)
+        i = rec.end - base
+        expect = rec.seq + 1
+        events = rec.first_event + rec.events
+    end = base + i
+    nonzero_end = end if tail_start is None else end + len(data[i:].rstrip(b"\0"))
+    result = ScanResult(records, end, False, size, FORMAT_VERSION, problems=problems,
+                        next_seq=expect or 1, events=events or 0, chunk=chunk, mark=mark)
+    # What the log (header mark) or the manifest (last commit) says was synced: records up to
+    # there were acknowledged, so none of them may be missing or bad.
+    # By sequence number where known (a gap already reported moved later records up).
+    claims = [c for c in (mark, synced) if c is not None and c[0] > end
+              and (expect is None or c[1] >= expect)]
+    acked = max(claims) if claims else None
+    cut = []
+    if size % chunk:
+        cut.append(f"the file size {size} is not a multiple of the chunk size {chunk}")
+    elif nonzero_end > size - chunk // 2:
+        cut.append(f"data reaches offset {nonzero_end}, inside the final half-chunk "
+                   f"[{size - chunk // 2}, {size}) that the writer keeps zero")
+    torn_shape = tail_start is not None and _torn_shape(data, i, expect, nonzero_end - base)
+    if not cut and acked is None and (tail_start is None or torn_shape):
+        if tail_start is not None:  # L1: a record in flight at a crash, never acknowledged
+            result.torn = True
+            result.torn_bytes = nonzero_end - end
+        return result
+    seq_last = acked[1] if acked is not None and (expect is None or acked[1] >= expect) else None
+    lost = (acked[2] - events) if acked is not None and events is not None else None
+    if cut:
+        detail = "the log was cut: " + "; ".join(cut)
+        if acked is not None:
+            detail += f"; records through offset {acked[0]} were synced"
+        problems.append(LogProblem(where, "truncated", end, acked[0] if acked else None,
+                                   expect, seq_last, lost, detail))
+    else:
+        detail = ("bad bytes after the last good record" if tail_start is not None
+                  else "the log ends early")
+        if acked is not None:
+            detail += f"; records through offset {acked[0]} were synced"
+        if tail_start is not None and not torn_shape:
+            detail += "; they are not one partly written record"
+        problems.append(LogProblem(where, "damaged", end,
+                                   max(nonzero_end, acked[0] if acked else 0), expect, seq_last,
+                                   lost, detail))
+    return result
+
+
+def _torn_shape(data: bytes, i: int, expect: int | None, nonzero: int) -> bool:
+    """Whether the non-zero bytes from index `i` to `nonzero` can be one record cut short by a
+    crash: a header with the expected sequence number and the bytes within its length, or a
+    header cut short itself."""
+    if nonzero - i <= RECORD_HEADER_SIZE:
+        return True
+    _crc, length, _t, seq, _f, _n = _REC_HEAD.unpack_from(data, i)
+    if expect is not None and seq != expect:
+        return False
+    return nonzero <= i + RECORD_HEADER_SIZE + length
 
 
 def iter_payloads(result: ScanResult) -> Iterator[bytes]:
-    for _off, rtype, payload in result.records:
-        if rtype == REC_APPEND:
-            yield payload
+    for rec in result.records:
+        if rec.rtype == REC_APPEND:
+            yield rec.payload
+
+
+# ---------------------------------------------------------------------- writing a log
+@dataclass(frozen=True)
+class LogPosition:
+    """Where a log's records end: byte offset, the next record's sequence number, events so
+    far. What the writer continues from, and what it reports as synced."""
+
+    end: int = FILE_HEADER_SIZE
+    next_seq: int = 1
+    events: int = 0
 
 
 class WalWriter:
-    """Appends records to one log file with the chosen durability, thread-safe."""
+    """Appends records to one version-2 log file with the chosen durability, thread-safe.
 
-    def __init__(self, path: Path, durability: str, *, batch_interval: float = 0.005) -> None:
+    `at`: where the records end (from recovery's scan; a new log: right after the header).
+    """
+
+    def __init__(self, path: Path, durability: str, *, batch_interval: float = 0.005,
+                 at: LogPosition | None = None) -> None:
         if durability not in DURABILITY_MODES:
             raise ValueError(f"durability: {durability!r} is not one of {DURABILITY_MODES}")
         self.path = path
         self.durability = durability
         self.batch_interval = batch_interval
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        self._end = os.fstat(self._fd).st_size
-        self._synced = self._end
+        self._fd = iofaults.open_fd(path, os.O_RDWR)
+        head = os.pread(self._fd, FILE_HEADER_SIZE, 0)
+        fields = _FILE_HEAD.unpack_from(head, 0)
+        self._wal_id, self._created, self.chunk = int(fields[3]), int(fields[4]), int(fields[5])
+        self._size = os.fstat(self._fd).st_size
+        at = at or LogPosition()
+        self._end, self._seq, self._events = at.end, at.next_seq, at.events
+        self._synced = at  # what an fsync covered (all of it, at open: recovery read it back)
+        self._marked = (int(fields[7]), int(fields[8]), int(fields[9]))
         self._write_lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._closed = False
         self._wake = threading.Event()
         self._flusher: threading.Thread | None = None
         self.fsyncs = 0
+        self.extensions = 0
         self.failed: OSError | None = None  # fail-stop: set by the first failed write/fsync
         if durability == "batch":
             self._flusher = threading.Thread(target=self._batch_loop, name="seqvault-wal-sync",
@@ -171,26 +467,45 @@ class WalWriter:
 
     @property
     def size(self) -> int:
+        """The end of the records (not the preallocated file size)."""
         return self._end
 
-    def append(self, payload: bytes, rec_type: int = REC_APPEND) -> int:
-        """Write one record; returns the log offset just after it. Does not wait for fsync."""
-        rec = frame(rec_type, payload)
+    @property
+    def synced(self) -> LogPosition:
+        return self._synced
+
+    def append(self, payload: bytes, rec_type: int = REC_APPEND, *, events: int = 0) -> int:
+        """Write one record of `events` events; returns the log offset just after it. Does not
+        wait for fsync."""
         with self._write_lock:
             self.check()
+            rec = frame(rec_type, payload, self._seq, self._events, events)
+            end = self._end + len(rec)
             try:
-                written = os.write(self._fd, rec)
-                if written != len(rec):  # O_APPEND regular files write whole; guard anyway
+                if end + self.chunk // 2 > self._size:
+                    self._extend(end)
+                written = iofaults.pwrite(self._fd, rec, self._end)
+                if written != len(rec):
                     raise OSError(f"short write to {self.path}: {written} of {len(rec)} bytes")
             except OSError as exc:
                 self.failed = exc
                 raise WriterFailed(f"{self.path}: writing the log failed ({exc}); nothing more "
                                    "is acknowledged: reopen the store") from exc
-            self._end += written
-            end = self._end
+            self._end = end
+            self._seq += 1
+            self._events += events
         if self.durability == "batch" and not self._wake.is_set():
             self._wake.set()  # Event.set takes a lock and notifies: skip it when already set
         return end
+
+    def _extend(self, end: int) -> None:
+        """Grow the file so at least half a chunk of zeros follows `end` (rule L2), durable
+        before any record enters the new chunks. holds: the write lock."""
+        new_size = chunks_for(end, self.chunk)
+        _grow(self._fd, self._size, new_size)
+        iofaults.fsync(self._fd)  # the new size too, not only the data
+        self._size = new_size
+        self.extensions += 1
 
     def commit(self, end: int) -> None:
         """Make the record ending at `end` as durable as the mode promises before returning."""
@@ -198,21 +513,33 @@ class WalWriter:
             self.sync_to(end)
 
     def sync_to(self, end: int) -> None:
-        if self._synced >= end:
+        if self._synced.end >= end:
             return
         with self._sync_lock:  # group commit: waiters find their bytes already synced
-            if self._synced >= end:
+            if self._synced.end >= end:
                 return
             self.check()
-            target = self._end
+            with self._write_lock:
+                target = LogPosition(self._end, self._seq, self._events)
             try:
-                os.fsync(self._fd)
+                # The header mark says what the *previous* fsync covered: written before this
+                # fsync, it must not claim records this fsync may not have made durable yet.
+                self._write_mark(self._synced)
+                iofaults.fdatasync(self._fd)
             except OSError as exc:
                 self.failed = exc
                 raise WriterFailed(f"{self.path}: fsync of the log failed ({exc}); nothing more "
                                    "is acknowledged: reopen the store") from exc
             self.fsyncs += 1
-            self._synced = max(self._synced, target)
+            if target.end > self._synced.end:
+                self._synced = target
+
+    def _write_mark(self, pos: LogPosition) -> None:
+        mark = (pos.end, pos.next_seq - 1, pos.events)
+        if mark == self._marked or pos.end <= FILE_HEADER_SIZE:
+            return
+        iofaults.pwrite(self._fd, file_header(self._wal_id, self.chunk, self._created, mark), 0)
+        self._marked = mark
 
     def sync(self) -> None:
         self.sync_to(self._end)
@@ -236,12 +563,22 @@ class WalWriter:
 
     def close(self, *, sync: bool = True) -> None:
         """Close the file, after an fsync unless `sync` is False (the store failed: nothing
-        more is written)."""
+        more is written). A clean close leaves the header mark covering every record."""
         if self._closed:
             return
         try:
             if sync and self.failed is None:
                 self.sync()
+                with self._sync_lock:
+                    if self._marked[0] != self._synced.end:
+                        try:
+                            self._write_mark(self._synced)
+                            iofaults.fdatasync(self._fd)
+                        except OSError as exc:
+                            # Every record was synced above; only the mark is not durable,
+                            # which the next open tolerates (it lags one fsync, rule L4).
+                            self.failed = exc
+                            raise iofaults.named(exc, self.path) from exc
         finally:
             self._closed = True
             self._wake.set()

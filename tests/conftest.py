@@ -80,3 +80,28 @@ def make_events(rng: np.random.Generator, n: int, *, t0: int = 1_000_000, span: 
 def expected_order(ts_lists: list[np.ndarray]) -> np.ndarray:
     """Ground truth: concatenate in arrival order, stable sort by ts."""
     return np.argsort(np.concatenate(ts_lists), kind="stable")
+
+
+def native_required() -> bool:
+    """CI must never silently test (or benchmark) the pure-Python decoder."""
+    import os
+
+    return os.environ.get("CI") == "true" or os.environ.get("SEQVAULT_REQUIRE_NATIVE") == "1"
+
+
+@pytest.fixture(params=["native", "python"])
+def decoder(request, monkeypatch) -> str:
+    """Run a test once with each segment decoder (seqvault/native.py). The compiled one is
+    skipped where it is not built, except under CI=true or SEQVAULT_REQUIRE_NATIVE=1."""
+    from seqvault import native
+
+    if request.param == "native":
+        mod = native.load(honour_env=False)
+        if mod is None:
+            if native_required():
+                pytest.fail("the compiled segment decoder is not built (CI requires it)")
+            pytest.skip("the compiled segment decoder is not built")
+        monkeypatch.setattr(native, "DECODER", mod)
+    else:
+        monkeypatch.setattr(native, "DECODER", None)
+    return request.param

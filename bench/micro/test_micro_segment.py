@@ -50,6 +50,18 @@ def test_seqvault_decode_segment(benchmark, schema, encoded):
 
 
 @pytest.mark.benchmark(group="decode 10k events, all columns")
+def test_seqvault_decode_segment_one_call(benchmark, schema, encoded):
+    # What reads call: the compiled decoder when it is built (seqvault.native_available()),
+    # else the Python one above; the name records which ran.
+    import seqvault
+
+    ids = [segment.TIME_COLUMN_ID] + [c.id for c in schema.columns]
+    benchmark.extra_info["decoder"] = "native" if seqvault.native_available() else "python"
+    info, cols = benchmark(segment.decode_segment, encoded, ids)
+    assert info.events == 10_000 and len(cols[segment.TIME_COLUMN_ID]) == 10_000
+
+
+@pytest.mark.benchmark(group="decode 10k events, all columns")
 def test_rocks_blob_msgpack_unpack_to_numpy(benchmark, history):
     rows = np.column_stack([history[c].astype(np.int64) for c in wl.EVENT_COLUMNS]).tolist()
     blob = msgpack.packb(rows)

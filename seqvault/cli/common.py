@@ -120,7 +120,11 @@ def open_store(path: str, *, read_only: bool = True, create: bool = False,
                schema: Schema | None = None) -> SeqVault:
     from ..vault import SeqVault
 
-    return SeqVault.open(path, schema=schema, read_only=read_only, create=create)
+    vault = SeqVault.open(path, schema=schema, read_only=read_only, create=create)
+    for p in vault.log_damage:  # read-only opens serve what is intact and say what is not
+        click.echo(f"Warning: {p['error']} ({p['path']}); serving the intact data; "
+                   f"`seqvault repair --store {path}` salvages the log", err=True)
+    return vault
 
 
 def parse_user(schema: Schema, text: str) -> int | str:
@@ -161,7 +165,8 @@ def progress_bar(enabled: bool) -> Iterator[Callable[[str, int, int | None], Non
 
     labels = {"fingerprint": "fingerprint (bytes)", "read": "read + partition",
               "write": "sort + write", "verify": "verify",
-              "export": "export (users)"}
+              "export": "export (users)", "merge": "merge (users)",
+              "reclaim": "reclaim (users)"}
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console,

@@ -217,16 +217,18 @@ def export_cmd(out: str, store: str, users: tuple[str, ...], users_file: Any,
 @click.command("verify")
 @store_option
 @click.option("--progress/--no-progress", "show_progress", default=None,
-              help="Progress bar on stderr (default: on a terminal).")
+              help="Progress bar on stderr (default: on a terminal, and not with --json).")
 @json_option
 def verify_cmd(store: str, show_progress: bool | None, as_json: bool) -> None:
     """Check every checksum of every segment, and the index, against the files.
 
+    Also the write-ahead log: a log that was cut, has damaged records or is missing is listed
+    with its byte range, record numbers and events (repair it with `seqvault repair`).
     Exit code 5 when corruption is found (each bad file/user is listed); 0 when all is well.
     """
     from ..errors import CorruptionError
 
-    enabled = (not ci_or_pipe()) if show_progress is None else show_progress
+    enabled = (not ci_or_pipe() and not as_json) if show_progress is None else show_progress
     with open_store(store) as vault, progress_bar(enabled) as update:
         report = vault.verify(update)
     report["store"] = store

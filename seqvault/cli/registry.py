@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[tuple[str, str], ...] = (
     ("seqvault.model.cli", "model_cli"),  # model (LASER reference model)
     ("seqvault.bench_cli", "register"),  # bench (issue 6)
     ("seqvault.cli.cluster_cmds", "cluster_group"),  # cluster (issue 15)
+    ("seqvault.cli.repair_cmd", "repair_cmd"),  # repair (issue 14: a damaged log)
 )
 
 

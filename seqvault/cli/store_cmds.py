@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from .common import (
+    ci_or_pipe,
     dumps,
     echo_json,
     json_option,
@@ -19,6 +20,7 @@ from .common import (
     open_store,
     parse_columns,
     parse_user,
+    progress_bar,
     stdout_is_terminal,
     store_option,
 )
@@ -187,29 +189,34 @@ def delete_cmd(user: str, store: str, before: int | None, as_json: bool) -> None
 @click.option("--reclaim-ratio", type=click.FloatRange(0.0, 1.0), default=None,
               help="Rewrite files whose live ratio is below this (default: the store's "
                    "setting).")
+@click.option("--worker", type=click.Choice(["thread", "process"]), default="thread",
+              show_default=True,
+              help="Decode and encode in this process or in a merge process.")
+@click.option("--nice", type=click.IntRange(0, 19), default=0, show_default=True,
+              help="CPU niceness of the merge work (higher: other processes go first).")
+@click.option("--progress/--no-progress", "show_progress", default=None,
+              help="Progress bar on stderr (default: on a terminal, and not with --json).")
 @json_option
 def merge_cmd(store: str, users: tuple[str, ...], reclaim: bool, reclaim_ratio: float | None,
-              as_json: bool) -> None:
+              worker: str, nice: int, show_progress: bool | None, as_json: bool) -> None:
     """Fold real-time segments into lifetime segments and apply retention (vault.merge)."""
+    enabled = (not ci_or_pipe() and not as_json) if show_progress is None else show_progress
     with open_store(store, read_only=False) as vault:
-        merge = getattr(vault, "merge", None)
-        if merge is None:
-            raise click.ClickException("merge is not available in this SeqVault build yet "
-                                       "(SeqVault.merge is missing; see issue 3)")
         keys = [parse_user(vault.schema, u) for u in users] or None
-        click.echo(f"Merging {'all users with work to do' if keys is None else f'{len(keys)} users'}"
-                   f" in {store} ...", err=True)
-        result = merge(keys, reclaim=reclaim, reclaim_ratio=reclaim_ratio)
+        if not enabled:
+            click.echo(f"Merging {'all users with work to do' if keys is None else f'{len(keys)} users'}"
+                       f" in {store} ...", err=True)
+        with progress_bar(enabled) as update:
+            result = vault.merge(keys, reclaim=reclaim, reclaim_ratio=reclaim_ratio,
+                                 worker=worker, nice=nice, progress=update)
     if as_json:
-        echo_json(result if isinstance(result, dict) else {"result": result})
-    elif isinstance(result, dict) and "users_merged" in result:
-        click.echo(f"Merged {result['users_merged']:,} users: {result.get('events_in', 0):,} -> "
-                   f"{result.get('events_out', 0):,} events, {result.get('segments_in', 0):,} -> "
-                   f"{result.get('segments_out', 0):,} segments, "
-                   f"{result.get('files_reclaimed', 0)} files reclaimed, "
-                   f"in {result.get('seconds', 0):.1f} s", err=True)
+        echo_json(result)
     else:
-        click.echo(f"Merged: {dumps(result)}", err=True)
+        click.echo(f"Merged {result['users_merged']:,} users: {result['events_in']:,} -> "
+                   f"{result['events_out']:,} events, {result['segments_in']:,} -> "
+                   f"{result['segments_out']:,} segments, "
+                   f"{result['files_reclaimed']} files reclaimed, "
+                   f"in {result['seconds']:.1f} s", err=True)
 
 
 def _print_mapping(title: str, data: dict[str, Any]) -> None:

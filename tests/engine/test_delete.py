@@ -285,7 +285,7 @@ def test_a_merge_copying_the_user_while_it_is_deleted_leaves_no_copy(tmp_path, m
     # The merge pass rewrites the user outside the store lock; the delete commits in between;
     # the pass's compare-and-swap then skips the user, and its copy (garbage in the merger's
     # file) joins the purge set, so the next pass removes it.
-    from seqvault import merge as merge_mod
+    from seqvault import merge_work
 
     store = tmp_path / "s"
     with open_store(store) as v:
@@ -296,17 +296,17 @@ def test_a_merge_copying_the_user_while_it_is_deleted_leaves_no_copy(tmp_path, m
         for u in OTHERS[1:]:
             v.append(u, ev(0, 5))
         v.flush()
-        rebuild = merge_mod.Merger._rebuild
+        rebuild = merge_work.rebuild_user
         hits = []
 
-        def delete_then_rebuild(self, *args, **kw):
-            # after the snapshot, before the copy is written: the merger has no file yet (not
-            # "active" for the delete), the copy goes to a file created after the delete
+        def delete_then_rebuild(*args, **kw):
+            # after the snapshot, before the copy is written (the merge job of the batch, in
+            # this process: merge() defaults to worker="thread")
             if not hits:
                 hits.append(v.delete(VICTIM))
-            return rebuild(self, *args, **kw)
+            return rebuild(*args, **kw)
 
-        monkeypatch.setattr(merge_mod.Merger, "_rebuild", delete_then_rebuild)
+        monkeypatch.setattr(merge_work, "rebuild_user", delete_then_rebuild)
         first = v.merge()
         monkeypatch.undo()
         assert hits == [30] and first["users_skipped"] == 1

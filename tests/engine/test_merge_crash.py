@@ -18,6 +18,7 @@ import pytest
 from seqvault import SeqVault
 from seqvault.faults import FAULT_ENV, FAULT_POINTS
 from seqvault.files import parse_file_name
+from seqvault.merge_proc import CHILD_POINTS, WRITER_POINTS
 
 ROOT = Path(__file__).resolve().parents[2]
 KILLS = int(os.environ.get("SEQVAULT_MERGE_KILLS", "5"))
@@ -26,10 +27,10 @@ USERS = 6
 CHILD = r"""
 import json, sys
 import numpy as np
-from seqvault import Schema, SeqVault
+from seqvault import MergeFailed, Schema, SeqVault
 sys.path.insert(0, {tests!r})
 from test_merge_crash import events_for
-path, start, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+path, start, rounds, worker = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 schema = Schema.from_dict({{"columns": [{{"name": "item", "type": "int64", "default": 0}},
                                         {{"name": "act", "type": "string", "default": "v"}}]}})
 v = SeqVault.open(path, schema=schema, durability="sync", lifetime_segment_events=16,
@@ -40,7 +41,10 @@ for r in range(start, start + rounds):
         v.append(u, events_for(u, r))
         out.write(json.dumps([u, r]) + "\n"); out.flush()   # acknowledged
     v.flush()
-    v.merge()
+    try:
+        v.merge(worker=worker)
+    except MergeFailed as exc:  # the merge process was killed: reported, the writer goes on
+        sys.stderr.write("MERGE FAILED: %s\n" % exc); sys.stderr.flush()
 v.close()
 """
 
@@ -65,13 +69,15 @@ def expected(u: int, rounds: list[int]) -> list[tuple[int, int]]:
 
 
 def run_child(path: Path, start: int, rounds: int, fault: str | None = None,
-              kill_after: float | None = None) -> tuple[int, list[tuple[int, int]]]:
+              kill_after: float | None = None, worker: str = "thread",
+              stderr: list[str] | None = None) -> tuple[int, list[tuple[int, int]]]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop(FAULT_ENV, None)
     if fault:
         env[FAULT_ENV] = fault
     code = CHILD.format(tests=str(ROOT / "tests" / "engine"), users=USERS)
-    proc = subprocess.Popen([sys.executable, "-c", code, str(path), str(start), str(rounds)],
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path), str(start), str(rounds),
+                             worker],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     if kill_after is not None:
         time.sleep(kill_after)
@@ -80,6 +86,8 @@ def run_child(path: Path, start: int, rounds: int, fault: str | None = None,
     if proc.returncode not in (0, -signal.SIGKILL):
         raise AssertionError(f"child failed ({proc.returncode}): {err.decode()[-3000:]}")
     acked = [tuple(json.loads(line)) for line in out.decode().splitlines() if line.strip()]
+    if stderr is not None:
+        stderr.append(err.decode())
     return proc.returncode, acked  # type: ignore[return-value]
 
 
@@ -157,3 +165,84 @@ def _random_kills(tmp_path: Path, kills: int, seed: int) -> None:
         # the following run starts after whatever round the child reached
         start = (more[-1][1] + 2) if more else start + 1
     assert killed >= kills // 2, "children finished before the kill: not a crash test"
+
+
+# ---------------------------------------------------------------------- the merge process
+def merge_processes_of(path: Path) -> list[int]:
+    """Pids of merge processes working for the store at `path` (their command line names it)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().split(b"\0")
+            state = (d / "stat").read_text().split()[2]
+        except OSError:
+            continue
+        if b"seqvault.merge_child" in cmd and str(path).encode() in cmd and state != "Z":
+            pids.append(int(d.name))
+    return pids
+
+
+def wait_no_merge_process(path: Path) -> None:
+    deadline = time.monotonic() + 30  # a bound, not a timing assertion: it exits within ~0.1 s
+    while merge_processes_of(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not merge_processes_of(path), "a merge process outlived its writer"
+
+
+@pytest.mark.parametrize("point", CHILD_POINTS)
+def test_sigkill_of_the_merge_process_at_each_step(tmp_path, point):
+    """The merge process is killed after writing (unsynced) or after its fsync: the writer
+    reports MergeFailed and goes on; the store reopens with every acknowledged event."""
+    path = tmp_path / "s"
+    _rc, acked = run_child(path, 0, 3, worker="process")
+    start = 3
+    failed = 0
+    for hit in (1, 3):
+        errs: list[str] = []
+        rc, more = run_child(path, start, 3, fault=f"{point}@{hit}", worker="process",
+                             stderr=errs)
+        assert rc == 0, errs  # the writer itself survives
+        failed += errs[0].count("MERGE FAILED") and "signal 9" in errs[0]
+        acked += more
+        start += 3
+        check_store(path, acked, [])
+        wait_no_merge_process(path)
+    assert failed >= 1, f"the merge process never reached {point}"
+
+
+@pytest.mark.parametrize("point", WRITER_POINTS)
+def test_sigkill_of_the_writer_while_the_merge_process_runs(tmp_path, point):
+    """The writer is killed while its merge process works on a batch (merge_proc:running) or
+    at its own steps of a process merge: the merge process exits by itself, and the store
+    reopens with every acknowledged event."""
+    path = tmp_path / "s"
+    _rc, acked = run_child(path, 0, 3, worker="process")
+    killed = 0
+    start = 3
+    for hit in (1, 3):
+        rc, more = run_child(path, start, 3, fault=f"{point}@{hit}", worker="process")
+        killed += rc == -signal.SIGKILL
+        acked += more
+        start += 3
+        wait_no_merge_process(path)
+        check_store(path, acked, [])
+    assert killed >= 1, f"the fault point {point} was never reached"
+
+
+def test_sigkill_of_the_writer_at_random_moments_with_the_merge_process(tmp_path):
+    path = tmp_path / "s"
+    rnd = random.Random(11)
+    _rc, acked = run_child(path, 0, 2, worker="process")
+    start = 2
+    for _ in range(3):
+        rc, more = run_child(path, start, 400, kill_after=rnd.uniform(1.0, 2.5),
+                             worker="process")
+        acked += more
+        nxt = [(more[-1][0] + 1, more[-1][1])] if more else [(0, start)]
+        if nxt[0][0] == USERS:
+            nxt = [(0, nxt[0][1] + 1)]
+        wait_no_merge_process(path)
+        acked += check_store(path, acked, nxt)
+        start = (more[-1][1] + 2) if more else start + 1

@@ -24,6 +24,7 @@ from seqvault.encoding import (
 from seqvault.segment import (
     FIXED_SIZE,
     decode_columns,
+    decode_segment,
     encode_segment,
     parse_header,
     verify_segment,
@@ -34,7 +35,7 @@ def seg(ts, cols=(), key=42):
     return encode_segment(key, 1, np.asarray(ts, dtype=np.int64), cols)
 
 
-def test_worked_example_is_117_bytes():
+def test_worked_example_is_117_bytes(decoder):
     buf = seg([1000, 1000, 1005], [(1, "int64", np.array([7, 9, 7]), None)])
     assert len(buf) == 117
     h = parse_header(buf)
@@ -42,28 +43,39 @@ def test_worked_example_is_117_bytes():
     assert h.columns[0].encoding == ENC_DELTA and h.columns[0].param == 1000
     assert buf[112:114] == b"\x00\x0a"
     assert h.columns[1].encoding == ENC_FOR and buf[114:117] == b"\x00\x02\x00"
+    info, cols = decode_segment(buf, [0, 1])
+    assert info == (b"\x2a" + bytes(7), 3, 1000, 1005)
+    assert cols[0].tolist() == [1000, 1000, 1005] and cols[1].tolist() == [7, 9, 7]
 
 
-def test_I1_header_checksum_mismatch_is_corruption():
+def test_I1_header_checksum_mismatch_is_corruption(decoder):
     buf = bytearray(seg([1, 2, 3], [(1, "int64", np.array([1, 2, 3]), None)]))
     buf[FIXED_SIZE + 2] ^= 0xFF  # inside the key
     with pytest.raises(CorruptionError, match="header checksum"):
         parse_header(bytes(buf))
+    with pytest.raises(CorruptionError, match="^segment: header checksum mismatch$"):
+        decode_segment(bytes(buf), [0, 1])
 
 
-def test_I1_bad_magic():
+def test_I1_bad_magic(decoder):
     buf = bytearray(seg([1]))
     buf[0:4] = b"XXXX"
     with pytest.raises(CorruptionError, match="magic"):
         parse_header(bytes(buf))
+    with pytest.raises(CorruptionError, match="bad magic b'XXXX'"):
+        decode_segment(bytes(buf), [0])
 
 
-def test_I2_truncated_extent_is_corruption():
+def test_I2_truncated_extent_is_corruption(decoder):
     buf = seg(np.arange(1000) * 7, [(1, "int64", np.arange(1000) ** 2, None)])
     with pytest.raises(CorruptionError, match="column lengths|shorter"):
         parse_header(buf[:-1])
     with pytest.raises(CorruptionError):
         parse_header(buf[:20])
+    with pytest.raises(CorruptionError, match="column lengths add up to"):
+        decode_segment(buf[:-1], [0, 1])
+    with pytest.raises(CorruptionError, match="shorter than a segment header"):
+        decode_segment(buf[:20], [0, 1])
 
 
 def test_I3_unsorted_timestamps_are_refused_on_write():
@@ -71,7 +83,7 @@ def test_I3_unsorted_timestamps_are_refused_on_write():
         seg([3, 1, 2])
 
 
-def test_I4_column_checksum_mismatch_is_corruption_and_only_asked_columns_are_checked():
+def test_I4_column_checksum_mismatch_is_corruption_and_only_asked_columns_are_checked(decoder):
     a = np.arange(500, dtype=np.int64) * 3
     b = np.arange(500, dtype=np.int64) % 7
     buf = bytearray(seg(np.arange(500), [(1, "int64", a, None), (2, "int64", b, None)]))
@@ -83,18 +95,25 @@ def test_I4_column_checksum_mismatch_is_corruption_and_only_asked_columns_are_ch
         decode_columns(bytes(buf), h, [2])
     with pytest.raises(CorruptionError):
         verify_segment(bytes(buf))
+    assert np.array_equal(decode_segment(bytes(buf), [0, 1])[1][1], a)
+    with pytest.raises(CorruptionError, match="^segment: checksum mismatch in column 2$"):
+        decode_segment(bytes(buf), [0, 1, 2])
 
 
-def test_I5_missing_column_is_left_out():
+def test_I5_missing_column_is_left_out(decoder):
     buf = seg([1, 2], [(1, "int8", np.array([1, 2], dtype=np.int8), None)])
     assert set(decode_columns(buf, parse_header(buf), [0, 1, 99])) == {0, 1}
+    info, cols = decode_segment(buf, [0, 1, 99])
+    assert set(cols) == {0, 1} and cols[1].tolist() == [1, 2] and info.events == 2
 
 
-def test_version_newer_is_refused():
+def test_version_newer_is_refused(decoder):
     buf = bytearray(seg([1]))
     struct.pack_into("<H", buf, 4, 2)
     with pytest.raises(FormatVersionError, match="newer"):
         parse_header(bytes(buf))
+    with pytest.raises(FormatVersionError, match="newer"):
+        decode_segment(bytes(buf), [0])
 
 
 def test_encodings_chosen():
@@ -127,7 +146,7 @@ def test_float_columns_round_trip_bit_exact(arr):
     assert out.tobytes() == arr.tobytes()
 
 
-def test_flipped_byte_in_sealed_segment_raises_on_read(tmp_path, schema):
+def test_flipped_byte_in_sealed_segment_raises_on_read(tmp_path, schema, decoder):
     rng = np.random.default_rng(0)
     from ..conftest import make_events
 
