@@ -599,6 +599,10 @@ class Runner:
         }
         if ro is not None:
             self.out["merge"]["read_only_process"] = ro
+        # Bytes on disk are compared after each system's full compaction (RocksDB:
+        # compact_range, already what its maintenance ran; SeqVault: merge() rewriting files
+        # of more than 10% garbage — the background pass above keeps up to 50% under load).
+        self.store.merge()
         self._disk_after_merge()
 
     def _start_ro_reader(self, users: np.ndarray, last: int):

@@ -120,6 +120,38 @@ def encode_segment(
     return bytes(head) + b"".join(enc.data for _, _, enc in encoded)
 
 
+def header_size(buf: bytes | memoryview) -> int:
+    """The header's length (fixed part, key, directory, checksum) from its first FIXED_SIZE
+    bytes, unchecked: how much to read to get the key (`read_key`)."""
+    if len(buf) < FIXED_SIZE:
+        return FIXED_SIZE + CRC.size
+    fields = FIXED_HEADER.unpack_from(buf, 0)
+    ncols, key_len = fields[2], fields[7]
+    return FIXED_SIZE + key_len + ncols * DIR_SIZE + CRC.size
+
+
+def read_key(buf: bytes | memoryview, *, where: str = "segment") -> tuple[int, bytes]:
+    """(key_type, key bytes) of a segment from its header alone (`buf` holds at least
+    `header_size` bytes), after the header checks: what listing users needs, without reading
+    or checking the columns."""
+    if len(buf) < FIXED_SIZE + CRC.size:
+        raise CorruptionError(f"{where}: {len(buf)} bytes is shorter than a segment header")
+    (magic, version, _ncols, _sv, _count, key_type, _flags, key_len, _lo,
+     _hi) = FIXED_HEADER.unpack_from(buf, 0)
+    if magic != MAGIC:
+        raise CorruptionError(f"{where}: bad magic {bytes(magic)!r} (expected {MAGIC!r})")
+    if version > FORMAT_VERSION:
+        raise FormatVersionError(f"{where}: segment format version {version} is newer than this "
+                                 f"SeqVault reads ({FORMAT_VERSION}); upgrade seqvault")
+    size = header_size(buf)
+    if len(buf) < size:
+        raise CorruptionError(f"{where}: header needs {size} bytes, got {len(buf)}")
+    (crc,) = CRC.unpack_from(buf, size - CRC.size)
+    if zlib.crc32(buf[: size - CRC.size]) != crc:
+        raise CorruptionError(f"{where}: header checksum mismatch")
+    return key_type, bytes(buf[FIXED_SIZE : FIXED_SIZE + key_len])
+
+
 def parse_header(buf: bytes | memoryview, *, where: str = "segment") -> SegmentHeader:
     """Parse and verify a segment header (magic, version, lengths, header checksum)."""
     if len(buf) < FIXED_SIZE + CRC.size:

@@ -55,7 +55,15 @@ from .recovery import (
 )
 from .retained import Retained, retained_counts
 from .schema import Schema, retention_cutoff
-from .segment import TIME_COLUMN_ID, decode_columns, key_bytes, key_from_bytes, parse_header
+from .segment import (
+    TIME_COLUMN_ID,
+    decode_columns,
+    header_size,
+    key_bytes,
+    key_from_bytes,
+    parse_header,
+    read_key,
+)
 from .segment_writer import SegmentWriter, encode_user_segment
 from .validate import coerce_user, validate_append, validate_batch
 from .verify import verify_store
@@ -66,6 +74,9 @@ __all__ = ["SeqVault", "UserSequence"]
 def io_failure(exc: BaseException) -> bool:
     """A failed write, fsync or metadata commit (LMDB raises its own classes)."""
     return isinstance(exc, OSError | WriterFailed) or type(exc).__module__ == "lmdb"
+
+
+HEAD_PROBE = 512  # bytes read to list a user's key: the header of a segment of a few columns
 
 
 class SeqVault:
@@ -783,8 +794,12 @@ class SeqVault:
             if head < 0:
                 continue
             f, o, ln = int(idx.e_file[head]), int(idx.e_off[head]), int(idx.e_len[head])
-            header = parse_header(self.files.pread(f, o, ln), where=f"{self.files.path(f)} @ {o}")
-            key = key_from_bytes(header.key_type, header.key)
+            # Only the header is read (and checked): the key is all a listing needs.
+            buf = self.files.pread(f, o, min(ln, HEAD_PROBE))
+            need = min(ln, header_size(buf))
+            if need > len(buf):
+                buf = self.files.pread(f, o, need)
+            key = key_from_bytes(*read_key(buf, where=f"{self.files.path(f)} @ {o}"))
             if key not in seen:
                 yield key
 

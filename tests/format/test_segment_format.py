@@ -26,7 +26,9 @@ from seqvault.segment import (
     decode_columns,
     decode_segment,
     encode_segment,
+    header_size,
     parse_header,
+    read_key,
     verify_segment,
 )
 
@@ -55,6 +57,24 @@ def test_I1_header_checksum_mismatch_is_corruption(decoder):
         parse_header(bytes(buf))
     with pytest.raises(CorruptionError, match="^segment: header checksum mismatch$"):
         decode_segment(bytes(buf), [0, 1])
+
+
+@pytest.mark.parametrize("key", [42, -7, "user-ü"])
+def test_read_key_checks_the_header_alone(key):
+    """Listing users reads only a segment's header: the key it gives is the one parse_header
+    gives, and every header byte is still covered by the header checksum (I1)."""
+    buf = seg([1, 2, 3], [(1, "int64", np.array([1, 2, 3]), None)], key=key)
+    size = header_size(buf[:FIXED_SIZE])
+    assert size == parse_header(buf).size
+    h = parse_header(buf)
+    assert read_key(buf[:size]) == (h.key_type, h.key)
+    for i in range(size):
+        bad = bytearray(buf[:size])
+        bad[i] ^= 0x01
+        with pytest.raises((CorruptionError, FormatVersionError)):
+            read_key(bytes(bad))
+    with pytest.raises(CorruptionError, match="header needs"):
+        read_key(buf[:size - 1])
 
 
 def test_I1_bad_magic(decoder):
