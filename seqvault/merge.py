@@ -570,9 +570,10 @@ class Merger:
                 purge = Purge(m.purge.files | orphaned, m.purge.wals)
             counters = {k: v for k, v in (("retention_dropped_age", drop_age),
                                           ("retention_dropped_count", drop_count)) if v}
+            # writers=: a commit that is durable although it raised still marks the output
+            # published, so the rollback that follows cuts nothing the catalog refers to.
             e.publish(Edit(files=self.out.pending(), users=final, counters=counters,
-                           purge=purge))
-            self.out.published_now()
+                           purge=purge), writers=(self.out,))
         summary["users_merged"] += len(final)
         summary["retention_dropped"]["max_age"] += drop_age
         summary["retention_dropped"]["max_events"] += drop_count
