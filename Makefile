@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml setup.py seqvault/native_decode.c
 	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q $(TORCH_PIN)
 	$(BIN)/python -m pip install -q -e '.[server,bench,torch,cluster,dev]'
+	# A venv made before the move from hatchling keeps an empty site-packages/seqvault after the
+	# reinstall; as a namespace package it would shadow the editable install.
+	find $(VENV)/lib -maxdepth 3 -path '*site-packages/seqvault' -type d -empty -delete
 	touch $(STAMP)
 
 venv: $(STAMP)

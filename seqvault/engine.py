@@ -17,6 +17,14 @@ from .manifest import Edit, Manifest
 from .segment_writer import SegmentWriter
 
 
+class Published(Protocol):
+    """A writer whose pending bytes a commit publishes (SegmentWriter, merge.MergeOutput): told
+    so once the commit is durable, even when the commit call itself raised (Manifest.landed),
+    so that no rollback cuts what the catalog now refers to."""
+
+    def published_now(self) -> None: ...
+
+
 class Engine(Protocol):
     path: Path
     read_only: bool
@@ -44,7 +52,7 @@ class Engine(Protocol):
         ...
 
     def publish(self, edit: Edit, *, rotate_log: bool = False,
-                writers: tuple[SegmentWriter, ...] = ()) -> int:
+                writers: tuple[Published, ...] = ()) -> int:
         """Commit `edit` (with a new, empty log if `rotate_log`; the memtable must then be
         empty or sealed by this edit); `writers` whose files the edit publishes are told so
         right after the commit; then checkpoint the index if due. holds: the store lock.

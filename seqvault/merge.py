@@ -577,18 +577,10 @@ class Merger:
                 purge = Purge(m.purge.files | orphaned, m.purge.wals)
             counters = {k: v for k, v in (("retention_dropped_age", drop_age),
                                           ("retention_dropped_count", drop_count)) if v}
-            target = m.seq + 1
-            try:
-                e.publish(Edit(files=self.out.pending(), users=final, counters=counters,
-                               purge=purge))
-            except BaseException:
-                if m.landed(target):
-                    # Durable although reported failed (an error after LMDB's commit): the
-                    # catalog refers to the output's bytes, so the caller's rollback must not
-                    # cut them (found by tests/safety/test_fault_loop.py, merge commit_after).
-                    self.out.published_now()
-                raise
-            self.out.published_now()
+            # writers=: a commit that is durable although it raised still marks the output
+            # published, so the rollback that follows cuts nothing the catalog refers to.
+            e.publish(Edit(files=self.out.pending(), users=final, counters=counters,
+                           purge=purge), writers=(self.out,))
         summary["users_merged"] += len(final)
         summary["retention_dropped"]["max_age"] += drop_age
         summary["retention_dropped"]["max_events"] += drop_count

@@ -24,6 +24,7 @@ from . import settings as settings_mod
 from . import wal as wal_mod
 from .background import BackgroundMerger
 from .bulk import BulkWriter
+from .engine import Published
 from .errors import (
     CorruptionError,
     NotFound,
@@ -547,7 +548,7 @@ class SeqVault:
         return fresh
 
     def publish(self, edit: Edit, *, rotate_log: bool = False,
-                writers: tuple[SegmentWriter, ...] = ()) -> int:
+                writers: tuple[Published, ...] = ()) -> int:
         """The commit path of every writer (Engine protocol). holds: the store lock."""
         if self._failed is not None:  # a stopped writer commits nothing more, whoever asks
             self.check_writable()
