@@ -654,7 +654,12 @@ class Runner:
     def _disk_after_merge(self) -> None:
         """Bytes on disk once the append workloads are merged (compacted), and the events."""
         appended = sum(len(rows) for _, rows in self.appended)
-        self.out["after_appends"] = {"disk_bytes": self.store.disk_bytes(),
+        parts = {}
+        if hasattr(self.store, "stats"):  # where the bytes are (SeqVault: data/wal/meta split)
+            raw = self.store.stats().get("raw", {})
+            parts = {k: raw[k] for k in ("data_bytes", "live_bytes", "garbage_bytes",
+                                         "wal_bytes", "meta_bytes") if k in raw}
+        self.out["after_appends"] = {"disk_bytes": self.store.disk_bytes(), "parts": parts,
                                      "events_appended": appended,
                                      "events": int(self.lengths.sum()) + appended}
 
@@ -700,7 +705,11 @@ class Runner:
             t0 = time.perf_counter()
             events = prepared[0]() if prepared is not None else store.load(self._all_histories())
             store.quiesce()
+            raw = store.stats().get("raw", {}) if hasattr(store, "stats") else {}
             self.out["clean_load"] = {"events": int(events), "disk_bytes": store.disk_bytes(),
+                                      "parts": {k: raw[k] for k in (
+                                          "data_bytes", "live_bytes", "garbage_bytes",
+                                          "wal_bytes", "meta_bytes") if k in raw},
                                       "seconds": time.perf_counter() - t0,
                                       "method": getattr(store, "load_method", "write batches")}
         finally:
