@@ -43,6 +43,14 @@ setup(
             libraries=["zstd", "z"],
             extra_compile_args=["-O3", "-std=c11"],
             optional=not required,
-        )
+        ),
+        # The append kernel (seqvault/native_append.c): NumPy's headers only.
+        Extension(
+            "seqvault.native_append",
+            ["seqvault/native_append.c"],
+            include_dirs=[numpy.get_include()],
+            extra_compile_args=["-O3", "-std=c11"],
+            optional=not required,
+        ),
     ],
 )

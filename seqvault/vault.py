@@ -41,6 +41,7 @@ from .layout import segment_bounds
 from .manifest import Edit, FileInfo, Manifest, Purge
 from .memtable import MemTable, StringDict, add_events
 from .merge import Merger, merge_stats
+from .prepare import prepare
 from .meta import Meta
 from .reads import ForeignSegment, UserSequence, plan_read, read_sources, sources_of, user_events
 from .reclaim import live_bytes
@@ -331,6 +332,9 @@ class SeqVault:
         Returns the number of events appended."""
         self.check_writable()
         key = coerce_user(self.schema, user_id)
+        ready = prepare(self.schema, key, None, events)  # the compiled kernel's plain cases
+        if ready is not None:
+            return self._append_grouped(*ready)
         ts, cols = validate_append(self.schema, events)  # never the caller's own arrays
         if ts.size == 0:
             return 0
@@ -340,14 +344,19 @@ class SeqVault:
         """Append many users' events at once: a pyarrow Table/RecordBatch or a mapping of
         columns that includes the user column. Atomic: all or nothing."""
         self.check_writable()
+        if type(data) is dict and self.schema.user_column in data:
+            ready = prepare(self.schema, None, data[self.schema.user_column], data)
+            if ready is not None:
+                return self._append_grouped(*ready)
         keys, counts, ts, cols = validate_batch(self.schema, data)
         if ts.size == 0:
             return 0
         return self._append_grouped(keys, counts, ts, cols)
 
     def _append_grouped(self, keys: list[Any], counts: list[int], ts: np.ndarray,
-                        cols: dict[str, np.ndarray]) -> int:
-        payload = wal_mod.encode_append(self.schema, keys, counts, ts, cols)
+                        cols: dict[str, np.ndarray], payload: bytes | None = None) -> int:
+        if payload is None:
+            payload = wal_mod.encode_append(self.schema, keys, counts, ts, cols)
         with self.lock:
             self.check_writable()
             for name, d in self.dicts.items():
