@@ -452,8 +452,152 @@ static PyObject *prepare(PyObject *self, PyObject *args) {
     return Py_BuildValue("(NNNNN)", keys, cnts, ts, cols, payload);
 }
 
+
+/* ------------------------------------------------------------------ memtable insert */
+/* MemTable._add_small's loop (seqvault/memtable.py), for one call's users: about 1 us of
+ * Python per user there, which made the memtable the largest cost of a 100-user append. */
+
+static int grow(PyObject *arr, Py_ssize_t items, PyObject **zeros) {
+    if (items == 0) return 0;
+    if (!*zeros || PyBytes_GET_SIZE(*zeros) < items * 8) {
+        Py_XDECREF(*zeros);
+        *zeros = PyBytes_FromStringAndSize(NULL, items * 8);
+        if (!*zeros) return -1;
+        memset(PyBytes_AS_STRING(*zeros), 0, (size_t)items * 8);
+    }
+    PyObject *view = PyMemoryView_FromObject(*zeros);
+    if (!view) return -1;
+    PyObject *part = PySequence_GetSlice(view, 0, items * 8);
+    Py_DECREF(view);
+    if (!part) return -1;
+    PyObject *r = PyObject_CallMethod(arr, "frombytes", "O", part);
+    Py_DECREF(part);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int64_t *q_buffer(PyObject *arr, Py_buffer *view) {
+    if (PyObject_GetBuffer(arr, view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) return NULL;
+    if (view->itemsize != 8 || !view->format || strcmp(view->format, "q") != 0) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_TypeError, "add_rows: expected array('q') arguments");
+        return NULL;
+    }
+    return (int64_t *)view->buf;
+}
+
+PyDoc_STRVAR(add_rows_doc,
+"add_rows(users, key_list, keys, counts, count, last, e_chunk, e_start, e_stop, e_prev, ci,\n"
+"         seal_at, tails)\n--\n\n"
+"Record one chunk's users in the memtable's arrays (MemTable._add_small's reference loop):\n"
+"returns (uids, full, top, built): the users' dense ids (int64 array), the keys whose tail\n"
+"reached seal_at (none when 0), the largest tail among them, and the positions whose user\n"
+"has a built UserTail (the caller extends those).");
+
+static PyObject *add_rows(PyObject *self, PyObject *args) {
+    PyObject *users, *key_list, *keys, *counts, *arrs[6], *tails;
+    long long ci, seal_at;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!OOOOOOLLO!", &PyDict_Type, &users, &PyList_Type,
+                          &key_list, &PyList_Type, &keys, &PyList_Type, &counts, &arrs[0],
+                          &arrs[1], &arrs[2], &arrs[3], &arrs[4], &arrs[5], &ci, &seal_at,
+                          &PyDict_Type, &tails))
+        return NULL;
+    Py_ssize_t k = PyList_GET_SIZE(keys);
+    if (PyList_GET_SIZE(counts) != k) {
+        PyErr_SetString(PyExc_ValueError, "add_rows: keys and counts differ in length");
+        return NULL;
+    }
+    npy_intp dims[1] = {k};
+    PyObject *uids = PyArray_SimpleNew(1, dims, NPY_INT64);
+    if (!uids) return NULL;
+    int64_t *u = (int64_t *)PyArray_DATA((PyArrayObject *)uids);
+    PyObject *zeros = NULL, *full = NULL, *built = NULL;
+    Py_ssize_t base = PyList_GET_SIZE(key_list), added = 0;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        PyObject *uid = PyDict_GetItemWithError(users, key);
+        if (uid) {
+            u[i] = PyLong_AsLongLong(uid);
+            if (u[i] == -1 && PyErr_Occurred()) goto error;
+            continue;
+        }
+        if (PyErr_Occurred()) goto error;
+        u[i] = base + added++;
+        uid = PyLong_FromLongLong(u[i]);
+        if (!uid) goto error;
+        int bad = PyDict_SetItem(users, key, uid) < 0 || PyList_Append(key_list, key) < 0;
+        Py_DECREF(uid);
+        if (bad) goto error;
+    }
+    Py_ssize_t e0 = PyObject_Length(arrs[2]);
+    if (e0 < 0 || grow(arrs[0], added, &zeros) < 0 || grow(arrs[1], added, &zeros) < 0)
+        goto error;
+    for (int a = 2; a < 6; a++)
+        if (grow(arrs[a], k, &zeros) < 0) goto error;
+    Py_CLEAR(zeros);
+
+    Py_buffer views[6];
+    int64_t *q[6];
+    int got = 0;
+    for (; got < 6; got++)
+        if (!(q[got] = q_buffer(arrs[got], &views[got]))) break;
+    if (got < 6) {
+        for (int a = 0; a < got; a++) PyBuffer_Release(&views[a]);
+        goto error;
+    }
+    Py_ssize_t n_users = views[0].len / 8;
+    for (Py_ssize_t i = base; i < base + added && i < n_users; i++) q[1][i] = -1;
+    int64_t top = 0, start = 0;
+    int ok = 1;
+    full = PyList_New(0);
+    built = PyList_New(0);
+    if (!full || !built) ok = 0;
+    for (Py_ssize_t i = 0; i < k && ok; i++) {
+        long long n = PyLong_AsLongLong(PyList_GET_ITEM(counts, i));
+        if ((n == -1 && PyErr_Occurred()) || u[i] < 0 || u[i] >= n_users) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_IndexError, "add_rows: user id out of range");
+            ok = 0;
+            break;
+        }
+        int64_t e = e0 + i, uid = u[i];
+        q[2][e] = ci;
+        q[3][e] = start;
+        q[4][e] = start + n;
+        q[5][e] = q[1][uid];
+        q[1][uid] = e;
+        int64_t c = q[0][uid] += n;
+        if (c > top) top = c;
+        if (seal_at && c >= seal_at && PyList_Append(full, PyList_GET_ITEM(keys, i)) < 0) ok = 0;
+        if (ok && PyDict_GET_SIZE(tails)) {
+            PyObject *ukey = PyLong_FromLongLong(uid);
+            if (!ukey) {
+                ok = 0;
+                break;
+            }
+            int has = PyDict_Contains(tails, ukey);
+            Py_DECREF(ukey);
+            PyObject *pos = has > 0 ? PyLong_FromSsize_t(i) : NULL;
+            if (has < 0 || (has > 0 && (!pos || PyList_Append(built, pos) < 0))) ok = 0;
+            Py_XDECREF(pos);
+        }
+        start += n;
+    }
+    for (int a = 0; a < 6; a++) PyBuffer_Release(&views[a]);
+    if (!ok) goto error;
+    return Py_BuildValue("(NNLN)", uids, full, (long long)top, built);
+error:
+    Py_XDECREF(zeros);
+    Py_XDECREF(full);
+    Py_XDECREF(built);
+    Py_DECREF(uids);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"prepare", prepare, METH_VARARGS, prepare_doc},
+    {"add_rows", add_rows, METH_VARARGS, add_rows_doc},
     {NULL, NULL, 0, NULL},
 };
 
