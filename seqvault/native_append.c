@@ -457,24 +457,21 @@ static PyObject *prepare(PyObject *self, PyObject *args) {
 /* MemTable._add_small's loop (seqvault/memtable.py), for one call's users: about 1 us of
  * Python per user there, which made the memtable the largest cost of a 100-user append. */
 
-static int grow(PyObject *arr, Py_ssize_t items, PyObject **zeros) {
+static PyObject *frombytes_name; /* interned "frombytes" */
+
+/* Append `items` zero int64s to an array('q'). `zeros` is a bytes of exactly 8 * items. */
+static int grow(PyObject *arr, Py_ssize_t items, PyObject *zeros) {
     if (items == 0) return 0;
-    if (!*zeros || PyBytes_GET_SIZE(*zeros) < items * 8) {
-        Py_XDECREF(*zeros);
-        *zeros = PyBytes_FromStringAndSize(NULL, items * 8);
-        if (!*zeros) return -1;
-        memset(PyBytes_AS_STRING(*zeros), 0, (size_t)items * 8);
-    }
-    PyObject *view = PyMemoryView_FromObject(*zeros);
-    if (!view) return -1;
-    PyObject *part = PySequence_GetSlice(view, 0, items * 8);
-    Py_DECREF(view);
-    if (!part) return -1;
-    PyObject *r = PyObject_CallMethod(arr, "frombytes", "O", part);
-    Py_DECREF(part);
+    PyObject *r = PyObject_CallMethodOneArg(arr, frombytes_name, zeros);
     if (!r) return -1;
     Py_DECREF(r);
     return 0;
+}
+
+static PyObject *zero_bytes(Py_ssize_t items) {
+    PyObject *z = PyBytes_FromStringAndSize(NULL, items * 8);
+    if (z) memset(PyBytes_AS_STRING(z), 0, (size_t)items * 8);
+    return z;
 }
 
 static int64_t *q_buffer(PyObject *arr, Py_buffer *view) {
@@ -531,10 +528,16 @@ static PyObject *add_rows(PyObject *self, PyObject *args) {
         if (bad) goto error;
     }
     Py_ssize_t e0 = PyObject_Length(arrs[2]);
-    if (e0 < 0 || grow(arrs[0], added, &zeros) < 0 || grow(arrs[1], added, &zeros) < 0)
-        goto error;
+    if (e0 < 0) goto error;
+    if (added) {
+        if (!(zeros = zero_bytes(added)) || grow(arrs[0], added, zeros) < 0 ||
+            grow(arrs[1], added, zeros) < 0)
+            goto error;
+        Py_CLEAR(zeros);
+    }
+    if (!(zeros = zero_bytes(k))) goto error;
     for (int a = 2; a < 6; a++)
-        if (grow(arrs[a], k, &zeros) < 0) goto error;
+        if (grow(arrs[a], k, zeros) < 0) goto error;
     Py_CLEAR(zeros);
 
     Py_buffer views[6];
@@ -609,5 +612,7 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit_native_append(void) {
     import_array();
+    frombytes_name = PyUnicode_InternFromString("frombytes");
+    if (!frombytes_name) return NULL;
     return PyModule_Create(&module);
 }
