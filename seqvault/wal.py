@@ -68,10 +68,13 @@ def wal_name(wal_id: int) -> str:
     return f"wal-{wal_id:08d}.log"
 
 
+_REC_REST = struct.Struct("<IBQQI")  # the record header after its crc32
+_CRC = struct.Struct("<I")
+
+
 def frame(rec_type: int, payload: bytes, seq: int, first_event: int, events: int) -> bytes:
-    head = _REC_HEAD.pack(0, len(payload), rec_type, seq, first_event, events)
-    crc = zlib.crc32(payload, zlib.crc32(head[4:]))
-    return struct.pack("<I", crc) + head[4:] + payload
+    rest = _REC_REST.pack(len(payload), rec_type, seq, first_event, events)
+    return b"".join((_CRC.pack(zlib.crc32(payload, zlib.crc32(rest))), rest, payload))
 
 
 def file_header(wal_id: int, chunk: int, created_ns: int, mark: tuple[int, int, int]) -> bytes:
@@ -478,8 +481,10 @@ class WalWriter:
         """Write one record of `events` events; returns the log offset just after it. Does not
         wait for fsync."""
         with self._write_lock:
-            self.check()
-            rec = frame(rec_type, payload, self._seq, self._events, events)
+            if self.failed is not None:
+                self.check()
+            rest = _REC_REST.pack(len(payload), rec_type, self._seq, self._events, events)
+            rec = b"".join((_CRC.pack(zlib.crc32(payload, zlib.crc32(rest))), rest, payload))
             end = self._end + len(rec)
             try:
                 if end + self.chunk // 2 > self._size:
