@@ -6,8 +6,8 @@
  * ~15 us (docs/design/realtime.md, "Append kernel").
  *
  * Scope: only the plain cases. Any column that is not a 1-D numpy array of exactly the
- * column's dtype (native byte order) or, for integer columns, a list of Python ints; a string
- * column; a value out of range; a NaN where the schema refuses them; a timestamp below
+ * column's dtype (native byte order) or, for integer columns, a list of Python ints, or, for
+ * string columns, a list or object array of str; a value out of range; a NaN where the schema refuses them; a timestamp below
  * `min_ts` (implausible or past retention); more than MAX_ROWS rows: the kernel returns None
  * and the Python reference path (seqvault/validate.py, wal.encode_append) runs, which names
  * the problem. So the kernel never raises a validation error of its own, and what it accepts
@@ -169,12 +169,13 @@ static int open_src(PyObject *v, int typenum, Py_ssize_t *n, src_t *src) {
         src->size = (int)PyArray_ITEMSIZE(a);
         return 1;
     }
-    if (PyList_CheckExact(v) && is_int_type(typenum)) {
+    if (PyList_CheckExact(v) && (is_int_type(typenum) || typenum == NPY_OBJECT)) {
         Py_ssize_t len = PyList_GET_SIZE(v);
         if (*n < 0) *n = len;
         else if (len != *n) return 0;
         src->list = v;
-        src->size = (typenum == NPY_INT8 || typenum == NPY_UINT8) ? 1
+        src->size = typenum == NPY_OBJECT ? (int)sizeof(PyObject *)
+                    : (typenum == NPY_INT8 || typenum == NPY_UINT8) ? 1
                     : (typenum == NPY_INT16 || typenum == NPY_UINT16) ? 2
                     : (typenum == NPY_INT32 || typenum == NPY_UINT32) ? 4 : 8;
         return 1;
@@ -284,7 +285,6 @@ static PyObject *prepare(PyObject *self, PyObject *args) {
         int typenum = (int)PyLong_AsLong(PyTuple_GET_ITEM(cs, 1));
         if (typenum == -1 && PyErr_Occurred()) return NULL;
         allow_nan[c] = PyObject_IsTrue(PyTuple_GET_ITEM(cs, 2));
-        if (typenum < 0) Py_RETURN_NONE; /* a string column: Python's path */
         PyObject *v = PyDict_GetItemWithError(columns, name);
         if (!v) {
             if (PyErr_Occurred()) return NULL;
@@ -369,6 +369,18 @@ static PyObject *prepare(PyObject *self, PyObject *args) {
         if (set < 0) return fail(owned, n_owned, &b);
         arrays[c] = arr;
         uint8_t *d = PyArray_DATA((PyArrayObject *)arr);
+        if (srcs[c].typenum == NPY_OBJECT) { /* a string column: exact str objects only */
+            PyObject **o = (PyObject **)d;
+            for (Py_ssize_t j = 0; j < n; j++) {
+                Py_ssize_t i = order_buf[j];
+                PyObject *x = srcs[c].list ? PyList_GET_ITEM(srcs[c].list, i)
+                                           : *(PyObject **)(srcs[c].data + i * srcs[c].stride);
+                if (!x || !PyUnicode_CheckExact(x)) return fallback(owned, n_owned, &b);
+                Py_INCREF(x);
+                Py_XSETREF(o[j], x);
+            }
+            continue;
+        }
         r = gather(&srcs[c], order_buf, n, d);
         if (r < 0) return fail(owned, n_owned, &b);
         if (r == 0) return fallback(owned, n_owned, &b);
@@ -438,6 +450,20 @@ static PyObject *prepare(PyObject *self, PyObject *args) {
         return fail(owned, n_owned, &b);
     for (Py_ssize_t c = 0; c < ncols; c++) {
         PyObject *cs = PyTuple_GET_ITEM(cols_spec, c);
+        if (srcs[c].typenum == NPY_OBJECT) { /* a list of str, as msgpack packs arr.tolist() */
+            if (w_pystr(&b, PyTuple_GET_ITEM(cs, 0)) < 0 ||
+                w_container(&b, (size_t)n, 0x90, 0xdc, 0xdd) < 0)
+                return fail(owned, n_owned, &b);
+            PyObject **o = (PyObject **)PyArray_DATA((PyArrayObject *)arrays[c]);
+            for (Py_ssize_t j = 0; j < n; j++) {
+                if (w_pystr(&b, o[j]) < 0) {
+                    if (!PyErr_ExceptionMatches(PyExc_UnicodeError)) return fail(owned, n_owned, &b);
+                    PyErr_Clear(); /* a lone surrogate: Python's path says what is wrong */
+                    return fallback(owned, n_owned, &b);
+                }
+            }
+            continue;
+        }
         size_t nb = (size_t)n * (size_t)srcs[c].size;
         if (w_pystr(&b, PyTuple_GET_ITEM(cs, 0)) < 0 || w_bin_head(&b, nb) < 0 ||
             w_raw(&b, PyArray_DATA((PyArrayObject *)arrays[c]), nb) < 0)

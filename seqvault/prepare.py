@@ -37,6 +37,8 @@ def load(*, honour_env: bool = True) -> ModuleType | None:
 
 KERNEL: ModuleType | None = load()
 
+_OBJECT = np.dtype(object).num  # string columns: str objects in, as the Python path keeps them
+
 # (schema object id, schema version) → (spec, lowest plausible ts); a schema is immutable
 _SPECS: dict[tuple[int, int], tuple[Schema, tuple[Any, ...], int]] = {}
 
@@ -45,7 +47,7 @@ def _spec(schema: Schema) -> tuple[tuple[Any, ...], int]:
     got = _SPECS.get((id(schema), schema.version))
     if got is not None and got[0] is schema:
         return got[1], got[2]
-    cols = tuple((c.name, -1 if c.is_string else c.dtype.num, bool(c.allow_nan))
+    cols = tuple((c.name, _OBJECT if c.is_string else c.dtype.num, bool(c.allow_nan))
                  for c in schema.columns)
     spec = (schema.version, schema.time_column, schema.max_ts, cols)
     floor = PLAUSIBLE_EPOCH_S[0] * TIME_UNITS[schema.time_unit]
