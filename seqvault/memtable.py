@@ -9,8 +9,8 @@ reads, and a flush sorts everything at once. A user's tail is sealed on its own 
 from __future__ import annotations
 
 from array import array
-from itertools import accumulate
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import accumulate
 from typing import Any
 
 import numpy as np

@@ -41,8 +41,8 @@ from .layout import segment_bounds
 from .manifest import Edit, FileInfo, Manifest, Purge
 from .memtable import MemTable, StringDict, add_events
 from .merge import Merger, merge_stats
-from .prepare import prepare
 from .meta import Meta
+from .prepare import prepare
 from .reads import ForeignSegment, UserSequence, plan_read, read_sources, sources_of, user_events
 from .reclaim import live_bytes
 from .recovery import (
