@@ -39,22 +39,27 @@ KERNEL: ModuleType | None = load()
 
 _OBJECT = np.dtype(object).num  # string columns: str objects in, as the Python path keeps them
 
-# (schema object id, schema version) → (spec, lowest plausible ts); a schema is immutable
-_SPECS: dict[tuple[int, int], tuple[Schema, tuple[Any, ...], int]] = {}
+# id(schema) → (schema, spec, lowest plausible ts, whether it has a max_age); a Schema is
+# immutable, and keeping it here keeps its id from being reused while cached
+_SPECS: dict[int, tuple[Schema, tuple[Any, ...], int, bool]] = {}
 
 
 def _spec(schema: Schema) -> tuple[tuple[Any, ...], int]:
-    got = _SPECS.get((id(schema), schema.version))
-    if got is not None and got[0] is schema:
-        return got[1], got[2]
+    got = _SPECS.get(id(schema))
+    if got is None or got[0] is not schema:
+        got = _new_spec(schema)
+    return got[1], got[2]
+
+
+def _new_spec(schema: Schema) -> tuple[Schema, tuple[Any, ...], int, bool]:
     cols = tuple((c.name, _OBJECT if c.is_string else c.dtype.num, bool(c.allow_nan))
                  for c in schema.columns)
     spec = (schema.version, schema.time_column, schema.max_ts, cols)
     floor = PLAUSIBLE_EPOCH_S[0] * TIME_UNITS[schema.time_unit]
     if len(_SPECS) > 64:  # schemas of closed stores: keep the cache small
         _SPECS.clear()
-    _SPECS[(id(schema), schema.version)] = (schema, spec, floor)
-    return spec, floor
+    got = _SPECS[id(schema)] = (schema, spec, floor, schema.retention.max_age is not None)
+    return got
 
 
 def prepare(schema: Schema, key: Any, users: Any, columns: Any) -> Prepared | None:
@@ -64,11 +69,15 @@ def prepare(schema: Schema, key: Any, users: Any, columns: Any) -> Prepared | No
     kernel = KERNEL
     if kernel is None or type(columns) is not dict:
         return None
+    got = _SPECS.get(id(schema))
+    if got is None or got[0] is not schema:
+        got = _new_spec(schema)
     if users is not None and schema.user_type == "string":
         return None
-    spec, floor = _spec(schema)
-    # Timestamps below the floor may still be valid (or name a unit mistake): Python decides.
-    cutoff = retention_cutoff(schema) if schema.retention.max_age is not None else None
-    min_ts = floor if cutoff is None else max(floor, cutoff)
-    out: Prepared | None = kernel.prepare(spec, key, users, columns, min_ts)
+    min_ts = got[2]
+    if got[3]:  # retention: older events are refused, and Python's path says so
+        cutoff = retention_cutoff(schema)
+        if cutoff is not None and cutoff > min_ts:
+            min_ts = cutoff
+    out: Prepared | None = kernel.prepare(got[1], key, users, columns, min_ts)
     return out

@@ -331,11 +331,12 @@ class SeqVault:
         """Append one user's events (columnar, any timestamp order). Atomic: all or nothing.
         Returns the number of events appended."""
         self.check_writable()
-        key = coerce_user(self.schema, user_id)
-        ready = prepare(self.schema, key, None, events)  # the compiled kernel's plain cases
+        schema = self.manifest.schema
+        key = coerce_user(schema, user_id)
+        ready = prepare(schema, key, None, events)  # the compiled kernel's plain cases
         if ready is not None:
             return self._append_grouped(*ready)
-        ts, cols = validate_append(self.schema, events)  # never the caller's own arrays
+        ts, cols = validate_append(schema, events)  # never the caller's own arrays
         if ts.size == 0:
             return 0
         return self._append_grouped([key], [int(ts.size)], ts, cols)
