@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import struct
 import threading
-import zlib
-
 import time
+import zlib
 
 import numpy as np
 import pytest
