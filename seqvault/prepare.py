@@ -4,7 +4,7 @@ exactly the schema's dtypes or lists of Python ints, in-range values, plausible 
 Anything else gets None here, and the reference path (validate.py, then wal.encode_append)
 runs and names the problem. Both paths give the same arrays and byte-identical payloads
 (tests/unit/test_native_append.py); the kernel cuts a one-event append's Python cost by about
-two thirds (docs/design/realtime.md, "Append kernel").
+more than half (docs/design/realtime.md, "Append kernel").
 
 `SEQVAULT_NATIVE=0` in the environment switches the kernel off (read once, at import); tests
 switch it by setting `KERNEL`.
