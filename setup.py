@@ -1,11 +1,12 @@
 """The one thing pyproject.toml cannot say: the compiled segment decoder (seqvault/native_decode.c)
 needs NumPy's headers and links libzstd and zlib (Debian: libzstd-dev, zlib1g-dev; `make venv`
-installs them through scripts/ensure_sysdeps.sh). Everything else is in pyproject.toml.
+installs them through scripts/ensure_sysdeps.sh); the append kernel (seqvault/native_append.c)
+needs NumPy's headers only. Everything else is in pyproject.toml.
 
 It also copies schema/ into the wheel (`BuildPyWithSchema`).
 
-The extension is optional: where it cannot be built, SeqVault runs its pure-Python decoder
-(same answers, slower; `seqvault.native_available()` says which). Under CI=true or
+The extensions are optional: where one cannot be built, SeqVault runs its pure-Python decoder
+or append path (same answers, slower; `seqvault.native_available()` says which decoder). Under CI=true or
 SEQVAULT_REQUIRE_NATIVE=1 a failed build is an error instead.
 """
 
@@ -43,6 +44,14 @@ setup(
             libraries=["zstd", "z"],
             extra_compile_args=["-O3", "-std=c11"],
             optional=not required,
-        )
+        ),
+        # The append kernel (seqvault/native_append.c): NumPy's headers only.
+        Extension(
+            "seqvault.native_append",
+            ["seqvault/native_append.c"],
+            include_dirs=[numpy.get_include()],
+            extra_compile_args=["-O3", "-std=c11"],
+            optional=not required,
+        ),
     ],
 )

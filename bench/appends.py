@@ -8,7 +8,9 @@ machine noise falls on both. Prints one JSON line per run (ops/s and events/s by
 per-call thread CPU p50 and mean) and a summary: medians, min..max over the repeats, and the
 ratio SeqVault ÷ RocksDB of events/s (the issue's target: ≥ 2× at every point). Unlike
 ``make bench``, the stores start empty (no loaded history), so seals and flushes of the
-appended events are all the background work there is.
+appended events are all the background work there is. With ``sync`` it also measures the disk's
+floor (``sync_floor``: pwrite + fdatasync of one record, per second) and reports, per sync
+point, the events/s one caller could reach if a call cost nothing but that round.
 """
 
 from __future__ import annotations
@@ -49,6 +51,33 @@ def _child(system: str, durability: str, batch: int, seconds: float, data_dir: s
                       "cpu_us_per_event": r["cpu_us_per_unit"]}))
 
 
+def sync_floor(data_dir: str | None, seconds: float = 1.0, record: int = 128) -> float:
+    """Durable one-record appends per second this disk allows a single caller: pwrite of one
+    record then fdatasync, into a preallocated, zero-filled, fsynced file (what SeqVault's log
+    does in `sync`; RocksDB's WAL does the same per synced write). A `sync` call of any size
+    needs at least one such round, so ``floor × batch`` bounds the events/s of both systems."""
+    import os
+    import time
+
+    path = tempfile.mkdtemp(prefix="appends-floor-", dir=data_dir) + "/floor"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        size = 64 << 20
+        os.pwrite(fd, bytes(size), 0)
+        os.fsync(fd)
+        rec, pos, n = os.urandom(record), 0, 0
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds and pos + record <= size:
+            os.pwrite(fd, rec, pos)
+            os.fdatasync(fd)
+            pos += record
+            n += 1
+        return n / (time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.appends", description=__doc__.split("\n")[0])
     p.add_argument("--repeat", type=int, default=3)
@@ -77,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 runs.append(json.loads(out.strip().splitlines()[-1]))
                 print(json.dumps(runs[-1]), flush=True)
+    floors: list[float] = []
+    if "sync" in a.durabilities.split(","):
+        floors = sorted(sync_floor(a.data_dir) for _ in range(a.repeat))
+        print(json.dumps({"sync_floor_ops_per_s": floors}), flush=True)
     summary = []
     for d, b in points:
         row: dict = {"durability": d, "batch": b}
@@ -88,12 +121,15 @@ def main(argv: list[str] | None = None) -> int:
                            "tcpu_p50_us": statistics.median(p50)}
         if "seqvault" in row and "rocks_event" in row:
             row["ratio"] = row["seqvault"]["events_per_s"] / row["rocks_event"]["events_per_s"]
+        if d == "sync" and floors:
+            # One fdatasync per call at best: the disk's bound on any system's events/s here.
+            row["floor_events_per_s"] = statistics.median(floors) * b
         summary.append(row)
         print(json.dumps(row), flush=True)
     if a.out:
         with open(a.out, "w") as fh:
-            json.dump({"argv": argv or sys.argv[1:], "runs": runs, "summary": summary}, fh,
-                      indent=1)
+            json.dump({"argv": argv or sys.argv[1:], "runs": runs, "summary": summary,
+                       "sync_floor_ops_per_s": floors}, fh, indent=1)
     return 0
 
 

@@ -193,6 +193,12 @@ def coerce_column(col: Column, values: Any) -> np.ndarray:
         arr[:] = values
     else:
         arr = _to_numpy(col.name, values)
+    if (arr.dtype.kind == "f" and col.dtype.kind in "iu" and not col.is_string
+            and isinstance(values, list | tuple) and all(type(v) is int for v in values)):
+        # numpy reads a list of ints on both sides of 2**63 as float64, rounding them (a uint64
+        # id silently changed): keep the Python ints, checked exactly as objects.
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = values
     if arr.ndim != 1:
         raise ValidationError(f"column {col.name!r}: expected a flat list, got shape {arr.shape}",
                               column=col.name)

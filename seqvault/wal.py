@@ -68,10 +68,13 @@ def wal_name(wal_id: int) -> str:
     return f"wal-{wal_id:08d}.log"
 
 
+_REC_REST = struct.Struct("<IBQQI")  # the record header after its crc32
+_CRC = struct.Struct("<I")
+
+
 def frame(rec_type: int, payload: bytes, seq: int, first_event: int, events: int) -> bytes:
-    head = _REC_HEAD.pack(0, len(payload), rec_type, seq, first_event, events)
-    crc = zlib.crc32(payload, zlib.crc32(head[4:]))
-    return struct.pack("<I", crc) + head[4:] + payload
+    rest = _REC_REST.pack(len(payload), rec_type, seq, first_event, events)
+    return b"".join((_CRC.pack(zlib.crc32(payload, zlib.crc32(rest))), rest, payload))
 
 
 def file_header(wal_id: int, chunk: int, created_ns: int, mark: tuple[int, int, int]) -> bytes:
@@ -453,6 +456,7 @@ class WalWriter:
         self._synced = at  # what an fsync covered (all of it, at open: recovery read it back)
         self._marked = (int(fields[7]), int(fields[8]), int(fields[9]))
         self._write_lock = threading.Lock()
+        self._grow_lock = threading.Lock()  # taken inside the write lock, never around it
         self._sync_lock = threading.Lock()
         self._closed = False
         self._wake = threading.Event()
@@ -478,8 +482,10 @@ class WalWriter:
         """Write one record of `events` events; returns the log offset just after it. Does not
         wait for fsync."""
         with self._write_lock:
-            self.check()
-            rec = frame(rec_type, payload, self._seq, self._events, events)
+            if self.failed is not None:
+                self.check()
+            rest = _REC_REST.pack(len(payload), rec_type, self._seq, self._events, events)
+            rec = b"".join((_CRC.pack(zlib.crc32(payload, zlib.crc32(rest))), rest, payload))
             end = self._end + len(rec)
             try:
                 if end + self.chunk // 2 > self._size:
@@ -501,11 +507,33 @@ class WalWriter:
     def _extend(self, end: int) -> None:
         """Grow the file so at least half a chunk of zeros follows `end` (rule L2), durable
         before any record enters the new chunks. holds: the write lock."""
-        new_size = chunks_for(end, self.chunk)
-        _grow(self._fd, self._size, new_size)
-        iofaults.fsync(self._fd)  # the new size too, not only the data
-        self._size = new_size
-        self.extensions += 1
+        with self._grow_lock:
+            if end + self.chunk // 2 <= self._size:
+                return  # the flusher grew it meanwhile
+            new_size = chunks_for(end, self.chunk)
+            _grow(self._fd, self._size, new_size)
+            iofaults.fsync(self._fd)  # the new size too, not only the data
+            self._size = new_size
+            self.extensions += 1
+
+    def _grow_ahead(self) -> None:
+        """`batch`'s flusher: add the next chunk while less than a whole chunk of zeros follows
+        the records, so that appends seldom wait for a zero-fill and its fsync themselves
+        (docs/design/realtime.md, "Append kernel"). Writers only write below `_size - chunk/2`,
+        so the zeros are written and fsynced beyond any record, without the write lock; the new
+        size is published only after its fsync (rule L2 holds as in `_extend`)."""
+        with self._grow_lock:
+            if self._closed or self.failed is not None or self._end + self.chunk <= self._size:
+                return
+            new_size = self._size + self.chunk
+            try:
+                _grow(self._fd, self._size, new_size)
+                iofaults.fsync(self._fd)
+            except OSError as exc:
+                self.failed = exc
+                raise
+            self._size = new_size
+            self.extensions += 1
 
     def commit(self, end: int) -> None:
         """Make the record ending at `end` as durable as the mode promises before returning."""
@@ -558,6 +586,7 @@ class WalWriter:
             time.sleep(self.batch_interval)
             try:
                 self.sync()
+                self._grow_ahead()
             except (OSError, WriterFailed):
                 break  # fail-stop: `failed` is set; appends refuse from now on
 

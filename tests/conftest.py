@@ -105,3 +105,21 @@ def decoder(request, monkeypatch) -> str:
     else:
         monkeypatch.setattr(native, "DECODER", None)
     return request.param
+
+
+@pytest.fixture(params=["native", "python"])
+def append_kernel(request, monkeypatch) -> str:
+    """Run a test once with the compiled append kernel (seqvault/prepare.py) and once with the
+    Python reference path; the kernel is skipped where it is not built, except under CI."""
+    from seqvault import prepare
+
+    if request.param == "native":
+        mod = prepare.load(honour_env=False)
+        if mod is None:
+            if native_required():
+                pytest.fail("the compiled append kernel is not built (CI requires it)")
+            pytest.skip("the compiled append kernel is not built")
+        monkeypatch.setattr(prepare, "KERNEL", mod)
+    else:
+        monkeypatch.setattr(prepare, "KERNEL", None)
+    return request.param

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 import threading
+import time
 import zlib
 
 import numpy as np
@@ -340,3 +341,42 @@ def test_newer_store_format_is_refused(tmp_path, schema):
         SeqVault.open(tmp_path / "s")
     with pytest.raises(FormatVersionError):
         SeqVault.open(tmp_path / "s", read_only=True)
+
+
+def test_L2_the_batch_flusher_grows_a_chunk_ahead_and_keeps_the_rule(tmp_path, schema):
+    """`batch`'s flusher adds the next chunk once less than a whole chunk of zeros follows the
+    records (appends then seldom zero-fill and fsync themselves); whole chunks and at least
+    half a chunk of zeros after the records, as rule L2 says, before and after."""
+    rng = np.random.default_rng(2)
+    chunk = walmod.CHUNK
+    # The step itself, without a flusher racing it (durability none has none).
+    with SeqVault.open(tmp_path / "s", schema=schema, durability="none") as v:
+        log = next((tmp_path / "s" / "wal").glob("wal-*.log"))
+        appended = 0
+        while v.wal.extensions == 0 or v.wal._size - v.wal.size >= chunk:
+            v.append(1, make_events(rng, 200))  # until less than a whole chunk of zeros is left
+            appended += 200
+        before = v.wal.extensions
+        v.wal._grow_ahead()
+        raw = log.read_bytes()
+        end = v.wal.size
+        assert v.wal.extensions == before + 1
+        assert len(raw) % chunk == 0 and len(raw) - end >= chunk
+        assert not raw[end:].strip(b"\0")
+        v.wal._grow_ahead()  # a chunk ahead already: nothing to do
+        assert v.wal.extensions == before + 1
+        v.append(2, make_events(rng, 200))  # fits: the append itself does not extend
+        assert v.wal.extensions == before + 1
+    with SeqVault.open(tmp_path / "s") as v:  # replays the same records
+        assert v.read(1)["ts"].size == appended and v.read(2)["ts"].size == 200
+    # The batch flusher runs it after its fsync: a chunk ahead once it has caught up.
+    with SeqVault.open(tmp_path / "b", schema=schema, durability="batch") as v:
+        for _ in range(60):
+            v.append(3, make_events(rng, 200))
+        deadline = time.monotonic() + 30
+        while v.wal._size - v.wal.size < chunk and time.monotonic() < deadline:
+            time.sleep(0.01)
+        log = next((tmp_path / "b" / "wal").glob("wal-*.log"))
+        raw = log.read_bytes()
+        assert len(raw) % chunk == 0 and len(raw) - v.wal.size >= chunk
+        assert not raw[v.wal.size:].strip(b"\0")

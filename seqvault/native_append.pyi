@@ -1,0 +1,33 @@
+# Type stub of the compiled append kernel (seqvault/native_append.c).
+from array import array
+from typing import Any
+
+import numpy as np
+
+def prepare(
+    spec: tuple[int, str, int, tuple[tuple[str, int, bool], ...]],
+    key: Any,
+    users: Any,
+    columns: dict[str, Any],
+    min_ts: int,
+    /,
+) -> tuple[list[Any], list[int], np.ndarray, dict[str, np.ndarray], bytes] | None: ...
+def add_rows(
+    users: dict[Any, int],
+    key_list: list[Any],
+    keys: list[Any],
+    counts: list[int],
+    count: array[int],
+    last: array[int],
+    e_chunk: array[int],
+    e_start: array[int],
+    e_stop: array[int],
+    e_prev: array[int],
+    ci: int,
+    seal_at: int,
+    tails: dict[int, Any],
+    /,
+) -> tuple[np.ndarray, list[Any], int, list[int]]: ...
+def gather(
+    refs: list[tuple[Any, int, int]], names: tuple[str, ...], /
+) -> tuple[np.ndarray, dict[str, np.ndarray]] | None: ...

@@ -1,0 +1,325 @@
+"""The compiled append kernel (seqvault/native_append.c through seqvault/prepare.py) against
+the Python reference path: it accepts only what the reference accepts, returns the same
+keys, counts and arrays, and the record payload byte for byte (so logs written by either
+replay alike); what it does not take (anything unusual, every invalid call) it hands back to
+Python, which names the problem. The memtable insert (`add_rows`) and the tail gather
+(`gather`) leave the memtable exactly as the Python loops do."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seqvault import Schema, SeqVault, prepare, sample
+from seqvault import wal as walmod
+from seqvault.errors import ValidationError
+from seqvault.memtable import Chunk, MemTable
+from seqvault.validate import validate_append, validate_batch
+from tests.conftest import SCHEMA_DICT, native_required
+
+KERNEL = prepare.load(honour_env=False)
+pytestmark = pytest.mark.skipif(KERNEL is None and not native_required(),
+                                reason="the compiled append kernel is not built")
+
+NUMERIC = Schema.from_dict({
+    "user": {"column": "user_id", "type": "int64"},
+    "time": {"column": "ts", "unit": "ms"},
+    "columns": [{"name": n, "type": t, "default": d} for n, t, d in [
+        ("i8", "int8", 0), ("i16", "int16", 0), ("i32", "int32", 0), ("i64", "int64", 0),
+        ("u8", "uint8", 0), ("u16", "uint16", 0), ("u32", "uint32", 0), ("u64", "uint64", 0),
+        ("f32", "float32", 0.0), ("f64", "float64", 0.0), ("flag", "bool", False),
+        ("tag", "string", "")]],
+})
+MIXED = Schema.from_dict(SCHEMA_DICT)  # the engine tests' schema: a string, float32 and bool
+NOW_MS = int(time.time() * 1000)
+INT_TYPES = {"i8": np.int8, "i16": np.int16, "i32": np.int32, "i64": np.int64, "u8": np.uint8,
+             "u16": np.uint16, "u32": np.uint32, "u64": np.uint64}
+
+
+def reference_one(schema: Schema, key: Any, events: dict) -> tuple:
+    ts, cols = validate_append(schema, events)
+    payload = walmod.encode_append(schema, [key], [int(ts.size)], ts, cols)
+    return [key], [int(ts.size)], ts, cols, payload
+
+
+def reference_batch(schema: Schema, data: dict) -> tuple:
+    keys, counts, ts, cols = validate_batch(schema, data)
+    return keys, counts, ts, cols, walmod.encode_append(schema, keys, counts, ts, cols)
+
+
+def assert_same(got: tuple | None, want: tuple) -> None:
+    assert got is not None
+    assert got[0] == want[0] and [type(k) for k in got[0]] == [type(k) for k in want[0]]
+    assert got[1] == want[1]
+    assert got[2].dtype == np.int64 and np.array_equal(got[2], want[2])
+    assert list(got[3]) == list(want[3])
+    for name, arr in want[3].items():
+        assert got[3][name].dtype == arr.dtype, name
+        assert got[3][name].tolist() == arr.tolist(), name
+    assert got[4] == want[4]  # the log record's payload, byte for byte
+
+
+def numeric_events(rng: np.random.Generator, n: int, as_lists: bool) -> dict:
+    cols: dict[str, Any] = {"ts": NOW_MS - rng.integers(0, 10**6, n)}
+    for name, t in INT_TYPES.items():
+        info = np.iinfo(t)
+        cols[name] = rng.integers(info.min, info.max, n, dtype=t, endpoint=True)
+    cols["f32"] = rng.standard_normal(n).astype(np.float32)
+    cols["f64"] = rng.standard_normal(n)
+    cols["flag"] = rng.random(n) < 0.5
+    cols["tag"] = np.array([["", "a", "é" * 40, "x" * 300][i] for i in rng.integers(0, 4, n)],
+                           dtype=object)
+    if as_lists:
+        for name in ("ts", *INT_TYPES, "tag"):
+            cols[name] = cols[name].tolist()
+    return cols
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 300), st.booleans(), st.integers(0, 2**32),
+       st.one_of(st.integers(-(1 << 63), (1 << 63) - 1), st.text(max_size=300)))
+def test_kernel_matches_the_reference_for_one_user(n, as_lists, seed, key):
+    rng = np.random.default_rng(seed)
+    events = numeric_events(rng, n, as_lists)
+    got = KERNEL.prepare(*_args(NUMERIC, key, None, events))
+    assert_same(got, reference_one(NUMERIC, key, events))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 1024), st.integers(1, 50), st.booleans(), st.integers(0, 2**32))
+def test_kernel_matches_the_reference_for_a_batch(n, n_users, as_lists, seed):
+    """Users unsorted and repeated: grouped by a stable sort, as validate_batch groups."""
+    rng = np.random.default_rng(seed)
+    data = numeric_events(rng, n, as_lists)
+    pool = rng.integers(-(1 << 63), (1 << 63) - 1, n_users, dtype=np.int64, endpoint=True)
+    data["user_id"] = pool[rng.integers(0, n_users, n)]
+    if as_lists:
+        data["user_id"] = data["user_id"].tolist()
+    got = KERNEL.prepare(*_args(NUMERIC, None, data["user_id"], data))
+    assert_same(got, reference_batch(NUMERIC, data))
+
+
+def test_the_engine_schema_and_every_integer_form_of_msgpack():
+    """Keys and counts at each msgpack integer boundary; a schema version above 1."""
+    edges = [0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63 - 1, -1, -32,
+             -33, -128, -129, -32768, -32769, -(2**31), -(2**31) - 1, -(2**63)]
+    rng = np.random.default_rng(7)
+    evolved = MIXED.evolve_to(Schema.from_dict({**SCHEMA_DICT, "columns": SCHEMA_DICT["columns"] + [
+        {"name": "extra", "type": "int16", "default": 0}]}))
+    for schema in (MIXED, evolved):
+        for key in edges:
+            events = _mixed(rng, 3, schema)
+            assert_same(KERNEL.prepare(*_args(schema, key, None, events)),
+                        reference_one(schema, key, events))
+
+
+def test_a_map16_of_columns_and_bin16_arrays():
+    cols = [{"name": f"c{i}", "type": "int64", "default": 0} for i in range(20)]
+    schema = Schema.from_dict({"user": {"column": "u", "type": "int64"},
+                               "time": {"column": "ts", "unit": "ms"}, "columns": cols})
+    events = {"ts": np.full(40, NOW_MS, np.int64), **{c["name"]: np.arange(40) for c in cols}}
+    assert_same(KERNEL.prepare(*_args(schema, 5, None, events)), reference_one(schema, 5, events))
+
+
+def _mixed(rng: np.random.Generator, n: int, schema: Schema = MIXED) -> dict:
+    events = {"ts": (NOW_MS - rng.integers(0, 1000, n)).tolist(),
+              "item_id": rng.integers(0, 1 << 40, n).tolist(),
+              "action": ["view", "click"] * (n // 2) + ["like"] * (n % 2),
+              "dwell": rng.integers(0, 1000, n).astype(np.uint32),
+              "score": rng.random(n).astype(np.float32), "liked": rng.random(n) < 0.3}
+    if "extra" in schema.column_names:
+        events["extra"] = [1] * n
+    return events
+
+
+def _args(schema: Schema, key: Any, users: Any, columns: dict) -> tuple:
+    spec, floor = prepare._spec(schema)
+    return spec, key, users, columns, floor
+
+
+def _plain(n: int = 3) -> dict:
+    return {"ts": [NOW_MS] * n, "item_id": [1] * n, "action": ["view"] * n,
+            "dwell": np.ones(n, np.uint32), "score": np.zeros(n, np.float32),
+            "liked": np.zeros(n, bool)}
+
+
+UNPLAIN = {
+    "empty": lambda e: {k: v[:0] for k, v in e.items()},
+    "ragged": lambda e: {**e, "item_id": [1, 2]},
+    "missing column": lambda e: {k: v for k, v in e.items() if k != "liked"},
+    "unknown column": lambda e: {**e, "other": [1, 2, 3]},
+    "int out of range": lambda e: {**e, "item_id": [1, 1 << 63, 2]},
+    "bool in an int list": lambda e: {**e, "item_id": [1, True, 2]},
+    "float in an int list": lambda e: {**e, "item_id": [1, 2.0, 3]},
+    "None in an int list": lambda e: {**e, "item_id": [1, None, 3]},
+    "wrong dtype": lambda e: {**e, "dwell": np.ones(3, np.int64)},
+    "2-D array": lambda e: {**e, "dwell": np.ones((3, 1), np.uint32)},
+    "byte-swapped array": lambda e: {**e, "dwell": np.ones(3, ">u4")},
+    "a tuple": lambda e: {**e, "item_id": (1, 2, 3)},
+    "NaN refused": lambda e: {**e, "score": np.array([0, np.nan, 1], np.float32)},
+    "negative time": lambda e: {**e, "ts": [NOW_MS, -1, NOW_MS]},
+    "seconds in a ms column": lambda e: {**e, "ts": [NOW_MS // 1000] * 3},
+    "a small time (1970)": lambda e: {**e, "ts": [5, 6, 7]},
+    "time past max_ts": lambda e: {**e, "ts": [MIXED.max_ts + 1] * 3},
+    "None in a string list": lambda e: {**e, "action": ["view", None, "x"]},
+    "int in a string list": lambda e: {**e, "action": ["view", 3, "x"]},
+    "a lone surrogate": lambda e: {**e, "action": ["view", "\ud800", "x"]},
+    "unicode array": lambda e: {**e, "action": np.array(["a", "b", "c"])},
+    "too many rows": lambda e: {k: (v * 400 if isinstance(v, list) else np.tile(v, 400))
+                                for k, v in e.items()},
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNPLAIN))
+def test_anything_unusual_goes_to_the_python_path(case):
+    """None from the kernel, and then the reference path's own answer (accepted or a
+    ValidationError naming the problem) is what the store gives."""
+    events = UNPLAIN[case](_plain())
+    assert KERNEL.prepare(*_args(MIXED, 1, None, events)) is None
+    try:
+        validate_append(MIXED, events)
+    except ValidationError:
+        pass  # the reference names the problem; the kernel must not have accepted it
+
+
+def test_retention_leaves_old_events_to_python(monkeypatch):
+    monkeypatch.setattr(prepare, "KERNEL", KERNEL)
+    schema = sample.behavior_schema()  # with retention
+    events = {"ts": [NOW_MS], "item_id": [1], "action": ["click"], "category": [3],
+              "dwell_ms": [100], "scenario": ["feed"]}
+    assert_same(prepare.prepare(schema, 1, None, events), reference_one(schema, 1, events))
+    old = {**events, "ts": [NOW_MS - int(schema.retention.max_age * 1000) - 60_000]}
+    assert prepare.prepare(schema, 1, None, old) is None
+    with pytest.raises(ValidationError, match="retention"):
+        validate_append(schema, old)
+
+
+def test_the_kernel_copies_the_callers_arrays():
+    events = {k: (np.array(v) if isinstance(v, list) and k != "action" else v)
+              for k, v in _plain().items()}
+    got = KERNEL.prepare(*_args(MIXED, 1, None, events))
+    assert got is not None
+    for name, arr in got[3].items():
+        assert not np.shares_memory(arr, events[name]) or arr.dtype == object, name
+    assert not np.shares_memory(got[2], events["ts"])
+
+
+# ------------------------------------------------------------------ memtable insert
+def _state(mem: MemTable) -> tuple:
+    tails = {uid: ([(id(c), s, e) for c, s, e in t.refs], t.count)
+             for uid, t in mem.tails.items()}
+    return (dict(mem.users), list(mem.keys), mem.max_tail, mem.events, list(mem._count),
+            list(mem._last), list(mem._e_chunk), list(mem._e_start), list(mem._e_stop),
+            list(mem._e_prev), [(id(c), list(u), list(n)) for c, u, n in mem.chunks], tails)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32), st.integers(1, 120))
+def test_add_rows_leaves_the_memtable_as_the_python_loop_does(seed, width):
+    rng = np.random.default_rng(seed)
+    mems = {"native": MemTable(), "python": MemTable()}
+    for step in range(30):
+        k = int(rng.integers(1, width + 1))
+        keys = sorted(set(rng.integers(0, 3 * width, k).tolist()))
+        counts = rng.integers(1, 5, len(keys)).tolist()
+        chunk = Chunk(np.zeros(sum(counts), np.int64), {}, end=step)
+        full_native = mems["native"]._add_compiled(KERNEL, chunk, keys, counts, seal_at=6)
+        full_python = mems["python"]._add_small(chunk, keys, counts, seal_at=6)
+        for mem in mems.values():
+            mem.events += sum(counts)
+            if step % 7 == 3:  # build some tails (as a read would): later adds extend them
+                mem.get(keys[0])
+        assert full_native == full_python
+        assert _state(mems["native"]) == _state(mems["python"])
+
+
+def test_gather_concatenates_a_tails_slices():
+    rng = np.random.default_rng(3)
+    chunks = [Chunk(rng.integers(0, 100, 9), {"a": rng.integers(0, 9, 9).astype(np.int8),
+                                              "b": rng.random(9)}) for _ in range(50)]
+    refs = [(c, int(s), int(s) + int(n)) for c in chunks
+            for s, n in [(rng.integers(0, 5), rng.integers(0, 5))]]
+    ts, cols = KERNEL.gather(refs, ("a", "b"))
+    assert ts.tolist() == np.concatenate([c.ts[s:e] for c, s, e in refs]).tolist()
+    for name in ("a", "b"):
+        want = np.concatenate([c.cols[name][s:e] for c, s, e in refs])
+        assert cols[name].dtype == want.dtype and cols[name].tolist() == want.tolist()
+    odd = Chunk(chunks[0].ts, {"a": chunks[0].cols["a"].astype(np.int64), "b": chunks[0].cols["b"]})
+    assert KERNEL.gather(refs + [(odd, 0, 2)], ("a", "b")) is None  # a dtype changed: Python
+
+
+# ------------------------------------------------------------------ a store, both paths
+def test_both_paths_write_the_same_log_and_read_the_same(tmp_path, monkeypatch):
+    rng = np.random.default_rng(11)
+    calls = []
+    for i in range(60):
+        if i % 3:
+            calls.append(("one", int(rng.integers(0, 5)), _mixed(rng, int(rng.integers(1, 5)))))
+        else:
+            data = _mixed(rng, 20)
+            data["user_id"] = rng.integers(0, 8, 20)
+            calls.append(("batch", None, data))
+    payloads = {}
+    reads = {}
+    for path in ("native", "python"):
+        monkeypatch.setattr(prepare, "KERNEL", KERNEL if path == "native" else None)
+        v = SeqVault.open(tmp_path / path, schema=MIXED)
+        for kind, key, data in calls:
+            v.append(key, data) if kind == "one" else v.append_batch(data)
+        log = v.path / "wal" / walmod.wal_name(v.wal_id)
+        reads[path] = {u: {k: a.tolist() for k, a in v.read(u).items()} for u in range(8)}
+        v.close(flush=False)
+        payloads[path] = [r.payload for r in walmod.scan(log).records]
+        v = SeqVault.open(tmp_path / path)  # replayed from the log
+        assert {u: {k: a.tolist() for k, a in v.read(u).items()} for u in range(8)} == reads[path]
+        v.close()
+    assert len(payloads["native"]) == len(calls)
+    assert payloads["native"] == payloads["python"]
+    assert reads["native"] == reads["python"]
+
+
+def test_a_uint64_list_across_2_63_keeps_its_exact_values():
+    """numpy reads [2**63 + 5, 1] as float64; the reference path used to store the rounded
+    value. Both paths now keep the ints exact."""
+    big = [2**63 + 5, 1] * 40  # 80 rows: past validate's small-call path
+    events = numeric_events(np.random.default_rng(1), 80, as_lists=True)
+    events["u64"] = big
+    _ts, cols = validate_append(NUMERIC, events)
+    assert cols["u64"].tolist() == big
+    assert_same(KERNEL.prepare(*_args(NUMERIC, 1, None, events)), reference_one(NUMERIC, 1, events))
+
+
+def test_appends_read_back_and_replay_on_either_path(tmp_path, append_kernel):
+    """The store through `append` and `append_batch` with plain calls (the kernel's cases when
+    it is on): every event reads back, in time order per user, before and after a replay of
+    the log, and a refused call leaves nothing behind."""
+    rng = np.random.default_rng(5)
+    want: dict[int, list[tuple[int, int]]] = {}
+    v = SeqVault.open(tmp_path / "s", schema=MIXED, durability="batch")
+    for i in range(80):
+        if i % 2:
+            user, ev = i % 7, _mixed(rng, int(rng.integers(1, 6)))
+            v.append(user, ev)
+            want.setdefault(user, []).extend(zip(ev["ts"], ev["item_id"]))
+        else:
+            data = _mixed(rng, 30)
+            data["user_id"] = rng.integers(0, 7, 30)
+            v.append_batch(data)
+            for u, t, it in zip(data["user_id"].tolist(), data["ts"], data["item_id"]):
+                want.setdefault(u, []).append((t, it))
+    with pytest.raises(ValidationError, match="item_id"):
+        v.append(1, {**_plain(), "item_id": [1, -1, 1 << 63]})
+    v.close(flush=False)
+    for _ in range(2):
+        v = SeqVault.open(tmp_path / "s")
+        for u, rows in want.items():
+            got = v.read(u)
+            order = sorted(range(len(rows)), key=lambda j: rows[j][0])  # stable: arrival ties
+            assert got["ts"].tolist() == [rows[j][0] for j in order]
+            assert got["item_id"].tolist() == [rows[j][1] for j in order]
+        v.close()
