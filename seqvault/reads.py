@@ -19,7 +19,14 @@ from .files import ExtentFiles
 from .index import Extent, user_hash
 from .memtable import StringDict, UserTail
 from .schema import Schema, retention_cutoff
-from .segment import TIME_COLUMN_ID, decode_segment, key_bytes, key_from_bytes, parse_header
+from .segment import (
+    TIME_COLUMN_ID,
+    decode_segment,
+    decode_segment_aligned,
+    key_bytes,
+    key_from_bytes,
+    parse_header,
+)
 
 # Dictionary code standing for "column absent from this segment" (reads back the default).
 MISSING_CODE = 0xFFFF_FFFF
@@ -220,12 +227,12 @@ def assemble_newest(files: ExtentFiles, key: Any, kb: bytes, schema: Schema,
         picked = [np.concatenate(parts[::-1]) for parts in col_parts]
     out: dict[str, np.ndarray] = {}
     dictionaries: dict[str, np.ndarray] = {}
-    by_name = dict(zip((c[1] for c in cols), zip(cols, picked)))
+    it = iter(zip(cols, picked))  # event columns in the order of `names`
     for n in names:
         if n == schema.time_column:
             out[n] = ts_all
             continue
-        c, a = by_name[n]
+        c, a = next(it)
         if c[3] and codes:
             lookup = dicts[n].lookup()
             absent = a == MISSING_CODE
@@ -240,11 +247,27 @@ def assemble_newest(files: ExtentFiles, key: Any, kb: bytes, schema: Schema,
 
 
 def decode_newest(files: ExtentFiles, ext: Extent, kb: bytes, key: Any, ids: tuple[int, ...],
-                  rows: int) -> tuple[np.ndarray, list[np.ndarray | None]]:
+                  rows: int) -> tuple[np.ndarray, tuple[np.ndarray | None, ...]]:
     """`decode_extent` for a short read: (ts, the other columns aligned with ids[1:], None
     where the segment lacks one), the newest `rows` of each. Same checks (I1–I6)."""
-    ts, by_id = decode_extent(files, ext, kb, key, list(ids[1:]), rows)
-    return ts, [by_id.get(i) for i in ids[1:]]
+    where: Any = Where(files, ext.file, ext.off, key)
+    buf = files.pread(ext.file, ext.off, ext.length)
+    try:
+        info, got = decode_segment_aligned(buf, ids, rows, where=where)
+        if info.key != kb:
+            raise ForeignSegment(f"{where}: segment belongs to another user "
+                                 f"({_show_key(key, info.key)}): a misdirected extent", info.key)
+        if info.events != ext.count:
+            raise CorruptionError(f"{where}: segment holds {info.events} events, the index "
+                                  f"says {ext.count}")
+        ts = got[0]
+        if ts is None:  # I3
+            raise CorruptionError(f"{where}: no time column")
+    except CorruptionError as exc:
+        exc.path = str(files.path(ext.file))
+        exc.user = key
+        raise
+    return ts, got[1:]
 
 
 def decode_extent(files: ExtentFiles, ext: Extent, kb: bytes, key: Any, col_ids: list[int],
