@@ -6,6 +6,7 @@ where one segment decode spends its time. The measurement behind docs/design/rea
     .venv/bin/python -m bench.native_reads                  # whichever decoder is built
     SEQVAULT_NATIVE=0 .venv/bin/python -m bench.native_reads   # the pure-Python decoder
     .venv/bin/python -m bench.native_reads --users 40 --rounds 7 --json out.json
+    .venv/bin/python -m bench.native_reads --sweep      # last 100 by history length, below
 
 Data: ``--users`` users of 10,290 events each (bench.workload histories, late events
 included). *Fresh*: appended in calls of 200 events, users interleaved, so each user has five
@@ -167,12 +168,97 @@ def decode_by_size(schema, reps: int = 300) -> dict[str, dict[str, float]]:
     return out
 
 
+SWEEP = ((1_000, 16), (10_000, 12), (100_000, 3))  # (events a user, users)
+
+
+def _cpu_runs(read, users: list[int], rounds: int, reps: int) -> list[float]:
+    """Thread-CPU µs per read of `rounds` runs of `reps` reads cycling over `users`."""
+    tns = time.thread_time_ns
+    got = []
+    for _ in range(rounds):
+        c0 = tns()
+        for i in range(reps):
+            read(users[i % len(users)])
+        got.append((tns() - c0) / reps / 1e3)
+    return got
+
+
+def _sweep_one(schema, events: int, n_users: int, rounds: int, reps: int
+               ) -> dict[str, list[float]]:
+    from bench.rocks_baselines import RocksEventStore
+    from seqvault import SeqVault, reads
+
+    hist = [(9_000 + u, wl.user_history(wl.WorkloadConfig(), 9_000 + u, events))
+            for u in range(n_users)]
+    users = [u for u, _ in hist]
+    tmp = Path(tempfile.mkdtemp(prefix="sv-sweep-"))
+    plan = reads.newest_sources
+    try:
+        v = SeqVault.open(tmp / "sv", schema=schema, durability="none")
+        for u, cols in hist:
+            v.append(u, {c: cols[c] for c in wl.EVENT_COLUMNS})
+        v.flush()
+        v.merge()
+        rocks = RocksEventStore(str(tmp / "re"), "none")
+        rocks.load(iter(hist))
+        rocks.quiesce()
+        figs: dict[str, list[float]] = {"plan": [], "general": [], "rocks_event": []}
+        for _ in range(2):  # interleaved, so a noisy stretch hits every variant
+            reads.newest_sources = plan
+            figs["plan"] += _cpu_runs(lambda u: v.read(u, last=100), users, rounds, reps)
+            reads.newest_sources = lambda sources, last: None  # type: ignore[assignment]
+            figs["general"] += _cpu_runs(lambda u: v.read(u, last=100), users, rounds, reps)
+            reads.newest_sources = plan
+            figs["rocks_event"] += _cpu_runs(lambda u: rocks.read_last(u, 100), users, rounds,
+                                             reps)
+        v.close()
+        rocks.close()
+        return figs
+    finally:
+        reads.newest_sources = plan
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def short_read_sweep(rounds: int, reps: int = 200) -> dict[str, dict[str, float]]:
+    """Thread-CPU µs per read of the last 100 of users holding 1,000 / 10,000 / 100,000 events
+    (loaded through append + flush + merge: the lifetime layout), SeqVault with and without
+    the short-read plan (`reads.newest_sources`; without it every read takes the general
+    choose/assemble path) beside RocksDB key-per-event, back to back in this process. Each
+    figure is the minimum over runs of `reps` reads (the least disturbed run on a shared
+    machine), with the maximum as the spread."""
+    from seqvault import Schema
+
+    schema = Schema.from_arrow(wl.ARROW_SCHEMA, user_column=wl.USER_COLUMN,
+                               time_column=wl.TIME_COLUMN)
+    out: dict[str, dict[str, float]] = {}
+    for events, n_users in SWEEP:
+        figs = _sweep_one(schema, events, n_users, rounds, reps)
+        row = {f"{k}_us": min(x) for k, x in figs.items()}
+        row.update({f"{k}_us_max": max(x) for k, x in figs.items()})
+        out[str(events)] = row
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--users", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--sweep", action="store_true",
+                    help="only the last-100 history sweep (short-read plan on and off)")
     args = ap.parse_args(argv)
+    if args.sweep:
+        sweep = short_read_sweep(max(args.rounds, 3))
+        print("last 100 by history length; thread CPU µs per read, min [max] of rounds")
+        for events, r in sweep.items():
+            print(f"  {int(events):>7} events: plan {r['plan_us']:.1f} [{r['plan_us_max']:.1f}]"
+                  f"  general {r['general_us']:.1f} [{r['general_us_max']:.1f}]  key/event "
+                  f"{r['rocks_event_us']:.1f} [{r['rocks_event_us_max']:.1f}]  ratio plan "
+                  f"{r['plan_us'] / r['rocks_event_us']:.2f}x, general "
+                  f"{r['general_us'] / r['rocks_event_us']:.2f}x")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"sweep": sweep}, indent=1))
+        return {"sweep": sweep}
 
     import seqvault
     from bench.rocks_baselines import RocksBlobStore, RocksEventStore

@@ -19,7 +19,14 @@ from .files import ExtentFiles
 from .index import Extent, user_hash
 from .memtable import StringDict, UserTail
 from .schema import Schema, retention_cutoff
-from .segment import TIME_COLUMN_ID, decode_segment, key_bytes, key_from_bytes, parse_header
+from .segment import (
+    TIME_COLUMN_ID,
+    decode_segment,
+    decode_segment_aligned,
+    key_bytes,
+    key_from_bytes,
+    parse_header,
+)
 
 # Dictionary code standing for "column absent from this segment" (reads back the default).
 MISSING_CODE = 0xFFFF_FFFF
@@ -95,7 +102,7 @@ class Where:
         return f"{self.files.path(self.file)} @ {self.off} (user {self.key!r})"
 
 
-@dataclass
+@dataclass(slots=True)
 class Source:
     """One place a user's events live: a sealed extent, or the memtable tail."""
 
@@ -133,6 +140,134 @@ def choose_sources(sources: list[Source], last: int | None, before: int | None,
         chosen.append(s)
     chosen.sort(key=lambda s: s.order)
     return chosen
+
+
+def newest_sources(sources: list[Source], last: int) -> list[Source] | None:
+    """The short read's plan (docs/design/realtime.md, "Short reads"): the newest sources, in
+    arrival order, whose concatenation ends with the answer to "the newest `last`", or None
+    when time order and arrival order disagree (late events) and the general path must merge.
+
+    Walking newest arrival first, a source joins while fewer than `last` events are chosen;
+    the plan holds when each chosen source ends no later than the next newer one starts and
+    no source left out ends after the oldest chosen one starts (equal timestamps are fine:
+    the older arrival sorts first, as the answer's tie rule wants)."""
+    n = len(sources)
+    i = n
+    have = 0
+    lo: int | None = None  # min_ts of the oldest chosen source
+    while i > 0 and have < last:
+        s = sources[i - 1]
+        if lo is not None and s.max_ts > lo:
+            return None
+        have += s.count
+        lo = s.min_ts
+        i -= 1
+    if lo is None:
+        return sources[:0]
+    for s in sources[:i]:
+        if s.max_ts > lo:
+            return None
+    return sources[i:]
+
+
+def _column_plan(schema: Schema, names: list[str]) -> tuple[tuple[Any, ...], tuple[int, ...]]:
+    """(event columns, their ids with the time column's first) of a read's names, cached per
+    schema object: building them cost a few µs per short read."""
+    key = (id(schema), tuple(names))
+    got = _COLUMN_PLANS.get(key)
+    if got is None or got[0] is not schema:
+        if len(_COLUMN_PLANS) > 64:
+            _COLUMN_PLANS.clear()
+        cols = tuple((c, c.name, c.id, c.is_string, c.dtype, c.default)
+                     for c in (schema.column(n) for n in names if n != schema.time_column))
+        got = _COLUMN_PLANS[key] = (schema, cols, (TIME_COLUMN_ID, *(c[2] for c in cols)))
+    return got[1], got[2]
+
+
+# (id(schema), names) -> (schema, event columns, column ids); the schema is kept so that an
+# id reused by a new object is never mistaken for the old one.
+_COLUMN_PLANS: dict[tuple[int, tuple[str, ...]], tuple[Schema, tuple[Any, ...], tuple[int, ...]]] = {}
+
+
+def assemble_newest(files: ExtentFiles, key: Any, kb: bytes, schema: Schema,
+                    dicts: Mapping[str, StringDict], chosen: list[Source], names: list[str],
+                    last: int, codes: bool) -> UserSequence:
+    """`assemble` for a plan of `newest_sources`: each source gives only its newest rows and
+    the answer is their concatenation, so there is no sort and no search. Same answers as
+    `assemble` (tests/engine/test_short_reads.py compares them)."""
+    if not chosen:
+        return assemble(files, key, kb, schema, dicts, chosen, names, last, None, None,
+                        codes=codes)
+    cols, ids = _column_plan(schema, names)
+    need = last
+    ts_parts: list[np.ndarray] = []
+    col_parts: list[list[np.ndarray]] = [[] for _ in cols]
+    for src in reversed(chosen):  # newest first
+        rows = src.count if src.count <= need else need
+        need -= rows
+        if src.mem is not None:
+            ts_m, mcols = src.mem
+            lo = ts_m.size - rows
+            ts_parts.append(ts_m[lo:])
+            for parts, c in zip(col_parts, cols):
+                parts.append(mcols[c[1]][lo:])
+            continue
+        assert src.extent is not None
+        ts, got = decode_newest(files, src.extent, kb, key, ids, rows)
+        ts_parts.append(ts)
+        for parts, c, a in zip(col_parts, cols, got):
+            if a is None:  # a column added after this segment was written
+                a = np.full(ts.size, MISSING_CODE if c[3] else c[5], dtype=c[4])
+            parts.append(a)
+    if len(ts_parts) == 1:
+        ts_all = ts_parts[0]
+        picked = [parts[0] for parts in col_parts]
+    else:
+        ts_all = np.concatenate(ts_parts[::-1])
+        picked = [np.concatenate(parts[::-1]) for parts in col_parts]
+    out: dict[str, np.ndarray] = {}
+    dictionaries: dict[str, np.ndarray] = {}
+    it = iter(zip(cols, picked))  # event columns in the order of `names`
+    for n in names:
+        if n == schema.time_column:
+            out[n] = ts_all
+            continue
+        c, a = next(it)
+        if c[3] and codes:
+            lookup = dicts[n].lookup()
+            absent = a == MISSING_CODE
+            if absent.any():  # old segments without the column: the default, as a new code
+                lookup = np.append(lookup, np.array([c[5]], dtype=np.str_))
+                a = np.where(absent, np.uint32(lookup.size - 1), a)
+            dictionaries[n] = lookup
+        elif c[3]:
+            a = dicts[n].decode(a, missing=c[5])
+        out[n] = a
+    return UserSequence(key, out, int(ts_all.size), dictionaries if codes else None)
+
+
+def decode_newest(files: ExtentFiles, ext: Extent, kb: bytes, key: Any, ids: tuple[int, ...],
+                  rows: int) -> tuple[np.ndarray, tuple[np.ndarray | None, ...]]:
+    """`decode_extent` for a short read: (ts, the other columns aligned with ids[1:], None
+    where the segment lacks one), the newest `rows` of each. Same checks (I1–I6)."""
+    where: Any = Where(files, ext.file, ext.off, key)
+    buf = files.pread(ext.file, ext.off, ext.length)
+    try:
+        info, got = decode_segment_aligned(buf, ids, rows, where=where)
+        if info.key != kb:
+            raise ForeignSegment(f"{where}: segment belongs to another user "
+                                 f"({_show_key(key, info.key)}): a misdirected extent", info.key)
+        if info.events != ext.count:
+            raise CorruptionError(f"{where}: segment holds {info.events} events, the index "
+                                  f"says {ext.count}")
+        ts = got[0]
+        if ts is None:  # I3
+            raise CorruptionError(f"{where}: no time column")
+    except CorruptionError as exc:
+        exc.path = str(files.path(ext.file))
+        exc.user = key
+        raise
+    return ts, got[1:]
 
 
 def decode_extent(files: ExtentFiles, ext: Extent, kb: bytes, key: Any, col_ids: list[int],
@@ -321,6 +456,11 @@ def sources_of(extents: Sequence[Extent], tail: UserTail | None) -> list[Source]
 def read_sources(files: ExtentFiles, schema: Schema, dicts: Mapping[str, StringDict], key: Any,
                  kb: bytes, sources: list[Source], plan: ReadPlan) -> UserSequence:
     """Choose, decode and assemble: the part of a read that runs without the store lock."""
+    if plan.last is not None and plan.keep is None and plan.before is None and plan.since is None:
+        newest = newest_sources(sources, plan.last)
+        if newest is not None:
+            return assemble_newest(files, key, kb, schema, dicts, newest, plan.names,
+                                   plan.last, plan.codes)
     if plan.keep is not None:
         chosen = choose_sources(sources, plan.keep, None, plan.since)
     else:

@@ -263,3 +263,22 @@ def decode_segment(
     if rows is not None and rows < header.count:
         cols = {c: a[a.size - rows:] for c, a in cols.items()}
     return SegmentInfo(header.key, header.count, header.min_ts, header.max_ts), cols
+
+
+def decode_segment_aligned(
+    buf: bytes | memoryview,
+    col_ids: tuple[int, ...],
+    rows: int,
+    *,
+    where: Any = "segment",
+) -> tuple[SegmentInfo, tuple[np.ndarray | None, ...]]:
+    """`decode_segment` with the columns as a tuple aligned with `col_ids` (None where the
+    segment lacks one): what the compiled decoder returns as it is, so a short read builds no
+    dict (docs/design/realtime.md, "Short reads"). Same checks and errors."""
+    dec = native.DECODER
+    if dec is not None:
+        got = dec.decode_segment(buf, col_ids, rows)
+        if not isinstance(got, str):
+            return SegmentInfo(got[0], got[1], got[2], got[3]), got[4]
+    info, cols = decode_segment(buf, col_ids, where=where, rows=rows)
+    return info, tuple(cols.get(c) for c in col_ids)
