@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from . import segment_batch
+from . import fold, segment_batch
 from .index import EXTENT_DTYPE, Extent, ExtentBatch, user_hash, user_hashes_int64
 from .layout import segment_bounds
 from .manifest import OWNER_CACHE, Manifest
@@ -101,6 +101,13 @@ def _seal_many(m: Manifest, w: SegmentWriter, mem: MemTable, uids: np.ndarray, t
     rows = idx.find_many(hashes)
     hashes, rows = claim_many(m, keys, kbytes, hashes, rows)
     old_slots, old_counts = idx.chains(rows)
+    # Users whose small real-time segments are folded into their new one (fold.py): their
+    # events join the memtable's, and their old extents leave the new list.
+    folded = fold.fold_old(m, kbytes, hashes, old_slots, old_counts, counts)
+    if folded is not None:
+        ts, cols, starts, counts = fold.join(folded, m.schema, ts, cols, starts, counts)
+        old_slots = old_slots[~np.repeat(folded.fold, old_counts)]
+        old_counts = np.where(folded.fold, 0, old_counts)
     # Late events: at or below the newest timestamp the user already has sealed (late_cut).
     newest = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
     if old_slots.size:
@@ -235,18 +242,31 @@ def _seal_each(m: Manifest, w: SegmentWriter, mem: MemTable) -> dict[int, list[E
     seg_max = int(m.settings["segment_events"])
     level = int(m.settings["zstd_level"])
     keys, ts, cols, starts, counts = mem.grouped()
+    limit = fold.fold_limit(m)
     users: dict[int, list[Extent]] = {}
     for i, key in enumerate(keys):
         h = m.claim(key)  # its slot: a new key may not take another's (hash collisions)
         old = m.index.extents_of(h)
         s, e = int(starts[i]), int(starts[i] + counts[i])
-        cut = s + late_cut(ts[s:e], old)
+        u_ts, u_cols = ts[s:e], {k: v[s:e] for k, v in cols.items()}
+        got = (fold.old_events(m, h, list(reversed(old)))
+               if old and all(m.catalog[x.file].kind == "rt" for x in old)
+               and sum(x.count for x in old) + e - s <= limit else None)
+        if got is not None:  # folded (fold.py): one segment of old and new events
+            o_ts, o_cols = got
+            u_ts = np.concatenate((o_ts, u_ts))
+            order = np.argsort(u_ts, kind="stable")  # ties: the old events first
+            u_ts = u_ts[order]
+            u_cols = {c.name: np.concatenate((o_cols[c.id].astype(u_cols[c.name].dtype),
+                                              u_cols[c.name]))[order] for c in schema.columns}
+            old = []
+        cut = late_cut(u_ts, old)
         pieces: list[Extent] = []
-        for a, b in ((s, cut), (cut, e)):
+        for a, b in ((0, cut), (cut, int(u_ts.size))):
             for lo in range(a, b, seg_max):
                 hi = min(lo + seg_max, b)
-                blob = encode_user_segment(schema, key, ts[lo:hi],
-                                           {k: v[lo:hi] for k, v in cols.items()}, level)
-                pieces.append(w.append(blob, hi - lo, int(ts[lo]), int(ts[hi - 1])))
+                blob = encode_user_segment(schema, key, u_ts[lo:hi],
+                                           {k: v[lo:hi] for k, v in u_cols.items()}, level)
+                pieces.append(w.append(blob, hi - lo, int(u_ts[lo]), int(u_ts[hi - 1])))
         users[h] = list(reversed(pieces)) + old
     return users
