@@ -27,6 +27,7 @@ import numpy as np
 
 from .decode_batch import decode_many
 from .errors import CorruptionError
+from .files import ExtentFiles
 from .index import Extent, unpack_extents
 from .layout import RECENT_SEGMENT_EVENTS
 from .manifest import Manifest
@@ -142,48 +143,46 @@ def _read_decode(m: Manifest, ext: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, np.ndarray]] | None:
     """Read and decode the segments `ext` (EXTENT_DTYPE records) in their order: (keys, event
     counts, ts, columns by id), or None when they do not read or decode as one layout."""
-    schema = m.schema
-    columns = [(c.id, np.dtype(np.uint32) if c.is_string else c.dtype) for c in schema.columns]
-    files = ext["file"].astype(np.int64)
+    columns = [(c.id, np.dtype(np.uint32) if c.is_string else c.dtype) for c in m.schema.columns]
+    buf, offsets = read_segments(m.files, ext)
+    if buf is None:
+        return None
+    try:
+        dec = decode_many(buf, offsets, ext["len"].astype(np.int64), columns)
+    except CorruptionError:
+        return None
+    if dec is None:
+        return None
+    return np.asarray(dec.keys), dec.counts.astype(np.int64), dec.ts, dec.cols
+
+
+def read_segments(files: ExtentFiles, ext: np.ndarray) -> tuple[bytes | None, np.ndarray]:
+    """The bytes of the segments `ext` (EXTENT_DTYPE records), one after another in that order,
+    and where each starts; (None, ...) when a file is short or does not read. Segments of one
+    file within one WINDOW-aligned span share one pread."""
+    n = int(ext.size)
+    fids = ext["file"].astype(np.int64)
     offs = ext["off"].astype(np.int64)
     lens = ext["len"].astype(np.int64)
-    # Windows of the files: segments of one file within one WINDOW-aligned span share a read.
-    win = files * ((1 << 33) // WINDOW) + offs // WINDOW
+    starts = np.zeros(n, dtype=np.int64)
+    np.cumsum(lens[:-1], out=starts[1:])
+    win = fids * ((1 << 33) // WINDOW) + offs // WINDOW
     order = np.lexsort((offs, win))
     bounds = np.flatnonzero(np.diff(win[order])) + 1
-    groups = np.split(order, bounds)
-    parts = []
-    for g in groups:
+    pieces: list[Any] = [b""] * n
+    for g in np.split(order, bounds):
         lo = int(offs[g].min())
         hi = int((offs[g] + lens[g]).max())
         try:
-            data = m.files.pread(int(files[g[0]]), lo, hi - lo)
+            data = files.pread(int(fids[g[0]]), lo, hi - lo)
         except OSError:
-            return None
+            return None, starts
         if len(data) != hi - lo:
-            return None
-        try:
-            dec = decode_many(data, offs[g] - lo, lens[g], columns)
-        except CorruptionError:
-            return None
-        if dec is None:
-            return None
-        parts.append(dec)
-    seg = np.concatenate(groups)  # segment index (in `ext`) of each decoded segment
-    cnt = np.concatenate([d.counts for d in parts]).astype(np.int64)
-    keys = np.concatenate([np.asarray(d.keys) for d in parts])
-    ts = np.concatenate([d.ts for d in parts])
-    cols = {cid: np.concatenate([d.cols[cid] for d in parts]) for cid, _dt in columns}
-    # Back to the order of `ext`: segment j of the output is decoded segment back[j].
-    back = np.empty(seg.size, dtype=np.int64)
-    back[seg] = np.arange(seg.size)
-    starts = np.zeros(cnt.size, dtype=np.int64)
-    np.cumsum(cnt[:-1], out=starts[1:])
-    c_back = cnt[back]
-    out_starts = np.zeros(cnt.size, dtype=np.int64)
-    np.cumsum(c_back[:-1], out=out_starts[1:])
-    ev = np.repeat(starts[back] - out_starts, c_back) + np.arange(int(cnt.sum()))
-    return keys[back], c_back, ts[ev], {cid: a[ev] for cid, a in cols.items()}
+            return None, starts
+        view = memoryview(data)
+        for i, o, k in zip(g.tolist(), (offs[g] - lo).tolist(), lens[g].tolist()):
+            pieces[i] = view[o:o + k]
+    return b"".join(pieces), starts
 
 
 def join(f: Folded, schema: Any, ts: np.ndarray, cols: dict[str, np.ndarray],
