@@ -33,6 +33,10 @@ from .layout import RECENT_SEGMENT_EVENTS
 from .manifest import Manifest
 from .reads import user_events
 
+# A flush folds only when at least this many of its users have segments to fold: below that,
+# merge's batched path (merge_batch.py) folds them cheaply enough, and a small flush keeps the
+# layout it always had (tests set it to 1 to fold small flushes).
+FOLD_MIN_USERS = 1_024
 WINDOW = 16 << 20  # bytes of a file read in one pread (segments are grouped by window)
 
 
@@ -78,7 +82,7 @@ def fold_old(m: Manifest, kbytes: list[bytes] | np.ndarray, hashes: np.ndarray,
     whose old segments are to be folded, with those segments decoded; None when nobody is."""
     n = int(counts.size)
     fold = candidates(m, old_slots, old_counts, counts)
-    if not fold.any():
+    if int(fold.sum()) < max(1, FOLD_MIN_USERS):
         return None
     idx = m.index
     owner = np.repeat(np.arange(n), old_counts)
