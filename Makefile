@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 # Rebuilt when the packaging or the compiled decoder's source changes (the editable install
 # builds seqvault/native_decode.c in place).
-$(STAMP): pyproject.toml setup.py seqvault/native_decode.c
+$(STAMP): pyproject.toml setup.py seqvault/native_decode.c seqvault/native_crc.c
 	@PY=$(PY) sh scripts/ensure_sysdeps.sh  # libzstd-dev, zlib1g-dev: apt-get installs them if missing
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
