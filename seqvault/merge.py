@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from . import merge_move
 from .engine import Engine
 from .errors import MergeFailed, StoreClosed
 from .faults import Faults
@@ -38,7 +39,6 @@ from .files import file_name
 from .index import Extent
 from .layout import RECENT_SEGMENT_EVENTS, expected_segments
 from .manifest import Edit, FileInfo, Manifest, Purge
-from . import merge_move
 from .merge_proc import MergeProcess, MergeStopped
 from .merge_work import COUNTERS, JobResult, MergeJob, Rebuilt, run_job
 from .reclaim import drop_dead_files, extent_map, live_bytes, seal_writers

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 
 from . import fold, segment_batch
+from .crc_many import crc_rows
+from .fold import read_segments
 from .index import EXTENT_DTYPE, Extent, ExtentBatch, user_hash, user_hashes_int64
 from .layout import segment_bounds
 from .manifest import OWNER_CACHE, Manifest
 from .memtable import MemTable, UserTail
-from .crc_many import crc_rows
-from .fold import read_segments
 from .segment import CRC, DIR_SIZE, FIXED_SIZE, KEY_INT64, KEY_STRING, MAGIC, key_bytes
 from .segment_writer import SegmentWriter, encode_user_segment
 
