@@ -168,3 +168,29 @@ def test_sigkill_before_or_after_the_folding_flush_commit_loses_nothing(tmp_path
         if when == "after":  # published: one folded segment a user
             assert v.stats()["segments"] == 300
         assert v.verify()["ok"], v.verify()["problems"]
+
+
+def test_a_reader_open_across_the_folding_flush_sees_the_same_answers(tmp_path, monkeypatch):
+    monkeypatch.setattr(fold, "FOLD_MIN_USERS", 1)
+    rounds = _rounds(np.random.default_rng(13))
+    store = tmp_path / "s"
+    w = SeqVault.open(store, schema=_schema(), durability="none")
+    try:
+        w.append_batch(rounds[0])
+        w.flush()
+        r = SeqVault.open(store, read_only=True)
+        try:
+            first = _want(rounds[:1])
+            assert all(_got(r, u) == first[u] for u in first)
+            w.append_batch(rounds[1])  # in the log: the reader replays it
+            r.refresh()
+            two = _want(rounds[:2])
+            assert all(_got(r, u) == two[u] for u in two)
+            w.flush()  # folds 300 users: their old segments leave the index, the log rotates
+            r.refresh()
+            assert all(_got(r, u) == two[u] for u in two)
+            assert r.stats()["segments"] == w.stats()["segments"] == 500
+        finally:
+            r.close()
+    finally:
+        w.close()
