@@ -9,8 +9,8 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test lint unit bench bench-core clean cli-docs openapi venv browser
 
 # Rebuilt when the packaging or the compiled decoder's source changes (the editable install
-# builds seqvault/native_decode.c and seqvault/native_append.c in place).
-$(STAMP): pyproject.toml setup.py seqvault/native_decode.c seqvault/native_append.c
+# builds seqvault/native_decode.c, native_append.c and native_crc.c in place).
+$(STAMP): pyproject.toml setup.py seqvault/native_decode.c seqvault/native_append.c seqvault/native_crc.c
 	@PY=$(PY) sh scripts/ensure_sysdeps.sh  # libzstd-dev, zlib1g-dev: apt-get installs them if missing
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip

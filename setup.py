@@ -53,5 +53,8 @@ setup(
             extra_compile_args=["-O3", "-std=c11"],
             optional=not required,
         ),
+        # CRC-32 of many short strings (seqvault/crc_many.py's compiled path): zlib only.
+        Extension("seqvault.native_crc", ["seqvault/native_crc.c"], libraries=["z"],
+                  extra_compile_args=["-O3", "-std=c11"], optional=not required),
     ],
 )

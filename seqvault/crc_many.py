@@ -17,9 +17,27 @@ header. The tests compare every result with `zlib.crc32`.
 
 from __future__ import annotations
 
+import importlib
+import os
 import zlib
+from types import ModuleType
 
 import numpy as np
+
+
+def load_kernel(*, honour_env: bool = True) -> ModuleType | None:
+    """The compiled kernel (seqvault/native_crc.c), or None when it is not built or switched off
+    (`SEQVAULT_NATIVE=0`, as for the decoder). Same answers either way; tests run both."""
+    if honour_env and os.environ.get("SEQVAULT_NATIVE", "1") == "0":
+        return None
+    try:  # by name, as native.py does (the extension has no .py source for import-linter)
+        return importlib.import_module(f"{__package__}.native_crc")
+    except ImportError:
+        return None
+
+
+# The one a call uses: tests set it to None for the numpy reference path.
+KERNEL: ModuleType | None = load_kernel()
 
 _T0 = np.array([zlib.crc32(bytes([b])) ^ zlib.crc32(b"\0") for b in range(256)], dtype=np.uint32)
 _tables: list[np.ndarray] = [_T0]  # _tables[d][b]: lin(byte b followed by d zero bytes)
@@ -41,6 +59,10 @@ def crc_rows(rows: np.ndarray) -> np.ndarray:
     n, length = rows.shape
     if n == 0:
         return np.zeros(0, dtype=np.uint32)
+    if KERNEL is not None:
+        out = np.empty(n, dtype=np.uint32)
+        KERNEL.crc_rows(np.ascontiguousarray(rows, dtype=np.uint8), n, length, out)
+        return out
     ref = rows[0]
     out = np.full(n, zlib.crc32(ref.tobytes()), dtype=np.uint32)
     if n == 1 or length == 0:
@@ -64,6 +86,10 @@ def crc_ranges(buf: np.ndarray | bytes, starts: np.ndarray, lengths: np.ndarray)
     lengths = np.asarray(lengths, dtype=np.int64)
     out = np.zeros(starts.size, dtype=np.uint32)
     if starts.size == 0:
+        return out
+    if KERNEL is not None:
+        KERNEL.crc_ranges(np.ascontiguousarray(data, dtype=np.uint8), np.ascontiguousarray(starts),
+                          np.ascontiguousarray(lengths), out)
         return out
     uniq, inverse, counts = np.unique(lengths, return_inverse=True, return_counts=True)
     view = data.data  # a memoryview of the array

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from . import merge_move
 from .engine import Engine
 from .errors import MergeFailed, StoreClosed
 from .faults import Faults
@@ -95,6 +96,12 @@ class MergeOutput:
             self.new_dir_entry = False  # the job fsynced the directory
         elif self.size == 0 and self.file_id in self.created:
             self._forget(self.file_id)  # nothing written: no empty file left behind
+
+    def wrote_size(self, size: int) -> None:
+        """A move (merge_move.py) appended and fsynced the current file up to `size`, and
+        fsynced the directory."""
+        self.size = size
+        self.new_dir_entry = False
 
     def roll(self) -> None:
         """The current file is full: the next job starts a new one."""
@@ -442,6 +449,23 @@ class Merger:
         e = self.engine
         m = e.manifest
         batch = max(1, int(self.setting("merge_batch_users")))
+        # Users already in lifetime layout are moved by arrays, many per commit (merge_move.py);
+        # the per-user path below takes the rest, and any the bulk decode declined.
+        with e.lock:
+            arr = np.array(hashes, dtype=np.uint64)
+            move = merge_move.movers(m.index, m.schema, arr, cutoff,
+                                     int(self.setting("lifetime_segment_events")))
+        if move.any() and not ctl.stopped():
+            try:
+                back = merge_move.move_users(self, arr[move], summary)
+            except BaseException:
+                with e.lock:
+                    self.out.rollback()
+                raise
+            hashes = [int(h) for h in arr[~move]] + back
+            moved = int(move.sum()) - len(back)
+            if ctl.progress is not None:
+                ctl.progress(ctl.phase, moved, moved + len(hashes))
         total = len(hashes)
         if total and ctl.worker == "process":
             # Started (its imports done) before the first batch's clock runs, so that the pace

@@ -112,7 +112,7 @@ def run_job(job: MergeJob, files: ExtentFiles | None, fault: Fault,
                 continue
             need = sum(len(b) for b in res.blobs)
             if app is None:
-                app = _open_output(path, job.out_size)
+                app = open_output(path, job.out_size)
             if app.size > 0 and app.size + need > job.limit:
                 break  # the caller rolls to a new file and sends the rest
             if app.size + need > MAX_FILE_BYTES:
@@ -165,7 +165,7 @@ def _small_builds(job: MergeJob, files: ExtentFiles, schema: Schema) -> dict[int
                          b.count, b.bytes_read) for h, b in built.items()}
 
 
-def _open_output(path: Path, size: int) -> FileAppender:
+def open_output(path: Path, size: int) -> FileAppender:
     """The output file, holding exactly `size` bytes: more are an unpublished tail (a job that
     failed before) and are cut; fewer means published bytes went missing."""
     app = FileAppender(path, 0, "lt")

@@ -15,12 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from . import segment_batch
+from . import fold, segment_batch
+from .crc_many import crc_rows
+from .fold import read_segments
 from .index import EXTENT_DTYPE, Extent, ExtentBatch, user_hash, user_hashes_int64
 from .layout import segment_bounds
 from .manifest import OWNER_CACHE, Manifest
 from .memtable import MemTable, UserTail
-from .segment import KEY_INT64, KEY_STRING, key_bytes
+from .segment import CRC, DIR_SIZE, FIXED_SIZE, KEY_INT64, KEY_STRING, MAGIC, key_bytes
 from .segment_writer import SegmentWriter, encode_user_segment
 
 WRITE_CHUNK = 8 << 20  # bytes of segments per write() in a full flush
@@ -101,6 +103,13 @@ def _seal_many(m: Manifest, w: SegmentWriter, mem: MemTable, uids: np.ndarray, t
     rows = idx.find_many(hashes)
     hashes, rows = claim_many(m, keys, kbytes, hashes, rows)
     old_slots, old_counts = idx.chains(rows)
+    # Users whose small real-time segments are folded into their new one (fold.py): their
+    # events join the memtable's, and their old extents leave the new list.
+    folded = fold.fold_old(m, kbytes, hashes, old_slots, old_counts, counts)
+    if folded is not None:
+        ts, cols, starts, counts = fold.join(folded, m.schema, ts, cols, starts, counts)
+        old_slots = old_slots[~np.repeat(folded.fold, old_counts)]
+        old_counts = np.where(folded.fold, 0, old_counts)
     # Late events: at or below the newest timestamp the user already has sealed (late_cut).
     newest = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
     if old_slots.size:
@@ -169,8 +178,12 @@ def claim_many(m: Manifest, keys: np.ndarray, kbytes: list[bytes] | np.ndarray,
     if taken.size:
         t_kb = ([kbytes[i] for i in taken.tolist()] if isinstance(kbytes, list) else
                 _int_key_bytes(kbytes[taken]))
-        known = [owners.get(h) == kb for h, kb in zip(hashes[taken].tolist(), t_kb)]
-        special[taken[~np.asarray(known, dtype=bool)]] = True
+        known = np.asarray([owners.get(h) == kb for h, kb in zip(hashes[taken].tolist(), t_kb)],
+                           dtype=bool)
+        if not known.all():  # read the owners' keys from their newest headers, all at once
+            ask = np.flatnonzero(~known)
+            known[ask] = own_heads(m, heads[taken[ask]], [t_kb[i] for i in ask.tolist()])
+        special[taken[~known]] = True
     uniq, inverse, dup = np.unique(hashes, return_inverse=True, return_counts=True)
     if bool((dup > 1).any()):  # two keys of this batch with one default slot
         special |= (dup > 1)[inverse]
@@ -200,6 +213,41 @@ def claim_many(m: Manifest, keys: np.ndarray, kbytes: list[bytes] | np.ndarray,
     rows = rows.copy()
     rows[odd] = idx.find_many(hashes[odd])
     return hashes, rows
+
+
+def own_heads(m: Manifest, heads: np.ndarray, kbs: list[bytes]) -> np.ndarray:
+    """Whether the segment at each extent slot `heads` is the key's in `kbs` (bool each): its
+    header, read in bulk, has the magic, that key and a good header checksum for the current
+    schema's column count. False sends the user to `Manifest.claim`, which reads the header
+    on its own (another key's, an older layout, or damage it reports)."""
+    n = len(kbs)
+    idx = m.index
+    ncols = len(m.schema.columns) + 1
+    klen = np.fromiter((len(k) for k in kbs), dtype=np.int64, count=n)
+    size = FIXED_SIZE + klen + ncols * DIR_SIZE + CRC.size
+    ext = idx.extent_records(heads)
+    ext["len"] = np.minimum(ext["len"], size)
+    buf, offsets = read_segments(m.files, ext)
+    out = np.zeros(n, dtype=bool)
+    if buf is None:
+        return out
+    data = np.frombuffer(buf, dtype=np.uint8)
+    full = ext["len"].astype(np.int64) == size
+    for length in np.unique(size).tolist():
+        sel = np.flatnonzero(full & (size == length))
+        if not sel.size:
+            continue
+        rows = data[offsets[sel][:, None] + np.arange(length)]
+        k = length - FIXED_SIZE - ncols * DIR_SIZE - CRC.size
+        want = np.frombuffer(b"".join(kbs[i] for i in sel.tolist()),
+                             dtype=np.uint8).reshape(sel.size, k)
+        crc = rows[:, -CRC.size:].copy().view("<u4").reshape(-1)
+        ok = ((rows[:, :4] == np.frombuffer(MAGIC, dtype=np.uint8)).all(axis=1)
+              & (rows[:, 18].astype(np.int64) + (rows[:, 19].astype(np.int64) << 8) == k)
+              & (rows[:, FIXED_SIZE:FIXED_SIZE + k] == want).all(axis=1)
+              & (crc_rows(rows[:, :-CRC.size]) == crc))
+        out[sel] = ok
+    return out
 
 
 def _int_key_bytes(keys: np.ndarray) -> list[bytes]:
@@ -235,18 +283,34 @@ def _seal_each(m: Manifest, w: SegmentWriter, mem: MemTable) -> dict[int, list[E
     seg_max = int(m.settings["segment_events"])
     level = int(m.settings["zstd_level"])
     keys, ts, cols, starts, counts = mem.grouped()
+    limit = fold.fold_limit(m)
     users: dict[int, list[Extent]] = {}
+    slots = [m.claim(key) for key in keys]  # a new key may not take another's (collisions)
+    olds = [m.index.extents_of(h) for h in slots]
+    # fold.candidates, one user at a time; fold.FOLD_MIN_USERS of them, or nobody is folded
+    can = [bool(old) and all(m.catalog[x.file].kind == "rt" for x in old)
+           and sum(x.count for x in old) + int(c) <= limit for old, c in zip(olds, counts)]
+    folding = sum(can) >= max(1, fold.FOLD_MIN_USERS)
     for i, key in enumerate(keys):
-        h = m.claim(key)  # its slot: a new key may not take another's (hash collisions)
-        old = m.index.extents_of(h)
+        h, old = slots[i], olds[i]
         s, e = int(starts[i]), int(starts[i] + counts[i])
-        cut = s + late_cut(ts[s:e], old)
+        u_ts, u_cols = ts[s:e], {k: v[s:e] for k, v in cols.items()}
+        got = fold.old_events(m, h, list(reversed(old))) if folding and can[i] else None
+        if got is not None:  # folded (fold.py): one segment of old and new events
+            o_ts, o_cols = got
+            u_ts = np.concatenate((o_ts, u_ts))
+            order = np.argsort(u_ts, kind="stable")  # ties: the old events first
+            u_ts = u_ts[order]
+            u_cols = {c.name: np.concatenate((o_cols[c.id].astype(u_cols[c.name].dtype),
+                                              u_cols[c.name]))[order] for c in schema.columns}
+            old = []
+        cut = late_cut(u_ts, old)
         pieces: list[Extent] = []
-        for a, b in ((s, cut), (cut, e)):
+        for a, b in ((0, cut), (cut, int(u_ts.size))):
             for lo in range(a, b, seg_max):
                 hi = min(lo + seg_max, b)
-                blob = encode_user_segment(schema, key, ts[lo:hi],
-                                           {k: v[lo:hi] for k, v in cols.items()}, level)
-                pieces.append(w.append(blob, hi - lo, int(ts[lo]), int(ts[hi - 1])))
+                blob = encode_user_segment(schema, key, u_ts[lo:hi],
+                                           {k: v[lo:hi] for k, v in u_cols.items()}, level)
+                pieces.append(w.append(blob, hi - lo, int(u_ts[lo]), int(u_ts[hi - 1])))
         users[h] = list(reversed(pieces)) + old
     return users
