@@ -537,7 +537,7 @@ class Runner:
         p99").
 
         The quiet reads come first, on the store exactly as the merge will find it (after
-        ``maintenance()`` has set it up: the background merger waiting, or nothing yet in
+        ``maintenance()`` has set it up: the background merger waiting, or the memtable flushed in
         explicit mode), paced at the same rate by the same loop as the reads during the merge.
         Until 2026-12 the quiet reads ran after the merge, in a tight loop, on freshly merged
         single segments, while the reads during it saw the pre-merge layout: that ratio mixed
