@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import iofaults
 from .errors import CorruptionError
+from .segcache import SegmentCache
 
 KINDS = ("rt", "lt")
 DEFAULT_MAX_FILE = 256 << 20
@@ -47,6 +48,8 @@ class ExtentFiles:
         # closed once no pread is using it, so a number is never reused under a reader.
         self._retired: set[int] = set()
         self._busy: dict[int, int] = {}
+        # Decoded segments for reads (seqvault/segcache.py); set by the store's open.
+        self.cache: SegmentCache | None = None
 
     def register(self, file_id: int, kind: str) -> None:
         self._names[file_id] = file_name(kind, file_id)
@@ -91,6 +94,8 @@ class ExtentFiles:
 
     def retire(self, file_id: int) -> None:
         """The file was deleted (or is about to be): refuse new opens, close the fd when idle."""
+        if self.cache is not None:
+            self.cache.drop_file(file_id)
         with self._lock:
             self._retired.add(file_id)
             if file_id not in self._busy:

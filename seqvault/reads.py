@@ -250,10 +250,20 @@ def decode_newest(files: ExtentFiles, ext: Extent, kb: bytes, key: Any, ids: tup
                   rows: int) -> tuple[np.ndarray, tuple[np.ndarray | None, ...]]:
     """`decode_extent` for a short read: (ts, the other columns aligned with ids[1:], None
     where the segment lacks one), the newest `rows` of each. Same checks (I1–I6)."""
+    cache = files.cache
+    if cache is not None:
+        hit = cache.get(ext.file, ext.off, ext.length)
+        if (hit is not None and hit.key == kb and hit.count == ext.count
+                and all(c in hit.cols for c in ids[1:])):
+            lo = hit.count - rows
+            return hit.ts[lo:].copy(), tuple(
+                None if (a := hit.cols[c]) is None else a[lo:].copy() for c in ids[1:])
     where: Any = Where(files, ext.file, ext.off, key)
     buf = files.pread(ext.file, ext.off, ext.length)
     try:
-        info, got = decode_segment_aligned(buf, ids, rows, where=where)
+        # With a cache, decode every row once (the entry serves any later `rows`).
+        info, got = decode_segment_aligned(buf, ids, rows if cache is None else ext.count,
+                                           where=where)
         if info.key != kb:
             raise ForeignSegment(f"{where}: segment belongs to another user "
                                  f"({_show_key(key, info.key)}): a misdirected extent", info.key)
@@ -267,17 +277,28 @@ def decode_newest(files: ExtentFiles, ext: Extent, kb: bytes, key: Any, ids: tup
         exc.path = str(files.path(ext.file))
         exc.user = key
         raise
-    return ts, got[1:]
+    if cache is None:
+        return ts, got[1:]
+    cache.put(ext.file, ext.off, ext.length, kb, info.events, ts, dict(zip(ids[1:], got[1:])))
+    lo = info.events - rows
+    return ts[lo:].copy(), tuple(None if a is None else a[lo:].copy() for a in got[1:])
 
 
 def decode_extent(files: ExtentFiles, ext: Extent, kb: bytes, key: Any, col_ids: list[int],
                   rows: int | None = None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """Read and verify one extent (segment invariants I1–I6) and decode the asked-for
     columns; returns (ts, {col_id: values}). `rows`: only the newest `rows` events."""
+    cache = files.cache
+    if cache is not None:
+        hit = cache.get(ext.file, ext.off, ext.length)
+        if (hit is not None and hit.key == kb and hit.count == ext.count
+                and all(c in hit.cols for c in col_ids)):
+            return _from_entry(hit.ts, hit.cols, col_ids, rows)
     where: Any = Where(files, ext.file, ext.off, key)
     buf = files.pread(ext.file, ext.off, ext.length)
     try:
-        info, cols = decode_segment(buf, [TIME_COLUMN_ID, *col_ids], where=where, rows=rows)
+        info, cols = decode_segment(buf, [TIME_COLUMN_ID, *col_ids], where=where,
+                                    rows=rows if cache is None else None)
         if info.key != kb:
             raise ForeignSegment(f"{where}: segment belongs to another user "
                                  f"({_show_key(key, info.key)}): a misdirected extent", info.key)
@@ -288,7 +309,25 @@ def decode_extent(files: ExtentFiles, ext: Extent, kb: bytes, key: Any, col_ids:
         exc.path = str(files.path(ext.file))
         exc.user = key
         raise
-    return cols.pop(TIME_COLUMN_ID), cols
+    ts = cols.pop(TIME_COLUMN_ID)
+    if cache is None:
+        return ts, cols
+    cache.put(ext.file, ext.off, ext.length, kb, info.events, ts,
+              {c: cols.get(c) for c in col_ids})
+    return _from_entry(ts, cols, col_ids, rows)
+
+
+def _from_entry(ts: np.ndarray, cols: Mapping[int, np.ndarray | None], col_ids: list[int],
+                rows: int | None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Copies of the newest `rows` (None: all) of a cached segment's columns, in
+    `decode_extent`'s shape (ids the segment lacks are left out)."""
+    lo = 0 if rows is None else max(ts.size - rows, 0)
+    out = {}
+    for c in col_ids:
+        a = cols.get(c)
+        if a is not None:
+            out[c] = a[lo:].copy()
+    return ts[lo:].copy(), out
 
 
 def newest_rows(chosen: list[Source], last: int | None, before: int | None,

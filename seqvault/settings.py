@@ -95,6 +95,8 @@ _SPECS = (
             doc="background, nothing to merge: reclaim down to 1 - this garbage"),
     Setting("merge_nice", 10, int, 0, 19,
             doc="CPU niceness of background merge work (Linux), so reads go first"),
+    Setting("read_cache_bytes", 64 << 20, int, 0, 1 << 40,
+            doc="decoded segments kept in DRAM for reads, per process (0: none)"),
     Setting("merge_worker", "process", str, choices=("process", "thread"),
             doc="where background merge batches are decoded, encoded and written: a child "
                 "process (never holds the writer's GIL) or a thread of the writer"),
@@ -105,7 +107,7 @@ DEFAULTS: dict[str, Any] = {s.name: s.default for s in _SPECS}
 # Accepted by SeqVault.open but not persisted: it describes this process, not the store.
 PROCESS_OPTIONS = ("auto_merge",)
 # A read-only open keeps its own value of these (the others are the store's).
-READER_OWN = ("refresh_interval",)
+READER_OWN = ("refresh_interval", "read_cache_bytes")
 
 
 def check_names(given: Mapping[str, Any]) -> None:

@@ -57,6 +57,7 @@ from .recovery import (
 )
 from .retained import Retained, retained_counts
 from .schema import Schema, retention_cutoff
+from .segcache import SegmentCache
 from .segment import (
     TIME_COLUMN_ID,
     decode_columns,
@@ -164,9 +165,15 @@ class SeqVault:
             self._release()
             raise
 
+    def _attach_read_cache(self) -> None:
+        """Decoded segments for this process's reads (seqvault/segcache.py)."""
+        size = int(self.manifest.settings["read_cache_bytes"])
+        self.manifest.files.cache = SegmentCache(size) if size > 0 else None
+
     def _open_writer(self, given: dict[str, Any]) -> None:
         m = self.manifest = Manifest(self.path, read_only=False, given=given)
         m.load()
+        self._attach_read_cache()
         changed = {k: v for k, v in given.items()
                    if m.stored_settings.get(k, settings_mod.DEFAULTS[k]) != v}
         if changed:
@@ -236,6 +243,7 @@ class SeqVault:
                 time.sleep(0.001 * (attempt + 1))
         else:
             raise CorruptionError(f"{self.path}: could not get a consistent view after 20 tries")
+        self._attach_read_cache()
         self._last_refresh = time.monotonic()
 
     def _replay_from_start(self) -> None:
@@ -872,6 +880,9 @@ class SeqVault:
                 **merge_stats(self, self._merger, self._live_bytes()),
                 "auto_merge": bool(bg is not None and bg.is_alive()),
                 "auto_merge_error": repr(bg.error) if bg is not None and bg.error else None,
+                **(m.files.cache.stats() if m.files.cache is not None else
+                   {"read_cache_bytes": 0, "read_cache_segments": 0, "read_cache_hits": 0,
+                    "read_cache_misses": 0}),
             }
 
     def _retained(self) -> Retained:
