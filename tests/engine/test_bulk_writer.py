@@ -36,7 +36,9 @@ def data_files(path: Path) -> dict[str, int]:
 
 def comparable_stats(v: SeqVault) -> dict:
     s = v.stats()
-    for counter in ("wal_fsyncs", "reads"):  # operation counters, not the stored state
+    # operation counters and this process's read cache, not the stored state
+    for counter in ("wal_fsyncs", "reads", "read_cache_bytes", "read_cache_segments",
+                    "read_cache_hits", "read_cache_misses"):
         s.pop(counter, None)
     return s
 
