@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import CorruptionError, ValidationError
 from .files import ExtentFiles
-from .index import Extent, user_hash
+from .index import Extent, HashIndex, user_hash
 from .memtable import StringDict, UserTail
 from .schema import Schema, retention_cutoff
 from .segment import (
@@ -453,10 +453,49 @@ def sources_of(extents: Sequence[Extent], tail: UserTail | None) -> list[Source]
     return sources
 
 
+def plain_newest(plan: ReadPlan) -> bool:
+    """Whether the read is a plain "newest N" (no time window, no retention window)."""
+    return (plan.last is not None and plan.keep is None and plan.before is None
+            and plan.since is None)
+
+
+def newest_plan(index: HashIndex, h: int, tail: UserTail | None, last: int
+                ) -> list[Source] | None:
+    """`newest_sources(sources_of(index.extents_of(h), tail), last)` without a `Source` or an
+    `Extent` for the extents left out (docs/design/realtime.md, "Walking the extent list"):
+    the same plan, or None where that gives None. holds: the store lock."""
+    have, lo = 0, None
+    mem: Source | None = None
+    if tail is not None and tail.count:
+        ts_m, cols_m = tail.sorted_arrays()
+        mem = Source(0, int(ts_m.size), int(ts_m[0]), int(ts_m[-1]), mem=(ts_m, cols_m))
+        have, lo = mem.count, mem.min_ts
+    walk = index.newest_walk(index.find(h), last, have, lo)
+    if walk is None:
+        return None
+    slots, n = walk
+    out: list[Source] = []
+    first = n - len(slots)  # arrival order of the oldest chosen extent
+    for i, e in enumerate(reversed(slots)):
+        x = index.extent_at(e)
+        out.append(Source(first + i, x.count, x.min_ts, x.max_ts, extent=x))
+    if mem is not None:
+        mem.order = n
+        out.append(mem)
+    return out
+
+
 def read_sources(files: ExtentFiles, schema: Schema, dicts: Mapping[str, StringDict], key: Any,
-                 kb: bytes, sources: list[Source], plan: ReadPlan) -> UserSequence:
-    """Choose, decode and assemble: the part of a read that runs without the store lock."""
-    if plan.last is not None and plan.keep is None and plan.before is None and plan.since is None:
+                 kb: bytes, sources: list[Source], plan: ReadPlan,
+                 planned: bool = False) -> UserSequence:
+    """Choose, decode and assemble: the part of a read that runs without the store lock.
+    `planned`: `sources` are already `newest_plan`'s plan for this (plain newest) read."""
+    if planned:
+        assert plan.last is not None
+        return assemble_newest(files, key, kb, schema, dicts, sources, plan.names, plan.last,
+                               plan.codes)
+    if plain_newest(plan):
+        assert plan.last is not None
         newest = newest_sources(sources, plan.last)
         if newest is not None:
             return assemble_newest(files, key, kb, schema, dicts, newest, plan.names,

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import sealing
+from . import reads, sealing
 from . import settings as settings_mod
 from . import wal as wal_mod
 from .background import BackgroundMerger
@@ -43,7 +43,15 @@ from .memtable import MemTable, StringDict, add_events
 from .merge import Merger, merge_stats
 from .meta import Meta
 from .prepare import prepare
-from .reads import ForeignSegment, UserSequence, plan_read, read_sources, sources_of, user_events
+from .reads import (
+    ForeignSegment,
+    UserSequence,
+    plain_newest,
+    plan_read,
+    read_sources,
+    sources_of,
+    user_events,
+)
 from .reclaim import live_bytes
 from .recovery import (
     create_store,
@@ -739,9 +747,14 @@ class SeqVault:
                 m = self.manifest
                 h = m.index.slot_of(kb)
                 schema, dicts = m.schema, dict(m.dicts)
-                sources = sources_of(m.index.extents_of(h), self.mem.get(key))
+                tail = self.mem.get(key)
+                got = None
+                if plan.last is not None and plain_newest(plan):
+                    got = reads.newest_plan(m.index, h, tail, plan.last)
+                planned = got is not None
+                sources = got if got is not None else sources_of(m.index.extents_of(h), tail)
             try:
-                return read_sources(m.files, schema, dicts, key, kb, sources, plan)
+                return read_sources(m.files, schema, dicts, key, kb, sources, plan, planned)
             except ForeignSegment as exc:
                 with self.lock:
                     if kb in m.index.aliases or m.index.slot_of(exc.owner) != h:
