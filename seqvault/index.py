@@ -211,6 +211,16 @@ class HashIndex:
             e = nxt[e]
         return chosen, n
 
+    def chain(self, row: int) -> list[int]:
+        """The user's extent slots, newest first (no object per extent but the slot's int)."""
+        e = int(self.u_head[row]) if row >= 0 else -1
+        nxt = self.e_next.data
+        out: list[int] = []
+        while e >= 0:
+            out.append(e)
+            e = nxt[e]
+        return out
+
     def extent_at(self, e: int) -> Extent:
         """The extent in slot `e`."""
         return Extent(int(self.e_file[e]), int(self.e_off[e]), int(self.e_len[e]),

@@ -485,15 +485,79 @@ def newest_plan(index: HashIndex, h: int, tail: UserTail | None, last: int
     return out
 
 
+# Above this many sources `choose_plan` hands over to `choose_sources` (its n² step would
+# cost more than the objects it saves).
+CHOOSE_VECTOR_MAX = 512
+
+
+def choose_plan(index: HashIndex, h: int, tail: UserTail | None, last: int | None,
+                before: int | None, since: int | None) -> list[Source]:
+    """`choose_sources(sources_of(index.extents_of(h), tail), last, before, since)` over the
+    index arrays (docs/design/realtime.md, "Walking the extent list"): the same sources in
+    the same order, with a `Source` and an `Extent` built only for the chosen ones.
+    holds: the store lock."""
+    slots = index.chain(index.find(h))
+    slots.reverse()  # arrival order
+    n_ext = len(slots)
+    sl = np.asarray(slots, dtype=np.int64)
+    cnt = index.e_count[sl].astype(np.int64)
+    mn = index.e_min[sl]
+    mx = index.e_max[sl]
+    mem: Source | None = None
+    if tail is not None and tail.count:
+        ts_m, cols_m = tail.sorted_arrays()
+        mem = Source(n_ext, int(ts_m.size), int(ts_m[0]), int(ts_m[-1]), mem=(ts_m, cols_m))
+        cnt = np.append(cnt, mem.count)
+        mn = np.append(mn, mem.min_ts)
+        mx = np.append(mx, mem.max_ts)
+    if mn.size > CHOOSE_VECTOR_MAX:
+        return choose_sources(sources_of(index.extents_of(h), tail), last, before, since)
+    cand = np.ones(mn.size, dtype=bool)
+    if since is not None:
+        cand &= mx >= since
+    if before is not None:
+        cand &= mn < before
+    ci = np.flatnonzero(cand)
+    if last is not None and ci.size > 1:
+        # Newest max first, ties in arrival order (a stable sort of -max, as `sorted(...,
+        # reverse=True)` keeps them); source j is visited while the sources before it that
+        # surely hold newer events (min above j's max, wholly inside the window) hold < last.
+        by_max = ci[np.argsort(-mx[ci], kind="stable")]
+        bmn, bmx, bcnt = mn[by_max], mx[by_max], cnt[by_max]
+        inside = np.ones(by_max.size, dtype=bool)
+        if before is not None:
+            inside &= bmx < before
+        if since is not None:
+            inside &= bmn >= since
+        newer = (bmn[None, :] > bmx[:, None]) & inside[None, :]
+        newer &= np.tri(by_max.size, k=-1, dtype=bool)  # only those visited before j
+        sure = newer.astype(np.int64) @ bcnt
+        stop = np.flatnonzero(sure >= last)
+        ci = np.sort(by_max[: int(stop[0])] if stop.size else by_max)
+    out: list[Source] = []
+    for i in ci.tolist():
+        if i == n_ext:
+            assert mem is not None
+            out.append(mem)
+        else:
+            x = index.extent_at(slots[i])
+            out.append(Source(i, x.count, x.min_ts, x.max_ts, extent=x))
+    return out
+
+
 def read_sources(files: ExtentFiles, schema: Schema, dicts: Mapping[str, StringDict], key: Any,
                  kb: bytes, sources: list[Source], plan: ReadPlan,
-                 planned: bool = False) -> UserSequence:
+                 planned: bool = False, prechosen: bool = False) -> UserSequence:
     """Choose, decode and assemble: the part of a read that runs without the store lock.
-    `planned`: `sources` are already `newest_plan`'s plan for this (plain newest) read."""
+    `planned`: `sources` are already `newest_plan`'s plan for this (plain newest) read;
+    `prechosen`: they are already `choose_plan`'s choice."""
     if planned:
         assert plan.last is not None
         return assemble_newest(files, key, kb, schema, dicts, sources, plan.names, plan.last,
                                plan.codes)
+    if prechosen:
+        return assemble(files, key, kb, schema, dicts, sources, plan.names, plan.last,
+                        plan.before, plan.since, keep=plan.keep, codes=plan.codes)
     if plain_newest(plan):
         assert plan.last is not None
         newest = newest_sources(sources, plan.last)

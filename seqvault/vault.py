@@ -752,18 +752,23 @@ class SeqVault:
                 if plan.last is not None and plain_newest(plan):
                     got = reads.newest_plan(m.index, h, tail, plan.last)
                 planned = got is not None
-                sources = got if got is not None else sources_of(m.index.extents_of(h), tail)
+                if got is not None:
+                    sources = got
+                elif plan.keep is not None:  # the retention window first, as merge would
+                    sources = reads.choose_plan(m.index, h, tail, plan.keep, None, plan.since)
+                else:
+                    sources = reads.choose_plan(m.index, h, tail, plan.last, plan.before,
+                                                plan.since)
             try:
-                return read_sources(m.files, schema, dicts, key, kb, sources, plan, planned)
+                return read_sources(m.files, schema, dicts, key, kb, sources, plan, planned,
+                                    prechosen=not planned)
             except ForeignSegment as exc:
                 with self.lock:
                     if kb in m.index.aliases or m.index.slot_of(exc.owner) != h:
                         raise  # two keys at one slot, or a stray segment: a damaged index
                 # The key was never published and its default slot is another user's (a hash
                 # collision): it has no sealed events in this snapshot, only its memtable tail.
-                mem = [s for s in sources if s.mem is not None]
-                for s in mem:
-                    s.order = 0
+                mem = sources_of([], tail)
                 return read_sources(m.files, schema, dicts, key, kb, mem, plan)
             except FileNotFoundError:
                 # Space reclamation deleted a file of this snapshot (docs/design/merge.md,

@@ -12,7 +12,7 @@ import pytest
 from seqvault import Schema, SeqVault, reads
 from seqvault.errors import CorruptionError
 from seqvault.index import Extent, HashIndex
-from seqvault.reads import newest_plan, newest_sources, sources_of
+from seqvault.reads import choose_plan, choose_sources, newest_plan, newest_sources, sources_of
 from seqvault.segment import key_bytes
 
 SCHEMA = {"columns": [{"name": "item", "type": "int64", "default": 0},
@@ -77,6 +77,39 @@ def test_the_walk_plans_exactly_as_newest_sources(overlap):
     assert 0 < taken < checked  # plans made, and fallbacks (late tails, overlaps) compared
 
 
+@pytest.mark.parametrize("overlap", [0.0, 0.2, 0.9])
+def test_the_array_choice_is_exactly_choose_sources(overlap, monkeypatch):
+    rng = np.random.default_rng(int(overlap * 100) + 5)
+    idx = HashIndex()
+    sizes = []
+    for case in range(250):
+        n = int(rng.integers(0, 90))
+        exts = random_extents(rng, n, overlap)
+        h = 5_000 + case
+        idx.set_extents(h, list(reversed(exts)))
+        tail = None
+        if rng.random() < 0.5:
+            t_end = max((e.max_ts for e in exts), default=0)
+            tail = Tail(t_end - int(rng.integers(-100, 30_000)) + rng.integers(0, 2_000, 50))
+        t_end = max((e.max_ts for e in exts), default=1)
+        for _ in range(8):
+            last = [None, 1, 100, 1_000, 5_000, 10**6][int(rng.integers(0, 6))]
+            before = int(rng.integers(0, t_end + 10)) if rng.random() < 0.4 else None
+            since = int(rng.integers(0, t_end + 10)) if rng.random() < 0.4 else None
+            want = choose_sources(sources_of(idx.extents_of(h), tail), last, before, since)  # type: ignore[arg-type]
+            got = choose_plan(idx, h, tail, last, before, since)  # type: ignore[arg-type]
+            assert plan_key(got) == plan_key(want), (case, last, before, since)
+            sizes.append(len(got))
+    assert min(sizes) == 0 and max(sizes) > 20  # empty choices and long ones were compared
+    # past CHOOSE_VECTOR_MAX sources it hands over to choose_sources: still the same answer
+    monkeypatch.setattr(reads, "CHOOSE_VECTOR_MAX", 3)
+    exts = random_extents(rng, 40, overlap)
+    idx.set_extents(1, list(reversed(exts)))
+    for last in (None, 1, 3_000):
+        assert plan_key(choose_plan(idx, 1, None, last, None, None)) == plan_key(
+            choose_sources(sources_of(idx.extents_of(1), None), last, None, None))
+
+
 def test_the_walk_of_an_unknown_user_is_an_empty_plan():
     idx = HashIndex()
     assert newest_plan(idx, 12345, None, 10) == []
@@ -129,6 +162,16 @@ def _hot_store(tmp_path, late: bool) -> tuple[SeqVault, int]:
     return v, len(idx.extents_of(idx.slot_of(key_bytes(1)[1])))
 
 
+def object_path(monkeypatch) -> None:
+    """Reads take the path from before the walk: an `Extent` and a `Source` per extent,
+    `choose_sources` over them, and no short-read plan (the general merge)."""
+    monkeypatch.setattr(reads, "newest_plan", lambda *a: None)
+    monkeypatch.setattr(reads, "newest_sources", lambda sources, last: None)
+    monkeypatch.setattr(reads, "choose_plan", lambda idx, h, tail, last, before, since:
+                        choose_sources(sources_of(idx.extents_of(h), tail), last, before,
+                                       since))
+
+
 @pytest.mark.parametrize("late", [False, True])
 def test_reads_of_a_user_with_many_extents_equal_the_general_path(tmp_path, decoder,
                                                                    monkeypatch, late):
@@ -142,8 +185,11 @@ def test_reads_of_a_user_with_many_extents_equal_the_general_path(tmp_path, deco
                 for cols in (None, ["act"]):
                     got[strings, last, str(cols)] = v.read(1, last=last, columns=cols,
                                                            strings=strings)
-        monkeypatch.setattr(reads, "newest_plan", lambda *a: None)
-        monkeypatch.setattr(reads, "newest_sources", lambda sources, last: None)
+        t_hi = int(v.read(1, last=1)["ts"][0])
+        windows = [(b, s, n) for b in (None, t_hi - 500, t_hi - 3_000)
+                   for s in (None, t_hi - 4_000, t_hi - 1_000) for n in (None, 50, 1_000)]
+        windowed = {w: v.read(1, last=w[2], before=w[0], since=w[1]) for w in windows}
+        object_path(monkeypatch)
         everything = v.read(1)
         for (strings, last, cols), seq in got.items():
             want = v.read(1, last=last, columns=eval(cols), strings=strings)
@@ -155,6 +201,12 @@ def test_reads_of_a_user_with_many_extents_equal_the_general_path(tmp_path, deco
             if strings == "codes":
                 for name, lookup in want.dictionaries.items():
                     np.testing.assert_array_equal(seq.dictionaries[name], lookup)
+        for (b, s_, n), seq in windowed.items():
+            want = v.read(1, last=n, before=b, since=s_)
+            assert len(seq) == len(want)
+            for name in want:
+                np.testing.assert_array_equal(seq[name], want[name])
+        assert any(len(seq) for seq in windowed.values())
         # and the general path itself is the whole history's tail
         np.testing.assert_array_equal(got["decode", 500, "None"]["item"],
                                       everything["item"][-500:])
