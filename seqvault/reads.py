@@ -490,6 +490,37 @@ def newest_plan(index: HashIndex, h: int, tail: UserTail | None, last: int
 CHOOSE_VECTOR_MAX = 512
 
 
+# `choose_plan` visits this many sources one by one (a last-N read usually stops after two or
+# three) before it takes the whole-array step, whose cost grows with the square of the count.
+VISITS_ONE_BY_ONE = 24
+
+
+def _visits(by_max: np.ndarray, mn: np.ndarray, mx: np.ndarray, cnt: np.ndarray,
+            inside: np.ndarray, last: int) -> int:
+    """How many of `by_max` (source indices, newest max first) `choose_sources` visits before
+    the sources already visited that surely hold newer events (min above the next one's max,
+    `inside` the window) hold `last`."""
+    k = min(by_max.size, VISITS_ONE_BY_ONE)
+    o = by_max[:k].tolist()
+    bmn, bmx, bcnt, ins = mn[o].tolist(), mx[o].tolist(), cnt[o].tolist(), inside[:k].tolist()
+    for j in range(k):
+        top = bmx[j]
+        sure = 0
+        for c in range(j):
+            if ins[c] and bmn[c] > top:
+                sure += bcnt[c]
+        if sure >= last:
+            return j
+    if k == by_max.size:
+        return k
+    bmn_a, bmx_a = mn[by_max], mx[by_max]
+    newer = (bmn_a[None, :] > bmx_a[:, None]) & inside[None, :]
+    newer &= np.tri(by_max.size, k=-1, dtype=bool)  # only those visited before j
+    sure_a = newer.astype(np.int64) @ cnt[by_max]
+    stop = np.flatnonzero(sure_a >= last)
+    return int(stop[0]) if stop.size else int(by_max.size)
+
+
 def choose_plan(index: HashIndex, h: int, tail: UserTail | None, last: int | None,
                 before: int | None, since: int | None) -> list[Source]:
     """`choose_sources(sources_of(index.extents_of(h), tail), last, before, since)` over the
@@ -499,20 +530,23 @@ def choose_plan(index: HashIndex, h: int, tail: UserTail | None, last: int | Non
     slots = index.chain(index.find(h))
     slots.reverse()  # arrival order
     n_ext = len(slots)
-    sl = np.asarray(slots, dtype=np.int64)
-    cnt = index.e_count[sl].astype(np.int64)
-    mn = index.e_min[sl]
-    mx = index.e_max[sl]
     mem: Source | None = None
     if tail is not None and tail.count:
         ts_m, cols_m = tail.sorted_arrays()
         mem = Source(n_ext, int(ts_m.size), int(ts_m[0]), int(ts_m[-1]), mem=(ts_m, cols_m))
-        cnt = np.append(cnt, mem.count)
-        mn = np.append(mn, mem.min_ts)
-        mx = np.append(mx, mem.max_ts)
-    if mn.size > CHOOSE_VECTOR_MAX:
+    n = n_ext + (mem is not None)
+    if n > CHOOSE_VECTOR_MAX:
         return choose_sources(sources_of(index.extents_of(h), tail), last, before, since)
-    cand = np.ones(mn.size, dtype=bool)
+    sl = np.array(slots, dtype=np.intp)
+    cnt = np.empty(n, dtype=np.int64)
+    mn = np.empty(n, dtype=np.int64)
+    mx = np.empty(n, dtype=np.int64)
+    cnt[:n_ext] = index.e_count[sl]
+    mn[:n_ext] = index.e_min[sl]
+    mx[:n_ext] = index.e_max[sl]
+    if mem is not None:
+        cnt[n_ext], mn[n_ext], mx[n_ext] = mem.count, mem.min_ts, mem.max_ts
+    cand = np.ones(n, dtype=bool)
     if since is not None:
         cand &= mx >= since
     if before is not None:
@@ -523,17 +557,13 @@ def choose_plan(index: HashIndex, h: int, tail: UserTail | None, last: int | Non
         # reverse=True)` keeps them); source j is visited while the sources before it that
         # surely hold newer events (min above j's max, wholly inside the window) hold < last.
         by_max = ci[np.argsort(-mx[ci], kind="stable")]
-        bmn, bmx, bcnt = mn[by_max], mx[by_max], cnt[by_max]
         inside = np.ones(by_max.size, dtype=bool)
         if before is not None:
-            inside &= bmx < before
+            inside &= mx[by_max] < before
         if since is not None:
-            inside &= bmn >= since
-        newer = (bmn[None, :] > bmx[:, None]) & inside[None, :]
-        newer &= np.tri(by_max.size, k=-1, dtype=bool)  # only those visited before j
-        sure = newer.astype(np.int64) @ bcnt
-        stop = np.flatnonzero(sure >= last)
-        ci = np.sort(by_max[: int(stop[0])] if stop.size else by_max)
+            inside &= mn[by_max] >= since
+        stop = _visits(by_max, mn, mx, cnt, inside, last)
+        ci = np.sort(by_max[:stop])
     out: list[Source] = []
     for i in ci.tolist():
         if i == n_ext:
