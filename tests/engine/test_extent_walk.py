@@ -36,9 +36,10 @@ def plan_key(plan):
     return [(s.order, s.count, s.min_ts, s.max_ts, s.extent, s.mem is not None) for s in plan]
 
 
-def random_extents(rng, n: int, overlap: float) -> list[Extent]:
+def random_extents(rng, n: int, overlap: float, grid: int = 1) -> list[Extent]:
     """n extents, oldest first, roughly in time order; with probability `overlap` one reaches
-    back into (or past) older ones' ranges, as late events do."""
+    back into (or past) older ones' ranges, as late events do. `grid` > 1 rounds the ranges
+    to its multiples, so that sources share boundary timestamps (ties)."""
     out = []
     t = 0
     for i in range(n):
@@ -47,6 +48,7 @@ def random_extents(rng, n: int, overlap: float) -> list[Extent]:
         if rng.random() < overlap:
             lo = max(0, lo - int(rng.integers(1, 20_000)))
         hi = lo + int(rng.integers(0, 5_000))
+        lo, hi = lo // grid * grid, hi // grid * grid
         t = max(t, hi)
         out.append(Extent(i % 7, i * 4_096, 4_000 + i, count, lo, hi))
     return out
@@ -77,14 +79,17 @@ def test_the_walk_plans_exactly_as_newest_sources(overlap):
     assert 0 < taken < checked  # plans made, and fallbacks (late tails, overlaps) compared
 
 
+@pytest.mark.parametrize("one_by_one", [24, 0])  # 0: every choice by the whole-array step
+@pytest.mark.parametrize("grid", [1, 2_000])
 @pytest.mark.parametrize("overlap", [0.0, 0.2, 0.9])
-def test_the_array_choice_is_exactly_choose_sources(overlap, monkeypatch):
-    rng = np.random.default_rng(int(overlap * 100) + 5)
+def test_the_array_choice_is_exactly_choose_sources(overlap, grid, one_by_one, monkeypatch):
+    monkeypatch.setattr(reads, "VISITS_ONE_BY_ONE", one_by_one)
+    rng = np.random.default_rng(int(overlap * 100) + 5 + grid)
     idx = HashIndex()
     sizes = []
-    for case in range(250):
+    for case in range(120):
         n = int(rng.integers(0, 90))
-        exts = random_extents(rng, n, overlap)
+        exts = random_extents(rng, n, overlap, grid)
         h = 5_000 + case
         idx.set_extents(h, list(reversed(exts)))
         tail = None
