@@ -79,15 +79,18 @@ def test_the_walk_plans_exactly_as_newest_sources(overlap):
     assert 0 < taken < checked  # plans made, and fallbacks (late tails, overlaps) compared
 
 
+@pytest.mark.parametrize("few", [8, 0])  # 0: the array steps even for a few sources
 @pytest.mark.parametrize("one_by_one", [24, 0])  # 0: every choice by the whole-array step
 @pytest.mark.parametrize("grid", [1, 2_000])
 @pytest.mark.parametrize("overlap", [0.0, 0.2, 0.9])
-def test_the_array_choice_is_exactly_choose_sources(overlap, grid, one_by_one, monkeypatch):
+def test_the_array_choice_is_exactly_choose_sources(overlap, grid, one_by_one, few,
+                                                    monkeypatch):
     monkeypatch.setattr(reads, "VISITS_ONE_BY_ONE", one_by_one)
+    monkeypatch.setattr(reads, "CHOOSE_OBJECTS_MAX", few)
     rng = np.random.default_rng(int(overlap * 100) + 5 + grid)
     idx = HashIndex()
     sizes = []
-    for case in range(120):
+    for case in range(80):
         n = int(rng.integers(0, 90))
         exts = random_extents(rng, n, overlap, grid)
         h = 5_000 + case
