@@ -4,9 +4,13 @@ with the extent walk (`reads.newest_plan`, `reads.choose_plan`) on and off (off:
 `Extent` and a `Source` per extent, then `newest_sources` / `choose_sources`), beside RocksDB key-per-event in the
 same process. The measurement behind docs/design/realtime.md ("Walking the extent list").
 
-    .venv/bin/python -m bench.extent_reads                  # 4 / 16 / 64 extents
+    .venv/bin/python -m bench.extent_reads    # users of 4 / 16 / 64 × 2,048 events
     .venv/bin/python -m bench.extent_reads --rounds 7 --json out.json
 
+Appends of 200 events, users interleaved, `tail_events=2,048`; the memtable's cap flushes add
+small segments, so the users hold more extents than 2,048-event seals (the count read back
+from the index is printed). Histories include bench.workload's late events, so extents
+overlap in time and most reads take the general choice (`choose_plan`), not the short plan.
 Each figure is the minimum over runs of `reps` reads cycling over the users (the least
 disturbed run on a shared machine), with the maximum as the spread; the variants are
 interleaved twice, so a noisy stretch hits each of them.
