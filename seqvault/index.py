@@ -182,6 +182,50 @@ class HashIndex:
     def extents_of(self, h: int) -> list[Extent]:
         return self.extents(self.find(h))
 
+    def newest_walk(self, row: int, last: int, have: int, lo: int | None
+                    ) -> tuple[list[int], int] | None:
+        """The index half of a short read's plan (reads.newest_plan; docs/design/realtime.md,
+        "Walking the extent list"): the user's extent slots newest first while fewer than
+        `last` events are chosen (`have` already chosen, the oldest of them starting at `lo`),
+        and the number of extents the user has; None when time order and arrival order
+        disagree (a chosen extent ends after a newer chosen source starts, or one left out
+        ends after the oldest chosen one starts). Reads the arrays through their memoryviews
+        (`.data`, which index to Python ints): no object per extent, a few int steps each."""
+        e = int(self.u_head[row]) if row >= 0 else -1
+        if e < 0:
+            return [], 0
+        nxt, e_min, e_max, e_count = self.e_next.data, self.e_min.data, self.e_max.data, self.e_count.data
+        chosen: list[int] = []
+        while e >= 0 and have < last:
+            if lo is not None and e_max[e] > lo:
+                return None
+            chosen.append(e)
+            have += e_count[e]
+            lo = e_min[e]
+            e = nxt[e]
+        n = len(chosen)
+        while e >= 0:  # the extents left out: none may end after the oldest chosen starts
+            if e_max[e] > lo:  # type: ignore[operator]  # lo is set: one extent was chosen
+                return None
+            n += 1
+            e = nxt[e]
+        return chosen, n
+
+    def chain(self, row: int) -> list[int]:
+        """The user's extent slots, newest first (no object per extent but the slot's int)."""
+        e = int(self.u_head[row]) if row >= 0 else -1
+        nxt = self.e_next.data
+        out: list[int] = []
+        while e >= 0:
+            out.append(e)
+            e = nxt[e]
+        return out
+
+    def extent_at(self, e: int) -> Extent:
+        """The extent in slot `e`."""
+        return Extent(int(self.e_file[e]), int(self.e_off[e]), int(self.e_len[e]),
+                      int(self.e_count[e]), int(self.e_min[e]), int(self.e_max[e]))
+
     def count_of(self, h: int) -> int:
         row = self.find(h)
         return int(self.u_count[row]) if row >= 0 else 0

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import sealing
+from . import reads, sealing
 from . import settings as settings_mod
 from . import wal as wal_mod
 from .background import BackgroundMerger
@@ -43,7 +43,15 @@ from .memtable import MemTable, StringDict, add_events
 from .merge import Merger, merge_stats
 from .meta import Meta
 from .prepare import prepare
-from .reads import ForeignSegment, UserSequence, plan_read, read_sources, sources_of, user_events
+from .reads import (
+    ForeignSegment,
+    UserSequence,
+    plain_newest,
+    plan_read,
+    read_sources,
+    sources_of,
+    user_events,
+)
 from .reclaim import live_bytes
 from .recovery import (
     create_store,
@@ -747,18 +755,28 @@ class SeqVault:
                 m = self.manifest
                 h = m.index.slot_of(kb)
                 schema, dicts = m.schema, dict(m.dicts)
-                sources = sources_of(m.index.extents_of(h), self.mem.get(key))
+                tail = self.mem.get(key)
+                got = None
+                if plan.last is not None and plain_newest(plan):
+                    got = reads.newest_plan(m.index, h, tail, plan.last)
+                planned = got is not None
+                if got is not None:
+                    sources = got
+                elif plan.keep is not None:  # the retention window first, as merge would
+                    sources = reads.choose_plan(m.index, h, tail, plan.keep, None, plan.since)
+                else:
+                    sources = reads.choose_plan(m.index, h, tail, plan.last, plan.before,
+                                                plan.since)
             try:
-                return read_sources(m.files, schema, dicts, key, kb, sources, plan)
+                return read_sources(m.files, schema, dicts, key, kb, sources, plan, planned,
+                                    prechosen=not planned)
             except ForeignSegment as exc:
                 with self.lock:
                     if kb in m.index.aliases or m.index.slot_of(exc.owner) != h:
                         raise  # two keys at one slot, or a stray segment: a damaged index
                 # The key was never published and its default slot is another user's (a hash
                 # collision): it has no sealed events in this snapshot, only its memtable tail.
-                mem = [s for s in sources if s.mem is not None]
-                for s in mem:
-                    s.order = 0
+                mem = sources_of([], tail)
                 return read_sources(m.files, schema, dicts, key, kb, mem, plan)
             except FileNotFoundError:
                 # Space reclamation deleted a file of this snapshot (docs/design/merge.md,
