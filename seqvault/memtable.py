@@ -254,6 +254,13 @@ class MemTable:
 
     def _build(self, uid: int) -> UserTail:
         through = self.through.get(uid, -1)
+        kernel = prepare.KERNEL
+        if kernel is not None:  # the same walk in C (~20x faster on a hot user's tail)
+            tail = UserTail(uid)
+            tail.refs = kernel.chain(self.chunks, self._e_chunk, self._e_start, self._e_stop,
+                                     self._e_prev, self._last[uid], through)
+            tail.count = self._count[uid]
+            return tail
         refs = []
         e = self._last[uid]
         while e >= 0:
@@ -321,17 +328,32 @@ class MemTable:
         if not self.chunks or self.events == 0:
             empty = np.zeros(0, np.int64)
             return empty, empty, {}, empty, empty
-        ts = np.concatenate([c.ts for c, _u, _n in self.chunks])
-        names = list(self.chunks[0][0].cols)
-        uid = np.concatenate([np.repeat(np.asarray(u, dtype=np.int64), np.asarray(n, np.int64))
-                              for _c, u, n in self.chunks])
-        cols = {k: np.concatenate([c.cols[k] for c, _u, _n in self.chunks]) for k in names}
+        # Whole-array steps only: a memtable of many small calls holds tens of thousands of
+        # chunks, and a numpy call per chunk cost ~15 us each (a 32k-chunk flush spent 0.5 s
+        # here). Entries are in chunk order and tile each chunk's rows, so a row's user is its
+        # entry's, repeated over the entry's rows.
+        chunks = self.chunks
+        names = list(chunks[0][0].cols)
+        kernel = prepare.KERNEL
+        got = (kernel.gather([(c, 0, c.ts.size) for c, _u, _n in chunks], tuple(names))
+               if kernel is not None else None)
+        if got is not None:  # one C pass (~10 ms for 32k chunks; numpy's concatenate ~170)
+            ts, cols = got
+        else:
+            ts = np.concatenate([c.ts for c, _u, _n in chunks])
+            cols = {k: np.concatenate([c.cols[k] for c, _u, _n in chunks]) for k in names}
+        e_rows = (np.frombuffer(self._e_stop, dtype=np.int64)
+                  - np.frombuffer(self._e_start, dtype=np.int64))
+        e_uid = np.concatenate([u if type(u) is np.ndarray else np.asarray(u, dtype=np.int64)
+                                for _c, u, _n in chunks]).astype(np.int64, copy=False)
+        uid = np.repeat(e_uid, e_rows)
         if self.through:  # rows sealed per user since the last full flush
-            ends = np.concatenate([np.full(c.ts.size, c.end, dtype=np.int64)
-                                   for c, _u, _n in self.chunks])
+            chunk_end = np.fromiter((c.end for c, _u, _n in chunks), dtype=np.int64,
+                                    count=len(chunks))
+            ends = np.repeat(chunk_end[np.frombuffer(self._e_chunk, dtype=np.int64)], e_rows)
             limit = np.full(len(self.keys), -1, dtype=np.int64)
-            for u, t in self.through.items():
-                limit[u] = t
+            limit[np.fromiter(self.through.keys(), np.int64, len(self.through))] = np.fromiter(
+                self.through.values(), np.int64, len(self.through))
             live = ends > limit[uid]
             ts, uid = ts[live], uid[live]
             cols = {k: v[live] for k, v in cols.items()}

@@ -31,3 +31,13 @@ def add_rows(
 def gather(
     refs: list[tuple[Any, int, int]], names: tuple[str, ...], /
 ) -> tuple[np.ndarray, dict[str, np.ndarray]] | None: ...
+def chain(
+    chunks: list[tuple[Any, Any, Any]],
+    e_chunk: array[int],
+    e_start: array[int],
+    e_stop: array[int],
+    e_prev: array[int],
+    e: int,
+    through: int,
+    /,
+) -> list[tuple[Any, int, int]]: ...
