@@ -504,10 +504,21 @@ static int64_t *q_buffer(PyObject *arr, Py_buffer *view) {
     if (PyObject_GetBuffer(arr, view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) return NULL;
     if (view->itemsize != 8 || !view->format || strcmp(view->format, "q") != 0) {
         PyBuffer_Release(view);
-        PyErr_SetString(PyExc_TypeError, "add_rows: expected array('q') arguments");
+        PyErr_SetString(PyExc_TypeError, "expected array('q') arguments");
         return NULL;
     }
     return (int64_t *)view->buf;
+}
+
+/* The buffers of `n` array('q') arguments; on failure none is held and -1 is returned. */
+static int q_buffers(PyObject **arrs, int n, Py_buffer *views, int64_t **q) {
+    for (int got = 0; got < n; got++) {
+        if (!(q[got] = q_buffer(arrs[got], &views[got]))) {
+            for (int a = 0; a < got; a++) PyBuffer_Release(&views[a]);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 PyDoc_STRVAR(add_rows_doc,
@@ -568,13 +579,7 @@ static PyObject *add_rows(PyObject *self, PyObject *args) {
 
     Py_buffer views[6];
     int64_t *q[6];
-    int got = 0;
-    for (; got < 6; got++)
-        if (!(q[got] = q_buffer(arrs[got], &views[got]))) break;
-    if (got < 6) {
-        for (int a = 0; a < got; a++) PyBuffer_Release(&views[a]);
-        goto error;
-    }
+    if (q_buffers(arrs, 6, views, q) < 0) goto error;
     Py_ssize_t n_users = views[0].len / 8;
     for (Py_ssize_t i = base; i < base + added && i < n_users; i++) q[1][i] = -1;
     int64_t top = 0, start = 0;
@@ -733,13 +738,7 @@ static PyObject *chain_refs(PyObject *self, PyObject *args) {
         return NULL;
     Py_buffer views[4];
     int64_t *q[4];
-    int got = 0;
-    for (; got < 4; got++)
-        if (!(q[got] = q_buffer(arrs[got], &views[got]))) break;
-    if (got < 4) {
-        for (int a = 0; a < got; a++) PyBuffer_Release(&views[a]);
-        return NULL;
-    }
+    if (q_buffers(arrs, 4, views, q) < 0) return NULL;
     Py_ssize_t n_entries = views[0].len / 8, n_chunks = PyList_GET_SIZE(chunks);
     PyObject *out = PyList_New(0);
     int ok = out != NULL;

@@ -253,6 +253,30 @@ def test_gather_concatenates_a_tails_slices():
     assert KERNEL.gather(refs + [(odd, 0, 2)], ("a", "b")) is None  # a dtype changed: Python
 
 
+def test_chain_walks_a_users_entries_and_stops_at_the_sealed_chunk():
+    """`chain` (MemTable._build in C): the user's slices oldest first, none from a chunk whose
+    `end` is at or below `through`; an empty chain is []; a chain that loops (a corrupt
+    `e_prev`) or points outside the arrays raises instead of hanging or reading out of bounds."""
+    from array import array
+
+    chunks = [(Chunk(np.arange(4), {}, end=10 * (i + 1)), None, None) for i in range(3)]
+    # entries 0..3: user A's slices in chunks 0, 1, 2 (entries 0, 2, 3); entry 1 is another's
+    e_chunk, e_start = array("q", [0, 0, 1, 2]), array("q", [0, 2, 1, 0])
+    e_stop, e_prev = array("q", [2, 4, 3, 4]), array("q", [-1, -1, 0, 2])
+    refs = KERNEL.chain(chunks, e_chunk, e_start, e_stop, e_prev, 3, -1)
+    assert [(c is chunks[i][0], s, e) for (c, s, e), i in zip(refs, (0, 1, 2))] == [
+        (True, 0, 2), (True, 1, 3), (True, 0, 4)]
+    assert [(s, e) for _c, s, e in KERNEL.chain(chunks, e_chunk, e_start, e_stop, e_prev,
+                                                3, 20)] == [(0, 4)]  # chunks ending <= 20 sealed
+    assert KERNEL.chain(chunks, e_chunk, e_start, e_stop, e_prev, -1, -1) == []
+    with pytest.raises(IndexError):
+        KERNEL.chain(chunks, e_chunk, e_start, e_stop, array("q", [0, -1, 0, 2]), 3, -1)
+    with pytest.raises(IndexError):
+        KERNEL.chain(chunks, e_chunk, e_start, e_stop, e_prev, 9, -1)
+    with pytest.raises(TypeError):
+        KERNEL.chain(chunks, [0, 0, 1, 2], e_start, e_stop, e_prev, 3, -1)
+
+
 # ------------------------------------------------------------------ a store, both paths
 def test_both_paths_write_the_same_log_and_read_the_same(tmp_path, monkeypatch):
     rng = np.random.default_rng(11)
