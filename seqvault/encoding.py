@@ -77,6 +77,7 @@ def _narrow(values: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def _shuffle(buf: np.ndarray, width: int) -> bytes:
+    """Byte-plane shuffle: byte p of every value, for p = 0 .. width-1 (docs/format/segment.md)."""
     if width == 1:
         return buf.tobytes()
     if width <= 4:
@@ -84,6 +85,9 @@ def _shuffle(buf: np.ndarray, width: int) -> bytes:
         return b"".join((buf >> buf.dtype.type(8 * i)).astype(np.uint8).tobytes()
                         for i in range(width))
     return np.ascontiguousarray(buf.view(np.uint8).reshape(-1, width).T).tobytes()
+
+
+shuffle_bytes = _shuffle  # the public name (segment_batch's probes)
 
 
 def _unshuffle(data: bytes, width: int, count: int) -> np.ndarray:
@@ -127,10 +131,28 @@ def shuffle_helps(narrowed: np.ndarray, width: int, level: int) -> bool:
     return len(comp.compress(_shuffle(probe, width))) <= len(comp.compress(probe.tobytes()))
 
 
+def shuffle_or_not(narrowed: np.ndarray, width: int, level: int
+                   ) -> tuple[bool, bytes, bytes | None]:
+    """`shuffle_helps` and the payload it picks: (shuffled, payload, zstd of the payload or
+    None). When the probe is the whole column (at most SHUFFLE_PROBE values) the probe's
+    compressed bytes are the column's, so they are returned and not compressed a third time
+    (zstd is deterministic for one level: the bytes are the same)."""
+    if narrowed.size < 64 or narrowed.size > SHUFFLE_PROBE:
+        shuffled = shuffle_helps(narrowed, width, level)
+        return shuffled, (_shuffle(narrowed, width) if shuffled else narrowed.tobytes()), None
+    comp = compressor(level)
+    s_bytes, p_bytes = _shuffle(narrowed, width), narrowed.tobytes()
+    s_zip, p_zip = comp.compress(s_bytes), comp.compress(p_bytes)
+    if len(s_zip) <= len(p_zip):
+        return True, s_bytes, s_zip
+    return False, p_bytes, p_zip
+
+
 def encode_column(values: np.ndarray, *, delta: bool = False, level: int = DEFAULT_LEVEL) -> EncodedColumn:
     """Encode one column (any numeric or bool dtype). `delta=True` for sorted timestamps."""
     n = int(values.size)
     kind = values.dtype.kind
+    zipped: bytes | None = None  # the payload's zstd bytes, when the shuffle probe made them
     if kind == "b":
         encoding, width, param = ENC_BITPACK, 1, 0
         payload = np.packbits(values.astype(np.uint8, copy=False)).tobytes()
@@ -156,8 +178,10 @@ def encode_column(values: np.ndarray, *, delta: bool = False, level: int = DEFAU
                 off = values.astype(np.int64, copy=False).view(np.uint64) - np.uint64(_as_u64_bits(base))
             narrowed, width = _narrow(off)
             encoding, param = ENC_FOR, _as_u64_bits(base)
-        shuffled = width > 1 and shuffle_helps(narrowed, width, level)
-        payload = _shuffle(narrowed, width) if shuffled else narrowed.tobytes()
+        if width > 1:
+            shuffled, payload, zipped = shuffle_or_not(narrowed, width, level)
+        else:
+            shuffled, payload = False, narrowed.tobytes()
     elif kind == "f":
         width = values.dtype.itemsize
         encoding, param = ENC_RAW, 0
@@ -171,7 +195,7 @@ def encode_column(values: np.ndarray, *, delta: bool = False, level: int = DEFAU
     raw_len = len(payload)
     data = payload
     if raw_len >= 64:
-        compressed = compressor(level).compress(payload)
+        compressed = zipped if zipped is not None else compressor(level).compress(payload)
         if len(compressed) < raw_len:
             data = compressed
             flags |= FLAG_ZSTD

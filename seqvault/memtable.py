@@ -37,6 +37,30 @@ class Chunk:
         self.end = end
 
 
+def _time_sorted(ts: np.ndarray, cols: dict[str, np.ndarray]
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The rows sorted by timestamp, ties in arrival order (a check only, when in order)."""
+    if ts.size > 1 and bool((ts[1:] < ts[:-1]).any()):
+        order = np.argsort(ts, kind="stable")
+        ts = ts[order]
+        cols = {k: v[order] for k, v in cols.items()}
+    return ts, cols
+
+
+class GatheredTail:
+    """A user's whole tail, gathered and sorted for a seal (`MemTable.tail_for_seal`): what
+    `sealing.seal_tails` needs of a `UserTail`, and nothing kept in the memtable."""
+
+    __slots__ = ("count", "_ts", "_cols")
+
+    def __init__(self, count: int, ts: np.ndarray, cols: dict[str, np.ndarray]) -> None:
+        self.count = count
+        self._ts, self._cols = ts, cols
+
+    def sorted_arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return self._ts, self._cols
+
+
 class UserTail:
     """One user's unsealed events: (chunk, start, stop) slices in arrival order."""
 
@@ -70,11 +94,7 @@ class UserTail:
         cached = self.sorted_cache
         if cached is not None and cached[0] == self.count:
             return cached[1], cached[2]
-        ts, cols = self.arrays()
-        if ts.size > 1 and bool((ts[1:] < ts[:-1]).any()):
-            order = np.argsort(ts, kind="stable")
-            ts = ts[order]
-            cols = {k: v[order] for k, v in cols.items()}
+        ts, cols = _time_sorted(*self.arrays())
         self.sorted_cache = (self.count, ts, cols)
         return ts, cols
 
@@ -129,6 +149,7 @@ class MemTable:
         self._e_start = array("q")
         self._e_stop = array("q")
         self._e_prev = array("q")  # entry → the user's previous entry (-1: none)
+        self._c_end = array("q")  # chunk → its `end` (the C walk reads it without the object)
 
     def add_grouped(self, keys: Sequence[Any], counts: Sequence[int], ts: np.ndarray,
                     cols: dict[str, np.ndarray], end: int = 0, seal_at: int = 0) -> list[Any]:
@@ -169,6 +190,7 @@ class MemTable:
         self._e_prev.frombytes(prev.tobytes())
         self.max_tail = max(self.max_tail, int(now.max()))
         self.chunks.append((chunk, uids, n))
+        self._c_end.append(chunk.end)
         if self.tails:  # built tails of these users grow by their slice
             for i in np.flatnonzero(np.isin(uids, np.fromiter(self.tails, np.int64))).tolist():
                 tail = self.tails[int(uids[i])]
@@ -198,6 +220,7 @@ class MemTable:
                 tail.count = self._count[uid]
                 tail.sorted_cache = None
         self.chunks.append((chunk, uids, counts))
+        self._c_end.append(chunk.end)
         full_keys: list[Any] = full
         return full_keys
 
@@ -240,6 +263,7 @@ class MemTable:
             start = stop
             e += 1
         self.chunks.append((chunk, uids, counts))
+        self._c_end.append(chunk.end)
         return full
 
     def get(self, key: Any) -> UserTail | None:
@@ -251,6 +275,25 @@ class MemTable:
         if tail is None:
             tail = self.tails[uid] = self._build(uid)
         return tail
+
+    def tail_for_seal(self, key: Any) -> UserTail | GatheredTail | None:
+        """The user's unsealed events, for a partial seal that takes them all: its built tail,
+        or (with the kernel) its columns gathered along the chain in one C pass
+        (`native_append.gather_chain`), without building a `UserTail` the seal then drops."""
+        uid = self.users.get(key)
+        if uid is None:
+            return None
+        tail = self.tails.get(uid)
+        kernel = prepare.KERNEL
+        if tail is not None or kernel is None or not self.chunks:
+            return self.get(key)
+        got = kernel.gather_chain(self.chunks, self._c_end, self._e_chunk, self._e_start,
+                                  self._e_stop, self._e_prev, self._last[uid],
+                                  self.through.get(uid, -1), tuple(self.chunks[0][0].cols))
+        if got is None:
+            return self.get(key)
+        ts, cols = _time_sorted(got[0], got[1])
+        return GatheredTail(self._count[uid], ts, cols)
 
     def _build(self, uid: int) -> UserTail:
         through = self.through.get(uid, -1)
@@ -277,6 +320,19 @@ class MemTable:
 
     def drop_through(self, key: Any, through: int) -> int:
         """The user's events up to log offset `through` were sealed: forget them."""
+        uid = self.users.get(key)
+        if uid is None:
+            return 0
+        last = self._last[uid]
+        if uid not in self.tails and last >= 0 and self._c_end[self._e_chunk[last]] <= through:
+            # Every event of the user is sealed (a partial seal takes the whole tail): no
+            # tail to build just to empty it.
+            dropped = self._count[uid]
+            self.through[uid] = max(self.through.get(uid, -1), through)
+            self._count[uid] = 0
+            self.events -= dropped
+            del self.users[key]
+            return dropped
         tail = self.get(key)
         if tail is None:
             return 0

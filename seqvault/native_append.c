@@ -641,13 +641,66 @@ PyDoc_STRVAR(gather_doc,
 "(ts, {name: array}): the (chunk, start, stop) slices of `refs` concatenated, or None when\n"
 "an array is not a 1-D contiguous array of the first slice's dtype (Python then gathers).");
 
+/* Copy rows [a, b) of one chunk's arrays (ts, then `names` of chunk.cols) to position `pos` of
+ * `out`, allocating `out` (of `total` rows) at the first slice. 1: copied; 0: an array that is
+ * not 1-D contiguous of the first slice's dtype (the caller falls back); -1: an error. */
+static int copy_slice(PyObject *chunk, Py_ssize_t a, Py_ssize_t b, PyObject *names,
+                      Py_ssize_t nc, PyObject **out, int *types, npy_intp total, npy_intp pos) {
+    PyObject *ts = PyObject_GetAttr(chunk, ts_name);
+    PyObject *cd = ts ? PyObject_GetAttr(chunk, cols_name) : NULL;
+    int ok = cd && PyDict_Check(cd) ? 1 : (PyErr_Occurred() ? -1 : 0);
+    for (Py_ssize_t c = 0; ok > 0 && c <= nc; c++) {
+        PyObject *arr = c == 0 ? ts : PyDict_GetItemWithError(cd, PyTuple_GET_ITEM(names, c - 1));
+        if (!arr || !PyArray_CheckExact(arr)) {
+            ok = PyErr_Occurred() ? -1 : 0;
+            break;
+        }
+        PyArrayObject *x = (PyArrayObject *)arr;
+        if (PyArray_NDIM(x) != 1 || !PyArray_IS_C_CONTIGUOUS(x) || PyArray_DIM(x, 0) < b) {
+            ok = 0;
+            break;
+        }
+        if (out[c] == NULL) {
+            types[c] = PyArray_TYPE(x);
+            npy_intp dims[1] = {total};
+            out[c] = PyArray_SimpleNew(1, dims, types[c]);
+            if (!out[c]) {
+                ok = -1;
+                break;
+            }
+        } else if (PyArray_TYPE(x) != types[c]) {
+            ok = 0;
+            break;
+        }
+        npy_intp item = PyArray_ITEMSIZE(x);
+        memcpy((char *)PyArray_DATA((PyArrayObject *)out[c]) + pos * item,
+               (char *)PyArray_DATA(x) + a * item, (size_t)((b - a) * item));
+    }
+    Py_XDECREF(ts);
+    Py_XDECREF(cd);
+    return ok;
+}
+
+/* (ts, {name: values}) from the gathered arrays; steals nothing, releases `out`. */
+static PyObject *gathered(PyObject **out, PyObject *names, Py_ssize_t nc) {
+    PyObject *result = NULL, *cols = PyDict_New();
+    if (!cols) goto done;
+    for (Py_ssize_t c = 1; c <= nc; c++)
+        if (PyDict_SetItem(cols, PyTuple_GET_ITEM(names, c - 1), out[c]) < 0) goto done;
+    result = PyTuple_Pack(2, out[0], cols);
+done:
+    Py_XDECREF(cols);
+    for (Py_ssize_t c = 0; c <= nc; c++) Py_XDECREF(out[c]);
+    return result;
+}
+
 static PyObject *gather_refs(PyObject *self, PyObject *args) {
     PyObject *refs, *names;
     if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &refs, &PyTuple_Type, &names))
         return NULL;
     Py_ssize_t nr = PyList_GET_SIZE(refs), nc = PyTuple_GET_SIZE(names);
     if (nr == 0 || nc > MAX_COLS) Py_RETURN_NONE;
-    /* pass 1: the total, and the dtypes of the first slice */
+    /* pass 1: the total */
     npy_intp total = 0;
     int types[MAX_COLS + 1];
     for (Py_ssize_t r = 0; r < nr; r++) {
@@ -660,61 +713,20 @@ static PyObject *gather_refs(PyObject *self, PyObject *args) {
         total += b - a;
     }
     PyObject *out[MAX_COLS + 1] = {NULL};
-    PyObject *result = NULL, *cols = NULL;
     npy_intp pos = 0;
     for (Py_ssize_t r = 0; r < nr; r++) {
         PyObject *ref = PyList_GET_ITEM(refs, r);
-        PyObject *chunk = PyTuple_GET_ITEM(ref, 0);
         Py_ssize_t a = PyLong_AsSsize_t(PyTuple_GET_ITEM(ref, 1));
         Py_ssize_t b = PyLong_AsSsize_t(PyTuple_GET_ITEM(ref, 2));
-        PyObject *ts = PyObject_GetAttr(chunk, ts_name);
-        PyObject *cd = ts ? PyObject_GetAttr(chunk, cols_name) : NULL;
-        int ok = cd && PyDict_Check(cd);
-        for (Py_ssize_t c = 0; ok && c <= nc; c++) {
-            PyObject *arr = c == 0 ? ts : PyDict_GetItemWithError(cd, PyTuple_GET_ITEM(names, c - 1));
-            if (!arr || !PyArray_CheckExact(arr)) {
-                ok = 0;
-                break;
-            }
-            PyArrayObject *x = (PyArrayObject *)arr;
-            if (PyArray_NDIM(x) != 1 || !PyArray_IS_C_CONTIGUOUS(x) || PyArray_DIM(x, 0) < b) {
-                ok = 0;
-                break;
-            }
-            if (r == 0) {
-                types[c] = PyArray_TYPE(x);
-                npy_intp dims[1] = {total};
-                out[c] = PyArray_SimpleNew(1, dims, types[c]);
-                if (!out[c]) {
-                    ok = -1;
-                    break;
-                }
-            } else if (PyArray_TYPE(x) != types[c]) {
-                ok = 0;
-                break;
-            }
-            npy_intp item = PyArray_ITEMSIZE(x);
-            memcpy((char *)PyArray_DATA((PyArrayObject *)out[c]) + pos * item,
-                   (char *)PyArray_DATA(x) + a * item, (size_t)((b - a) * item));
-        }
-        Py_XDECREF(ts);
-        Py_XDECREF(cd);
+        int ok = copy_slice(PyTuple_GET_ITEM(ref, 0), a, b, names, nc, out, types, total, pos);
         if (ok <= 0) {
             for (Py_ssize_t c = 0; c <= nc; c++) Py_XDECREF(out[c]);
-            if (ok < 0 || PyErr_Occurred()) return NULL;
+            if (ok < 0) return NULL;
             Py_RETURN_NONE;
         }
         pos += b - a;
     }
-    cols = PyDict_New();
-    if (!cols) goto error;
-    for (Py_ssize_t c = 1; c <= nc; c++)
-        if (PyDict_SetItem(cols, PyTuple_GET_ITEM(names, c - 1), out[c]) < 0) goto error;
-    result = PyTuple_Pack(2, out[0], cols);
-error:
-    Py_XDECREF(cols);
-    for (Py_ssize_t c = 0; c <= nc; c++) Py_XDECREF(out[c]);
-    return result;
+    return gathered(out, names, nc);
 }
 
 /* ------------------------------------------------------------------ a tail's slices */
@@ -782,11 +794,87 @@ static PyObject *chain_refs(PyObject *self, PyObject *args) {
     return out;
 }
 
+PyDoc_STRVAR(gather_chain_doc,
+"gather_chain(chunks, c_end, e_chunk, e_start, e_stop, e_prev, e, through, names)\n--\n\n"
+"`chain` and `gather` in one pass, without a slice object per entry: the columns of the\n"
+"entry chain from entry `e` (newest) back to the first chunk whose end (`c_end[chunk]`) is at\n"
+"or below `through`, oldest first, as new arrays (ts, {name: values}). None when the chain is\n"
+"empty or an array is not 1-D contiguous of one dtype (the caller then walks in Python).");
+
+static PyObject *gather_chain(PyObject *self, PyObject *args) {
+    PyObject *chunks, *arrs[5], *names;
+    long long e, through;
+    if (!PyArg_ParseTuple(args, "O!OOOOOLLO!", &PyList_Type, &chunks, &arrs[0], &arrs[1],
+                          &arrs[2], &arrs[3], &arrs[4], &e, &through, &PyTuple_Type, &names))
+        return NULL;
+    Py_ssize_t nc = PyTuple_GET_SIZE(names);
+    if (nc > MAX_COLS) Py_RETURN_NONE;
+    Py_buffer views[5];
+    int64_t *q[5];  /* c_end, e_chunk, e_start, e_stop, e_prev */
+    if (q_buffers(arrs, 5, views, q) < 0) return NULL;
+    Py_ssize_t n_entries = views[1].len / 8, n_chunks = PyList_GET_SIZE(chunks);
+    Py_ssize_t n_ends = views[0].len / 8;
+    int64_t *walk = NULL;
+    PyObject *out[MAX_COLS + 1] = {NULL};
+    PyObject *result = NULL;
+    int types[MAX_COLS + 1];
+    Py_ssize_t n = 0;
+    npy_intp total = 0;
+    int ok = 1;
+    if (n_entries > 0 && !(walk = PyMem_Malloc((size_t)n_entries * sizeof(int64_t)))) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* the walk, newest first; at most one step per entry: a broken chain cannot loop */
+    while (e >= 0) {
+        int64_t ci;
+        if (e >= n_entries || n >= n_entries || (ci = q[1][e]) < 0 || ci >= n_chunks
+                || ci >= n_ends || q[2][e] < 0 || q[3][e] < q[2][e]) {
+            PyErr_SetString(PyExc_IndexError, "gather_chain: entry or chunk index out of range");
+            goto done;
+        }
+        if (q[0][ci] <= through) break;  /* this chunk and every older one were sealed */
+        walk[n++] = e;
+        total += q[3][e] - q[2][e];
+        e = q[4][e];
+    }
+    if (n == 0) {
+        result = Py_None;
+        Py_INCREF(result);
+        goto done;
+    }
+    npy_intp pos = 0;
+    for (Py_ssize_t i = n - 1; i >= 0 && ok > 0; i--) {
+        int64_t x = walk[i];
+        PyObject *item = PyList_GET_ITEM(chunks, q[1][x]);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 1) {
+            PyErr_SetString(PyExc_TypeError, "gather_chain: chunks must hold (chunk, uids, counts)");
+            goto done;
+        }
+        ok = copy_slice(PyTuple_GET_ITEM(item, 0), (Py_ssize_t)q[2][x], (Py_ssize_t)q[3][x],
+                        names, nc, out, types, total, pos);
+        pos += q[3][x] - q[2][x];
+    }
+    if (ok > 0) {
+        result = gathered(out, names, nc);  /* releases out */
+        for (Py_ssize_t c = 0; c <= nc; c++) out[c] = NULL;
+    } else if (ok == 0) {
+        result = Py_None;
+        Py_INCREF(result);
+    }
+done:
+    for (Py_ssize_t c = 0; c <= nc; c++) Py_XDECREF(out[c]);
+    PyMem_Free(walk);
+    for (int a = 0; a < 5; a++) PyBuffer_Release(&views[a]);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"gather", gather_refs, METH_VARARGS, gather_doc},
     {"prepare", prepare, METH_VARARGS, prepare_doc},
     {"add_rows", add_rows, METH_VARARGS, add_rows_doc},
     {"chain", chain_refs, METH_VARARGS, chain_doc},
+    {"gather_chain", gather_chain, METH_VARARGS, gather_chain_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -41,3 +41,15 @@ def chain(
     through: int,
     /,
 ) -> list[tuple[Any, int, int]]: ...
+def gather_chain(
+    chunks: list[tuple[Any, Any, Any]],
+    c_end: array[int],
+    e_chunk: array[int],
+    e_start: array[int],
+    e_stop: array[int],
+    e_prev: array[int],
+    e: int,
+    through: int,
+    names: tuple[str, ...],
+    /,
+) -> tuple[np.ndarray, dict[str, np.ndarray]] | None: ...

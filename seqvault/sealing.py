@@ -21,14 +21,15 @@ from .fold import read_segments
 from .index import EXTENT_DTYPE, Extent, ExtentBatch, user_hash, user_hashes_int64
 from .layout import segment_bounds
 from .manifest import OWNER_CACHE, Manifest
-from .memtable import MemTable, UserTail
+from .memtable import GatheredTail, MemTable, UserTail
 from .segment import CRC, DIR_SIZE, FIXED_SIZE, KEY_INT64, KEY_STRING, MAGIC, key_bytes
 from .segment_writer import SegmentWriter, encode_user_segment
 
 WRITE_CHUNK = 8 << 20  # bytes of segments per write() in a full flush
 
 
-def seal_tails(m: Manifest, w: SegmentWriter, tails: list[tuple[Any, UserTail]]
+def seal_tails(m: Manifest, w: SegmentWriter,
+               tails: list[tuple[Any, UserTail | GatheredTail]]
                ) -> tuple[dict[int, list[Extent]], int]:
     """Each tail, sorted and cut into recency tiers, appended to `w`. Returns the users' new
     extent lists (the new segments before the old ones) and the number of events."""

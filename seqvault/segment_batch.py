@@ -31,9 +31,10 @@ from .encoding import (
     ENC_RAW,
     FLAG_SHUFFLE,
     FLAG_ZSTD,
+    SHUFFLE_PROBE,
     WIDTH_DTYPES,
     compressor,
-    shuffle_helps,
+    shuffle_bytes,
 )
 from .segment import (
     CRC,
@@ -75,17 +76,43 @@ class _Column:
     def __init__(self, col_id: int, dcode: int, level: int) -> None:
         self.col_id, self.dcode, self.level = col_id, dcode, level
         self.plain: dict[int, bytes] = {}  # user → unshuffled payload, where shuffle loses
+        # user → zstd of its stored payload, made by the shuffle probe (whole-column probes)
+        self.zipped: dict[int, bytes] = {}
 
     def choose_shuffle(self, stored: np.ndarray) -> None:
-        """Mirror encode_column's `shuffle_helps`: for users with >= 64 stored values of
-        width >= 2, keep the payload unshuffled when that compresses smaller."""
+        """Mirror encode_column's `shuffle_or_not`: for users with >= 64 stored values of
+        width >= 2, keep the payload unshuffled when that compresses smaller. Every probe of
+        the column is compressed in one call (`_compress_many`: threads when there are many),
+        and a probe that is the user's whole payload keeps its zstd bytes for the output."""
         view = memoryview(self.payload)
-        for u in np.flatnonzero((stored >= 64) & (self.width >= 2)).tolist():
+        users = np.flatnonzero((stored >= 64) & (self.width >= 2)).tolist()
+        if not users:
+            return
+        probes: list[bytes] = []
+        plains: list[np.ndarray] = []
+        for u in users:
             w, m, off = int(self.width[u]), int(stored[u]), int(self.offsets[u])
             planes = np.frombuffer(view[off:off + w * m], dtype=np.uint8).reshape(w, m)
             narrowed = np.ascontiguousarray(planes.T).reshape(-1).view(WIDTH_DTYPES[w])
-            if not shuffle_helps(narrowed, w, self.level):
-                self.plain[u] = narrowed.tobytes()
+            plains.append(narrowed)
+            if m <= SHUFFLE_PROBE:
+                probes.append(bytes(view[off:off + w * m]))
+                probes.append(narrowed.tobytes())
+            else:
+                probe = narrowed[:SHUFFLE_PROBE]
+                probes.append(shuffle_bytes(probe, w))
+                probes.append(probe.tobytes())
+        zipped = _compress_many(compressor(self.level), probes)
+        for i, u in enumerate(users):
+            s_zip, p_zip = zipped[2 * i], zipped[2 * i + 1]
+            whole = int(stored[u]) <= SHUFFLE_PROBE
+            if len(s_zip) <= len(p_zip):
+                if whole:
+                    self.zipped[u] = s_zip
+            else:
+                self.plain[u] = probes[2 * i + 1] if whole else plains[i].tobytes()
+                if whole:
+                    self.zipped[u] = p_zip
 
     def data(self, u: int) -> bytes | memoryview:
         plain = self.plain.get(u)
@@ -433,11 +460,16 @@ def _compress_all(columns: list[_Column]) -> list[dict[int, bytes]]:
     """zstd every payload of >= 64 bytes (as encode_column does), in one multi-threaded call
     per level; keep a result only when it is smaller. Returns, per column, user → bytes."""
     jobs: list[tuple[int, int, memoryview]] = []
+    out: list[dict[int, bytes]] = [{} for _ in columns]
     for ci, c in enumerate(columns):
         lens = c.lengths
+        done = c.zipped  # compressed already by the shuffle probe (choose_shuffle)
         for u in np.flatnonzero(lens >= _ZSTD_MIN).tolist():
-            jobs.append((ci, u, memoryview(c.data(u))))
-    out: list[dict[int, bytes]] = [{} for _ in columns]
+            z = done.get(u)
+            if z is None:
+                jobs.append((ci, u, memoryview(c.data(u))))
+            elif len(z) < int(lens[u]):
+                out[ci][u] = z
     by_level: dict[int, list[tuple[int, int, memoryview]]] = {}
     for job in jobs:
         by_level.setdefault(columns[job[0]].level, []).append(job)

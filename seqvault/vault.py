@@ -419,7 +419,7 @@ class SeqVault:
             self.check_writable()
             seal_at = int(self.settings["tail_events"])
             tails = [(k, t) for k in dict.fromkeys(keys)
-                     if (t := self.mem.get(k)) is not None and t.count >= seal_at]
+                     if (t := self.mem.tail_for_seal(k)) is not None and t.count >= seal_at]
             if not tails:
                 return
             wal = self.wal

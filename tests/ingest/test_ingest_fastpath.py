@@ -72,3 +72,49 @@ def test_fast_path_string_keys():
                                      starts, counts))
     for (key, blob, *_), s, c in zip(out, starts, counts):
         assert blob == encode_segment(key, 1, ts[s:s + c], [(1, "int64", vals[s:s + c], 3)])
+
+
+def _probe_columns(rng: np.random.Generator, counts: np.ndarray) -> tuple[np.ndarray, list]:
+    """Per user: sorted timestamps, Zipf-repeated item ids (unshuffled compresses smaller) and
+    small smooth dwell times (shuffled compresses smaller)."""
+    ts, items, dwell = [], [], []
+    for c in counts.tolist():
+        ts.append(np.sort(1_700_000_000_000 + rng.integers(0, 10**8, size=c)))
+        pool = rng.integers(10**6, 10**9, size=40)
+        items.append(pool[np.minimum(rng.zipf(1.3, size=c), 40) - 1])
+        dwell.append(rng.integers(0, 3000, size=c).astype(np.uint32))
+    spec = [(1, "int64", np.concatenate(items).astype(np.int64), 3),
+            (2, "uint32", np.concatenate(dwell), 3)]
+    return np.concatenate(ts).astype(np.int64), spec
+
+
+def test_shuffle_probe_both_outcomes_and_long_users_equal_encode_segment():
+    """The shuffle probe compresses a column both ways; up to SHUFFLE_PROBE values the probe
+    is the whole column and its zstd bytes are kept (encode_column and the batch encoder
+    both). Users on both sides of that bound, and columns where each choice wins, must still
+    give encode_segment's bytes, and each choice must really occur."""
+    from seqvault.encoding import FLAG_SHUFFLE, FLAG_ZSTD, SHUFFLE_PROBE
+    from seqvault.segment import decode_columns, parse_header
+
+    rng = np.random.default_rng(11)
+    counts = np.array([64, 65, 300, SHUFFLE_PROBE - 1, SHUFFLE_PROBE, SHUFFLE_PROBE + 1,
+                       SHUFFLE_PROBE + 2, 9_000, 70, 2_048])
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    ts, spec = _probe_columns(rng, counts)
+    keys = list(range(counts.size))
+    kbytes = [key_bytes(k)[1] for k in keys]
+    out = list(fastpath.encode_users(keys, KEY_INT64, kbytes, 4, ts, spec, starts, counts))
+    seen = {1: set(), 2: set()}
+    for (key, blob, *_), s, c in zip(out, starts.tolist(), counts.tolist()):
+        expected = encode_segment(key, 4, ts[s:s + c],
+                                  [(cid, t, v[s:s + c], lvl) for cid, t, v, lvl in spec])
+        assert blob == expected, (key, c)
+        header = parse_header(blob)
+        got = decode_columns(blob, header, [1, 2])
+        for cid, _t, v, _lvl in spec:  # and the bytes decode to the values
+            assert np.array_equal(got[cid], v[s:s + c]), (key, cid)
+        for cid in (1, 2):
+            flags = header.columns[cid].flags
+            assert flags & FLAG_ZSTD or c < 300, (key, cid)
+            seen[cid].add(bool(flags & FLAG_SHUFFLE))
+    assert False in seen[1] and True in seen[2], seen

@@ -210,3 +210,57 @@ def test_grouped_uids_matches_each_tail_after_partial_seals(monkeypatch, compile
     want = {k: v for k, v in want.items() if v[0]}
     assert got == want
     assert len(want) > 10 and any(m.through.values())
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["kernel", "python"])
+def test_tail_for_seal_and_whole_tail_drop_match_a_model(monkeypatch, compiled):
+    """A partial seal takes a user's whole tail: `tail_for_seal` (the C walk-and-gather when
+    the tail is not built, the built tail otherwise) must give that user's unsealed events
+    sorted by time, ties in arrival order, and `drop_through` at the log's end (which then
+    skips building the tail) must forget exactly them: later appends of the user, the event
+    count and the flush's input (`grouped_uids`) all agree with a model."""
+    from seqvault import prepare
+
+    if not compiled:
+        monkeypatch.setattr(prepare, "KERNEL", None)
+    elif prepare.KERNEL is None:
+        pytest.skip("the append kernel is not built here")
+    rng = np.random.default_rng(23)
+    m = MemTable()
+    model: dict[int, list[tuple[int, int]]] = {}
+    end = 0
+    sealed = built = 0
+    for call in range(400):
+        n_users = int(rng.choice([1, 2, 55]))  # 55 > MemTable.SMALL: the vectorised add
+        keys = [int(k) for k in rng.choice(70, size=n_users, replace=False)]
+        counts = [int(c) for c in rng.integers(1, 4, n_users)]
+        total = sum(counts)
+        end += 100
+        ts = rng.integers(0, 30, total).astype(np.int64)
+        items = np.arange(total, dtype=np.int64) + 1000 * call
+        m.add_grouped(keys, counts, ts, {"item": items}, end=end)
+        row = 0
+        for k, c in zip(keys, counts):
+            model.setdefault(k, []).extend(zip(ts[row:row + c].tolist(),
+                                               items[row:row + c].tolist()))
+            row += c
+        if call % 5 == 4:
+            key = keys[0]
+            if call % 3 == 0:
+                m.get(key)  # a read built this user's tail: the seal takes the built one
+                built += 1
+            tail = m.tail_for_seal(key)
+            assert tail is not None and tail.count == len(model[key])
+            t, c = tail.sorted_arrays()
+            want = sorted(model[key], key=lambda e: e[0])  # stable: ties in arrival order
+            assert list(zip(t.tolist(), c["item"].tolist())) == want
+            assert m.drop_through(key, end) == len(model[key])
+            assert m.get(key) is None and m.tail_for_seal(key) is None
+            del model[key]
+            sealed += 1
+    assert m.events == sum(len(v) for v in model.values())
+    uids, ts, cols, starts, counts = m.grouped_uids()
+    got = {m.keys[u]: list(zip(ts[s:s + n].tolist(), cols["item"][s:s + n].tolist()))
+           for u, s, n in zip(uids.tolist(), starts.tolist(), counts.tolist())}
+    assert got == {k: sorted(v, key=lambda e: e[0]) for k, v in model.items() if v}
+    assert sealed > 50 and built > 10

@@ -277,6 +277,39 @@ def test_chain_walks_a_users_entries_and_stops_at_the_sealed_chunk():
         KERNEL.chain(chunks, [0, 0, 1, 2], e_start, e_stop, e_prev, 3, -1)
 
 
+def test_gather_chain_copies_a_users_columns_oldest_first_and_stops_at_the_sealed_chunk():
+    """`gather_chain` (the seal's walk and gather in one C pass): the columns of the user's
+    entries oldest first, nothing from a chunk whose end (`c_end`) is at or below `through`;
+    None for an empty chain or an array it cannot copy; a looping or out-of-range chain raises."""
+    from array import array
+
+    chunks = [(Chunk(np.arange(4, dtype=np.int64) + 10 * i,
+                     {"x": np.arange(4, dtype=np.int32) + 100 * i}, end=10 * (i + 1)), None, None)
+              for i in range(3)]
+    c_end = array("q", [10, 20, 30])
+    e_chunk, e_start = array("q", [0, 0, 1, 2]), array("q", [0, 2, 1, 0])
+    e_stop, e_prev = array("q", [2, 4, 3, 4]), array("q", [-1, -1, 0, 2])
+    args = (e_chunk, e_start, e_stop, e_prev)
+    ts, cols = KERNEL.gather_chain(chunks, c_end, *args, 3, -1, ("x",))
+    assert ts.tolist() == [0, 1, 11, 12, 20, 21, 22, 23]
+    assert cols["x"].dtype == np.int32
+    assert cols["x"].tolist() == [100 * (t // 10) + t % 10 for t in ts.tolist()]
+    ts, cols = KERNEL.gather_chain(chunks, c_end, *args, 3, 20, ("x",))
+    assert ts.tolist() == [20, 21, 22, 23]  # chunks ending <= 20 were sealed
+    assert KERNEL.gather_chain(chunks, c_end, *args, 3, 30, ("x",)) is None
+    assert KERNEL.gather_chain(chunks, c_end, *args, -1, -1, ("x",)) is None
+    odd = [(Chunk(c.ts, {"x": c.cols["x"].astype(np.int64)}, end=c.end), u, n)
+           if i == 1 else (c, u, n) for i, (c, u, n) in enumerate(chunks)]
+    assert KERNEL.gather_chain(odd, c_end, *args, 3, -1, ("x",)) is None  # dtypes differ
+    with pytest.raises(IndexError):
+        KERNEL.gather_chain(chunks, c_end, e_chunk, e_start, e_stop, array("q", [0, -1, 0, 2]),
+                            3, -1, ("x",))
+    with pytest.raises(IndexError):
+        KERNEL.gather_chain(chunks, c_end, *args, 9, -1, ("x",))
+    with pytest.raises(IndexError):
+        KERNEL.gather_chain(chunks, array("q", [10]), *args, 3, -1, ("x",))
+
+
 # ------------------------------------------------------------------ a store, both paths
 def test_both_paths_write_the_same_log_and_read_the_same(tmp_path, monkeypatch):
     rng = np.random.default_rng(11)
