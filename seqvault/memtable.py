@@ -404,8 +404,7 @@ class MemTable:
                                 for _c, u, _n in chunks]).astype(np.int64, copy=False)
         uid = np.repeat(e_uid, e_rows)
         if self.through:  # rows sealed per user since the last full flush
-            chunk_end = np.fromiter((c.end for c, _u, _n in chunks), dtype=np.int64,
-                                    count=len(chunks))
+            chunk_end = np.frombuffer(self._c_end, dtype=np.int64)
             ends = np.repeat(chunk_end[np.frombuffer(self._e_chunk, dtype=np.int64)], e_rows)
             limit = np.full(len(self.keys), -1, dtype=np.int64)
             limit[np.fromiter(self.through.keys(), np.int64, len(self.through))] = np.fromiter(

@@ -30,6 +30,18 @@ def load(*, honour_env: bool = True) -> ModuleType | None:
 DECODER: ModuleType | None = load()
 
 
+def load_kernel(*, honour_env: bool = True) -> ModuleType | None:
+    """The compiled append kernel (seqvault/native_append.c), or None when switched off
+    (`SEQVAULT_NATIVE=0`, `honour_env`) or not built. `prepare.KERNEL` is the engine's handle
+    on it; this one is the format layer's (`segment_batch`'s byte-plane scatter)."""
+    if honour_env and os.environ.get("SEQVAULT_NATIVE", "1") == "0":
+        return None
+    try:
+        return importlib.import_module(f"{__package__}.native_append")
+    except ImportError:
+        return None
+
+
 def native_available() -> bool:
     """True when reads decode segments with the compiled decoder."""
     return DECODER is not None

@@ -869,12 +869,94 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------ byte-plane scatter */
+/* segment_batch._scatter: every value's low `width` bytes to its user's byte planes. In numpy
+ * that is a fancy-index assignment per byte plane and width (~14 ms a column for a 262k-event
+ * flush); here one pass, without the GIL. */
+
+PyDoc_STRVAR(scatter_doc,
+"scatter(values, user_of, rank, offsets, m, width, total, plain=False)\n--\n\n"
+"A new uint8 array of `total` zero bytes where byte p of values[i] (uint64) is written at\n"
+"offsets[u] + p * m[u] + rank[i], u = user_of[i], for p < width[u] (int64 arrays, width 0..8):\n"
+"each user's values byte-plane shuffled in place. With `plain`, a tuple (that array, the same\n"
+"bytes unshuffled: byte p of values[i] at offsets[u] + rank[i] * width[u] + p). IndexError\n"
+"for a user or position outside the arrays, ValueError for a width above 8 or arrays of\n"
+"unequal lengths.");
+
+static PyObject *scatter(PyObject *self, PyObject *args) {
+    PyObject *objs[6];
+    long long total;
+    int want_plain = 0;
+    if (!PyArg_ParseTuple(args, "OOOOOOL|p", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4],
+                          &objs[5], &total, &want_plain))
+        return NULL;
+    PyArrayObject *a[6] = {NULL};
+    PyObject *out = NULL, *plain = NULL, *result = NULL;
+    for (int k = 0; k < 6; k++) {
+        a[k] = (PyArrayObject *)PyArray_FROM_OTF(objs[k], k == 0 ? NPY_UINT64 : NPY_INT64,
+                                                 NPY_ARRAY_IN_ARRAY);
+        if (!a[k]) goto done;
+    }
+    npy_intp n = PyArray_SIZE(a[0]), n_users = PyArray_SIZE(a[3]);
+    if (PyArray_SIZE(a[1]) != n || PyArray_SIZE(a[2]) != n || PyArray_SIZE(a[4]) != n_users
+            || PyArray_SIZE(a[5]) != n_users || total < 0) {
+        PyErr_SetString(PyExc_ValueError, "scatter: arrays of unequal lengths");
+        goto done;
+    }
+    npy_intp dims[1] = {(npy_intp)total};
+    out = PyArray_ZEROS(1, dims, NPY_UINT8, 0);
+    if (!out) goto done;
+    if (want_plain && !(plain = PyArray_ZEROS(1, dims, NPY_UINT8, 0))) goto done;
+    const uint64_t *v = PyArray_DATA(a[0]);
+    const int64_t *uo = PyArray_DATA(a[1]), *rank = PyArray_DATA(a[2]);
+    const int64_t *off = PyArray_DATA(a[3]), *m = PyArray_DATA(a[4]), *wd = PyArray_DATA(a[5]);
+    uint8_t *o = PyArray_DATA((PyArrayObject *)out);
+    uint8_t *pl = plain ? PyArray_DATA((PyArrayObject *)plain) : NULL;
+    int bad = 0;  /* 1: index out of range, 2: width */
+    Py_BEGIN_ALLOW_THREADS
+    for (npy_intp i = 0; i < n; i++) {
+        int64_t u = uo[i];
+        if (u < 0 || u >= n_users) { bad = 1; break; }
+        int64_t w = wd[u];
+        if (w < 0 || w > 8) { bad = 2; break; }
+        if (w == 0) continue;
+        int64_t first = off[u] + rank[i], last = first + (w - 1) * m[u];
+        int64_t pfirst = off[u] + rank[i] * w;
+        if (first < 0 || last < 0 || first >= total || last >= total
+                || (pl && (pfirst < 0 || pfirst + w > total))) { bad = 1; break; }
+        uint64_t x = v[i];
+        for (int64_t p = 0; p < w; p++, x >>= 8) {
+            o[first + p * m[u]] = (uint8_t)(x & 0xff);
+            if (pl) pl[pfirst + p] = (uint8_t)(x & 0xff);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (bad) {
+        PyErr_SetString(bad == 1 ? PyExc_IndexError : PyExc_ValueError,
+                        bad == 1 ? "scatter: a user or byte position outside the arrays"
+                                 : "scatter: a width above 8 bytes");
+        goto done;
+    }
+    if (plain) {
+        result = PyTuple_Pack(2, out, plain);
+    } else {
+        result = out;
+        Py_INCREF(result);
+    }
+done:
+    for (int k = 0; k < 6; k++) Py_XDECREF(a[k]);
+    Py_XDECREF(out);
+    Py_XDECREF(plain);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"gather", gather_refs, METH_VARARGS, gather_doc},
     {"prepare", prepare, METH_VARARGS, prepare_doc},
     {"add_rows", add_rows, METH_VARARGS, add_rows_doc},
     {"chain", chain_refs, METH_VARARGS, chain_doc},
     {"gather_chain", gather_chain, METH_VARARGS, gather_chain_doc},
+    {"scatter", scatter, METH_VARARGS, scatter_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -53,3 +53,14 @@ def gather_chain(
     names: tuple[str, ...],
     /,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]] | None: ...
+def scatter(
+    values: np.ndarray,
+    user_of: np.ndarray,
+    rank: np.ndarray,
+    offsets: np.ndarray,
+    m: np.ndarray,
+    width: np.ndarray,
+    total: int,
+    plain: bool = False,
+    /,
+) -> Any: ...

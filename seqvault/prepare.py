@@ -12,13 +12,12 @@ switch it by setting `KERNEL`.
 
 from __future__ import annotations
 
-import importlib
-import os
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from . import native
 from .schema import TIME_UNITS, Schema, retention_cutoff
 from .validate import PLAUSIBLE_EPOCH_S
 
@@ -27,12 +26,7 @@ Prepared = tuple[list[Any], list[int], np.ndarray, dict[str, np.ndarray], bytes]
 
 def load(*, honour_env: bool = True) -> ModuleType | None:
     """The compiled kernel, or None when switched off (`honour_env`) or not built."""
-    if honour_env and os.environ.get("SEQVAULT_NATIVE", "1") == "0":
-        return None
-    try:
-        return importlib.import_module(f"{__package__}.native_append")
-    except ImportError:  # a source checkout never built, or a failed optional build
-        return None
+    return native.load_kernel(honour_env=honour_env)
 
 
 KERNEL: ModuleType | None = load()

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from . import native
 from .crc_many import crc_ranges, crc_rows
 from .encoding import (
     DEFAULT_LEVEL,
@@ -79,33 +81,42 @@ class _Column:
         # user → zstd of its stored payload, made by the shuffle probe (whole-column probes)
         self.zipped: dict[int, bytes] = {}
 
-    def choose_shuffle(self, stored: np.ndarray) -> None:
+    def choose_shuffle(self, stored: np.ndarray, plain_all: bytes | None = None) -> None:
         """Mirror encode_column's `shuffle_or_not`: for users with >= 64 stored values of
         width >= 2, keep the payload unshuffled when that compresses smaller. Every probe of
         the column is compressed in one call (`_compress_many`: threads when there are many),
-        and a probe that is the user's whole payload keeps its zstd bytes for the output."""
+        and a probe that is the user's whole payload keeps its zstd bytes for the output.
+        `plain_all`: every user's unshuffled payload at the same offsets (`_plain_bytes`), so
+        a user's unshuffled probe is a slice, not a transpose of its planes."""
         view = memoryview(self.payload)
+        plain_view = memoryview(plain_all) if plain_all is not None else None
         users = np.flatnonzero((stored >= 64) & (self.width >= 2)).tolist()
         if not users:
             return
+        widths, counts, offsets = (self.width.tolist(), np.asarray(stored).tolist(),
+                                   self.offsets.tolist())
         probes: list[bytes] = []
-        plains: list[np.ndarray] = []
-        for u in users:
-            w, m, off = int(self.width[u]), int(stored[u]), int(self.offsets[u])
+        plains: dict[int, np.ndarray] = {}  # users past the probe: their unshuffled values
+        for i, u in enumerate(users):
+            w, m, off = widths[u], counts[u], offsets[u]
+            if m <= SHUFFLE_PROBE and plain_view is not None:
+                probes.append(bytes(view[off:off + w * m]))
+                probes.append(bytes(plain_view[off:off + w * m]))
+                continue
             planes = np.frombuffer(view[off:off + w * m], dtype=np.uint8).reshape(w, m)
             narrowed = np.ascontiguousarray(planes.T).reshape(-1).view(WIDTH_DTYPES[w])
-            plains.append(narrowed)
             if m <= SHUFFLE_PROBE:
                 probes.append(bytes(view[off:off + w * m]))
                 probes.append(narrowed.tobytes())
             else:
+                plains[i] = narrowed
                 probe = narrowed[:SHUFFLE_PROBE]
                 probes.append(shuffle_bytes(probe, w))
                 probes.append(probe.tobytes())
         zipped = _compress_many(compressor(self.level), probes)
         for i, u in enumerate(users):
             s_zip, p_zip = zipped[2 * i], zipped[2 * i + 1]
-            whole = int(stored[u]) <= SHUFFLE_PROBE
+            whole = counts[u] <= SHUFFLE_PROBE
             if len(s_zip) <= len(p_zip):
                 if whole:
                     self.zipped[u] = s_zip
@@ -122,11 +133,25 @@ class _Column:
         return memoryview(self.payload)[off:off + int(self.lengths[u])]
 
 
+# The append kernel's `scatter` (seqvault/native_append.c): the loop below in one C pass
+# (~14 ms a column of a 262k-event flush in numpy). None: numpy (tests switch it here).
+KERNEL: ModuleType | None = native.load_kernel()
+
+
 def _scatter(col: _Column, values_u64: np.ndarray, user_of: np.ndarray, rank: np.ndarray,
-             m: np.ndarray) -> None:
+             m: np.ndarray, plain: bool = False) -> bytes | None:
     """Write each value's low `width` bytes into its user's payload, byte-plane shuffled:
-    byte p of value i of user u lands at offsets[u] + p * m[u] + i."""
+    byte p of value i of user u lands at offsets[u] + p * m[u] + i. With `plain`, also return
+    every user's unshuffled payload at the same offsets (values one after another, low
+    `width` bytes each, little-endian): the shuffle probe's other side."""
     total = int(col.lengths.sum())
+    if KERNEL is not None:
+        got = KERNEL.scatter(values_u64, user_of, rank, col.offsets, m, col.width, total, plain)
+        if plain:
+            col.payload = got[0].tobytes()
+            return bytes(got[1].tobytes())
+        col.payload = got.tobytes()
+        return None
     out = np.zeros(total, dtype=np.uint8)
     # int32 positions when they fit (always, for the chunk sizes ingest uses): half the traffic
     itype = np.int32 if total < (1 << 31) else np.int64
@@ -151,6 +176,10 @@ def _scatter(col: _Column, values_u64: np.ndarray, user_of: np.ndarray, rank: np
             if p + 1 < w:
                 first += step
     col.payload = out.tobytes()
+    if not plain:
+        return None
+    # Rows are in user order, so the unshuffled payloads are the rows' low bytes in order.
+    return le[np.arange(8) < w_ev[:, None]].tobytes()
 
 
 def _int_column(col: _Column, values: np.ndarray, starts: np.ndarray, counts: np.ndarray,
@@ -172,8 +201,7 @@ def _int_column(col: _Column, values: np.ndarray, starts: np.ndarray, counts: np
     col.param = base_bits  # CONST stores the value, FOR the minimum: both are vmin
     col.lengths = col.width * counts
     col.offsets = np.concatenate(([0], np.cumsum(col.lengths)[:-1])).astype(np.int64)
-    _scatter(col, off, user_of, rank, counts)
-    col.choose_shuffle(counts)
+    col.choose_shuffle(counts, _scatter(col, off, user_of, rank, counts, plain=True))
 
 
 def _float_column(col: _Column, values: np.ndarray, counts: np.ndarray, user_of: np.ndarray,
@@ -223,9 +251,9 @@ def _time_column(col: _Column, ts: np.ndarray, starts: np.ndarray, ends: np.ndar
     sub = _Column(col.col_id, col.dcode, col.level)
     sub.width, sub.offsets, sub.lengths = col.width, col.offsets, col.lengths
     idx = np.flatnonzero(keep)
-    _scatter(sub, zz[idx], user_of[idx], rank[idx] - 1, m)
+    plain = _scatter(sub, zz[idx], user_of[idx], rank[idx] - 1, m, plain=True)
     col.payload = sub.payload
-    col.choose_shuffle(m)
+    col.choose_shuffle(m, plain)
 
 
 @dataclass

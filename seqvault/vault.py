@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import reads, sealing
+from . import gcpause, reads, sealing
 from . import settings as settings_mod
 from . import wal as wal_mod
 from .background import BackgroundMerger
@@ -454,7 +454,7 @@ class SeqVault:
                     self.mem.clear()  # only sealed-through chunks were left
                 return
             w = self.writers["rt"]
-            with self._sealing(w):
+            with self._sealing(w), gcpause.paused():
                 users = sealing.seal_memtable(self.manifest, w, self.mem)
                 w.sync()
                 edit = (Edit(files=w.pending(), users=users, dict_entries=True)

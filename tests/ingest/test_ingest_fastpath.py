@@ -10,6 +10,16 @@ from seqvault import segment_batch as fastpath
 from seqvault.segment import KEY_INT64, KEY_STRING, encode_segment, key_bytes, verify_segment
 
 
+@pytest.fixture(autouse=True, params=["kernel", "numpy"])
+def scatter_path(request, monkeypatch):
+    """Every test here twice: the byte-plane scatter in C (native_append.scatter) and in numpy."""
+    if request.param == "numpy":
+        monkeypatch.setattr(fastpath, "KERNEL", None)
+    elif fastpath.KERNEL is None:
+        pytest.skip("the append kernel is not built here")
+    return request.param
+
+
 def _users(rng: np.random.Generator, n_users: int) -> tuple[list, np.ndarray, np.ndarray]:
     counts = np.concatenate(([1, 1, 2, 3, 64, 200], rng.integers(1, 300, size=n_users - 6)))
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))

@@ -310,6 +310,31 @@ def test_gather_chain_copies_a_users_columns_oldest_first_and_stops_at_the_seale
         KERNEL.gather_chain(chunks, array("q", [10]), *args, 3, -1, ("x",))
 
 
+def test_scatter_writes_byte_planes_and_plain_bytes_and_refuses_bad_positions():
+    """`scatter` (segment_batch._scatter in C): byte p of a user's value i at
+    offsets[u] + p * m[u] + i, and with `plain` the same bytes value after value; positions or
+    users outside the arrays and widths above 8 raise instead of writing out of bounds."""
+    values = np.array([0x0102, 0x0304, 0x05, 0xAABBCCDD], dtype=np.uint64)
+    user_of = np.array([0, 0, 1, 2], dtype=np.int64)
+    rank = np.array([0, 1, 0, 0], dtype=np.int64)
+    width = np.array([2, 0, 4], dtype=np.int64)  # user 1 is constant: nothing stored
+    m = np.array([2, 1, 1], dtype=np.int64)
+    offsets = np.array([0, 4, 4], dtype=np.int64)
+    shuffled, plain = KERNEL.scatter(values, user_of, rank, offsets, m, width, 8, True)
+    assert shuffled.tolist() == [0x02, 0x04, 0x01, 0x03, 0xDD, 0xCC, 0xBB, 0xAA]
+    assert plain.tolist() == [0x02, 0x01, 0x04, 0x03, 0xDD, 0xCC, 0xBB, 0xAA]
+    assert KERNEL.scatter(values, user_of, rank, offsets, m, width, 8).tolist() == \
+        shuffled.tolist()
+    with pytest.raises(IndexError):
+        KERNEL.scatter(values, user_of, rank, offsets, m, width, 7)
+    with pytest.raises(IndexError):
+        KERNEL.scatter(values, np.array([0, 0, 1, 3]), rank, offsets, m, width, 8)
+    with pytest.raises(ValueError):
+        KERNEL.scatter(values, user_of, rank, offsets, m, np.array([2, 0, 9]), 8)
+    with pytest.raises(ValueError):
+        KERNEL.scatter(values[:3], user_of, rank, offsets, m, width, 8)
+
+
 # ------------------------------------------------------------------ a store, both paths
 def test_both_paths_write_the_same_log_and_read_the_same(tmp_path, monkeypatch):
     rng = np.random.default_rng(11)
