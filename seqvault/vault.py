@@ -425,14 +425,16 @@ class SeqVault:
             wal = self.wal
             assert wal is not None
             through = wal.size
-            # A "sealed through" offset past the durable end of the log could, after a power
-            # loss cut the log, make a replay skip newer records written at lower offsets.
-            wal.sync_to(through)
+            wal.sync_soon()  # the log's fsync runs while the tails are encoded
             w = self.writers["rt"]
             with self._sealing(w):
                 users, events = sealing.seal_tails(self.manifest, w, tails)
                 self._fault("seal:after_write")
                 w.sync()
+                # A "sealed through" offset past the durable end of the log could, after a
+                # power loss cut the log, make a replay skip newer records written at lower
+                # offsets (rule R1): durable before the commit that records it.
+                wal.sync_to(through)
                 self.publish(Edit(files=w.pending(), users=users, dict_entries=True,
                                   sealed={k: through for k, _t in tails}), writers=(w,))
             self._fault("seal:after_commit")

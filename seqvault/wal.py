@@ -460,6 +460,7 @@ class WalWriter:
         self._sync_lock = threading.Lock()
         self._closed = False
         self._wake = threading.Event()
+        self._hurry = threading.Event()  # `sync_soon`: the flusher skips its batch wait
         self._flusher: threading.Thread | None = None
         self.fsyncs = 0
         self.extensions = 0
@@ -572,6 +573,18 @@ class WalWriter:
     def sync(self) -> None:
         self.sync_to(self._end)
 
+    def sync_soon(self) -> None:
+        """Have `batch`'s flusher fsync what is written so far now, not after its
+        `batch_interval`, without waiting for it. A partial seal calls it before it encodes and
+        `sync_to` before it commits: the log's fdatasync (~0.5 ms on the 16-core machine) then
+        runs while the seal encodes, both outside the GIL, and `sync_to` finds it done or
+        waits for the rest (docs/design/realtime.md, "The seal's log sync overlapped"). Other
+        modes: nothing here (`sync` has synced every record already; `none` syncs in the
+        caller's `sync_to`)."""
+        if self._flusher is not None and self._synced.end < self._end:
+            self._hurry.set()
+            self._wake.set()
+
     def check(self) -> None:
         if self.failed is not None:
             raise WriterFailed(f"{self.path}: an earlier write or fsync of the log failed "
@@ -583,7 +596,11 @@ class WalWriter:
             self._wake.clear()
             if self._closed:
                 break
-            time.sleep(self.batch_interval)
+            if not self._hurry.is_set():
+                self._hurry.wait(self.batch_interval)  # a `sync_soon` cuts the wait short
+            # A `sync_soon` after this clear is covered by the sync below, which syncs
+            # everything written before it started.
+            self._hurry.clear()
             try:
                 self.sync()
                 self._grow_ahead()
@@ -610,6 +627,7 @@ class WalWriter:
                             raise iofaults.named(exc, self.path) from exc
         finally:
             self._closed = True
+            self._hurry.set()
             self._wake.set()
             if self._flusher is not None:
                 self._flusher.join(timeout=2)

@@ -173,3 +173,53 @@ def v_hash(key: int) -> int:
     from seqvault.segment import key_bytes
 
     return user_hash(key_bytes(key)[1])
+
+
+@pytest.mark.parametrize("durability", ["batch", "none"])
+def test_R1_a_seal_commits_only_once_the_log_is_durable_through_its_offset(tmp_path,
+                                                                         durability):
+    """The log's fsync runs while the seal encodes (`WalWriter.sync_soon`); whatever the
+    flusher managed by then, the commit that records "sealed through E" comes after the log
+    is durable through E (rule R1 of docs/format/wal.md). A batch interval of 10 s keeps
+    the flusher's own timer out of it."""
+    store = tmp_path / "s"
+    with SeqVault.open(store, schema=Schema.from_dict(SCHEMA), tail_events=50,
+                       durability=durability, batch_interval=10.0) as v:
+        seen: list[tuple[int, int]] = []
+        commit = v.manifest.commit
+
+        def checked(edit):
+            for through in edit.sealed.values():
+                seen.append((through, v.wal.synced.end))
+            return commit(edit)
+
+        v.manifest.commit = checked
+        v.append(1, ev(0, 30))
+        for start in range(0, 200, 20):
+            v.append(2, ev(start, 20))
+        assert v.stats()["tail_seals"] == 3
+        assert len(seen) == 3
+        assert all(synced >= through for through, synced in seen), seen
+        want = items(v, 2)
+        v.close(flush=False)
+    with SeqVault.open(store) as v:
+        assert items(v, 2) == want and len(want) == 200
+
+
+def test_sync_soon_wakes_the_batch_flusher_before_its_interval(tmp_path):
+    """`sync_soon` makes the batch flusher fsync now, not after `batch_interval`, and the
+    caller does not wait for it (the seal encodes meanwhile)."""
+    import time
+
+    with SeqVault.open(tmp_path / "s", schema=Schema.from_dict(SCHEMA),
+                       durability="batch", batch_interval=10.0) as v:
+        v.append(1, ev(0, 3))
+        wal = v.wal
+        time.sleep(0.05)  # the flusher is now in its 10 s wait
+        end = wal.size
+        assert wal.synced.end < end
+        wal.sync_soon()
+        deadline = time.monotonic() + 5.0  # a liveness bound (half the interval), not a timing assert
+        while wal.synced.end < end and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert wal.synced.end >= end
