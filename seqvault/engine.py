@@ -51,6 +51,11 @@ class Engine(Protocol):
         `rotate`, start a new log even when the memtable is empty (a purge of deleted users)."""
         ...
 
+    def wait_flush(self) -> None:
+        """Wait until no background flush is in flight (its commit done). Whatever changes
+        users' extent lists calls it first. holds: the store lock (released while waiting)."""
+        ...
+
     def publish(self, edit: Edit, *, rotate_log: bool = False,
                 writers: tuple[Published, ...] = ()) -> int:
         """Commit `edit` (with a new, empty log if `rotate_log`; the memtable must then be

@@ -29,6 +29,11 @@ SEAL_FAULT_POINTS = (  # a partial seal (docs/design/realtime.md)
     "seal:after_write",  # one user's tail written to an rt file, not fsynced, not published
     "seal:after_commit",  # published with its "sealed through" record, memtable not yet cut
 )
+FLUSH_FAULT_POINTS = (  # a background flush (docs/design/realtime.md, "Background flush")
+    "bgflush:after_write",  # the frozen memtable written to an rt file, not fsynced, unpublished
+    "bgflush:after_commit",  # published with every user's "sealed through" record, the frozen
+    #                          memtable not yet dropped
+)
 DELETE_FAULT_POINTS = (  # a delete and its purge (docs/design/safety.md, "Deleting a user")
     "delete:after_write",  # a `before=` delete's kept events written to an rt file, unpublished
     "delete:after_commit",  # the delete published (empty/cut list, sealed-through, purge set),

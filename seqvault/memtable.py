@@ -61,6 +61,30 @@ class GatheredTail:
         return self._ts, self._cols
 
 
+class JoinedTail:
+    """A user's tail in the memtable a background flush is sealing (`older`) and in the
+    current one (`newer`), as one tail for reads: `count` and `sorted_arrays`, ties in arrival
+    order (every `older` event arrived first). Built per read, only while a flush is in
+    flight, for users with events in both."""
+
+    __slots__ = ("count", "_older", "_newer")
+
+    def __init__(self, older: UserTail, newer: UserTail) -> None:
+        self.count = older.count + newer.count
+        self._older, self._newer = older, newer
+
+    def sorted_arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        ts_a, cols_a = self._older.sorted_arrays()
+        ts_b, cols_b = self._newer.sorted_arrays()
+        if not ts_a.size:
+            return ts_b, cols_b
+        if not ts_b.size:
+            return ts_a, cols_a
+        ts = np.concatenate((ts_a, ts_b))
+        cols = {k: np.concatenate((v, cols_b[k])) for k, v in cols_a.items()}
+        return _time_sorted(ts, cols)
+
+
 class UserTail:
     """One user's unsealed events: (chunk, start, stop) slices in arrival order."""
 

@@ -572,6 +572,9 @@ class Merger:
         with e.lock:
             if e.closed:
                 raise StoreClosed(f"{e.path} was closed during merge")
+            # A background flush computes its lists against the index as it is: the compare
+            # below runs after its commit, never between its snapshot and its commit.
+            e.wait_flush()
             for fid, info in self.out.pending().items():
                 try:
                     have = os.stat(self.out.path(fid)).st_size

@@ -221,6 +221,7 @@ def _publish(merger: Any, hashes: np.ndarray, snap: np.ndarray, fresh: np.ndarra
     with e.lock:
         if e.closed:
             raise StoreClosed(f"{e.path} was closed during merge")
+        e.wait_flush()  # a background flush's lists are computed against the index as it is
         out.wrote_size(new_size)
         for fid, info in out.pending().items():
             have = os.stat(out.path(fid)).st_size if os.path.exists(out.path(fid)) else -1

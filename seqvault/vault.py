@@ -39,7 +39,7 @@ from .files import ExtentFiles
 from .index import Extent, HashIndex
 from .layout import segment_bounds
 from .manifest import Edit, FileInfo, Manifest, Purge
-from .memtable import MemTable, StringDict, add_events
+from .memtable import JoinedTail, MemTable, StringDict, add_events
 from .merge import Merger, merge_stats
 from .meta import Meta
 from .prepare import prepare
@@ -128,6 +128,12 @@ class SeqVault:
         self.read_only = read_only
         self.lock = threading.RLock()
         self.mem = MemTable()
+        # A background flush (docs/design/realtime.md, "Background flush"): the memtable it
+        # seals, still read until its commit, and its thread; `_flushed` wakes those waiting
+        # for the commit. While one is in flight nothing else changes users' extent lists.
+        self.frozen: MemTable | None = None
+        self._flush_thread: threading.Thread | None = None
+        self._flushed = threading.Condition(self.lock)
         self.writers: dict[str, SegmentWriter] = {}
         self.wal: wal_mod.WalWriter | None = None
         self.wal_pos = 0  # read-only opens: how far the log was replayed (0: not yet)
@@ -399,7 +405,7 @@ class SeqVault:
                           or wal.size >= s["wal_bytes"])
         wal.commit(end)
         if need_flush:
-            self.flush()
+            self._flush_full()
         elif full:
             self._seal_users(full)
         if self._bg_merge is not None:
@@ -414,9 +420,13 @@ class SeqVault:
     def _seal_users(self, keys: list[Any]) -> None:
         """Seal these users' long tails into real-time segments on their own, without a log
         rotation: the commit records that each one's events up to the log's current end are
-        sealed, so replays skip them (docs/design/realtime.md, "Partial seals")."""
+        sealed, so replays skip them (docs/design/realtime.md, "Partial seals"). Deferred
+        while a background flush is in flight: the tails stay in the (capped) memtable, and
+        the users' next appends after its commit seal them."""
         with self.lock:
             self.check_writable()
+            if self._flush_thread is not None:
+                return
             seal_at = int(self.settings["tail_events"])
             tails = [(k, t) for k in dict.fromkeys(keys)
                      if (t := self.mem.tail_for_seal(k)) is not None and t.count >= seal_at]
@@ -443,12 +453,100 @@ class SeqVault:
             self._counters["tail_seals"] += 1
             self._counters["tail_sealed_events"] += events
 
+    def wait_flush(self) -> None:
+        """Return once no background flush is in flight (Engine protocol): everything that
+        changes users' extent lists — merge and reclaim publishes, deletes, bulk loads, a
+        flush — calls it first, under the lock, since the flush computes its lists outside the
+        lock against the index as it was. holds: the store lock (released while waiting)."""
+        while self._flush_thread is not None:
+            if self._flush_thread is threading.current_thread():
+                raise RuntimeError("the background flush waited for itself")
+            self._flushed.wait()
+
+    def _flush_full(self) -> None:
+        """The memtable reached `memtable_events` (or the log `wal_bytes`) after an append.
+        With `flush_worker = "thread"` and the log below `wal_bytes`: hand the memtable to a
+        background flush and go on with a new one; appends wait only when the new one is full
+        too while the first is still being sealed (the memory bound: two memtables). Else
+        (and at `wal_bytes`, where the log rotates) the flush runs here."""
+        s = self.settings
+        if s["flush_worker"] != "thread":
+            self.flush()
+            return
+        with self.lock:
+            self.check_writable()
+            self.wait_flush()
+            wal = self.wal
+            assert wal is not None
+            if wal.size >= s["wal_bytes"]:
+                self.flush()
+                return
+            if self.mem.events < s["memtable_events"]:
+                return  # flushed meanwhile
+            frozen, self.mem = self.mem, MemTable()
+            self.frozen = frozen
+            # Every unsealed event of the frozen memtable is in a record ending at or before
+            # this offset; the flush's commit records it as each user's "sealed through".
+            through = wal.size
+            t = threading.Thread(target=self._flush_frozen, args=(frozen, through),
+                                 name="seqvault-flush", daemon=True)
+            self._flush_thread = t
+            t.start()
+
+    def _flush_frozen(self, frozen: MemTable, through: int) -> None:
+        """The background flush: seal `frozen` outside the store lock (appends and reads go
+        on; nothing else changes extent lists meanwhile), then publish it under the lock as
+        one commit with every one of its users "sealed through" `through` — a partial seal of
+        every user at once, so no log rotation and no new record kind: replays skip exactly
+        the frozen memtable's records (docs/format/manifest.md, "a background flush")."""
+        w = self.writers["rt"]
+        wal = self.wal
+        assert wal is not None
+        try:
+            try:
+                with gcpause.paused():
+                    users = sealing.seal_memtable(self.manifest, w, frozen)
+                    self._fault("bgflush:after_write")
+                    w.sync()
+                    wal.sync_to(through)  # rule R1: the offset it records is durable
+                with self.lock:
+                    sealed = {key: through for key in frozen.users}
+                    edit = (Edit(files=w.pending(), users=users, dict_entries=True,
+                                 sealed=sealed)
+                            if isinstance(users, dict) else
+                            Edit(files=w.pending(), batch=users, dict_entries=True,
+                                 sealed=sealed))
+                    self.publish(edit, writers=(w,))
+                    self._fault("bgflush:after_commit")
+                    self.frozen = None
+                    self._counters["flushes"] += 1
+            except BaseException as exc:
+                with self.lock:
+                    # Nothing more is acknowledged (the frozen events stay readable here and
+                    # in the log); a reopen replays them. Not only I/O errors: nobody would
+                    # see an exception of this thread otherwise.
+                    self.fail_stop(exc)
+                    if self._failed is None:
+                        self._failed = exc
+                    self.manifest.forget_claims()
+                    try:
+                        w.rollback()
+                    except OSError:
+                        pass
+        finally:
+            with self.lock:
+                self._flush_thread = None
+                self._flushed.notify_all()
+
     def flush(self, *, rotate: bool = False) -> None:
-        """Seal every user's in-memory events into real-time segments and start a new log.
+        """Seal every user's in-memory events into real-time segments and start a new log
+        (after a background flush in flight, if any, has committed).
         `rotate`: start a new log even when there is nothing to seal (merge does, to delete a
         log that holds a deleted user's records)."""
         self.check_writable()
         with self.lock:
+            self.wait_flush()
+            self.check_writable()
             if self.mem.events == 0:
                 if rotate:
                     with self._sealing(self.writers["rt"]):
@@ -507,6 +605,7 @@ class SeqVault:
             before = int(before)
         with self.lock:
             self.check_writable()
+            self.wait_flush()
             m = self.manifest
             # Only the key's own extents: a never-published key may share its default slot
             # with another user (a hash collision), whose extents are not to be deleted.
@@ -757,7 +856,7 @@ class SeqVault:
                 m = self.manifest
                 h = m.index.slot_of(kb)
                 schema, dicts = m.schema, dict(m.dicts)
-                tail = self.mem.get(key)
+                tail = self._tail(key)
                 got = None
                 if plan.last is not None and plain_newest(plan):
                     got = reads.newest_plan(m.index, h, tail, plan.last)
@@ -787,6 +886,18 @@ class SeqVault:
                     self.refresh()
         raise CorruptionError(f"{self.path}: user {key!r}: extent files kept disappearing "
                               "under 20 consecutive snapshots")
+
+    def _tail(self, key: Any) -> Any:
+        """The key's unsealed events: the memtable's tail, joined with the frozen memtable's
+        while a background flush is in flight. holds: the store lock."""
+        tail = self.mem.get(key)
+        frozen = self.frozen
+        if frozen is None:
+            return tail
+        old = frozen.get(key)
+        if old is None:
+            return tail
+        return old if tail is None else JoinedTail(old, tail)
 
     def read_many(self, user_ids: Iterable[Any], last: int | None = None,
                   columns: Sequence[str] | None = None, before: Any = None,
@@ -835,6 +946,7 @@ class SeqVault:
     def users(self) -> Iterator[Any]:
         """Every user key in the store (sealed and in memory), in no particular order."""
         with self.lock:
+            self.wait_flush()
             idx = self.index
             heads = [int(idx.u_head[r]) for r in idx.rows()]
             mem_keys = list(self.mem.users)
@@ -856,6 +968,7 @@ class SeqVault:
     def stats(self) -> dict[str, Any]:
         """Counts and sizes (JSON-able)."""
         with self.lock:
+            self.wait_flush()  # counts of one memtable and the index it was sealed into
             m = self.manifest
             files = {"rt": 0, "lt": 0}
             data_bytes = 0
@@ -939,6 +1052,7 @@ class SeqVault:
         if self.read_only:
             self.refresh()
         with self.lock:
+            self.wait_flush()
             return verify_store(self.path, self.manifest, update)
 
     def close(self, *, flush: bool = True) -> None:
@@ -950,6 +1064,7 @@ class SeqVault:
                 if self._bg_merge is not None:
                     self._bg_merge.stop()  # finishes the batch in flight, outside the lock
                 with self.lock:
+                    self.wait_flush()
                     failed = self._failed or (self.wal.failed if self.wal else None)
                     if flush and failed is None:  # after a failure: nothing more is written
                         self.flush()
