@@ -434,6 +434,7 @@ class Merger:
         m = e.manifest
         dropped = drop_dead_files(e, set(m.purge.files))
         with e.lock:
+            e.wait_flush()
             purge = m.purge
             left = Purge(frozenset(f for f in purge.files if f in m.catalog),
                          frozenset(w for w in purge.wals if w == m.wal_id))

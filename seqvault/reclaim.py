@@ -117,6 +117,8 @@ def drop_dead_files(engine: Engine, candidates: set[int] | None = None,
     publish the `sealed` records, then unlink the dropped files. Returns {"files", "bytes"}."""
     m = engine.manifest
     with engine.lock:
+        # A background flush's files hold no live extent until its commit: wait for it.
+        engine.wait_flush()
         live = live_bytes(m.index)
         active = engine.active_files()
         dead = [fid for fid in (candidates if candidates is not None else list(m.catalog))

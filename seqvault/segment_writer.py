@@ -10,6 +10,7 @@ since the last publish (nothing refers to those bytes; docs/format/manifest.md, 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,12 @@ class SegmentWriter:
     """
 
     def __init__(self, manifest: Manifest, kind: str, *, private: bool = False,
-                 on_error: Callable[[BaseException], None] | None = None) -> None:
+                 on_error: Callable[[BaseException], None] | None = None,
+                 lock: AbstractContextManager[Any] | None = None) -> None:
         self.manifest = manifest
+        # Taken around a new file's creation (the in-memory catalog changes): the store lock,
+        # for the background flush, which appends without holding it (vault.py).
+        self.lock: AbstractContextManager[Any] = lock if lock is not None else nullcontext()
         # Told about every failed write, fsync or file creation before it is raised: the
         # store's fail-stop (bulk loads and ingest write through the store's own writers).
         self.on_error = on_error
@@ -95,14 +100,15 @@ class SegmentWriter:
             self.rolled.append(app)
             self.app = app = None
         if app is None:
-            fid = None if self.private else self._reusable(need, limit)
-            if fid is None:
-                fid = m.new_file_id(self.kind, sealed=self.private)
-                self.created.add(fid)
-                self.new_dir_entry = True
-            app = FileAppender(m.files.dir / file_name(self.kind, fid), fid, self.kind)
-            self.published.setdefault(fid, m.catalog[fid].size)
-            self.app = app
+            with self.lock:
+                fid = None if self.private else self._reusable(need, limit)
+                if fid is None:
+                    fid = m.new_file_id(self.kind, sealed=self.private)
+                    self.created.add(fid)
+                    self.new_dir_entry = True
+                app = FileAppender(m.files.dir / file_name(self.kind, fid), fid, self.kind)
+                self.published.setdefault(fid, m.catalog[fid].size)
+                self.app = app
         return app
 
     def _reusable(self, need: int, limit: int) -> int | None:

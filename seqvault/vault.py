@@ -200,8 +200,8 @@ class SeqVault:
         self.wal_pos = found.position.end
         self._counters["recovered_events"] = found.events
         self._counters["torn_tail_bytes"] = found.torn
-        self.writers = {"rt": SegmentWriter(m, "rt", on_error=self.fail_stop),
-                        "lt": SegmentWriter(m, "lt", on_error=self.fail_stop)}
+        self.writers = {"rt": SegmentWriter(m, "rt", on_error=self.fail_stop, lock=self.lock),
+                        "lt": SegmentWriter(m, "lt", on_error=self.fail_stop, lock=self.lock)}
         if found.version == 1 or found.problems:
             # A version-1 log is not appended to: its records move into segments and a
             # version-2 log starts (docs/format/wal.md, "Versioning"). A damaged log (salvage)
@@ -690,6 +690,11 @@ class SeqVault:
         """The commit path of every writer (Engine protocol). holds: the store lock."""
         if self._failed is not None:  # a stopped writer commits nothing more, whoever asks
             self.check_writable()
+        if self._flush_thread is not None and self._flush_thread is not threading.current_thread():
+            # Every commit but the background flush's own waits for it (its callers already
+            # did, before reading what they publish): a commit also settles the manifest's
+            # per-operation claims, which are the flush's until it commits.
+            self.wait_flush()
         m = self.manifest
         new_path: Path | None = None
         new_wal: wal_mod.WalWriter | None = None
@@ -752,6 +757,7 @@ class SeqVault:
         (faster opens; docs/format/index.md)."""
         self.check_writable()
         with self.lock:
+            self.wait_flush()
             try:
                 self.manifest.checkpoint()
             except BaseException as exc:

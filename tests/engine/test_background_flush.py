@@ -274,3 +274,41 @@ def test_reads_during_many_background_flushes_match_a_model(tmp_path):
     with SeqVault.open(tmp_path / "s") as v:
         check(v, oracle)
         assert v.verify()["ok"]
+
+
+
+def test_reclaim_keeps_the_files_a_flush_in_flight_is_writing(tmp_path, monkeypatch):
+    """Files a background flush rolled over hold no live extent until its commit: dropping
+    dead files must wait for the commit, or it would delete them under it."""
+    from seqvault.reclaim import drop_dead_files
+
+    oracle: dict[int, list[int]] = {}
+    v = open_store(tmp_path / "s", max_file_bytes=600)  # the flush rolls over several files
+    real = sealing.write_pieces
+    wrote, release = threading.Event(), threading.Event()
+
+    def write_then_hold(w, enc):
+        got = real(w, enc)
+        wrote.set()
+        assert release.wait(60)
+        return got
+
+    monkeypatch.setattr(sealing, "write_pieces", write_then_hold)
+    monkeypatch.setattr(sealing, "WRITE_CHUNK", 64)  # a write per segment: files roll over
+    for users, c in calls(10):
+        append_call(v, oracle, users, c)
+    assert wrote.wait(30)
+    assert len(v.writers["rt"].rolled) >= 1  # files no extent refers to yet
+    done: list[dict] = []
+    dropper = threading.Thread(target=lambda: done.append(drop_dead_files(v)))
+    dropper.start()
+    dropper.join(0.5)
+    assert dropper.is_alive() and not done  # parked until the commit
+    release.set()
+    dropper.join(60)
+    assert done and done[0]["files"] == 0
+    check(v, oracle)
+    assert v.verify()["ok"]
+    v.close()
+    with SeqVault.open(tmp_path / "s") as v:
+        check(v, oracle)
