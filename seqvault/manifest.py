@@ -55,7 +55,12 @@ from .wal import fsync_dir
 # it is (`[through]` values apply to the hash; no aliases) and the next writer open marks it 4
 # with its checkpoint; a version-3 SeqVault refuses a version-4 store (it would take a
 # colliding user's records for another's and serve one user's segments to the other).
-STORE_FORMAT_VERSION = 4
+# 5: the `flushed` meta key (`[wal_id, through]`: a background flush sealed every event of the
+# log's records ending at or before `through`, docs/format/manifest.md). A version-4 store reads
+# as it is (no key: nothing flushed in place) and the next writer open marks it 5 with its
+# checkpoint; a version-4 SeqVault refuses a version-5 store (it would ignore the key and
+# replay every flushed event a second time).
+STORE_FORMAT_VERSION = 5
 CKPT_SUFFIX = ".ckpt"
 LEDGER_DB = "ledger"
 RETENTION_COUNTERS = ("retention_dropped_age", "retention_dropped_count")
@@ -137,6 +142,9 @@ class Edit:
     # records only the key's hash: no user key is ever written to LMDB, whose freed pages
     # keep old bytes until reused (a deleted user's key would outlive the delete there).
     sealed: dict[Any, int] = field(default_factory=dict)
+    # A background flush: every event of the current log in a record ending at or before this
+    # offset is in a segment (or deleted). One `meta` value, whatever the number of users.
+    flushed: int | None = None
     # The new set of files and logs still holding a deleted user's bytes (replaces the old).
     purge: Purge | None = None
     # Alias changes besides the claims of this operation (`Manifest.claim`, published by the
@@ -155,6 +163,7 @@ class Refreshed:
     meanwhile)."""
 
     rebuild: bool = False
+    start: int = 0  # rebuild: replay the log from this offset (a new `flushed` mark), not 0
     sealed: list[tuple[int, int | None, int]] = field(default_factory=list)  # (hash, tag, through)
 
 
@@ -186,6 +195,9 @@ class Manifest:
         # (user hash, tag) → sealed through (current log); tag None: a record of store format 3
         # (it names the hash only). `sealed_through` looks a key up.
         self.sealed: dict[tuple[int, int | None], int] = {}
+        # Every event of the current log in a record ending at or before this offset is in a
+        # segment or deleted (a background flush's mark; -1: none). Replays skip those records.
+        self.flushed = -1
         # This operation's slot claims (`claim`): key bytes → slot, slot → key bytes, and the
         # ones that are aliases; published by the next commit, forgotten by `forget_claims`.
         self.claims: dict[bytes, int] = {}
@@ -268,6 +280,12 @@ class Manifest:
         self._load_index(txn)
         self.sealed = {}
         self._apply_sealed(self._sealed_since(txn, 0))
+        self.flushed = self._flushed_mark(txn)
+
+    def _flushed_mark(self, txn: Any) -> int:
+        """The current log's `flushed` offset (-1: no mark, or the mark of an older log)."""
+        raw = self.meta.get_meta(txn, "flushed")
+        return int(raw[1]) if raw and int(raw[0]) == self.wal_id else -1
 
     def _load_wal_synced(self, txn: Any) -> None:
         raw = self.meta.get_meta(txn, "wal_synced")
@@ -367,10 +385,20 @@ class Manifest:
             if wal_id == self.wal_id:
                 fresh = self._sealed_since(txn, old_seq)
                 self._apply_sealed(fresh)
+                flushed = self._flushed_mark(txn)
+                if flushed > self.flushed:
+                    # A background flush sealed every event up to `flushed`: the memtable is
+                    # rebuilt from there. The dictionaries are reloaded first: that commit
+                    # published every code of the records it covers, which this reader may not
+                    # have replayed yet (the replay from `flushed` skips them, rule R2).
+                    self.flushed = flushed
+                    self._load_dicts(txn)
+                    return Refreshed(rebuild=True, start=flushed, sealed=fresh)
                 return Refreshed(sealed=fresh)
             self.wal_id = wal_id
             self.sealed = {}
             self._apply_sealed(self._sealed_since(txn, 0))
+            self.flushed = self._flushed_mark(txn)
             self._load_dicts(txn)
             return Refreshed(rebuild=True)
 
@@ -382,6 +410,9 @@ class Manifest:
         past `delta_limit()`: then the commit carries a new checkpoint file instead (the index
         with the edit applied), so LMDB never holds much more than a quarter of an index of deltas.
         holds: the store lock (writer)."""
+        if edit.flushed is not None and edit.wal_id is not None:
+            raise ValueError("a `flushed` mark names an offset of the current log: it can not "
+                             "come with a rotation")
         seq = self.seq + 1
         m = self.meta
         aliases: dict[bytes, int | None] = {**self.new_aliases, **edit.aliases}
@@ -451,6 +482,8 @@ class Manifest:
                     by_hash.setdefault(h, []).append([through, tag.to_bytes(8, "big")])
                 for h, recs in by_hash.items():  # colliding users of one commit share a record
                     m.put(txn, "sealed", sealed_key(self.wal_id, seq, h), pack(recs))
+                if edit.flushed is not None:
+                    m.set_meta(txn, "flushed", [self.wal_id, edit.flushed])
                 if edit.purge is not None:
                     m.set_meta(txn, "purge", edit.purge.to_record())
                 if edit.wal_synced is not None:
@@ -496,6 +529,9 @@ class Manifest:
         if edit.wal_id is not None:
             self.wal_id = edit.wal_id
             self.sealed = {}
+            self.flushed = -1
+        if edit.flushed is not None:
+            self.flushed = max(self.flushed, edit.flushed)
         self._apply_sealed([(*key_id(key_bytes(k)[1]), t) for k, t in edit.sealed.items()])
         if edit.purge is not None:
             self.purge = edit.purge

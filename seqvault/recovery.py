@@ -132,7 +132,8 @@ def damage_message(root: Path, problems: list[wal_mod.LogProblem]) -> str:
 
 def recover_log(root: Path, wal_id: int, schema: Schema, mem: MemTable,
                 dicts: dict[str, StringDict], sealed: dict[tuple[int, int | None], int], *,
-                synced: tuple[int, int, int] | None = None, salvage: bool = False) -> Recovered:
+                flushed: int = -1, synced: tuple[int, int, int] | None = None,
+                salvage: bool = False) -> Recovered:
     """Writer open: replay the current log into the memtable; zero a torn tail (never
     acknowledged: an acknowledged record is whole) so appends continue from a clean end.
 
@@ -169,14 +170,14 @@ def recover_log(root: Path, wal_id: int, schema: Schema, mem: MemTable,
             raise iofaults.named(exc, path) from exc
         finally:
             os.close(fd)
-    events = _apply(result, schema, mem, dicts, sealed)
+    events = _apply(result, schema, mem, dicts, sealed, flushed)
     return Recovered(wal_mod.LogPosition(result.end, result.next_seq, result.events), events,
                      torn, result.version, result.problems, len(result.records))
 
 
 def replay_log(root: Path, wal_id: int, start: int, schema: Schema, mem: MemTable,
                dicts: dict[str, StringDict], sealed: dict[tuple[int, int | None], int], *,
-               synced: tuple[int, int, int] | None = None
+               flushed: int = -1, synced: tuple[int, int, int] | None = None
                ) -> tuple[int, list[wal_mod.LogProblem]]:
     """Read-only opens: apply the log's whole records from `start` (0: the whole log); returns
     the new position and the acknowledged records found missing or damaged (the good records
@@ -193,19 +194,26 @@ def replay_log(root: Path, wal_id: int, start: int, schema: Schema, mem: MemTabl
             break
         time.sleep(0.01)
         result = wal_mod.scan(path, start, expect_id=wal_id, synced=synced)
-    _apply(result, schema, mem, dicts, sealed)
+    _apply(result, schema, mem, dicts, sealed, flushed)
     return result.end, result.problems
 
 
 def _apply(result: wal_mod.ScanResult, schema: Schema, mem: MemTable,
-           dicts: dict[str, StringDict], sealed: dict[tuple[int, int | None], int]) -> int:
+           dicts: dict[str, StringDict], sealed: dict[tuple[int, int | None], int],
+           flushed: int = -1) -> int:
     """Replay whole records into the memtable, skipping each user's events in records that
-    end at or before that user's "sealed through" offset (already in a segment)."""
+    end at or before that user's "sealed through" offset (already in a segment), and every
+    record ending at or before the log's `flushed` mark (a background flush sealed them all)."""
     events = 0
     for rec in result.records:
         if rec.rtype != wal_mod.REC_APPEND:
             continue
         end = rec.end
+        if end <= flushed:
+            # Not even decoded (rule R4 of docs/format/wal.md): the commit that wrote the mark
+            # published every dictionary code of these records, and every replayer loaded its
+            # dictionaries after that commit, so skipping their strings changes no later code.
+            continue
         keys, counts, ts, raw = wal_mod.decode_append(schema, rec.payload)
         # Codes are assigned in log order by every replayer, so strings of skipped (sealed)
         # events are encoded too: later records then get the codes the writer gave them.

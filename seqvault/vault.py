@@ -194,7 +194,7 @@ class SeqVault:
             m.commit(Edit(settings=changed))
         repair(self.path, m)
         found = recover_log(self.path, m.wal_id, m.schema, self.mem, m.dicts, m.sealed,
-                            synced=m.synced_of(m.wal_id), salvage=self._salvage)
+                            flushed=m.flushed, synced=m.synced_of(m.wal_id), salvage=self._salvage)
         self.recovered = found
         self.log_damage = [p.to_dict() for p in found.problems]
         self.wal_pos = found.position.end
@@ -260,17 +260,21 @@ class SeqVault:
         self._attach_read_cache()
         self._last_refresh = time.monotonic()
 
-    def _replay_from_start(self) -> None:
+    def _replay_from_start(self, start: int = 0) -> None:
+        """Rebuild the memtable: from the log's start, or from a background flush's mark
+        (every record before it is sealed)."""
         self.mem.clear()
-        self._replay(0)
+        self._replay(start, fresh=True)
 
-    def _replay(self, start: int) -> None:
-        """Read-only opens: apply the log from `start`; note what is missing or damaged.
+    def _replay(self, start: int, *, fresh: bool = False) -> None:
+        """Read-only opens: apply the log from `start`; note what is missing or damaged
+        (`fresh`: the memtable was rebuilt, so only this replay's findings stand).
         FileNotFoundError: the writer rotated the log (take a new snapshot). holds: lock."""
         m = self.manifest
         try:
             self.wal_pos, problems = replay_log(self.path, m.wal_id, start, m.schema, self.mem,
-                                                m.dicts, m.sealed, synced=m.synced_of(m.wal_id))
+                                                m.dicts, m.sealed, flushed=m.flushed,
+                                                synced=m.synced_of(m.wal_id))
         except FileNotFoundError:
             with m.meta.begin() as txn:
                 if int(m.meta.get_meta(txn, "wal_id")) != m.wal_id:
@@ -278,7 +282,7 @@ class SeqVault:
             # Still the current log, and gone: serve the sealed data and say what is missing.
             self.wal_pos = 0
             problems = [missing_log(self.path, m.wal_id, m.synced_of(m.wal_id))]
-        if problems or start == 0:
+        if problems or start == 0 or fresh:
             self.log_damage = [p.to_dict() for p in problems]
 
     # ================================================================== the published state
@@ -510,12 +514,13 @@ class SeqVault:
                     w.sync()
                     wal.sync_to(through)  # rule R1: the offset it records is durable
                 with self.lock:
-                    sealed = {key: through for key in frozen.users}
+                    # One `flushed` mark for all of the frozen memtable's users, not a "sealed
+                    # through" record each: a million-user flush wrote a million LMDB records.
                     edit = (Edit(files=w.pending(), users=users, dict_entries=True,
-                                 sealed=sealed)
+                                 flushed=through)
                             if isinstance(users, dict) else
                             Edit(files=w.pending(), batch=users, dict_entries=True,
-                                 sealed=sealed))
+                                 flushed=through))
                     self.publish(edit, writers=(w,))
                     self._fault("bgflush:after_commit")
                     self.frozen = None
@@ -933,7 +938,7 @@ class SeqVault:
                 with self.lock:
                     found = self.manifest.refresh()
                     if found.rebuild:
-                        self._replay_from_start()
+                        self._replay_from_start(found.start)
                     else:
                         for h, tag, through in found.sealed:
                             key = self.mem.key_of(h, tag)

@@ -1,7 +1,8 @@
 """The background flush (docs/design/realtime.md, "Background flush"; docs/format/manifest.md,
 "Commit protocol (a background flush)"): a full memtable is sealed by a thread while appends go
-on into a new one; its commit records every one of its users "sealed through" the log offset
-of the switch, so replays skip exactly its records and the log is not rotated."""
+on into a new one; its commit records the log offset of the switch as the `flushed` mark (one
+value, tests/engine/test_flushed_mark.py), so replays skip exactly its records and the log is
+not rotated."""
 
 from __future__ import annotations
 

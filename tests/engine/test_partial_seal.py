@@ -144,7 +144,7 @@ def test_a_format_2_store_with_keyed_sealed_records_reads_right_and_migrates(tmp
     with SeqVault.open(store, read_only=True) as r:
         assert {u: items(r, u) for u in (1, 2)} == want
     with SeqVault.open(store) as w:
-        assert w.manifest.format_version == STORE_FORMAT_VERSION == 4
+        assert w.manifest.format_version == STORE_FORMAT_VERSION == 5
         assert {u: items(w, u) for u in (1, 2)} == want
 
 
