@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import iofaults
 from .errors import CorruptionError, FormatVersionError, NotFound
 from .files import ExtentFiles
@@ -453,11 +455,14 @@ class Manifest:
                     self._reference_checkpoint(txn, ckpt, seq)
                 else:
                     # (seq, hash) keys rise: this commit's seq is above every stored one.
-                    if batch is not None:
-                        packed.update(_pack_batch(batch))
-                    m.put_many(txn, "delta",
-                               [(delta_key(seq, h), packed[h]) for h in sorted(packed)],
-                               append=True)
+                    if batch is not None and not packed:  # a flush or merge of many users
+                        m.put_many(txn, "delta", _batch_deltas(seq, batch), append=True)
+                    else:
+                        if batch is not None:
+                            packed.update(_pack_batch(batch))
+                        m.put_many(txn, "delta",
+                                   [(delta_key(seq, h), packed[h]) for h in sorted(packed)],
+                                   append=True)
                 if edit.dict_entries:
                     for name, d in self.dicts.items():
                         col_id = self.schema.column(name).id
@@ -806,6 +811,27 @@ def segment_key(files: ExtentFiles, fid: int, off: int, length: int) -> bytes:
         raise CorruptionError(f"{files.path(fid)} @ {off}: segment header is damaged (bad magic, "
                               "length or header checksum)", path=str(files.path(fid)))
     return bytes(buf[FIXED_SIZE:FIXED_SIZE + key_len])
+
+
+def _batch_deltas(seq: int, batch: ExtentBatch) -> list[tuple[bytes, bytes]]:
+    """(key, value) of every user's delta record of commit `seq`, in key order: the same
+    records as `delta_key` and `_pack_batch` give, built from whole arrays (a per-user
+    struct pack and dict lookup cost ~2.5 us a user, 0.5 s for a 200,000-user commit)."""
+    order = np.argsort(batch.hashes, kind="stable")
+    hashes = batch.hashes[order]
+    if hashes.size > 1 and bool((hashes[1:] == hashes[:-1]).any()):
+        # Never so for a claimed batch; the dict path keeps the last of a hash, as it did.
+        packed = _pack_batch(batch)
+        return [(delta_key(seq, h), packed[h]) for h in sorted(packed)]
+    keys = np.empty(order.size, dtype=[("seq", ">u8"), ("h", ">u8")])
+    keys["seq"] = seq
+    keys["h"] = hashes
+    kraw = keys.tobytes()
+    raw = batch.ext.astype(EXTENT_DTYPE, copy=False).tobytes()
+    first = batch.starts[order]
+    starts = (first * EXTENT_BYTES).tolist()
+    ends = ((first + batch.counts[order]) * EXTENT_BYTES).tolist()
+    return [(kraw[16 * i:16 * i + 16], raw[a:b]) for i, (a, b) in enumerate(zip(starts, ends))]
 
 
 def _pack_batch(batch: ExtentBatch) -> dict[int, bytes]:

@@ -168,7 +168,14 @@ class Meta:
 
     def delete_range(self, txn: lmdb.Transaction, db: str, end: bytes) -> None:
         """Delete every key of `db` below `end`."""
-        cur = txn.cursor(db=self.dbs[db])
+        handle = self.dbs[db]
+        cur = txn.cursor(db=handle)
+        if cur.last() and bytes(cur.key()) < end:
+            # Every key goes (a checkpoint covering every delta, a rotation dropping every
+            # sealed record): empty the database in one step instead of a delete per key
+            # (~1 us each: 0.4 s for the deltas of a 200,000-user flush).
+            txn.drop(handle, delete=False)
+            return
         ok = cur.first()
         while ok and bytes(cur.key()) < end:
             ok = cur.delete()

@@ -8,6 +8,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from seqvault import SeqVault, sample
 from seqvault.manifest import STORE_FORMAT_VERSION
@@ -126,3 +127,47 @@ def test_metadata_stays_within_twice_its_live_content(tmp_path):
     meta = store / "meta"
     on_disk = sum(p.stat().st_size for p in meta.iterdir() if p.name != "lock.mdb")
     assert on_disk <= 2 * live, (on_disk, live)
+
+
+@pytest.mark.parametrize("end_key", [25, 100])  # some keys stay; every key goes (one drop)
+def test_delete_range_deletes_exactly_the_keys_below_its_end(tmp_path, end_key):
+    from seqvault.meta import Meta
+
+    m = Meta(tmp_path / "meta", read_only=False)
+    with m.begin(write=True) as txn:
+        for k in range(50):
+            m.put(txn, "delta", k.to_bytes(8, "big"), b"v%d" % k)
+            m.put(txn, "sealed", k.to_bytes(8, "big"), b"x")
+    with m.begin(write=True) as txn:
+        m.delete_range(txn, "delta", end_key.to_bytes(8, "big"))
+    with m.begin() as txn:
+        left = [int.from_bytes(k, "big") for k, _v in m.items(txn, "delta")]
+        other = sum(1 for _ in m.items(txn, "sealed"))
+    assert left == [k for k in range(50) if k >= end_key]
+    assert other == 50  # another database is untouched
+    with m.begin(write=True) as txn:  # the emptied database takes keys again
+        m.put(txn, "delta", (7).to_bytes(8, "big"), b"again")
+    with m.begin() as txn:
+        assert (7).to_bytes(8, "big") in dict(m.items(txn, "delta"))
+    m.close()
+
+
+@pytest.mark.parametrize("dup", [False, True])
+def test_a_batchs_delta_records_are_the_per_user_records_in_key_order(dup):
+    from seqvault.index import EXTENT_DTYPE, ExtentBatch
+    from seqvault.manifest import _batch_deltas, _pack_batch
+    from seqvault.meta import delta_key
+
+    rng = np.random.default_rng(3)
+    n = 500
+    hashes = rng.integers(0, 1 << 63, n, dtype=np.int64).astype(np.uint64) * np.uint64(2)
+    if dup:
+        hashes[7] = hashes[300]
+    counts = rng.integers(1, 5, n).astype(np.int64)
+    ext = np.zeros(int(counts.sum()), dtype=EXTENT_DTYPE)
+    ext["off"] = np.arange(ext.size) * 11
+    ext["count"] = rng.integers(1, 99, ext.size)
+    batch = ExtentBatch(hashes, counts, ext)
+    packed = _pack_batch(batch)
+    want = [(delta_key(77, h), packed[h]) for h in sorted(packed)]
+    assert _batch_deltas(77, batch) == want
