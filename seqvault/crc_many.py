@@ -104,3 +104,20 @@ def crc_ranges(buf: np.ndarray | bytes, starts: np.ndarray, lengths: np.ndarray)
             rows = data[starts[sel][:, None] + np.arange(length)]
             out[sel] = crc_rows(rows)
     return out
+
+
+def copy_ranges(src: bytes | np.ndarray, starts: np.ndarray, lengths: np.ndarray,
+                dst: np.ndarray, at: np.ndarray) -> None:
+    """dst[at[i] : at[i] + lengths[i]] = src[starts[i] : starts[i] + lengths[i]] for every i
+    (`dst` a writable uint8 array). The compiled kernel when built; else a slice copy each."""
+    starts = np.ascontiguousarray(starts, dtype=np.int64)
+    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    at = np.ascontiguousarray(at, dtype=np.int64)
+    if KERNEL is not None:
+        KERNEL.copy_ranges(src, starts, lengths, dst, at)
+        return
+    data = np.frombuffer(src, dtype=np.uint8) if isinstance(src, bytes | bytearray) else src
+    for s, n, a in zip(starts.tolist(), lengths.tolist(), at.tolist()):
+        if s < 0 or n < 0 or a < 0 or s + n > data.size or a + n > dst.size:
+            raise ValueError(f"copy_ranges: range {s} + {n} to {a} is outside the buffers")
+        dst[a:a + n] = data[s:s + n]

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .crc_many import copy_ranges
 from .decode_batch import decode_many
 from .errors import CorruptionError
 from .files import ExtentFiles
@@ -173,7 +174,7 @@ def read_segments(files: ExtentFiles, ext: np.ndarray) -> tuple[bytes | None, np
     win = fids * ((1 << 33) // WINDOW) + offs // WINDOW
     order = np.lexsort((offs, win))
     bounds = np.flatnonzero(np.diff(win[order])) + 1
-    pieces: list[Any] = [b""] * n
+    out = np.empty(int(lens.sum()), dtype=np.uint8)
     for g in np.split(order, bounds):
         lo = int(offs[g].min())
         hi = int((offs[g] + lens[g]).max())
@@ -183,10 +184,10 @@ def read_segments(files: ExtentFiles, ext: np.ndarray) -> tuple[bytes | None, np
             return None, starts
         if len(data) != hi - lo:
             return None, starts
-        view = memoryview(data)
-        for i, o, k in zip(g.tolist(), (offs[g] - lo).tolist(), lens[g].tolist()):
-            pieces[i] = view[o:o + k]
-    return b"".join(pieces), starts
+        # One compiled copy per window, not a slice and a join per segment (~1 us each, a
+        # million segments in a many-user flush's reads).
+        copy_ranges(data, offs[g] - lo, lens[g], out, starts[g])
+    return out.tobytes(), starts
 
 
 def join(f: Folded, schema: Any, ts: np.ndarray, cols: dict[str, np.ndarray],

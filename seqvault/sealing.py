@@ -238,7 +238,13 @@ def own_heads(m: Manifest, heads: np.ndarray, kbs: list[bytes]) -> np.ndarray:
         sel = np.flatnonzero(full & (size == length))
         if not sel.size:
             continue
-        rows = data[offsets[sel][:, None] + np.arange(length)]
+        o = offsets[sel]
+        if np.array_equal(o, o[0] + np.arange(o.size) * length):
+            # The usual case (one key length, every header read whole): the headers lie one
+            # after another, so a reshape; the gather below builds an int64 index per byte.
+            rows = data[int(o[0]):int(o[0]) + o.size * length].reshape(o.size, length)
+        else:
+            rows = data[o[:, None] + np.arange(length)]
         k = length - FIXED_SIZE - ncols * DIR_SIZE - CRC.size
         want = np.frombuffer(b"".join(kbs[i] for i in sel.tolist()),
                              dtype=np.uint8).reshape(sel.size, k)

@@ -62,3 +62,30 @@ def test_kernel_refuses_a_range_outside_the_buffer_and_writes_nothing():
     assert out.tolist() == [7, 7]
     with pytest.raises(ValueError, match="expected"):
         mod.crc_rows(buf, 3, 40, np.zeros(3, dtype=np.uint32))  # 120 bytes asked, 100 given
+
+
+def test_copy_ranges_gathers_every_range_on_both_paths(crc_path):
+    rng = np.random.default_rng(9)
+    src = rng.integers(0, 256, 20_000, dtype=np.uint8)
+    lengths = np.concatenate(([0, 1, 3_000], rng.integers(0, 40, 997))).astype(np.int64)
+    starts = np.array([rng.integers(0, src.size - n + 1) for n in lengths.tolist()])
+    at = np.zeros(lengths.size, dtype=np.int64)
+    np.cumsum(lengths[:-1], out=at[1:])
+    order = rng.permutation(lengths.size)  # the destination filled out of order
+    dst = np.zeros(int(lengths.sum()), dtype=np.uint8)
+    crc_many.copy_ranges(src.tobytes(), starts[order], lengths[order], dst, at[order])
+    want = b"".join(src[s:s + n].tobytes() for s, n in zip(starts.tolist(), lengths.tolist()))
+    assert dst.tobytes() == want
+
+
+@pytest.mark.parametrize("bad", ["source", "destination"])
+def test_copy_ranges_refuses_a_range_outside_either_buffer_and_copies_nothing(crc_path, bad):
+    src = np.arange(100, dtype=np.uint8)
+    dst = np.full(50, 7, dtype=np.uint8)
+    starts = np.array([0, 95 if bad == "source" else 10], dtype=np.int64)
+    lengths = np.array([5, 10], dtype=np.int64)
+    at = np.array([0, 5 if bad == "source" else 45], dtype=np.int64)
+    with pytest.raises(ValueError, match="outside"):
+        crc_many.copy_ranges(src, starts, lengths, dst, at)
+    if crc_path == "native":  # the kernel checks every range first
+        assert dst.tolist() == [7] * 50
