@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .crc_many import crc_ranges, crc_rows
+from .crc_many import crc_ranges, crc_rows, gather_rows
 from .encoding import (
     ENC_BITPACK,
     ENC_CONST,
@@ -60,7 +60,7 @@ def decode_many(buf: bytes, offsets: np.ndarray, lengths: np.ndarray,
     if n == 0 or int(lengths.min()) < FIXED_SIZE + CRC.size:
         return None
     ncols = len(columns) + 1
-    fixed = data[offsets[:, None] + np.arange(FIXED_SIZE)]
+    fixed = gather_rows(data, offsets, FIXED_SIZE)
     key_lens = fixed[:, 18].astype(np.int64) | (fixed[:, 19].astype(np.int64) << 8)
     key_len = int(key_lens[0])
     if bool((key_lens != key_len).any()):
@@ -69,7 +69,7 @@ def decode_many(buf: bytes, offsets: np.ndarray, lengths: np.ndarray,
     size = dt.itemsize
     if int(lengths.min()) < size:
         return None
-    rows = data[offsets[:, None] + np.arange(size)]
+    rows = gather_rows(data, offsets, size)
     h = rows.view(dt).reshape(n)
     if bool((h["magic"] != MAGIC).any()) or bool((h["ncols"] != ncols).any()):
         return None  # damaged, or another layout: the one-by-one path says which

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .crc_many import crc_ranges, crc_rows
+from .crc_many import crc_ranges, crc_rows, gather_rows
 from .decode_batch import decode_many
 from .engine import Engine
 from .errors import CorruptionError, MergeFailed, StoreClosed
@@ -133,7 +133,7 @@ def verified(buf: bytes, offsets: np.ndarray, lengths: np.ndarray, snap: np.ndar
     if int(lengths.min()) < size:
         return False
     data = np.frombuffer(buf, dtype=np.uint8)
-    rows = data[offsets[:, None] + np.arange(size)]
+    rows = gather_rows(data, offsets, size)
     h = rows.view(dt).reshape(-1)
     d = h["dir"]
     want_ids = np.array([TIME_COLUMN_ID] + [c.id for c in schema.columns])

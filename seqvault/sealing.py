@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import fold, segment_batch
-from .crc_many import crc_rows
+from .crc_many import crc_rows, gather_rows
 from .fold import read_segments
 from .index import EXTENT_DTYPE, Extent, ExtentBatch, user_hash, user_hashes_int64
 from .layout import segment_bounds
@@ -244,7 +244,7 @@ def own_heads(m: Manifest, heads: np.ndarray, kbs: list[bytes]) -> np.ndarray:
             # after another, so a reshape; the gather below builds an int64 index per byte.
             rows = data[int(o[0]):int(o[0]) + o.size * length].reshape(o.size, length)
         else:
-            rows = data[o[:, None] + np.arange(length)]
+            rows = gather_rows(data, o, length)
         k = length - FIXED_SIZE - ncols * DIR_SIZE - CRC.size
         want = np.frombuffer(b"".join(kbs[i] for i in sel.tolist()),
                              dtype=np.uint8).reshape(sel.size, k)

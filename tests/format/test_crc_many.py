@@ -89,3 +89,13 @@ def test_copy_ranges_refuses_a_range_outside_either_buffer_and_copies_nothing(cr
         crc_many.copy_ranges(src, starts, lengths, dst, at)
     if crc_path == "native":  # the kernel checks every range first
         assert dst.tolist() == [7] * 50
+
+
+def test_gather_rows_equals_the_slices_on_both_paths(crc_path):
+    rng = np.random.default_rng(11)
+    data = rng.integers(0, 256, 10_000, dtype=np.uint8)
+    starts = rng.integers(0, 10_000 - 270, 300)
+    rows = crc_many.gather_rows(data, starts, 270)
+    assert rows.shape == (300, 270)
+    assert all(rows[i].tobytes() == data[s:s + 270].tobytes() for i, s in enumerate(starts))
+    assert crc_many.gather_rows(data, starts[:0], 270).shape == (0, 270)
