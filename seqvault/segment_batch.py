@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from . import native
-from .crc_many import crc_ranges, crc_rows
+from . import crc_many, native
+from .crc_many import copy_ranges, crc_ranges, crc_rows
 from .encoding import (
     DEFAULT_LEVEL,
     ENC_BITPACK,
@@ -466,6 +466,18 @@ def _lay_out(heads: list[tuple[np.ndarray, np.ndarray]], stored: list[_Stored], 
     offsets = _starts_of(lengths)
     total = int(lengths.sum())
     out = np.empty(total, dtype=np.uint8)
+    if crc_many.KERNEL is not None:
+        # Every header and column slice to its place with the compiled copy: the numpy path
+        # below builds a mask and an int64 index per output byte (~0.2 s a 150,000-user flush).
+        for users, rows in heads:
+            width = rows.shape[1]
+            copy_ranges(rows, np.arange(users.size, dtype=np.int64) * width,
+                        np.full(users.size, width, dtype=np.int64), out, offsets[users])
+        col_off = offsets + hlen
+        for s in stored:
+            copy_ranges(s.flat, s.offsets, s.lengths, out, col_off)
+            col_off = col_off + s.lengths
+        return out, offsets, lengths
     # Header bytes vs payload bytes of the output, in order: masked assignment fills a mask's
     # positions in order, so no index array per byte is needed.
     is_head = np.repeat(np.tile(np.array([True, False]), n_users),

@@ -62,8 +62,14 @@ def test_user_hashes_int64_equal_user_hash():
 
 
 # ---------------------------------------------------------------------- the encoder
+@pytest.mark.parametrize("copy", ["compiled", "numpy"])  # segment_batch._lay_out's two paths
 @pytest.mark.parametrize("seed", range(6))
-def test_encode_many_equals_encode_segment_for_random_users_and_schemas(seed):
+def test_encode_many_equals_encode_segment_for_random_users_and_schemas(seed, copy,
+                                                                        monkeypatch):
+    if copy == "numpy":
+        from seqvault import crc_many
+
+        monkeypatch.setattr(crc_many, "KERNEL", None)
     rng = np.random.default_rng(seed)
     n_users = int(rng.integers(1, 120))
     counts = rng.choice([1, 2, 3, 5, 40, 70, 300], n_users)
