@@ -865,6 +865,7 @@ class SeqVault:
         for _attempt in range(20):
             with self.lock:
                 m = self.manifest
+                seq = m.seq
                 h = m.index.slot_of(kb)
                 schema, dicts = m.schema, dict(m.dicts)
                 tail = self._tail(key)
@@ -884,6 +885,10 @@ class SeqVault:
                                     prechosen=not planned)
             except ForeignSegment as exc:
                 with self.lock:
+                    if m.seq != seq:
+                        # A commit since the plan (a background flush publishing this key at
+                        # an alternate slot, say): judge the segment against a new snapshot.
+                        continue
                     if kb in m.index.aliases or m.index.slot_of(exc.owner) != h:
                         raise  # two keys at one slot, or a stray segment: a damaged index
                 # The key was never published and its default slot is another user's (a hash
