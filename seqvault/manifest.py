@@ -39,6 +39,7 @@ from .index import (
 )
 from .memtable import StringDict
 from .meta import Meta, delta_key, dict_key, pack, parse_delta_key, sealed_key, u32, unpack
+from .owners import Owners
 from .schema import Schema
 from .segment import CRC, DIR_SIZE, FIXED_HEADER, FIXED_SIZE, MAGIC, key_bytes
 from .settings import READER_OWN, effective
@@ -75,7 +76,6 @@ DELETE_COUNTERS = ("deleted_users", "deleted_events")
 # (measured: docs/design/architecture.md, "Metadata").
 CKPT_MIN_DELTA_BYTES = 64 << 10
 EXTENT_BYTES = EXTENT_DTYPE.itemsize  # one extent in a delta record
-OWNER_CACHE = 1 << 17  # slots whose owner a writer remembers (~100 bytes each)
 KEY_PROBE_BYTES = 512  # one pread holds the header of a segment of a short key and ~13 columns
 
 
@@ -207,9 +207,8 @@ class Manifest:
         self.new_aliases: dict[bytes, int] = {}
         # Writer only: slot → the key last claimed there by this process. Such a slot is free
         # or that key's (every publish goes through `claim`, and one writer runs), so a
-        # repeated seal of a user skips reading its segment header. Cleared when it reaches
-        # OWNER_CACHE entries.
-        self.owners: dict[int, bytes] = {}
+        # repeated seal of a user skips reading its segment header (seqvault/owners.py).
+        self.owners = Owners()
         self.purge = Purge()  # deleted users' bytes still on disk (removed by the next merge)
         self.wal_synced: tuple[int, int, int, int] | None = None  # see Edit.wal_synced
 
@@ -593,9 +592,7 @@ class Manifest:
             h = alt_hash(kb, i)
         self.claims[kb] = h
         self.claimed[h] = kb
-        if len(self.owners) >= OWNER_CACHE:
-            self.owners.clear()
-        self.owners[h] = kb
+        self.owners.set(h, kb)
         if i:
             self.new_aliases[kb] = h
         return h

@@ -21,8 +21,9 @@ from .crc_many import crc_rows, gather_rows
 from .fold import read_segments
 from .index import EXTENT_DTYPE, Extent, ExtentBatch, user_hash, user_hashes_int64
 from .layout import segment_bounds
-from .manifest import OWNER_CACHE, Manifest
+from .manifest import Manifest
 from .memtable import GatheredTail, MemTable, UserTail
+from .owners import DICT_CAP as OWNER_DICT_CAP
 from .segment import CRC, DIR_SIZE, FIXED_SIZE, KEY_INT64, KEY_STRING, MAGIC, key_bytes
 from .segment_writer import SegmentWriter, encode_user_segment
 
@@ -178,13 +179,17 @@ def claim_many(m: Manifest, keys: np.ndarray, kbytes: list[bytes] | np.ndarray,
     taken = np.flatnonzero(heads >= 0)  # default slots with extents: whose?
     owners = m.owners
     if taken.size:
-        t_kb = ([kbytes[i] for i in taken.tolist()] if isinstance(kbytes, list) else
-                _int_key_bytes(kbytes[taken]))
-        known = np.asarray([owners.get(h) == kb for h, kb in zip(hashes[taken].tolist(), t_kb)],
-                           dtype=bool)
+        if isinstance(kbytes, list):
+            t_kb = [kbytes[i] for i in taken.tolist()]
+            known = np.asarray([owners.get(h) == kb
+                                for h, kb in zip(hashes[taken].tolist(), t_kb)], dtype=bool)
+        else:  # int64 keys: one whole-array lookup (a million users a flush, at 1M users)
+            known = owners.known_int(hashes[taken], kbytes[taken])
         if not known.all():  # read the owners' keys from their newest headers, all at once
             ask = np.flatnonzero(~known)
-            known[ask] = own_heads(m, heads[taken[ask]], [t_kb[i] for i in ask.tolist()])
+            ask_kb = ([t_kb[i] for i in ask.tolist()] if isinstance(kbytes, list) else
+                      _int_key_bytes(kbytes[taken[ask]]))
+            known[ask] = own_heads(m, heads[taken[ask]], ask_kb)
         special[taken[~known]] = True
     uniq, inverse, dup = np.unique(hashes, return_inverse=True, return_counts=True)
     if bool((dup > 1).any()):  # two keys of this batch with one default slot
@@ -195,12 +200,11 @@ def claim_many(m: Manifest, keys: np.ndarray, kbytes: list[bytes] | np.ndarray,
     if busy:
         special |= np.isin(hashes, np.fromiter(busy, dtype=np.uint64, count=len(busy)))
     plain = np.flatnonzero(~special)
-    if plain.size <= OWNER_CACHE:  # a later seal of these users skips the header read
-        if len(owners) + plain.size > OWNER_CACHE:
-            owners.clear()
-        p_kb = ([kbytes[i] for i in plain.tolist()] if isinstance(kbytes, list) else
-                _int_key_bytes(kbytes[plain]))
-        owners.update(zip(hashes[plain].tolist(), p_kb))
+    # A later seal of these users skips the header read (seqvault/owners.py).
+    if not isinstance(kbytes, list):
+        owners.set_int(hashes[plain], kbytes[plain])
+    elif plain.size <= OWNER_DICT_CAP:
+        owners.update(list(zip(hashes[plain].tolist(), [kbytes[i] for i in plain.tolist()])))
     odd = np.flatnonzero(special)
     if not odd.size:
         return hashes, rows
