@@ -422,6 +422,12 @@ class Runner:
                      np.arange(done[0]), stream)
         self.out.setdefault("appends", []).append(
             {"durability": durability, "batch": batch, **r})
+        if durability == "sync" and "sync_floor_ops_per_s" not in self.out:
+            # The disk's bound on one caller at `sync` (pwrite + fdatasync rounds per second,
+            # bench/appends.py): the report sets each sync point's 2x goal against it.
+            from bench.appends import sync_floor
+
+            self.out["sync_floor_ops_per_s"] = sync_floor(os.path.dirname(self.path) or ".")
 
     def _mix(self, is_read: np.ndarray, readers: np.ndarray, stream: dict,
              make_stream: Callable[[], dict], hot: int | None = None) -> dict:

@@ -30,7 +30,7 @@ from .decode_batch import decode_many
 from .errors import CorruptionError
 from .files import ExtentFiles
 from .index import Extent, unpack_extents
-from .layout import RECENT_SEGMENT_EVENTS
+from .layout import RECENT_SEGMENT_EVENTS, group_time_order
 from .manifest import Manifest
 from .reads import user_events
 
@@ -201,7 +201,7 @@ def join(f: Folded, schema: Any, ts: np.ndarray, cols: dict[str, np.ndarray],
     old_user = np.repeat(np.arange(n), f.counts)
     all_user = np.concatenate((old_user, mem_user))
     all_ts = np.concatenate((f.ts.astype(np.int64, copy=False), ts.astype(np.int64, copy=False)))
-    order = np.lexsort((all_ts, all_user))  # stable: old rows, placed first, win ties
+    order = group_time_order(all_user, all_ts)  # stable: old rows, placed first, win ties
     new_cols = {}
     for c in schema.columns:
         mine = cols[c.name]

@@ -53,3 +53,22 @@ def expected_segments(counts: np.ndarray, target: int,
         left = left - size
         size = min(size * 4, target)
     return segs
+
+
+def group_time_order(group: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """The stable order of rows by (group, ts): what ``np.lexsort((ts, group))`` returns. When
+    both fit one uint64 (group bits + bits of the time span ≤ 64, groups ≥ 0) it sorts that
+    packed key once; numpy's stable sort then also runs in near-linear time over input made of
+    a few sorted runs (a flush's old rows then its new ones), where lexsort sorts twice in full
+    (measured: 1.1 M rows in two sorted runs 0.18 → 0.02 s; 262 k shuffled rows 0.10 → 0.05 s)."""
+    n = int(ts.size)
+    if n < 2:
+        return np.arange(n)
+    g_lo, g_hi = int(group.min()), int(group.max())
+    t_lo, t_hi = int(ts.min()), int(ts.max())
+    t_bits = (t_hi - t_lo).bit_length()
+    if g_lo < 0 or g_hi.bit_length() + t_bits > 64:
+        return np.lexsort((ts, group))
+    key = group.astype(np.uint64) << np.uint64(t_bits)
+    key |= (ts.astype(np.int64, copy=False) - np.int64(t_lo)).view(np.uint64)
+    return np.argsort(key, kind="stable")

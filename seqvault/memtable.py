@@ -18,6 +18,7 @@ import numpy as np
 from . import prepare
 from .errors import ValidationError
 from .index import key_id
+from .layout import group_time_order
 from .schema import MAX_STRING_CARDINALITY
 from .segment import key_bytes
 
@@ -436,7 +437,7 @@ class MemTable:
             live = ends > limit[uid]
             ts, uid = ts[live], uid[live]
             cols = {k: v[live] for k, v in cols.items()}
-        order = np.lexsort((ts, uid))  # by user, then ts; stable, so ties keep arrival order
+        order = group_time_order(uid, ts)  # by user, then ts; stable: ties keep arrival order
         ts = ts[order]
         uid = uid[order]
         cols = {k: v[order] for k, v in cols.items()}

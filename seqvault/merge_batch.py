@@ -21,7 +21,7 @@ from .decode_batch import decode_many
 from .errors import CorruptionError
 from .files import ExtentFiles
 from .index import Extent, user_hash, user_hashes_int64
-from .layout import RECENT_SEGMENT_EVENTS
+from .layout import RECENT_SEGMENT_EVENTS, group_time_order
 from .schema import Schema
 from .segment import KEY_INT64, KEY_STRING
 
@@ -108,7 +108,7 @@ def build_small(files: ExtentFiles, schema: Schema, level: int,
         return None
     counts = np.bincount(seg_user, weights=dec.counts, minlength=len(snaps)).astype(np.int64)
     user_of = np.repeat(seg_user, dec.counts)
-    order = np.lexsort((dec.ts, user_of))  # by user, then time; stable: ties keep arrival
+    order = group_time_order(user_of, dec.ts)  # by user, then time; stable: ties keep arrival
     ts = dec.ts[order]
     first_seg = np.zeros(len(snaps), dtype=np.int64)
     np.cumsum(n_seg[:-1], out=first_seg[1:])
