@@ -11,7 +11,6 @@ one late event made overlap.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -31,7 +30,7 @@ WRITE_CHUNK = 8 << 20  # bytes of segments per write() in a full flush
 
 
 def seal_tails(m: Manifest, w: SegmentWriter,
-               tails: Sequence[tuple[Any, UserTail | GatheredTail]]
+               tails: list[tuple[Any, UserTail | GatheredTail]]
                ) -> tuple[dict[int, list[Extent]], int]:
     """Each tail, sorted and cut into recency tiers, appended to `w`. Returns the users' new
     extent lists (the new segments before the old ones) and the number of events."""

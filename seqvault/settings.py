@@ -65,10 +65,9 @@ _SPECS = (
             doc="a user's unsealed tail at this many events is sealed on its own"),
     Setting("wal_bytes", 64 << 20, int, 4096, 1 << 40, doc="... or the log reaches this size"),
     Setting("flush_worker", "thread", str, choices=("thread", "caller"),
-            doc="a flush at memtable_events and a partial seal at tail_events: done by a "
-                "background thread while appends go on (a flush into a new memtable; the log "
-                "rotates only at wal_bytes), or in the call that filled the memtable or the "
-                "tail"),
+            doc="a flush at memtable_events: sealed by a background thread while appends go "
+                "on into a new memtable (the log rotates only at wal_bytes), or in the call "
+                "that filled the memtable"),
     Setting("segment_events", 65_536, int, 1, 1 << 31,
             doc="split a user's flush into segments of at most this many events"),
     Setting("lifetime_segment_events", 32_768, int, 1, 1 << 31,

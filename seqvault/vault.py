@@ -39,7 +39,7 @@ from .files import ExtentFiles
 from .index import Extent, HashIndex
 from .layout import segment_bounds
 from .manifest import Edit, FileInfo, Manifest, Purge
-from .memtable import GatheredTail, JoinedTail, MemTable, StringDict, add_events
+from .memtable import JoinedTail, MemTable, StringDict, add_events
 from .merge import Merger, merge_stats
 from .meta import Meta
 from .prepare import prepare
@@ -425,9 +425,9 @@ class SeqVault:
         return n
 
     def _settle_jobs(self) -> None:
-        """The log failed under this call: let a background flush or seal in flight end first
-        (it fails too and cuts what it wrote, or commits what was durable before the failure),
-        so that what is on disk is settled when the caller hears of the failure."""
+        """The log failed under this call: let a background flush in flight end first (it
+        fails too and cuts what it wrote, or commits what was durable before the failure), so
+        that what is on disk is settled when the caller hears of the failure."""
         with self.lock:
             if self._flush_thread is not threading.current_thread():
                 self.wait_flush()
@@ -440,119 +440,38 @@ class SeqVault:
     def _seal_users(self, keys: list[Any]) -> None:
         """Seal these users' long tails into real-time segments on their own, without a log
         rotation: the commit records that each one's events up to the log's current end are
-        sealed, so replays skip them (docs/design/realtime.md, "Partial seals"). With
-        `flush_worker = "thread"` a background thread does it (the call goes on, as with the
-        full flush); with "caller", this call. Deferred while a background flush or seal is in
-        flight: the tails stay in the (capped) memtable, and the users' next appends after its
-        commit seal them."""
+        sealed, so replays skip them (docs/design/realtime.md, "Partial seals"). Deferred
+        while a background flush is in flight: the tails stay in the (capped) memtable, and
+        the users' next appends after its commit seal them."""
         with self.lock:
             self.check_writable()
             if self._flush_thread is not None:
                 return
-            if self.settings["flush_worker"] == "thread":
-                t = threading.Thread(target=self._seal_background, args=(keys,),
-                                     name="seqvault-seal", daemon=True)
-                self._flush_thread = t
-                t.start()
+            seal_at = int(self.settings["tail_events"])
+            tails = [(k, t) for k in dict.fromkeys(keys)
+                     if (t := self.mem.tail_for_seal(k)) is not None and t.count >= seal_at]
+            if not tails:
                 return
-            taken = self._take_tails(keys)
-            if taken is None:
-                return
-            tails, through = taken
+            wal = self.wal
+            assert wal is not None
+            through = wal.size
+            wal.sync_soon()  # the log's fsync runs while the tails are encoded
             w = self.writers["rt"]
             with self._sealing(w):
-                users, events = self._write_seal(w, tails, through)
-                self._commit_seal(w, tails, through, users, events)
-
-    def _take_tails(self, keys: list[Any]
-                    ) -> tuple[list[tuple[Any, GatheredTail]], int] | None:
-        """The tails of `keys` that still reach `tail_events`, and the log's end they are
-        sealed through (every one of their events is in a record ending at or before it); asks
-        the `batch` flusher to sync now, so the log's fsync runs while the tails are encoded.
-        holds: the store lock."""
-        seal_at = int(self.settings["tail_events"])
-        tails: list[tuple[Any, GatheredTail]] = []
-        for k in dict.fromkeys(keys):
-            t = self.mem.tail_for_seal(k)
-            if t is None or t.count < seal_at:
-                continue
-            if not isinstance(t, GatheredTail):
-                # The memtable's own `UserTail` grows with later appends; a background seal
-                # encodes outside the lock, so it takes the arrays now (they are never mutated).
-                t = GatheredTail(t.count, *t.sorted_arrays())
-            tails.append((k, t))
-        if not tails:
-            return None
-        wal = self.wal
-        assert wal is not None
-        through = wal.size
-        wal.sync_soon()
-        return tails, through
-
-    def _write_seal(self, w: SegmentWriter, tails: list[tuple[Any, GatheredTail]],
-                    through: int) -> tuple[dict[int, list[Extent]], int]:
-        """Encode, write and fsync the tails; returns their new extent lists and event count."""
-        wal = self.wal
-        assert wal is not None
-        users, events = sealing.seal_tails(self.manifest, w, tails)
-        self._fault("seal:after_write")
-        w.sync()
-        # A "sealed through" offset past the durable end of the log could, after a power loss
-        # cut the log, make a replay skip newer records written at lower offsets (rule R1):
-        # durable before the commit that records it.
-        wal.sync_to(through)
-        return users, events
-
-    def _commit_seal(self, w: SegmentWriter, tails: list[tuple[Any, GatheredTail]],
-                     through: int, users: dict[int, list[Extent]], events: int) -> None:
-        """Commit the sealed tails "sealed through" `through` and, in the same hold of the
-        store lock, make the memtable forget them (a read sees one or the other, never both).
-        holds: the store lock."""
-        self.publish(Edit(files=w.pending(), users=users, dict_entries=True,
-                          sealed={k: through for k, _t in tails}), writers=(w,))
-        self._fault("seal:after_commit")
-        for key, _tail in tails:
-            self.mem.drop_through(key, through)
-        self._counters["tail_seals"] += 1
-        self._counters["tail_sealed_events"] += events
-
-    def _seal_background(self, keys: list[Any]) -> None:
-        """A partial seal in the background (`flush_worker = "thread"`): the tails are taken
-        under the store lock, encoded, written and fsynced outside it while appends and reads
-        go on (their events stay in the memtable, read from there), and committed with the
-        memtable's drop in one hold of the lock. Like the background flush it holds the job
-        slot (`_flush_thread`), so nothing else changes users' extent lists meanwhile; a
-        failure stops the writer (fail-stop), and a reopen replays the tails from the log."""
-        w = self.writers["rt"]
-        try:
-            try:
-                with self.lock:
-                    if self._failed is not None or self._closed:
-                        return
-                    taken = self._take_tails(keys)
-                if taken is None:
-                    return
-                tails, through = taken
-                users, events = self._write_seal(w, tails, through)
-                with self.lock:
-                    self._commit_seal(w, tails, through, users, events)
-            except BaseException as exc:
-                with self.lock:
-                    # Nothing more is acknowledged (the tails stay readable here and in the
-                    # log); a reopen replays them. Not only I/O errors: nobody would see an
-                    # exception of this thread otherwise.
-                    self.fail_stop(exc)
-                    if self._failed is None:
-                        self._failed = exc
-                    self.manifest.forget_claims()
-                    try:
-                        w.rollback()
-                    except OSError:
-                        pass
-        finally:
-            with self.lock:
-                self._flush_thread = None
-                self._flushed.notify_all()
+                users, events = sealing.seal_tails(self.manifest, w, tails)
+                self._fault("seal:after_write")
+                w.sync()
+                # A "sealed through" offset past the durable end of the log could, after a
+                # power loss cut the log, make a replay skip newer records written at lower
+                # offsets (rule R1): durable before the commit that records it.
+                wal.sync_to(through)
+                self.publish(Edit(files=w.pending(), users=users, dict_entries=True,
+                                  sealed={k: through for k, _t in tails}), writers=(w,))
+            self._fault("seal:after_commit")
+            for key, _tail in tails:
+                self.mem.drop_through(key, through)
+            self._counters["tail_seals"] += 1
+            self._counters["tail_sealed_events"] += events
 
     def wait_flush(self) -> None:
         """Return once no background flush is in flight (Engine protocol): everything that

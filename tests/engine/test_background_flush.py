@@ -313,3 +313,38 @@ def test_reclaim_keeps_the_files_a_flush_in_flight_is_writing(tmp_path, monkeypa
     v.close()
     with SeqVault.open(tmp_path / "s") as v:
         check(v, oracle)
+
+
+@pytest.mark.parametrize("where", ["append", "commit"])
+def test_a_failed_log_write_reports_only_after_the_flush_in_flight_ended(tmp_path, monkeypatch,
+                                                                         where):
+    # When the log fails under an append, the flush in flight fails too (or commits what was
+    # durable) and cuts what it wrote; the append raises only after that, so the caller never
+    # sees a failed writer with a thread still writing to its files (the fault loop found
+    # unpublished bytes on disk after such a raise, with seals in a thread).
+    gate = Gate(monkeypatch)
+    oracle: dict[int, list[int]] = {}
+    v = open_store(tmp_path / "s", durability="sync")
+    for users, c in calls(10):
+        append_call(v, oracle, users, c)
+    assert gate.entered.wait(30)
+
+    def broken(*_a, **_k):
+        raise WriterFailed("injected: the log write failed")
+
+    monkeypatch.setattr(v.wal, where, broken)
+    opener = threading.Timer(0.2, gate.open)  # the flush can end only after the raise began
+    opener.start()
+    with pytest.raises(WriterFailed):
+        v.append(1, {"ts": [5_000], "item": [1], "act": ["x"]})
+    assert v._flush_thread is None and v.frozen is None  # settled before the raise
+    opener.join()
+    v.close()
+    with SeqVault.open(tmp_path / "s") as v:
+        # A failed commit (the fsync): the record was written, unacknowledged; it may be kept.
+        got1 = v.read(1).columns["item"].tolist()
+        assert got1 in (oracle[1], oracle[1] + [1]) if where == "commit" else True
+        if where == "commit":
+            oracle.pop(1)
+        check(v, oracle)
+        assert v.verify()["ok"]

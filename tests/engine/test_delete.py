@@ -268,8 +268,7 @@ def test_no_user_key_outlives_a_delete_in_lmdb_after_many_partial_seals(tmp_path
     # it reuses them, so a key written there would outlive the delete (it did, with the key in
     # the record: 200 partial seals left it in meta/data.mdb after the purge).
     store = tmp_path / "s"
-    with SeqVault.open(store, schema=Schema.from_dict(SCHEMA), tail_events=8,
-                       flush_worker="caller") as v:  # 200 seals, none deferred
+    with SeqVault.open(store, schema=Schema.from_dict(SCHEMA), tail_events=8) as v:
         for r in range(200):
             v.append(VICTIM, ev(r * 10, 9))  # a partial seal each time
             for u in OTHERS:

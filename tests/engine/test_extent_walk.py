@@ -142,7 +142,7 @@ def _hot_store(tmp_path, late: bool) -> tuple[SeqVault, int]:
     time. Users 2..5 take appends in between so the extents interleave in the files."""
     rng = np.random.default_rng(11 if late else 12)
     v = SeqVault.open(tmp_path / "s", schema=Schema.from_dict(SCHEMA), tail_events=64,
-                      durability="none", flush_worker="caller")  # every seal in its append
+                      durability="none")
     t = 100_000
     for k in range(120):
         n = int(rng.integers(20, 90))

@@ -54,10 +54,7 @@ def test_a_long_tail_is_sealed_alone_and_the_log_keeps_the_rest(tmp_path):
 
 def test_readers_drop_sealed_events_and_keep_newer_ones(tmp_path):
     store = tmp_path / "s"
-    # The seal in the append itself, so the reader's refresh comes after its commit (the
-    # background seal: tests/engine/test_background_seal.py).
-    with SeqVault.open(store, schema=Schema.from_dict(SCHEMA), tail_events=50,
-                       flush_worker="caller") as w:
+    with SeqVault.open(store, schema=Schema.from_dict(SCHEMA), tail_events=50) as w:
         with SeqVault.open(store, read_only=True, refresh_interval=3600) as r:
             w.append(2, ev(0, 40))
             r.refresh()
@@ -157,8 +154,7 @@ def test_late_events_are_sealed_apart_so_last_n_reads_stop_early(tmp_path):
     # "last N" read chooses it alone (docs/design/realtime.md).
     from seqvault.reads import choose_sources, sources_of
 
-    with SeqVault.open(tmp_path / "s", schema=Schema.from_dict(SCHEMA), tail_events=50,
-                       flush_worker="caller") as v:
+    with SeqVault.open(tmp_path / "s", schema=Schema.from_dict(SCHEMA), tail_events=50) as v:
         v.append(1, ev(1_000, 50))  # sealed: ts 1000..1049
         late = ev(500, 3)  # older than everything sealed
         v.append(1, {k: [*late[k], *ev(2_000, 47)[k]] for k in late})  # 50: sealed again
@@ -179,17 +175,16 @@ def v_hash(key: int) -> int:
     return user_hash(key_bytes(key)[1])
 
 
-@pytest.mark.parametrize("worker", ["caller", "thread"])
 @pytest.mark.parametrize("durability", ["batch", "none"])
 def test_R1_a_seal_commits_only_once_the_log_is_durable_through_its_offset(tmp_path,
-                                                                         durability, worker):
+                                                                         durability):
     """The log's fsync runs while the seal encodes (`WalWriter.sync_soon`); whatever the
     flusher managed by then, the commit that records "sealed through E" comes after the log
     is durable through E (rule R1 of docs/format/wal.md). A batch interval of 10 s keeps
     the flusher's own timer out of it."""
     store = tmp_path / "s"
     with SeqVault.open(store, schema=Schema.from_dict(SCHEMA), tail_events=50,
-                       durability=durability, batch_interval=10.0, flush_worker=worker) as v:
+                       durability=durability, batch_interval=10.0) as v:
         seen: list[tuple[int, int]] = []
         commit = v.manifest.commit
 
@@ -202,10 +197,8 @@ def test_R1_a_seal_commits_only_once_the_log_is_durable_through_its_offset(tmp_p
         v.append(1, ev(0, 30))
         for start in range(0, 200, 20):
             v.append(2, ev(start, 20))
-        seals = v.stats()["tail_seals"]  # waits for a background seal in flight
-        # In the background a seal that finds one in flight waits for the next append.
-        assert seals == 3 if worker == "caller" else 1 <= seals <= 3
-        assert len(seen) == seals
+        assert v.stats()["tail_seals"] == 3
+        assert len(seen) == 3
         assert all(synced >= through for through, synced in seen), seen
         want = items(v, 2)
         v.close(flush=False)

@@ -290,9 +290,7 @@ def test_a_store_of_format_3_opens_unchanged_and_migrates(tmp_path):
     store = tmp_path / "s"
     model = Model()
     rng = random.Random(3)
-    # Seals in the appends (format-3 code had no background seal): none is in flight when the
-    # store is rewritten below.
-    with SeqVault.open(store, schema=SCHEMA, **SETTINGS, flush_worker="caller") as v:
+    with SeqVault.open(store, schema=SCHEMA, **SETTINGS) as v:
         for u in USERS[:10]:
             v.append(u, model.events(rng, u, 50))  # partial seals: sealed records
         for u in USERS[:10]:
