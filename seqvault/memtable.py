@@ -48,6 +48,23 @@ def _time_sorted(ts: np.ndarray, cols: dict[str, np.ndarray]
     return ts, cols
 
 
+def _gather(refs: list[tuple[Chunk, int, int]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The (chunk, start, stop) slices' columns concatenated in order (fresh arrays unless a
+    single slice, whose views are returned: chunks are never mutated)."""
+    if len(refs) == 1:
+        chunk, s, e = refs[0]
+        return chunk.ts[s:e], {k: v[s:e] for k, v in chunk.cols.items()}
+    kernel = prepare.KERNEL
+    if kernel is not None:  # a hot user's tail: one slice per call, thousands of them
+        got = kernel.gather(refs, tuple(refs[0][0].cols))
+        if got is not None:
+            return got[0], got[1]
+    ts = np.concatenate([c.ts[s:e] for c, s, e in refs])
+    names = refs[0][0].cols.keys()
+    cols = {k: np.concatenate([c.cols[k][s:e] for c, s, e in refs]) for k in names}
+    return ts, cols
+
+
 class GatheredTail:
     """A user's whole tail, gathered and sorted for a seal (`MemTable.tail_for_seal`): what
     `sealing.seal_tails` needs of a `UserTail`, and nothing kept in the memtable."""
@@ -95,32 +112,38 @@ class UserTail:
         self.refs: list[tuple[Chunk, int, int]] = []
         self.count = 0
         self.uid = uid  # dense id within this memtable (for the vectorised flush)
-        self.sorted_cache: tuple[int, np.ndarray, dict[str, np.ndarray]] | None = None
+        # (count, refs, ts, cols): the tail sorted as of its first `refs` slices. Appends
+        # only add slices, so a later call sorts just the new ones and, when they start at or
+        # after the cached end (the usual case), appends them; anything else rebuilds.
+        self.sorted_cache: tuple[int, int, np.ndarray, dict[str, np.ndarray]] | None = None
 
     def arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Concatenated columns in arrival order (fresh arrays; the chunks stay shared)."""
-        if len(self.refs) == 1:
-            chunk, s, e = self.refs[0]
-            return chunk.ts[s:e], {k: v[s:e] for k, v in chunk.cols.items()}
-        kernel = prepare.KERNEL
-        if kernel is not None:  # a hot user's tail: one slice per call, thousands of them
-            got = kernel.gather(self.refs, tuple(self.refs[0][0].cols))
-            if got is not None:
-                return got[0], got[1]
-        ts = np.concatenate([c.ts[s:e] for c, s, e in self.refs])
-        names = self.refs[0][0].cols.keys()
-        cols = {k: np.concatenate([c.cols[k][s:e] for c, s, e in self.refs]) for k in names}
-        return ts, cols
+        return _gather(self.refs)
 
     def sorted_arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The tail sorted by timestamp, ties in arrival order: what reads merge. Cached until
-        the tail changes; arrays are never mutated after, so callers may keep them outside the
-        store lock. Events usually arrive in time order, so the sort is mostly a check."""
+        """The tail sorted by timestamp, ties in arrival order: what reads merge. Cached, and
+        extended by the slices appended since when they are newer than everything cached (a
+        hot user's read after each append then copies its tail once, instead of gathering
+        thousands of slices); arrays are never mutated after, so callers may keep them
+        outside the store lock. Events usually arrive in time order, so the sort is mostly
+        a check."""
         cached = self.sorted_cache
-        if cached is not None and cached[0] == self.count:
-            return cached[1], cached[2]
+        if cached is not None:
+            count, n_refs, ts, cols = cached
+            if count == self.count:
+                return ts, cols
+            if n_refs <= len(self.refs):
+                new_ts, new_cols = _time_sorted(*_gather(self.refs[n_refs:]))
+                if new_ts.size and (not ts.size or new_ts[0] >= ts[-1]):
+                    # every new event at or after the cached last one: appending keeps the
+                    # stable order (ties: the new ones arrived later)
+                    ts = np.concatenate((ts, new_ts))
+                    cols = {k: np.concatenate((v, new_cols[k])) for k, v in cols.items()}
+                    self.sorted_cache = (self.count, len(self.refs), ts, cols)
+                    return ts, cols
         ts, cols = _time_sorted(*self.arrays())
-        self.sorted_cache = (self.count, ts, cols)
+        self.sorted_cache = (self.count, len(self.refs), ts, cols)
         return ts, cols
 
     def drop_through(self, through: int) -> int:
@@ -221,7 +244,6 @@ class MemTable:
                 tail = self.tails[int(uids[i])]
                 tail.refs.append((chunk, int(stops[i] - n[i]), int(stops[i])))
                 tail.count = int(now[i])
-                tail.sorted_cache = None
         if not seal_at:
             return []
         return [keys[i] for i in np.flatnonzero(now >= seal_at).tolist()]
@@ -243,7 +265,6 @@ class MemTable:
                 tail = self.tails[uid]
                 tail.refs.append((chunk, stops[i] - counts[i], stops[i]))
                 tail.count = self._count[uid]
-                tail.sorted_cache = None
         self.chunks.append((chunk, uids, counts))
         self._c_end.append(chunk.end)
         full_keys: list[Any] = full
@@ -280,7 +301,6 @@ class MemTable:
             if tail is not None:
                 tail.refs.append((chunk, start, stop))
                 tail.count = c
-                tail.sorted_cache = None
             if c > self.max_tail:
                 self.max_tail = c
             if seal_at and c >= seal_at:

@@ -264,3 +264,39 @@ def test_tail_for_seal_and_whole_tail_drop_match_a_model(monkeypatch, compiled):
            for u, s, n in zip(uids.tolist(), starts.tolist(), counts.tolist())}
     assert got == {k: sorted(v, key=lambda e: e[0]) for k, v in model.items() if v}
     assert sealed > 50 and built > 10
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_tails_sorted_cache_grows_with_appends_and_equals_a_fresh_sort(seed, append_kernel):
+    # A user's sorted tail is cached and extended by the slices appended since, when they are
+    # newer than everything cached; otherwise (late events, a seal's drop) rebuilt. Either way
+    # it must equal sorting the whole tail anew (stable: ties in arrival order).
+    rng = np.random.default_rng(seed)
+    m = MemTable()
+    t, item, end, dropped = 100, 0, 0, []
+    for step in range(120):
+        users = ["hot", "other"] if rng.random() < 0.5 else ["hot"]
+        counts = [int(rng.integers(1, 6)) for _ in users]
+        ts, items = [], []
+        for n in counts:
+            late = rng.random() < 0.15
+            base = t - int(rng.integers(1, 50)) if late else t
+            vals = sorted(base + int(x) for x in rng.integers(0, 3, n))  # ties within a call
+            if not late:
+                t = max(t, vals[-1])
+            ts += vals
+            items += list(range(item, item + n))
+            item += n
+        end += 1
+        m.add_grouped(users, counts, *chunk(ts, items), end=end)
+        if rng.random() < 0.6:  # a read: uses and extends the cache
+            tail = m.get("hot")
+            got_ts, got_cols = tail.sorted_arrays()
+            fresh = type(tail)(tail.uid)
+            fresh.refs, fresh.count = list(tail.refs), tail.count
+            want_ts, want_cols = fresh.sorted_arrays()
+            assert got_ts.tolist() == want_ts.tolist(), step
+            assert got_cols["item"].tolist() == want_cols["item"].tolist(), step
+            assert got_ts.size == tail.count
+        if rng.random() < 0.05:  # a partial seal of everything so far
+            dropped.append(m.drop_through("hot", end))
