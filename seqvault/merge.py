@@ -269,7 +269,7 @@ class Merger:
                 need = want & (need | (nseg > 1))
             need |= in_cands  # reclamation is about files: their users, whoever was asked for
             rows = np.nonzero(need)[0]
-            hashes = [int(h) for h in idx.u_hash[rows]]
+            hashes = idx.u_hash[rows].tolist()  # Python ints, in one C pass
         return hashes, cands, cutoff
 
     # ------------------------------------------------------------------ the pass
