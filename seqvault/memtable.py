@@ -170,6 +170,18 @@ class MemTable:
     SMALL = 48  # users in one call: up to this, a plain loop beats numpy's per-call overhead
     # (measured here: 20 users 46-56 us loop vs 67-91 vectorised; 100 users 210-246 vs 139-163)
 
+    # `nbytes`: what the memtable holds besides its rows' column bytes, fitted to the process's
+    # RSS growth over 200k-600k events (docs/design/realtime.md, "The memtable's cap in
+    # bytes"): a call's Chunk with its arrays, dicts and lists; an entry's four chain slots
+    # and its place in the call's uid/count lists; a user's dict entry, key and counters; and,
+    # for a tail built by a read or a seal, a slice reference and a sorted copy per event.
+    CHUNK_BYTES = 1_500
+    ENTRY_BYTES = 48
+    USER_BYTES = 200
+    TAIL_BYTES = 1_500  # a built tail: its object and its sorted copy's arrays; per slice
+    REF_BYTES = 80  # (chunk, start, stop); per event, the copy's column bytes and the
+    TAIL_ROW_BYTES = 8  # sort's int64 order while a copy is built or extended
+
     def __init__(self) -> None:
         self.clear()
 
@@ -188,6 +200,10 @@ class MemTable:
         self.through: dict[int, int] = {}  # uid → sealed through this log offset
         self.tails: dict[int, UserTail] = {}  # built tails, by uid
         self.events = 0
+        self.rows = 0  # events in `chunks`: partial seals leave theirs there until the flush
+        self.row_bytes = 0  # column bytes of one event, ts included (from the first call)
+        self.tail_rows = 0  # events of the built tails (`tails`)
+        self.tail_refs = 0  # their slices
         self.max_tail = 0
         # array.array: plain-Python speed for the one-user append, and numpy views (no copy)
         # for the many-user one; a view must not outlive its call (it pins the size).
@@ -199,13 +215,28 @@ class MemTable:
         self._e_prev = array("q")  # entry → the user's previous entry (-1: none)
         self._c_end = array("q")  # chunk → its `end` (the C walk reads it without the object)
 
+    def nbytes(self) -> int:
+        """An estimate of the memory this memtable holds, in O(1): what `memtable_bytes` caps.
+        Counts every event still in a call's chunk (a partial seal's events stay there until
+        the flush, so `events` alone does not bound memory), the per-call, per-entry and
+        per-user bookkeeping, and the built tails' slice references and sorted copies."""
+        return (self.rows * self.row_bytes + len(self.chunks) * self.CHUNK_BYTES
+                + len(self._e_chunk) * self.ENTRY_BYTES + len(self.keys) * self.USER_BYTES
+                + len(self.tails) * self.TAIL_BYTES
+                + self.tail_rows * (self.row_bytes + self.TAIL_ROW_BYTES)
+                + self.tail_refs * self.REF_BYTES)
+
     def add_grouped(self, keys: Sequence[Any], counts: Sequence[int], ts: np.ndarray,
                     cols: dict[str, np.ndarray], end: int = 0, seal_at: int = 0) -> list[Any]:
         """Add one call's events: rows grouped by user, `counts[i]` rows for `keys[i]` (distinct
         keys); `end`: the log offset after the call's record. Returns the keys whose tail now
         holds at least `seal_at` events (none when 0)."""
         chunk = Chunk(ts, cols, end)
-        self.events += int(ts.size)
+        n_rows = int(ts.size)
+        self.events += n_rows
+        self.rows += n_rows
+        if not self.row_bytes:
+            self.row_bytes = ts.itemsize + sum(v.itemsize for v in cols.values())
         kernel = prepare.KERNEL
         if kernel is not None and type(keys) is list and type(counts) is list:
             return self._add_compiled(kernel, chunk, keys, counts, seal_at)
@@ -244,6 +275,8 @@ class MemTable:
                 tail = self.tails[int(uids[i])]
                 tail.refs.append((chunk, int(stops[i] - n[i]), int(stops[i])))
                 tail.count = int(now[i])
+                self.tail_rows += int(n[i])
+                self.tail_refs += 1
         if not seal_at:
             return []
         return [keys[i] for i in np.flatnonzero(now >= seal_at).tolist()]
@@ -265,6 +298,8 @@ class MemTable:
                 tail = self.tails[uid]
                 tail.refs.append((chunk, stops[i] - counts[i], stops[i]))
                 tail.count = self._count[uid]
+                self.tail_rows += counts[i]
+                self.tail_refs += 1
         self.chunks.append((chunk, uids, counts))
         self._c_end.append(chunk.end)
         full_keys: list[Any] = full
@@ -301,6 +336,8 @@ class MemTable:
             if tail is not None:
                 tail.refs.append((chunk, start, stop))
                 tail.count = c
+                self.tail_rows += n
+                self.tail_refs += 1
             if c > self.max_tail:
                 self.max_tail = c
             if seal_at and c >= seal_at:
@@ -319,6 +356,8 @@ class MemTable:
         tail = self.tails.get(uid)
         if tail is None:
             tail = self.tails[uid] = self._build(uid)
+            self.tail_rows += tail.count
+            self.tail_refs += len(tail.refs)
         return tail
 
     def tail_for_seal(self, key: Any) -> UserTail | GatheredTail | None:
@@ -381,10 +420,13 @@ class MemTable:
         tail = self.get(key)
         if tail is None:
             return 0
+        refs = len(tail.refs)
         dropped = tail.drop_through(through)
+        self.tail_refs -= refs - len(tail.refs)
         self.through[tail.uid] = max(self.through.get(tail.uid, -1), through)
         self._count[tail.uid] = tail.count
         self.events -= dropped
+        self.tail_rows -= dropped
         if tail.count == 0:
             del self.users[key]
             del self.tails[tail.uid]

@@ -27,6 +27,7 @@ from .segment import CRC, DIR_SIZE, FIXED_SIZE, KEY_INT64, KEY_STRING, MAGIC, ke
 from .segment_writer import SegmentWriter, encode_user_segment
 
 WRITE_CHUNK = 8 << 20  # bytes of segments per write() in a full flush
+ENCODE_PIECES = 65_536  # users' pieces per encoder call in a full flush
 
 
 def seal_tails(m: Manifest, w: SegmentWriter,
@@ -127,14 +128,23 @@ def _seal_many(m: Manifest, w: SegmentWriter, mem: MemTable, uids: np.ndarray, t
     p_starts, p_counts, p_user = p_starts[keep], p_counts[keep], p_user[keep]
     p_kbytes = (kbytes[p_user] if isinstance(kbytes, np.ndarray)
                 else [kbytes[u] for u in p_user.tolist()])
-    spec = [(c.id, c.type, cols[c.name], c.level if c.level is not None else level)
-            for c in schema.columns]
-    enc = segment_batch.encode_many(key_type, p_kbytes, schema.version, ts, spec, p_starts,
-                                    p_counts)
-    p_file, p_off = write_pieces(w, enc)
     fresh = np.zeros(p_user.size, dtype=EXTENT_DTYPE)
-    fresh["file"], fresh["off"], fresh["len"] = p_file, p_off, enc.lengths
-    fresh["count"], fresh["min_ts"], fresh["max_ts"] = enc.counts, enc.mins, enc.maxs
+    # Encoded and written ENCODE_PIECES at a time: the encoder's temporaries are several times
+    # its input, and a memtable of 2M events encoded at once peaked at ~700 MiB above it
+    # (docs/design/realtime.md, "The memtable's cap in bytes").
+    for i in range(0, p_user.size, ENCODE_PIECES):
+        j = min(i + ENCODE_PIECES, p_user.size)
+        a = int(p_starts[i])
+        b = int(p_starts[j - 1] + p_counts[j - 1])  # the pieces tile the rows, in order
+        spec = [(c.id, c.type, cols[c.name][a:b], c.level if c.level is not None else level)
+                for c in schema.columns]
+        enc = segment_batch.encode_many(key_type, p_kbytes[i:j], schema.version, ts[a:b],
+                                        spec, p_starts[i:j] - a, p_counts[i:j])
+        part = fresh[i:j]
+        part["file"], part["off"] = write_pieces(w, enc)
+        part["len"], part["count"] = enc.lengths, enc.counts
+        part["min_ts"], part["max_ts"] = enc.mins, enc.maxs
+        del enc
     # Each user's new list, newest first: its pieces reversed, then its old extents.
     n_fresh = np.bincount(p_user, minlength=n)
     total = n_fresh + old_counts

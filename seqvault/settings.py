@@ -59,8 +59,11 @@ _SPECS = (
     # The log and the memtable (docs/design/architecture.md, "Writes").
     Setting("durability", "batch", str, choices=DURABILITY_MODES,
             doc="sync: acknowledged = fsynced; batch: fsync within batch_interval; none"),
-    Setting("memtable_events", 262_144, int, 1, 1 << 31,
+    Setting("memtable_events", 4_194_304, int, 1, 1 << 31,
             doc="flush every tail when the memtable holds this many events ..."),
+    Setting("memtable_bytes", 256 << 20, int, 1 << 16, 1 << 40,
+            doc="... or holds about this many bytes (its own estimate: rows, bookkeeping, "
+                "read tails; two memtables while a background flush runs)"),
     Setting("tail_events", 2_048, int, 1, 1 << 31,
             doc="a user's unsealed tail at this many events is sealed on its own"),
     Setting("wal_bytes", 64 << 20, int, 4096, 1 << 40, doc="... or the log reaches this size"),

@@ -409,7 +409,9 @@ class SeqVault:
             counters = self._counters
             counters["appends"] += 1
             counters["appended_events"] += n
-            need_flush = (self.mem.events >= s["memtable_events"]
+            mem = self.mem
+            need_flush = (mem.events >= s["memtable_events"]
+                          or mem.nbytes() >= s["memtable_bytes"]
                           or wal.size >= s["wal_bytes"])
         try:
             wal.commit(end)
@@ -435,6 +437,7 @@ class SeqVault:
     def _needs_flush(self) -> bool:
         s = self.settings
         return (self.mem.events >= s["memtable_events"]
+                or self.mem.nbytes() >= s["memtable_bytes"]
                 or (self.wal is not None and self.wal.size >= s["wal_bytes"]))
 
     def _seal_users(self, keys: list[Any]) -> None:
@@ -484,7 +487,8 @@ class SeqVault:
             self._flushed.wait()
 
     def _flush_full(self) -> None:
-        """The memtable reached `memtable_events` (or the log `wal_bytes`) after an append.
+        """The memtable reached `memtable_events` or `memtable_bytes` (or the log
+        `wal_bytes`) after an append.
         With `flush_worker = "thread"` and the log below `wal_bytes`: hand the memtable to a
         background flush and go on with a new one; appends wait only when the new one is full
         too while the first is still being sealed (the memory bound: two memtables). Else
@@ -501,7 +505,8 @@ class SeqVault:
             if wal.size >= s["wal_bytes"]:
                 self.flush()
                 return
-            if self.mem.events < s["memtable_events"]:
+            if (self.mem.events < s["memtable_events"]
+                    and self.mem.nbytes() < s["memtable_bytes"]):
                 return  # flushed meanwhile
             frozen, self.mem = self.mem, MemTable()
             self.frozen = frozen
@@ -572,7 +577,9 @@ class SeqVault:
                 if rotate:
                     with self._sealing(self.writers["rt"]):
                         self.publish(Edit(), rotate_log=True)
-                    self.mem.clear()  # only sealed-through chunks were left
+                # Only sealed-through chunks are left: their events are in segments, and the
+                # log's `sealed` records skip them on a replay, so memory lets them go.
+                self.mem.clear()
                 return
             w = self.writers["rt"]
             with self._sealing(w), gcpause.paused():
@@ -1025,6 +1032,7 @@ class SeqVault:
                 "expired_events": kept.expired_events,
                 "sealed_events": m.index.total_events,
                 "memtable_events": self.mem.events,
+                "memtable_bytes": self.mem.nbytes(),
                 "segments": m.index.live_extents,
                 "files": files,
                 "data_bytes": data_bytes,
