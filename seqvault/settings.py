@@ -78,7 +78,8 @@ _SPECS = (
     Setting("max_file_bytes", 256 << 20, int, 1, MAX_FILE_BYTES,
             doc="extent files roll over at this size (offsets are 32-bit)"),
     Setting("checkpoint_deltas", 50_000, int, 1, 1 << 40,
-            doc="write a full index checkpoint after this many index delta records"),
+            doc="write a full index checkpoint after this many index delta records (or a "
+                "quarter of the index's users, when more)"),
     Setting("batch_interval", 0.005, float, 0.0, 10.0,
             doc="seconds between fsyncs in durability=batch"),
     Setting("refresh_interval", 0.05, float, 0.0, 3600.0,

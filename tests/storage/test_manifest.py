@@ -105,6 +105,70 @@ def test_a_commit_with_more_deltas_than_allowed_carries_a_checkpoint(tmp_path, s
         assert [len(r.read(u)) for u in (0, 1_500, 2_999)] == [2, 2, 2]
 
 
+def test_the_delta_count_limit_grows_to_a_quarter_of_the_index(tmp_path, schema):
+    """`checkpoint_deltas` is a floor: in an index of 4,000-5,500 users a checkpoint comes
+    after a quarter of them in delta records, not after 100 (docs/format/index.md, "Delta
+    records")."""
+    store = tmp_path / "s"
+    rng = np.random.default_rng(4)
+    with SeqVault.open(store, schema=schema, durability="none", checkpoint_deltas=100) as v:
+        users = np.arange(4_000)
+        v.append_batch({"user_id": users, **make_events(rng, users.size)})
+        v.flush()  # 4,000 deltas: a checkpoint
+        m = v.manifest
+        assert m.delta_count_limit() == 1_000
+        assert m.delta_bytes <= m.delta_limit()
+        before = m.checkpoints
+        for i in range(5):  # 300 new users a commit: 300 ... 1,200 deltas, then 1,500
+            part = 4_000 + users[i * 300:(i + 1) * 300]
+            v.append_batch({"user_id": part, **make_events(rng, part.size)})
+            v.flush()
+            # the limit is a quarter of 4,300 ... 5,500 users: 1,075 ... 1,375
+            assert m.checkpoints == before + (i == 4), i
+        assert m.deltas_since_ckpt == 0
+        got = [len(v.read(u)) for u in (0, 4_000, 5_499, 5_500)]
+    assert got == [1, 1, 1, 0]
+    with SeqVault.open(store, read_only=True) as r:
+        assert [len(r.read(u)) for u in (0, 4_000, 5_499, 5_500)] == [1, 1, 1, 0]
+
+
+def _index_lists(index) -> dict[int, list]:
+    return {int(h): index.extents_of(int(h)) for h in index.u_hash[:len(index)].tolist()
+            if index.extents_of(int(h))}
+
+
+@pytest.mark.parametrize("bulk_from", [1, 10**9])
+def test_deltas_replayed_in_bulk_give_the_writers_index(tmp_path, schema, monkeypatch,
+                                                        bulk_from):
+    """A reader's open and refresh replay thousands of delta records (users rewritten by
+    several commits, some deleted) and end with the writer's index, whether the records are
+    applied in whole-array steps or one by one (`manifest.DELTAS_IN_BULK`)."""
+    from seqvault import manifest as manifest_mod
+
+    monkeypatch.setattr(manifest_mod, "DELTAS_IN_BULK", bulk_from)
+    monkeypatch.setattr(manifest_mod, "CKPT_MIN_DELTA_BYTES", 1 << 30)  # deltas only
+    store = tmp_path / "s"
+    rng = np.random.default_rng(5)
+    with SeqVault.open(store, schema=schema, durability="none",
+                       checkpoint_deltas=10**9) as v:
+        early = SeqVault.open(store, read_only=True)
+        try:
+            for round_ in range(4):
+                users = rng.choice(3_000, 1_200, replace=False)
+                v.append_batch({"user_id": users, **make_events(rng, users.size)})
+                v.flush()
+                for u in users[:40].tolist():
+                    v.delete(int(u)) if round_ % 2 else v.delete(int(u), before=2 * 10**12)
+            assert v.manifest.deltas_since_ckpt > 3_000  # no checkpoint since the first
+            want = _index_lists(v.manifest.index)
+            with SeqVault.open(store, read_only=True) as fresh:
+                assert _index_lists(fresh.manifest.index) == want
+            early.refresh()
+            assert _index_lists(early.manifest.index) == want
+        finally:
+            early.close()
+
+
 def test_metadata_stays_within_twice_its_live_content(tmp_path):
     """Many small appends, flushes and merges (what made meta/ 40x its live content): LMDB's
     file plus the checkpoint stay within 2x the live bytes (keys, values, checkpoint).
