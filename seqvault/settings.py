@@ -61,12 +61,12 @@ _SPECS = (
             doc="sync: acknowledged = fsynced; batch: fsync within batch_interval; none"),
     Setting("memtable_events", 4_194_304, int, 1, 1 << 31,
             doc="flush every tail when the memtable holds this many events ..."),
-    Setting("memtable_bytes", 256 << 20, int, 1 << 16, 1 << 40,
+    Setting("memtable_bytes", 512 << 20, int, 1 << 16, 1 << 40,
             doc="... or holds about this many bytes (its own estimate: rows, bookkeeping, "
                 "read tails; two memtables while a background flush runs)"),
     Setting("tail_events", 2_048, int, 1, 1 << 31,
             doc="a user's unsealed tail at this many events is sealed on its own"),
-    Setting("wal_bytes", 64 << 20, int, 4096, 1 << 40, doc="... or the log reaches this size"),
+    Setting("wal_bytes", 128 << 20, int, 4096, 1 << 40, doc="... or the log reaches this size"),
     Setting("flush_worker", "thread", str, choices=("thread", "caller"),
             doc="a flush at memtable_events: sealed by a background thread while appends go "
                 "on into a new memtable (the log rotates only at wal_bytes), or in the call "
