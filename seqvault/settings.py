@@ -61,7 +61,7 @@ _SPECS = (
             doc="sync: acknowledged = fsynced; batch: fsync within batch_interval; none"),
     Setting("memtable_events", 4_194_304, int, 1, 1 << 31,
             doc="flush every tail when the memtable holds this many events ..."),
-    Setting("memtable_bytes", 512 << 20, int, 1 << 16, 1 << 40,
+    Setting("memtable_bytes", 512 << 20, int, 4096, 1 << 40,
             doc="... or holds about this many bytes (its own estimate: rows, bookkeeping, "
                 "read tails; two memtables while a background flush runs)"),
     Setting("tail_events", 2_048, int, 1, 1 << 31,

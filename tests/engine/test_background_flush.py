@@ -228,7 +228,7 @@ CHILD = r"""
 import json, sys
 from seqvault import Schema, SeqVault
 v = SeqVault.open(sys.argv[1], schema=Schema.from_dict({schema!r}), durability="sync",
-                  memtable_events=60, tail_events=1000)
+                  tail_events=1000, {cap})
 for c in range(200):
     users = [(c * 7 + i) % 12 for i in range(10)]
     v.append_batch({{"user_id": users, "ts": [1000 + c] * 10,
@@ -238,13 +238,21 @@ v.close()
 """
 
 
+# The flush starts at the event cap, or at the byte cap long before the event cap (a call of
+# 10 events costs ~2 KB of memtable: about 30 calls to 64 KiB).
+CAPS = {"events": "memtable_events=60",
+        "bytes": "memtable_events=1_000_000, memtable_bytes=65_536"}
+
+
+@pytest.mark.parametrize("cap", sorted(CAPS))
 @pytest.mark.parametrize("fault", [*FLUSH_FAULT_POINTS, "bgflush:after_write@3",
                                    "bgflush:after_commit@4"])
-def test_sigkill_during_a_background_flush_loses_and_duplicates_nothing(tmp_path, fault):
+def test_sigkill_during_a_background_flush_loses_and_duplicates_nothing(tmp_path, fault, cap):
     store = tmp_path / "s"
     schema = SCHEMA
     env = dict(os.environ, PYTHONPATH=str(ROOT), **{FAULT_ENV: fault})
-    proc = subprocess.run([sys.executable, "-c", CHILD.format(schema=schema), str(store)],
+    proc = subprocess.run([sys.executable, "-c", CHILD.format(schema=schema, cap=CAPS[cap]),
+                           str(store)],
                           capture_output=True, env=env, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
     acked = [json.loads(line) for line in proc.stdout.decode().splitlines()]
