@@ -76,7 +76,8 @@ def overview_html(doc: dict[str, Any]) -> str:
               [f"{_e(_exact(s.get('users')))} exactly"], "users"),
         _card("events", f"<span data-stat='events'>{_e(human_count(s.get('events')))}</span>",
               [f"{_e(human_count(s.get('sealed_events')))} sealed in segments",
-               f"{_e(human_count(s.get('memtable_events')))} in memory (WAL)"], "events"),
+               f"{_e(human_count(s.get('memtable_events')))} in memory (WAL), "
+               f"{_e(human_bytes(s.get('memtable_bytes')))} held"], "events"),
         _card("on disk", _e(human_bytes(s.get("disk_bytes"))),
               [f"{_e(_per(doc.get('bytes_per_event')))} per event "
                f"({_e(_per(doc.get('data_bytes_per_event')))} in segments)",
