@@ -204,6 +204,9 @@ class MemTable:
         self.row_bytes = 0  # column bytes of one event, ts included (from the first call)
         self.tail_rows = 0  # events of the built tails (`tails`)
         self.tail_refs = 0  # their slices
+        # `over`: no append can bring `nbytes` to the cap before `rows` reaches this
+        self.check_rows = 0
+        self.check_cap = 0
         self.max_tail = 0
         # array.array: plain-Python speed for the one-user append, and numpy views (no copy)
         # for the many-user one; a view must not outlive its call (it pins the size).
@@ -225,6 +228,23 @@ class MemTable:
                 + len(self.tails) * self.TAIL_BYTES
                 + self.tail_rows * (self.row_bytes + self.TAIL_ROW_BYTES)
                 + self.tail_refs * self.REF_BYTES)
+
+    def over(self, cap: int) -> bool:
+        """`nbytes() >= cap`, computed only when it can be true: after a look that found room,
+        no append can close the gap before `rows` grows by gap ÷ (the most one row can add),
+        so an append of one event pays an integer compare instead of `nbytes` (~0.5 us)."""
+        if self.rows < self.check_rows and cap == self.check_cap:
+            return False
+        held = self.nbytes()
+        if held >= cap:
+            return True
+        # One row can add at most: its columns, a chunk, an entry and a user of its own, and
+        # as an event of a built tail its sorted copy and a slice.
+        most = (2 * self.row_bytes + self.TAIL_ROW_BYTES + self.CHUNK_BYTES + self.ENTRY_BYTES
+                + self.USER_BYTES + self.REF_BYTES)
+        self.check_rows = self.rows + max(1, (cap - held) // most)
+        self.check_cap = cap
+        return False
 
     def add_grouped(self, keys: Sequence[Any], counts: Sequence[int], ts: np.ndarray,
                     cols: dict[str, np.ndarray], end: int = 0, seal_at: int = 0) -> list[Any]:
@@ -358,6 +378,7 @@ class MemTable:
             tail = self.tails[uid] = self._build(uid)
             self.tail_rows += tail.count
             self.tail_refs += len(tail.refs)
+            self.check_rows = 0  # a read grew the estimate without a row: `over` looks again
         return tail
 
     def tail_for_seal(self, key: Any) -> UserTail | GatheredTail | None:

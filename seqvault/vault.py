@@ -411,7 +411,7 @@ class SeqVault:
             counters["appended_events"] += n
             mem = self.mem
             need_flush = (mem.events >= s["memtable_events"]
-                          or mem.nbytes() >= s["memtable_bytes"]
+                          or mem.over(s["memtable_bytes"])
                           or wal.size >= s["wal_bytes"])
         try:
             wal.commit(end)
@@ -437,7 +437,7 @@ class SeqVault:
     def _needs_flush(self) -> bool:
         s = self.settings
         return (self.mem.events >= s["memtable_events"]
-                or self.mem.nbytes() >= s["memtable_bytes"]
+                or self.mem.over(s["memtable_bytes"])
                 or (self.wal is not None and self.wal.size >= s["wal_bytes"]))
 
     def _seal_users(self, keys: list[Any]) -> None:
@@ -506,7 +506,7 @@ class SeqVault:
                 self.flush()
                 return
             if (self.mem.events < s["memtable_events"]
-                    and self.mem.nbytes() < s["memtable_bytes"]):
+                    and not self.mem.over(s["memtable_bytes"])):
                 return  # flushed meanwhile
             frozen, self.mem = self.mem, MemTable()
             self.frozen = frozen

@@ -181,13 +181,15 @@ def test_a_flush_encoded_in_parts_writes_the_bytes_of_one_encoding(tmp_path, mon
 def test_the_tail_counts_equal_a_recount_after_any_appends_reads_and_seals(
         monkeypatch, seed, compiled):
     """`tail_rows` and `tail_refs` are kept up to date by every path that builds, grows or
-    cuts a tail; a recount over the built tails must find the same numbers."""
+    cuts a tail; a recount over the built tails must find the same numbers. `over(cap)`
+    answers as `nbytes() >= cap` after every step."""
     if not compiled:
         from seqvault import prepare
         monkeypatch.setattr(prepare, "KERNEL", None)
     rng = np.random.default_rng(seed)
     m = MemTable()
     end = 0
+    cap, crossed = 400_000, False
     for _ in range(600):
         op = rng.random()
         if op < 0.6:  # an append of a few users (or many: the numpy path without the kernel)
@@ -206,4 +208,8 @@ def test_the_tail_counts_equal_a_recount_after_any_appends_reads_and_seals(
             m.drop_through(key, int(rng.integers(0, end + 1)))
         assert m.tail_rows == sum(t.count for t in m.tails.values())
         assert m.tail_refs == sum(len(t.refs) for t in m.tails.values())
+        # `over` skips the estimate only while no append or read can have reached the cap
+        assert m.over(cap) == (m.nbytes() >= cap)
+        crossed |= m.nbytes() >= cap
+    assert crossed, "the cap was never reached: the test did not test `over`"
     assert m.rows * m.row_bytes <= m.nbytes()
