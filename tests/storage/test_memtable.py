@@ -268,12 +268,15 @@ def test_tail_for_seal_and_whole_tail_drop_match_a_model(monkeypatch, compiled):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_a_tails_sorted_cache_grows_with_appends_and_equals_a_fresh_sort(seed, append_kernel):
-    # A user's sorted tail is cached and extended by the slices appended since, when they are
-    # newer than everything cached; otherwise (late events, a seal's drop) rebuilt. Either way
-    # it must equal sorting the whole tail anew (stable: ties in arrival order).
+    # A user's sorted tail is cached and the slices appended since are added to it: appended
+    # in place when newer than everything cached, merged when some are late; a seal's drop
+    # rebuilds it. Either way it must equal sorting the whole tail anew (stable: ties in
+    # arrival order), and arrays handed out earlier never change (readers keep them outside
+    # the store lock while later appends grow the run).
     rng = np.random.default_rng(seed)
     m = MemTable()
     t, item, end, dropped = 100, 0, 0, []
+    handed: list[tuple[np.ndarray, np.ndarray, list[int], list[int]]] = []
     for step in range(120):
         users = ["hot", "other"] if rng.random() < 0.5 else ["hot"]
         counts = [int(rng.integers(1, 6)) for _ in users]
@@ -298,5 +301,8 @@ def test_a_tails_sorted_cache_grows_with_appends_and_equals_a_fresh_sort(seed, a
             assert got_ts.tolist() == want_ts.tolist(), step
             assert got_cols["item"].tolist() == want_cols["item"].tolist(), step
             assert got_ts.size == tail.count
+            handed.append((got_ts, got_cols["item"], got_ts.tolist(), got_cols["item"].tolist()))
+            for a_ts, a_item, was_ts, was_item in handed:
+                assert a_ts.tolist() == was_ts and a_item.tolist() == was_item, step
         if rng.random() < 0.05:  # a partial seal of everything so far
             dropped.append(m.drop_through("hot", end))
