@@ -405,3 +405,32 @@ def test_appends_read_back_and_replay_on_either_path(tmp_path, append_kernel):
             assert got["ts"].tolist() == [rows[j][0] for j in order]
             assert got["item_id"].tolist() == [rows[j][1] for j in order]
         v.close()
+
+
+def test_the_memtables_per_call_objects_leave_the_collector(monkeypatch):
+    # A memtable of one-event appends holds ~3 objects a call; tracked, every full collection
+    # walks them all (300k one-event calls: 1.17 s of collections, 0.03 s untracked). They
+    # hold only arrays, ints and a dict of arrays, so untracking them can leak no cycle.
+    import gc
+
+    monkeypatch.setattr(prepare, "KERNEL", KERNEL)
+    m = MemTable()
+    for i in range(50):
+        m.add_grouped([i % 7, 100 + i], [1, 2], np.arange(3, dtype=np.int64) + i,
+                      {"x": np.arange(3, dtype=np.int32)}, end=i + 1)
+    for entry in m.chunks:
+        chunk, _uids, counts = entry
+        assert not gc.is_tracked(entry) and not gc.is_tracked(chunk)
+        assert not gc.is_tracked(counts)
+    assert m.get(3) is not None and m.get(3).count == sum(1 for i in range(50) if i % 7 == 3)
+
+
+def test_untrack_takes_objects_out_of_the_collector_and_ignores_untracked_ones():
+    import gc
+
+    xs, t, n = [1, 2], (np.zeros(2),), 5
+    assert gc.is_tracked(xs)
+    KERNEL.untrack(xs, t, n, "s")
+    assert not gc.is_tracked(xs) and not gc.is_tracked(t) and not gc.is_tracked(n)
+    KERNEL.untrack(xs)  # twice: a no-op
+    assert xs == [1, 2]
