@@ -64,7 +64,7 @@ _SPECS = (
     Setting("memtable_bytes", 512 << 20, int, 4096, 1 << 40,
             doc="... or holds about this many bytes (its own estimate: rows, bookkeeping, "
                 "read tails; two memtables while a background flush runs)"),
-    Setting("tail_events", 2_048, int, 1, 1 << 31,
+    Setting("tail_events", 8_192, int, 1, 1 << 31,
             doc="a user's unsealed tail at this many events is sealed on its own"),
     Setting("wal_bytes", 128 << 20, int, 4096, 1 << 40, doc="... or the log reaches this size"),
     Setting("flush_worker", "thread", str, choices=("thread", "caller"),

@@ -53,6 +53,11 @@ _REC_HEAD = struct.Struct("<IIBQQI")
 RECORD_HEADER_SIZE = _REC_HEAD.size  # 29
 MAX_RECORD = 1 << 30
 CHUNK = 256 << 10  # preallocation unit (docs/design/safety.md, section 7, has the numbers)
+# Zeros the writer keeps ahead of the records, in chunks: appends of 20-100 events write
+# 50-100 MB/s, more than one chunk per 5 ms flusher round, and each growth an append had to do
+# itself cost it a zero-fill and an fsync (~0.6 ms; docs/design/realtime.md, "The log grown
+# further ahead").
+AHEAD_CHUNKS = 4
 
 # Version 1 (docs/format/wal.md, "Version 1"): read, never written.
 _FILE_HEAD_V1 = struct.Struct("<4sHHQQQ")  # magic, version, reserved, wal_id, created_ns, reserved
@@ -506,27 +511,29 @@ class WalWriter:
         return end
 
     def _extend(self, end: int) -> None:
-        """Grow the file so at least half a chunk of zeros follows `end` (rule L2), durable
-        before any record enters the new chunks. holds: the write lock."""
+        """Grow the file so at least half a chunk of zeros follows `end` (rule L2), and a few
+        chunks more so that the next appends need not grow it again, durable before any record
+        enters the new chunks. holds: the write lock."""
         with self._grow_lock:
             if end + self.chunk // 2 <= self._size:
                 return  # the flusher grew it meanwhile
-            new_size = chunks_for(end, self.chunk)
+            new_size = chunks_for(end + (AHEAD_CHUNKS - 1) * self.chunk, self.chunk)
             _grow(self._fd, self._size, new_size)
             iofaults.fsync(self._fd)  # the new size too, not only the data
             self._size = new_size
             self.extensions += 1
 
     def _grow_ahead(self) -> None:
-        """`batch`'s flusher: add the next chunk while less than a whole chunk of zeros follows
-        the records, so that appends seldom wait for a zero-fill and its fsync themselves
+        """`batch`'s flusher: grow the file while less than `AHEAD_CHUNKS` chunks of zeros
+        follow the records, so that appends seldom wait for a zero-fill and its fsync themselves
         (docs/design/realtime.md, "Append kernel"). Writers only write below `_size - chunk/2`,
         so the zeros are written and fsynced beyond any record, without the write lock; the new
         size is published only after its fsync (rule L2 holds as in `_extend`)."""
         with self._grow_lock:
-            if self._closed or self.failed is not None or self._end + self.chunk <= self._size:
+            ahead = AHEAD_CHUNKS * self.chunk
+            if self._closed or self.failed is not None or self._end + ahead <= self._size:
                 return
-            new_size = self._size + self.chunk
+            new_size = chunks_for(self._end + ahead, self.chunk)
             try:
                 _grow(self._fd, self._size, new_size)
                 iofaults.fsync(self._fd)
