@@ -56,7 +56,7 @@ CHUNK = 256 << 10  # preallocation unit (docs/design/safety.md, section 7, has t
 # Zeros the writer keeps ahead of the records, in chunks: appends of 20-100 events write
 # 50-100 MB/s, more than one chunk per 5 ms flusher round, and each growth an append had to do
 # itself cost it a zero-fill and an fsync (~0.6 ms; docs/design/realtime.md, "The log grown
-# further ahead").
+# four chunks ahead").
 AHEAD_CHUNKS = 4
 
 # Version 1 (docs/format/wal.md, "Version 1"): read, never written.
