@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import accumulate
 from typing import Any
 
 import numpy as np
@@ -283,6 +282,11 @@ class MemTable:
         self._e_stop = array("q")
         self._e_prev = array("q")  # entry → the user's previous entry (-1: none)
         self._c_end = array("q")  # chunk → its `end` (the C walk reads it without the object)
+        # what `native_append.add_call` updates, in one argument: these objects live until the
+        # next `clear`, which builds new ones
+        self._parts = (self.users, self.keys, self._count, self._last, self._e_chunk,
+                       self._e_start, self._e_stop, self._e_prev, self.chunks, self._c_end,
+                       self.tails)
 
     def nbytes(self) -> int:
         """An estimate of the memory this memtable holds, in O(1): what `memtable_bytes` caps.
@@ -369,31 +373,20 @@ class MemTable:
 
     def _add_compiled(self, kernel: Any, chunk: Chunk, keys: list[Any], counts: list[int],
                       seal_at: int) -> list[Any]:
-        """`_add_small`'s loop in C (seqvault/native_append.c, `add_rows`), for any number of
-        users: ~0.05 us per user against ~1 us in Python (docs/design/realtime.md, "Append
-        kernel")."""
-        uids, full, top, built = kernel.add_rows(
-            self.users, self.keys, keys, counts, self._count, self._last, self._e_chunk,
-            self._e_start, self._e_stop, self._e_prev, len(self.chunks), seal_at, self.tails)
+        """`_add_small`'s work in one C call (seqvault/native_append.c, `add_call`), for any
+        number of users: ~0.05 us per user against ~1 us in Python, and at calls of one event
+        ~1 us less than add_rows plus the Python around it (docs/design/realtime.md, "Append
+        kernel" and "One C call per append"). The call's chunk, counts list and entry tuple
+        leave the cyclic collector there: they hold only arrays, ints and a dict of arrays, so
+        a memtable of many calls costs the collector's full passes nothing (300k one-event
+        appends: 1.17 s of collections, then 0.03 s)."""
+        full, top, rows, refs = kernel.add_call(self._parts, chunk, keys, counts, chunk.end,
+                                                seal_at)
         if top > self.max_tail:
             self.max_tail = top
-        if built:  # users whose UserTail was built (read or sealed): their tails grow too
-            stops = list(accumulate(counts))
-            for i in built:
-                uid = int(uids[i])
-                tail = self.tails[uid]
-                tail.refs.append((chunk, stops[i] - counts[i], stops[i]))
-                tail.count = self._count[uid]
-                self.tail_rows += counts[i]
-                self.tail_refs += 1
-        entry = (chunk, uids, counts)
-        self.chunks.append(entry)
-        self._c_end.append(chunk.end)
-        # None of the three can be in a cycle (arrays, ints, a dict of arrays): untracked, a
-        # memtable of many calls costs the collector's full passes nothing (300k one-event
-        # appends: 1.17 s of collections, now 0.03 s; docs/design/realtime.md, "Per-call
-        # objects out of the cyclic collector").
-        kernel.untrack(chunk, counts, entry)
+        if refs:  # users whose UserTail was built (read or sealed): their tails grew
+            self.tail_rows += rows
+            self.tail_refs += refs
         full_keys: list[Any] = full
         return full_keys
 

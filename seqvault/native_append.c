@@ -529,14 +529,10 @@ PyDoc_STRVAR(add_rows_doc,
 "reached seal_at (none when 0), the largest tail among them, and the positions whose user\n"
 "has a built UserTail (the caller extends those).");
 
-static PyObject *add_rows(PyObject *self, PyObject *args) {
-    PyObject *users, *key_list, *keys, *counts, *arrs[6], *tails;
-    long long ci, seal_at;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!OOOOOOLLO!", &PyDict_Type, &users, &PyList_Type,
-                          &key_list, &PyList_Type, &keys, &PyList_Type, &counts, &arrs[0],
-                          &arrs[1], &arrs[2], &arrs[3], &arrs[4], &arrs[5], &ci, &seal_at,
-                          &PyDict_Type, &tails))
-        return NULL;
+/* add_rows' work on parsed arguments: `arrs` are count, last, e_chunk, e_start, e_stop,
+ * e_prev. Returns the (uids, full, top, built) tuple. */
+static PyObject *add_core(PyObject *users, PyObject *key_list, PyObject *keys, PyObject *counts,
+                          PyObject **arrs, long long ci, long long seal_at, PyObject *tails) {
     Py_ssize_t k = PyList_GET_SIZE(keys);
     if (PyList_GET_SIZE(counts) != k) {
         PyErr_SetString(PyExc_ValueError, "add_rows: keys and counts differ in length");
@@ -626,6 +622,141 @@ error:
     Py_XDECREF(full);
     Py_XDECREF(built);
     Py_DECREF(uids);
+    return NULL;
+}
+
+static PyObject *add_rows(PyObject *self, PyObject *args) {
+    PyObject *users, *key_list, *keys, *counts, *arrs[6], *tails;
+    long long ci, seal_at;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!OOOOOOLLO!", &PyDict_Type, &users, &PyList_Type,
+                          &key_list, &PyList_Type, &keys, &PyList_Type, &counts, &arrs[0],
+                          &arrs[1], &arrs[2], &arrs[3], &arrs[4], &arrs[5], &ci, &seal_at,
+                          &PyDict_Type, &tails))
+        return NULL;
+    return add_core(users, key_list, keys, counts, arrs, ci, seal_at, tails);
+}
+
+static PyObject *refs_name, *count_name, *append_name;
+
+/* Extend the built tails of `built` (positions into keys/counts) by their slice of `chunk`:
+ * MemTable._add_small's `tail.refs.append((chunk, start, stop)); tail.count = c`. Adds the
+ * rows and slices to *rows and *refs. */
+static int extend_built(PyObject *built, PyObject *tails, PyObject *chunk, PyObject *counts,
+                        const int64_t *u, PyObject *count, long long *rows, long long *refs) {
+    Py_ssize_t nb = PyList_GET_SIZE(built), k = PyList_GET_SIZE(counts);
+    if (!nb) return 0;
+    int64_t *stops = PyMem_Malloc((size_t)(k ? k : 1) * sizeof(int64_t));
+    if (!stops) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    int64_t at = 0;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        long long n = PyLong_AsLongLong(PyList_GET_ITEM(counts, i));
+        if (n == -1 && PyErr_Occurred()) goto error;
+        stops[i] = at += n;
+    }
+    for (Py_ssize_t j = 0; j < nb; j++) {
+        Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(built, j));
+        if (i == -1 && PyErr_Occurred()) goto error;
+        int64_t start = i ? stops[i - 1] : 0, stop = stops[i];
+        PyObject *ukey = PyLong_FromLongLong(u[i]);
+        if (!ukey) goto error;
+        PyObject *tail = PyDict_GetItemWithError(tails, ukey); /* borrowed */
+        PyObject *c = tail ? PySequence_GetItem(count, (Py_ssize_t)u[i]) : NULL;
+        Py_DECREF(ukey);
+        if (!tail || !c) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "add_call: built tail gone");
+            Py_XDECREF(c);
+            goto error;
+        }
+        PyObject *tail_refs = PyObject_GetAttr(tail, refs_name);
+        PyObject *ref = tail_refs ? Py_BuildValue("(OLL)", chunk, (long long)start,
+                                                  (long long)stop) : NULL;
+        int bad = !ref || PyList_Append(tail_refs, ref) < 0 ||
+                  PyObject_SetAttr(tail, count_name, c) < 0;
+        Py_XDECREF(ref);
+        Py_XDECREF(tail_refs);
+        Py_DECREF(c);
+        if (bad) goto error;
+        *rows += stop - start;
+        *refs += 1;
+    }
+    PyMem_Free(stops);
+    return 0;
+error:
+    PyMem_Free(stops);
+    return -1;
+}
+
+static void untrack_one(PyObject *o) {
+    if (PyObject_IS_GC(o) && PyObject_GC_IsTracked(o)) PyObject_GC_UnTrack(o);
+}
+
+PyDoc_STRVAR(add_call_doc,
+"add_call(parts, chunk, keys, counts, end, seal_at)\n--\n\n"
+"Add one append call's chunk to the memtable (MemTable._add_compiled): add_rows' work, then\n"
+"the built tails of its users extended by their slices, the (chunk, uids, counts) entry and\n"
+"the chunk's log end `end` appended to `chunks` and `c_end`, and the chunk, counts and entry\n"
+"taken out of the cyclic collector. `parts` is MemTable._parts: (users, key_list, count,\n"
+"last, e_chunk, e_start, e_stop, e_prev, chunks, c_end, tails). Returns (full, top,\n"
+"tail_rows, tail_refs): the keys whose tail reached seal_at, the largest tail among the\n"
+"call's users, and the rows and slices the built tails grew by.");
+
+/* One C call per append instead of add_rows plus the Python around it: at calls of one event
+ * that Python (a tuple, two list appends, attribute updates, untrack) cost about as much as
+ * add_rows itself (docs/design/realtime.md, "One call per append"). */
+static PyObject *add_call(PyObject *self, PyObject *args) {
+    PyObject *parts, *chunk, *keys, *counts;
+    long long end, seal_at;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!OO!O!LL", &PyTuple_Type, &parts, &chunk, &PyList_Type, &keys,
+                          &PyList_Type, &counts, &end, &seal_at))
+        return NULL;
+    if (PyTuple_GET_SIZE(parts) != 11) {
+        PyErr_SetString(PyExc_TypeError, "add_call: parts must be an 11-tuple");
+        return NULL;
+    }
+    PyObject *users = PyTuple_GET_ITEM(parts, 0), *key_list = PyTuple_GET_ITEM(parts, 1);
+    PyObject *arrs[6];
+    for (int a = 0; a < 6; a++) arrs[a] = PyTuple_GET_ITEM(parts, 2 + a);
+    PyObject *chunks = PyTuple_GET_ITEM(parts, 8), *c_end = PyTuple_GET_ITEM(parts, 9);
+    PyObject *tails = PyTuple_GET_ITEM(parts, 10);
+    if (!PyDict_Check(users) || !PyList_Check(key_list) || !PyList_Check(chunks) ||
+        !PyDict_Check(tails)) {
+        PyErr_SetString(PyExc_TypeError, "add_call: parts of the wrong types");
+        return NULL;
+    }
+    PyObject *got = add_core(users, key_list, keys, counts, arrs, PyList_GET_SIZE(chunks),
+                             seal_at, tails);
+    if (!got) return NULL;
+    PyObject *uids = PyTuple_GET_ITEM(got, 0), *full = PyTuple_GET_ITEM(got, 1);
+    PyObject *built = PyTuple_GET_ITEM(got, 3);
+    long long top = PyLong_AsLongLong(PyTuple_GET_ITEM(got, 2)), rows = 0, refs = 0;
+    const int64_t *u = (const int64_t *)PyArray_DATA((PyArrayObject *)uids);
+    PyObject *entry = NULL, *r = NULL;
+    if (extend_built(built, tails, chunk, counts, u, arrs[0], &rows, &refs) < 0) goto error;
+    if (!(entry = PyTuple_Pack(3, chunk, uids, counts)) || PyList_Append(chunks, entry) < 0)
+        goto error;
+    PyObject *end_obj = PyLong_FromLongLong(end);
+    if (!end_obj) goto error;
+    r = PyObject_CallMethodOneArg(c_end, append_name, end_obj);
+    Py_DECREF(end_obj);
+    if (!r) goto error;
+    Py_DECREF(r);
+    /* None of the three can be in a cycle (arrays, ints, a dict of arrays): untracked, a
+     * memtable of many calls costs the collector's full passes nothing. */
+    untrack_one(chunk);
+    untrack_one(counts);
+    untrack_one(entry);
+    Py_DECREF(entry);
+    PyObject *out = Py_BuildValue("(OLLL)", full, top, rows, refs);
+    Py_DECREF(got);
+    return out;
+error:
+    Py_XDECREF(entry);
+    Py_DECREF(got);
     return NULL;
 }
 
@@ -971,6 +1102,7 @@ static PyMethodDef methods[] = {
     {"gather", gather_refs, METH_VARARGS, gather_doc},
     {"prepare", prepare, METH_VARARGS, prepare_doc},
     {"add_rows", add_rows, METH_VARARGS, add_rows_doc},
+    {"add_call", add_call, METH_VARARGS, add_call_doc},
     {"chain", chain_refs, METH_VARARGS, chain_doc},
     {"gather_chain", gather_chain, METH_VARARGS, gather_chain_doc},
     {"scatter", scatter, METH_VARARGS, scatter_doc},
@@ -990,6 +1122,11 @@ PyMODINIT_FUNC PyInit_native_append(void) {
     ts_name = PyUnicode_InternFromString("ts");
     cols_name = PyUnicode_InternFromString("cols");
     end_name = PyUnicode_InternFromString("end");
-    if (!frombytes_name || !ts_name || !cols_name || !end_name) return NULL;
+    refs_name = PyUnicode_InternFromString("refs");
+    count_name = PyUnicode_InternFromString("count");
+    append_name = PyUnicode_InternFromString("append");
+    if (!frombytes_name || !ts_name || !cols_name || !end_name || !refs_name || !count_name ||
+        !append_name)
+        return NULL;
     return PyModule_Create(&module);
 }

@@ -28,6 +28,15 @@ def add_rows(
     tails: dict[int, Any],
     /,
 ) -> tuple[np.ndarray, list[Any], int, list[int]]: ...
+def add_call(
+    parts: tuple[Any, ...],
+    chunk: Any,
+    keys: list[Any],
+    counts: list[int],
+    end: int,
+    seal_at: int,
+    /,
+) -> tuple[list[Any], int, int, int]: ...
 def gather(
     refs: list[tuple[Any, int, int]], names: tuple[str, ...], /
 ) -> tuple[np.ndarray, dict[str, np.ndarray]] | None: ...

@@ -36,7 +36,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from . import iofaults
+from . import crc_many, iofaults
 from .errors import CorruptionError, FormatVersionError, WriterFailed
 from .schema import Schema
 from .settings import DURABILITY_MODES
@@ -75,6 +75,18 @@ def wal_name(wal_id: int) -> str:
 
 _REC_REST = struct.Struct("<IBQQI")  # the record header after its crc32
 _CRC = struct.Struct("<I")
+
+
+def record(payload: bytes, rec_type: int, seq: int, events_before: int, events: int) -> bytes:
+    """One version-2 record (docs/format/wal.md, "Record"): the crc32 of the rest, then the
+    rest (payload length, type, seq, events before it, its events) and the payload. The
+    reference of `native_crc.record`, which gives identical bytes in one C call."""
+    rest = _REC_REST.pack(len(payload), rec_type, seq, events_before, events)
+    return b"".join((_CRC.pack(zlib.crc32(payload, zlib.crc32(rest))), rest, payload))
+
+
+# What the writer calls: the compiled record builder when built (~0.4 us less per append).
+RECORD = getattr(crc_many.KERNEL, "record", None) or record
 
 
 def frame(rec_type: int, payload: bytes, seq: int, first_event: int, events: int) -> bytes:
@@ -490,8 +502,7 @@ class WalWriter:
         with self._write_lock:
             if self.failed is not None:
                 self.check()
-            rest = _REC_REST.pack(len(payload), rec_type, self._seq, self._events, events)
-            rec = b"".join((_CRC.pack(zlib.crc32(payload, zlib.crc32(rest))), rest, payload))
+            rec = RECORD(payload, rec_type, self._seq, self._events, events)
             end = self._end + len(rec)
             try:
                 if end + self.chunk // 2 > self._size:

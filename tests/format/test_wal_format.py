@@ -380,3 +380,38 @@ def test_L2_the_batch_flusher_grows_chunks_ahead_and_keeps_the_rule(tmp_path, sc
         raw = log.read_bytes()
         assert len(raw) % chunk == 0 and len(raw) - v.wal.size >= chunk
         assert not raw[v.wal.size:].strip(b"\0")
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x81\xa1v\x01", bytes(range(256)) * 40])
+def test_the_record_layout_is_one_crc_over_the_header_rest_and_payload(payload):
+    """"Record": crc32 | u32 payload length | u8 type | u64 seq | u64 events before | u32 events
+    | payload, little-endian; the crc covers all that follows it. The compiled builder
+    (native_crc.record), which the writer uses when built, gives the same bytes as the Python
+    reference, and both read back through the scanner's header layout."""
+    cases = [(walmod.REC_APPEND, 0, 0, 0), (walmod.REC_APPEND, 7, 1_000, 20),
+             (255, 2**64 - 1, 2**64 - 1, 2**32 - 1)]
+    builders = [walmod.record]
+    if walmod.crc_many.KERNEL is not None:
+        builders.append(walmod.crc_many.KERNEL.record)
+    for rec_type, seq, before, events in cases:
+        for build in builders:
+            rec = build(payload, rec_type, seq, before, events)
+            crc, length, rtype, rseq, rbefore, revents = struct.unpack_from("<IIBQQI", rec)
+            assert (length, rtype, rseq, rbefore, revents) == (len(payload), rec_type, seq,
+                                                                before, events)
+            assert crc == zlib.crc32(rec[4:])
+            assert rec[walmod.RECORD_HEADER_SIZE:] == payload
+            assert len(rec) == walmod.RECORD_HEADER_SIZE + len(payload)
+
+
+def test_the_compiled_record_builder_refuses_fields_out_of_range():
+    kernel = walmod.crc_many.KERNEL
+    if kernel is None:
+        pytest.skip("native_crc not built")
+    with pytest.raises((ValueError, OverflowError)):
+        kernel.record(b"x", 256, 0, 0, 1)
+    with pytest.raises((ValueError, OverflowError)):
+        kernel.record(b"x", 1, 0, 0, 2**32)
+    with pytest.raises((ValueError, OverflowError)):
+        kernel.record(b"x", 1, -1, 0, 1)
+

@@ -215,7 +215,8 @@ def _state(mem: MemTable) -> tuple:
              for uid, t in mem.tails.items()}
     return (dict(mem.users), list(mem.keys), mem.max_tail, mem.events, list(mem._count),
             list(mem._last), list(mem._e_chunk), list(mem._e_start), list(mem._e_stop),
-            list(mem._e_prev), [(id(c), list(u), list(n)) for c, u, n in mem.chunks], tails)
+            list(mem._e_prev), [(id(c), list(u), list(n)) for c, u, n in mem.chunks], tails,
+            list(mem._c_end), mem.tail_rows, mem.tail_refs)
 
 
 @settings(max_examples=40, deadline=None)
