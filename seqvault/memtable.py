@@ -1,9 +1,10 @@
 """Recent events held in memory until they are sealed into segments, and string dictionaries.
 
 Every event in the memtable is also in the write-ahead log; the memtable is what makes those
-events readable at once. Chunks are kept in arrival order; a tail's sorted view is cached for
-reads, and a flush sorts everything at once. A user's tail is sealed on its own once it is long
-(`drop_through`), the rest together at a full flush (docs/design/realtime.md).
+events readable at once. Rows are kept in arrival order in blocks that consecutive calls share;
+a tail's sorted view is cached for reads, and a flush sorts everything at once. A user's tail
+is sealed on its own once it is long (`drop_through`), the rest together at a full flush
+(docs/design/realtime.md).
 """
 
 from __future__ import annotations
@@ -21,20 +22,53 @@ from .layout import group_time_order
 from .schema import MAX_STRING_CARDINALITY
 from .segment import key_bytes
 
+# Rows of a block that small calls share; a call of at least OWN_BLOCK_ROWS rows keeps its own
+# arrays as a block (no copy). docs/design/realtime.md, "Many calls' rows in one block".
+BLOCK_ROWS = 4096
+OWN_BLOCK_ROWS = 1024
 
-class Chunk:
-    """The events of one append call (one log record), grouped by user (each user's rows
-    contiguous, in call order). Users' tails point into it, so an append of events for many
-    users costs one list append per user, not a copy of every column per user. `end` is the
-    log offset just past the record: a user's tail is cut at a "sealed through" offset by
-    dropping the chunks that end at or before it."""
 
-    __slots__ = ("ts", "cols", "end")
+class Block:
+    """The rows of consecutive append calls (log records), each call's rows grouped by user,
+    in arrays with room for `ts.size` rows of which the first `fill` are written. Users' tails
+    point into it with (block, start, stop) slices; rows are only ever written past `fill`, so
+    a slice handed out never changes. `ends[row]` is the log offset just past the record the
+    row came from: a user's tail is cut at a "sealed through" offset by dropping the slices
+    whose record ends at or before it. Before, each call had an object of its own (~1,600
+    bytes for a one-event call, and a seal's gather chased one per event)."""
 
-    def __init__(self, ts: np.ndarray, cols: dict[str, np.ndarray], end: int = 0) -> None:
+    __slots__ = ("ts", "cols", "ends", "fill")
+
+    def __init__(self, ts: np.ndarray, cols: dict[str, np.ndarray], ends: np.ndarray,
+                 fill: int = 0) -> None:
         self.ts = ts
         self.cols = cols
-        self.end = end
+        self.ends = ends
+        self.fill = fill
+
+    @classmethod
+    def like(cls, ts: np.ndarray, cols: dict[str, np.ndarray], rows: int) -> Block:
+        """An empty block with room for `rows` rows of these columns' dtypes."""
+        return cls(np.empty(rows, dtype=ts.dtype),
+                   {k: np.empty(rows, dtype=v.dtype) for k, v in cols.items()},
+                   np.empty(rows, dtype=np.int64))
+
+    @classmethod
+    def holding(cls, ts: np.ndarray, cols: dict[str, np.ndarray], end: int) -> Block:
+        """A block that is a large call's own arrays (the add then finds its rows in place)."""
+        return cls(ts, cols, np.full(ts.size, end, dtype=np.int64))
+
+    def copy_in(self, ts: np.ndarray, cols: dict[str, np.ndarray], end: int) -> int:
+        """Write a call's rows past `fill` (nothing to write when the block is the call's own
+        arrays); returns the row they start at. The compiled `add_call` does the same."""
+        f, n = self.fill, int(ts.size)
+        if self.ts is not ts:
+            self.ts[f:f + n] = ts
+            for k, v in self.cols.items():
+                v[f:f + n] = cols[k]
+            self.ends[f:f + n] = end
+        self.fill = f + n
+        return f
 
 
 def _time_sorted(ts: np.ndarray, cols: dict[str, np.ndarray]
@@ -47,12 +81,12 @@ def _time_sorted(ts: np.ndarray, cols: dict[str, np.ndarray]
     return ts, cols
 
 
-def _gather(refs: list[tuple[Chunk, int, int]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The (chunk, start, stop) slices' columns concatenated in order (fresh arrays unless a
-    single slice, whose views are returned: chunks are never mutated)."""
+def _gather(refs: list[tuple[Block, int, int]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The (block, start, stop) slices' columns concatenated in order (fresh arrays unless a
+    single slice, whose views are returned: a block's written rows never change)."""
     if len(refs) == 1:
-        chunk, s, e = refs[0]
-        return chunk.ts[s:e], {k: v[s:e] for k, v in chunk.cols.items()}
+        block, s, e = refs[0]
+        return block.ts[s:e], {k: v[s:e] for k, v in block.cols.items()}
     kernel = prepare.KERNEL
     if kernel is not None:  # a hot user's tail: one slice per call, thousands of them
         got = kernel.gather(refs, tuple(refs[0][0].cols))
@@ -174,12 +208,12 @@ def _grown(a: np.ndarray, n: int, cap: int) -> np.ndarray:
 
 
 class UserTail:
-    """One user's unsealed events: (chunk, start, stop) slices in arrival order."""
+    """One user's unsealed events: (block, start, stop) slices in arrival order."""
 
     __slots__ = ("refs", "count", "uid", "sorted_cache")
 
     def __init__(self, uid: int = 0) -> None:
-        self.refs: list[tuple[Chunk, int, int]] = []
+        self.refs: list[tuple[Block, int, int]] = []
         self.count = 0
         self.uid = uid  # dense id within this memtable (for the vectorised flush)
         # (count, refs, run): the tail sorted as of its first `refs` slices. Appends only add
@@ -188,7 +222,7 @@ class UserTail:
         self.sorted_cache: tuple[int, int, SortedRun] | None = None
 
     def arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Concatenated columns in arrival order (fresh arrays; the chunks stay shared)."""
+        """Concatenated columns in arrival order (fresh arrays; the blocks stay shared)."""
         return _gather(self.refs)
 
     def sorted_arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -214,7 +248,8 @@ class UserTail:
     def drop_through(self, through: int) -> int:
         """Forget the events of records ending at or before log offset `through` (they were
         sealed into a segment); returns how many."""
-        keep = [r for r in self.refs if r[0].end > through]
+        # A slice's rows come from one record: its last row's record end is the slice's.
+        keep = [r for r in self.refs if r[2] > r[1] and r[0].ends[r[2] - 1] > through]
         dropped = self.count - sum(e - s for _c, s, e in keep)
         self.refs = keep
         self.count -= dropped
@@ -223,29 +258,35 @@ class UserTail:
 
 
 class MemTable:
-    """Every unsealed event, by user. `through[uid]` marks rows of older chunks that were
+    """Every unsealed event, by user. `through[uid]` marks rows of older records that were
     sealed (per user) since the last full flush, so the vectorised flush skips them.
 
-    Each user's slices ("entries": chunk, start, stop) are chained newest first in arrays
-    (`_last[uid]`, `_e_prev`), so an append of many users costs a few whole-array steps, not a
-    Python object per user; a user's `UserTail` is built from its chain when something asks for
-    it (`get`) and kept, and later appends of that user extend it (docs/design/realtime.md,
-    "Many-user batches")."""
+    Rows live in `blocks`, filled in arrival order (only the last one takes rows). Each call
+    leaves one entry per user (block, start, stop, the record's end, the user), chained newest
+    first per user in arrays (`_last[uid]`, `_e_prev`): an append costs a copy into the block
+    and a few array slots, not a Python object per call or per user; a user's `UserTail` is
+    built from its chain when something asks for it (`get`) and kept, and later appends of that
+    user extend it (docs/design/realtime.md, "Many-user batches" and "Many calls' rows in one
+    block")."""
 
     SMALL = 48  # users in one call: up to this, a plain loop beats numpy's per-call overhead
     # (measured here: 20 users 46-56 us loop vs 67-91 vectorised; 100 users 210-246 vs 139-163)
 
-    # `nbytes`: what the memtable holds besides its rows' column bytes, fitted to the process's
-    # RSS growth over 200k-600k events (docs/design/realtime.md, "The memtable's cap in
-    # bytes"): a call's Chunk with its arrays, dicts and lists; an entry's four chain slots
-    # and its place in the call's uid/count lists; a user's dict entry, key and counters; and,
-    # for a tail built by a read or a seal, a slice reference and a sorted copy per event.
-    CHUNK_BYTES = 1_500
-    ENTRY_BYTES = 48
+    # `nbytes`: what the memtable holds besides its blocks' rows (counted at their capacity,
+    # with each row's record end), fitted to tracemalloc over the shapes of
+    # tests/engine/test_memtable_bytes.py (docs/design/realtime.md, "The memtable's cap in
+    # bytes"): a block's object, dict and array headers; an entry's six slots; a user's dict
+    # entry, key and counters; and, for a tail built by a read or a seal, a slice reference and
+    # a sorted copy per event.
+    BLOCK_BYTES = 1_500
+    ENTRY_BYTES = 56
     USER_BYTES = 200
-    TAIL_BYTES = 1_500  # a built tail: its object and its sorted copy's arrays; per slice
-    REF_BYTES = 80  # (chunk, start, stop); per event, the copy's column bytes and the
-    TAIL_ROW_BYTES = 8  # sort's int64 order while a copy is built or extended
+    # a built tail: its object, its list and its sorted copy's arrays (room for 64 rows at
+    # least); per slice, the (block, start, stop) tuple and its two ints; per event, the copy's
+    # column bytes and the sort's int64 order while a copy is built or extended
+    TAIL_BYTES = 3_000
+    REF_BYTES = 130
+    TAIL_ROW_BYTES = 8
 
     def __init__(self) -> None:
         self.clear()
@@ -261,11 +302,12 @@ class MemTable:
         self.by_hash: dict[int, Any] = {}
         self.hashed = 0
         self.keys: list[Any] = []  # uid → key
-        self.chunks: list[tuple[Chunk, Any, Any]] = []  # (chunk, uids, counts)
+        self.blocks: list[Block] = []
         self.through: dict[int, int] = {}  # uid → sealed through this log offset
         self.tails: dict[int, UserTail] = {}  # built tails, by uid
         self.events = 0
-        self.rows = 0  # events in `chunks`: partial seals leave theirs there until the flush
+        self.rows = 0  # events in `blocks`: partial seals leave theirs there until the flush
+        self.cap_rows = 0  # rows the blocks have room for: what they hold in memory
         self.row_bytes = 0  # column bytes of one event, ts included (from the first call)
         self.tail_rows = 0  # events of the built tails (`tails`)
         self.tail_refs = 0  # their slices
@@ -277,24 +319,25 @@ class MemTable:
         # for the many-user one; a view must not outlive its call (it pins the size).
         self._count = array("q")  # uid → events in memory
         self._last = array("q")  # uid → the user's newest entry (-1: none)
-        self._e_chunk = array("q")  # entry → index in `chunks`
-        self._e_start = array("q")
+        self._e_block = array("q")  # entry → index in `blocks`
+        self._e_start = array("q")  # entry → its rows in the block: [start, stop)
         self._e_stop = array("q")
         self._e_prev = array("q")  # entry → the user's previous entry (-1: none)
-        self._c_end = array("q")  # chunk → its `end` (the C walk reads it without the object)
+        self._e_end = array("q")  # entry → the log offset after its record
+        self._e_uid = array("q")  # entry → its user
         # what `native_append.add_call` updates, in one argument: these objects live until the
         # next `clear`, which builds new ones
-        self._parts = (self.users, self.keys, self._count, self._last, self._e_chunk,
-                       self._e_start, self._e_stop, self._e_prev, self.chunks, self._c_end,
-                       self.tails)
+        self._parts = (self.users, self.keys, self._count, self._last, self._e_block,
+                       self._e_start, self._e_stop, self._e_prev, self._e_end, self._e_uid,
+                       self.blocks, self.tails)
 
     def nbytes(self) -> int:
         """An estimate of the memory this memtable holds, in O(1): what `memtable_bytes` caps.
-        Counts every event still in a call's chunk (a partial seal's events stay there until
-        the flush, so `events` alone does not bound memory), the per-call, per-entry and
-        per-user bookkeeping, and the built tails' slice references and sorted copies."""
-        return (self.rows * self.row_bytes + len(self.chunks) * self.CHUNK_BYTES
-                + len(self._e_chunk) * self.ENTRY_BYTES + len(self.keys) * self.USER_BYTES
+        Counts the blocks at their capacity (a partial seal's events stay there until the
+        flush, so `events` alone does not bound memory), the per-block, per-entry and per-user
+        bookkeeping, and the built tails' slice references and sorted copies."""
+        return (self.cap_rows * (self.row_bytes + 8) + len(self.blocks) * self.BLOCK_BYTES
+                + len(self._e_block) * self.ENTRY_BYTES + len(self.keys) * self.USER_BYTES
                 + len(self.tails) * self.TAIL_BYTES
                 + self.tail_rows * (self.row_bytes + self.TAIL_ROW_BYTES)
                 + self.tail_refs * self.REF_BYTES)
@@ -308,44 +351,62 @@ class MemTable:
         held = self.nbytes()
         if held >= cap:
             return True
-        # One row can add at most: its columns, a chunk, an entry and a user of its own, and
-        # as an event of a built tail its sorted copy and a slice.
-        most = (2 * self.row_bytes + self.TAIL_ROW_BYTES + self.CHUNK_BYTES + self.ENTRY_BYTES
-                + self.USER_BYTES + self.REF_BYTES)
+        # One row can add at most: a new block for its call (BLOCK_ROWS rows of room, or its
+        # own row), an entry and a user of its own, and as an event of a built tail its
+        # sorted copy and a slice.
+        row = self.row_bytes + 8
+        most = ((BLOCK_ROWS + 1) * row + self.BLOCK_BYTES + self.row_bytes + self.TAIL_ROW_BYTES
+                + self.ENTRY_BYTES + self.USER_BYTES + self.REF_BYTES)
         self.check_rows = self.rows + max(1, (cap - held) // most)
         self.check_cap = cap
         return False
+
+    def _block_for(self, ts: np.ndarray, cols: dict[str, np.ndarray], n: int,
+                   end: int) -> Block:
+        """The block a call of `n` rows goes into: the last one while it has room, else a new
+        one (the call's own arrays when it is large)."""
+        blocks = self.blocks
+        if blocks:
+            last = blocks[-1]
+            if last.fill + n <= last.ts.size:
+                return last
+        block = (Block.holding(ts, cols, end) if n >= OWN_BLOCK_ROWS
+                 else Block.like(ts, cols, BLOCK_ROWS))
+        blocks.append(block)
+        self.cap_rows += int(block.ts.size)
+        return block
 
     def add_grouped(self, keys: Sequence[Any], counts: Sequence[int], ts: np.ndarray,
                     cols: dict[str, np.ndarray], end: int = 0, seal_at: int = 0) -> list[Any]:
         """Add one call's events: rows grouped by user, `counts[i]` rows for `keys[i]` (distinct
         keys); `end`: the log offset after the call's record. Returns the keys whose tail now
         holds at least `seal_at` events (none when 0)."""
-        chunk = Chunk(ts, cols, end)
         n_rows = int(ts.size)
         self.events += n_rows
         self.rows += n_rows
         if not self.row_bytes:
             self.row_bytes = ts.itemsize + sum(v.itemsize for v in cols.values())
+        block = self._block_for(ts, cols, n_rows, end)
         kernel = prepare.KERNEL
         if kernel is not None and type(keys) is list and type(counts) is list:
-            return self._add_compiled(kernel, chunk, keys, counts, seal_at)
+            return self._add_compiled(kernel, block, keys, counts, ts, cols, end, seal_at)
+        base = block.copy_in(ts, cols, end)
         if len(keys) <= self.SMALL:
-            return self._add_small(chunk, keys, counts, seal_at)
+            return self._add_small(block, base, keys, counts, end, seal_at)
         users = self.users
         new = [k for k in keys if k not in users]
         if new:
-            base = len(self.keys)
+            first = len(self.keys)
             self.keys.extend(new)
-            users.update(zip(new, range(base, base + len(new))))
+            users.update(zip(new, range(first, first + len(new))))
             self._count.frombytes(bytes(8 * len(new)))
             self._last.frombytes(np.full(len(new), -1, dtype=np.int64).tobytes())
         k = len(keys)
-        ci = len(self.chunks)
-        e0 = len(self._e_chunk)
+        bi = len(self.blocks) - 1
+        e0 = len(self._e_block)
         uids = np.fromiter(map(users.__getitem__, keys), dtype=np.int64, count=k)
         n = np.asarray(counts, dtype=np.int64)
-        stops = np.cumsum(n)
+        stops = np.cumsum(n) + base
         last = np.frombuffer(self._last, dtype=np.int64)
         prev = last[uids]
         last[uids] = np.arange(e0, e0 + k, dtype=np.int64)
@@ -353,17 +414,17 @@ class MemTable:
         count[uids] += n
         now = count[uids]
         del last, count  # a view pins the array's size
-        self._e_chunk.frombytes(np.full(k, ci, dtype=np.int64).tobytes())
+        self._e_block.frombytes(np.full(k, bi, dtype=np.int64).tobytes())
         self._e_start.frombytes((stops - n).tobytes())
         self._e_stop.frombytes(stops.tobytes())
         self._e_prev.frombytes(prev.tobytes())
+        self._e_end.frombytes(np.full(k, end, dtype=np.int64).tobytes())
+        self._e_uid.frombytes(uids.tobytes())
         self.max_tail = max(self.max_tail, int(now.max()))
-        self.chunks.append((chunk, uids, n))
-        self._c_end.append(chunk.end)
         if self.tails:  # built tails of these users grow by their slice
             for i in np.flatnonzero(np.isin(uids, np.fromiter(self.tails, np.int64))).tolist():
                 tail = self.tails[int(uids[i])]
-                tail.refs.append((chunk, int(stops[i] - n[i]), int(stops[i])))
+                tail.refs.append((block, int(stops[i] - n[i]), int(stops[i])))
                 tail.count = int(now[i])
                 self.tail_rows += int(n[i])
                 self.tail_refs += 1
@@ -371,17 +432,15 @@ class MemTable:
             return []
         return [keys[i] for i in np.flatnonzero(now >= seal_at).tolist()]
 
-    def _add_compiled(self, kernel: Any, chunk: Chunk, keys: list[Any], counts: list[int],
+    def _add_compiled(self, kernel: Any, block: Block, keys: list[Any], counts: list[int],
+                      ts: np.ndarray, cols: dict[str, np.ndarray], end: int,
                       seal_at: int) -> list[Any]:
-        """`_add_small`'s work in one C call (seqvault/native_append.c, `add_call`), for any
-        number of users: ~0.05 us per user against ~1 us in Python, and at calls of one event
-        ~1 us less than add_rows plus the Python around it (docs/design/realtime.md, "Append
-        kernel" and "One C call per append"). The call's chunk, counts list and entry tuple
-        leave the cyclic collector there: they hold only arrays, ints and a dict of arrays, so
-        a memtable of many calls costs the collector's full passes nothing (300k one-event
-        appends: 1.17 s of collections, then 0.03 s)."""
-        full, top, rows, refs = kernel.add_call(self._parts, chunk, keys, counts, chunk.end,
-                                                seal_at)
+        """`_add_small`'s work, the copy into the block included, in one C call
+        (seqvault/native_append.c, `add_call`), for any number of users: ~0.05 us per user
+        against ~1 us in Python (docs/design/realtime.md, "Append kernel" and "Many calls'
+        rows in one block")."""
+        full, top, rows, refs = kernel.add_call(self._parts, block, keys, counts, ts, cols,
+                                                end, seal_at)
         if top > self.max_tail:
             self.max_tail = top
         if refs:  # users whose UserTail was built (read or sealed): their tails grew
@@ -390,17 +449,17 @@ class MemTable:
         full_keys: list[Any] = full
         return full_keys
 
-    def _add_small(self, chunk: Chunk, keys: Sequence[Any], counts: Sequence[int],
-                   seal_at: int) -> list[Any]:
-        """`add_grouped` of a few users (the online append): a plain loop. The reference of
-        `_add_compiled`, and the path when the kernel is not built or switched off."""
+    def _add_small(self, block: Block, base: int, keys: Sequence[Any], counts: Sequence[int],
+                   end: int, seal_at: int) -> list[Any]:
+        """`add_grouped` of a few users (the online append), rows already in `block` from row
+        `base`: a plain loop. The reference of `_add_compiled`, and the path when the kernel is
+        not built or switched off."""
         users, tails = self.users, self.tails
         count, last = self._count, self._last
-        ci = len(self.chunks)
-        e = len(self._e_chunk)
-        uids = []
+        bi = len(self.blocks) - 1
+        e = len(self._e_block)
         full: list[Any] = []
-        start = 0
+        start = base
         for key, n in zip(keys, counts):
             uid = users.get(key)
             if uid is None:
@@ -408,18 +467,19 @@ class MemTable:
                 self.keys.append(key)
                 count.append(0)
                 last.append(-1)
-            uids.append(uid)
             stop = start + n
-            self._e_chunk.append(ci)
+            self._e_block.append(bi)
             self._e_start.append(start)
             self._e_stop.append(stop)
             self._e_prev.append(last[uid])
+            self._e_end.append(end)
+            self._e_uid.append(uid)
             last[uid] = e
             c = count[uid] + n
             count[uid] = c
             tail = tails.get(uid)
             if tail is not None:
-                tail.refs.append((chunk, start, stop))
+                tail.refs.append((block, start, stop))
                 tail.count = c
                 self.tail_rows += n
                 self.tail_refs += 1
@@ -429,8 +489,6 @@ class MemTable:
                 full.append(key)
             start = stop
             e += 1
-        self.chunks.append((chunk, uids, counts))
-        self._c_end.append(chunk.end)
         return full
 
     def get(self, key: Any) -> UserTail | None:
@@ -455,11 +513,11 @@ class MemTable:
             return None
         tail = self.tails.get(uid)
         kernel = prepare.KERNEL
-        if tail is not None or kernel is None or not self.chunks:
+        if tail is not None or kernel is None or not self.blocks:
             return self.get(key)
-        got = kernel.gather_chain(self.chunks, self._c_end, self._e_chunk, self._e_start,
+        got = kernel.gather_chain(self.blocks, self._e_end, self._e_block, self._e_start,
                                   self._e_stop, self._e_prev, self._last[uid],
-                                  self.through.get(uid, -1), tuple(self.chunks[0][0].cols))
+                                  self.through.get(uid, -1), tuple(self.blocks[0].cols))
         if got is None:
             return self.get(key)
         ts, cols = _time_sorted(got[0], got[1])
@@ -470,17 +528,16 @@ class MemTable:
         kernel = prepare.KERNEL
         if kernel is not None:  # the same walk in C (~20x faster on a hot user's tail)
             tail = UserTail(uid)
-            tail.refs = kernel.chain(self.chunks, self._e_chunk, self._e_start, self._e_stop,
-                                     self._e_prev, self._last[uid], through)
+            tail.refs = kernel.chain(self.blocks, self._e_block, self._e_start, self._e_stop,
+                                     self._e_prev, self._e_end, self._last[uid], through)
             tail.count = self._count[uid]
             return tail
         refs = []
         e = self._last[uid]
         while e >= 0:
-            chunk = self.chunks[self._e_chunk[e]][0]
-            if chunk.end <= through:
+            if self._e_end[e] <= through:
                 break  # this one and every older one were sealed
-            refs.append((chunk, self._e_start[e], self._e_stop[e]))
+            refs.append((self.blocks[self._e_block[e]], self._e_start[e], self._e_stop[e]))
             e = self._e_prev[e]
         refs.reverse()
         tail = UserTail(uid)
@@ -494,7 +551,7 @@ class MemTable:
         if uid is None:
             return 0
         last = self._last[uid]
-        if uid not in self.tails and last >= 0 and self._c_end[self._e_chunk[last]] <= through:
+        if uid not in self.tails and last >= 0 and self._e_end[last] <= through:
             # Every event of the user is sealed (a partial seal takes the whole tail): no
             # tail to build just to empty it.
             dropped = self._count[uid]
@@ -554,31 +611,26 @@ class MemTable:
     def grouped_uids(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray,
                                     np.ndarray]:
         """`grouped`, with each user as its dense id (`keys[uid]`) in an array."""
-        if not self.chunks or self.events == 0:
+        if not self.blocks or self.events == 0:
             empty = np.zeros(0, np.int64)
             return empty, empty, {}, empty, empty
-        # Whole-array steps only: a memtable of many small calls holds tens of thousands of
-        # chunks, and a numpy call per chunk cost ~15 us each (a 32k-chunk flush spent 0.5 s
-        # here). Entries are in chunk order and tile each chunk's rows, so a row's user is its
-        # entry's, repeated over the entry's rows.
-        chunks = self.chunks
-        names = list(chunks[0][0].cols)
+        # Whole-array steps only: entries are in block order and tile each block's written
+        # rows, so a row's user (and record end) is its entry's, repeated over its rows.
+        blocks = self.blocks
+        names = list(blocks[0].cols)
         kernel = prepare.KERNEL
-        got = (kernel.gather([(c, 0, c.ts.size) for c, _u, _n in chunks], tuple(names))
+        got = (kernel.gather([(b, 0, b.fill) for b in blocks], tuple(names))
                if kernel is not None else None)
-        if got is not None:  # one C pass (~10 ms for 32k chunks; numpy's concatenate ~170)
+        if got is not None:  # one C pass
             ts, cols = got
         else:
-            ts = np.concatenate([c.ts for c, _u, _n in chunks])
-            cols = {k: np.concatenate([c.cols[k] for c, _u, _n in chunks]) for k in names}
+            ts = np.concatenate([b.ts[:b.fill] for b in blocks])
+            cols = {k: np.concatenate([b.cols[k][:b.fill] for b in blocks]) for k in names}
         e_rows = (np.frombuffer(self._e_stop, dtype=np.int64)
                   - np.frombuffer(self._e_start, dtype=np.int64))
-        e_uid = np.concatenate([u if type(u) is np.ndarray else np.asarray(u, dtype=np.int64)
-                                for _c, u, _n in chunks]).astype(np.int64, copy=False)
-        uid = np.repeat(e_uid, e_rows)
+        uid = np.repeat(np.frombuffer(self._e_uid, dtype=np.int64), e_rows)
         if self.through:  # rows sealed per user since the last full flush
-            chunk_end = np.frombuffer(self._c_end, dtype=np.int64)
-            ends = np.repeat(chunk_end[np.frombuffer(self._e_chunk, dtype=np.int64)], e_rows)
+            ends = np.repeat(np.frombuffer(self._e_end, dtype=np.int64), e_rows)
             limit = np.full(len(self.keys), -1, dtype=np.int64)
             limit[np.fromiter(self.through.keys(), np.int64, len(self.through))] = np.fromiter(
                 self.through.values(), np.int64, len(self.through))

@@ -521,28 +521,162 @@ static int q_buffers(PyObject **arrs, int n, Py_buffer *views, int64_t **q) {
     return 0;
 }
 
-PyDoc_STRVAR(add_rows_doc,
-"add_rows(users, key_list, keys, counts, count, last, e_chunk, e_start, e_stop, e_prev, ci,\n"
-"         seal_at, tails)\n--\n\n"
-"Record one chunk's users in the memtable's arrays (MemTable._add_small's reference loop):\n"
-"returns (uids, full, top, built): the users' dense ids (int64 array), the keys whose tail\n"
-"reached seal_at (none when 0), the largest tail among them, and the positions whose user\n"
-"has a built UserTail (the caller extends those).");
+static PyObject *ts_name, *cols_name, *refs_name, *count_name, *fill_name, *ends_name;
 
-/* add_rows' work on parsed arguments: `arrs` are count, last, e_chunk, e_start, e_stop,
- * e_prev. Returns the (uids, full, top, built) tuple. */
-static PyObject *add_core(PyObject *users, PyObject *key_list, PyObject *keys, PyObject *counts,
-                          PyObject **arrs, long long ci, long long seal_at, PyObject *tails) {
-    Py_ssize_t k = PyList_GET_SIZE(keys);
-    if (PyList_GET_SIZE(counts) != k) {
-        PyErr_SetString(PyExc_ValueError, "add_rows: keys and counts differ in length");
+/* Copy the call's rows (ts, cols) into `block` at row `fill` (MemTable._copy_in): a memcpy per
+ * column when the dtypes match and the arrays are contiguous, numpy's assignment (which casts)
+ * otherwise; `ends` gets the record's end for every row. Nothing is copied when the block is
+ * the call's own arrays (a large call: `ts` is block.ts). 0, or -1 with an error set. */
+static int copy_in(PyObject *block, PyObject *ts, PyObject *cols, Py_ssize_t fill, Py_ssize_t n,
+                   long long end) {
+    PyObject *bts = PyObject_GetAttr(block, ts_name);
+    PyObject *bcols = bts ? PyObject_GetAttr(block, cols_name) : NULL;
+    PyObject *bends = bcols ? PyObject_GetAttr(block, ends_name) : NULL;
+    int rc = -1;
+    if (!bends) goto done;
+    if (bts == ts) { rc = 0; goto done; } /* the call's own block: already in place */
+    if (!PyArray_CheckExact(bts) || !PyArray_CheckExact(bends) || !PyDict_Check(bcols) ||
+        !PyDict_Check(cols) || PyArray_NDIM((PyArrayObject *)bts) != 1 ||
+        PyArray_DIM((PyArrayObject *)bts, 0) < fill + n ||
+        PyArray_DIM((PyArrayObject *)bends, 0) < fill + n ||
+        PyArray_TYPE((PyArrayObject *)bends) != NPY_INT64 ||
+        !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)bends)) {
+        PyErr_SetString(PyExc_ValueError, "add_call: the block has no room for the call's rows");
+        goto done;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *name, *dst, *src;
+    for (int c = 0;; c++) {
+        if (c == 0) {
+            dst = bts;
+            src = ts;
+        } else {
+            if (!PyDict_Next(bcols, &pos, &name, &dst)) break;
+            src = PyDict_GetItemWithError(cols, name);
+            if (!src) {
+                if (!PyErr_Occurred())
+                    PyErr_Format(PyExc_KeyError, "add_call: the call has no column %R", name);
+                goto done;
+            }
+        }
+        PyArrayObject *d = (PyArrayObject *)dst, *s = (PyArrayObject *)src;
+        if (!PyArray_CheckExact(dst) || PyArray_NDIM(d) != 1 || PyArray_DIM(d, 0) < fill + n) {
+            PyErr_SetString(PyExc_ValueError, "add_call: a block column has no room");
+            goto done;
+        }
+        if (PyArray_CheckExact(src) && PyArray_NDIM(s) == 1 && PyArray_DIM(s, 0) == n &&
+            PyArray_TYPE(s) == PyArray_TYPE(d) && PyArray_IS_C_CONTIGUOUS(s) &&
+            PyArray_IS_C_CONTIGUOUS(d)) {
+            npy_intp item = PyArray_ITEMSIZE(d);
+            memcpy((char *)PyArray_DATA(d) + fill * item, PyArray_DATA(s), (size_t)(n * item));
+        } else if (PySequence_SetSlice(dst, fill, fill + n, src) < 0) {
+            goto done;
+        }
+    }
+    int64_t *e = (int64_t *)PyArray_DATA((PyArrayObject *)bends) + fill;
+    for (Py_ssize_t i = 0; i < n; i++) e[i] = end;
+    rc = 0;
+done:
+    Py_XDECREF(bts);
+    Py_XDECREF(bcols);
+    Py_XDECREF(bends);
+    return rc;
+}
+
+/* Extend the built tail of user `uid` by its slice [start, stop) of `block`:
+ * `tail.refs.append((block, start, stop)); tail.count = count[uid]`. */
+static int extend_tail(PyObject *tail, PyObject *block, int64_t start, int64_t stop,
+                       int64_t count) {
+    PyObject *refs = PyObject_GetAttr(tail, refs_name);
+    if (!refs) return -1;
+    PyObject *ref = Py_BuildValue("(OLL)", block, (long long)start, (long long)stop);
+    PyObject *c = ref ? PyLong_FromLongLong(count) : NULL;
+    int bad = !c || PyList_Append(refs, ref) < 0 || PyObject_SetAttr(tail, count_name, c) < 0;
+    Py_XDECREF(c);
+    Py_XDECREF(ref);
+    Py_DECREF(refs);
+    return bad ? -1 : 0;
+}
+
+PyDoc_STRVAR(add_call_doc,
+"add_call(parts, block, keys, counts, ts, cols, end, seal_at)\n--\n\n"
+"Add one append call to the memtable (MemTable._add_small's reference loop, for any number of\n"
+"users): its rows (grouped by user, counts[i] rows for keys[i]) copied into `block` (the last\n"
+"of `blocks`) at its `fill`, which grows by the call's rows; an entry per user (block, rows,\n"
+"previous entry, the record's end `end`, the user) chained from the user's last; new users\n"
+"given the next dense ids; and the built tails of the call's users extended by their slices.\n"
+"`parts` is MemTable._parts: (users, key_list, count, last, e_block, e_start, e_stop, e_prev,\n"
+"e_end, e_uid, blocks, tails). Returns (full, top, tail_rows, tail_refs): the keys whose tail\n"
+"reached seal_at (none when 0), the largest tail among the call's users, and the rows and\n"
+"slices the built tails grew by.");
+
+#define N_ENTRY_ARRS 8 /* count, last, e_block, e_start, e_stop, e_prev, e_end, e_uid */
+
+/* One C call per append, with no object per call: the rows go into a block many calls share
+ * (docs/design/realtime.md, "Many calls' rows in one block"). */
+static PyObject *add_call(PyObject *self, PyObject *args) {
+    PyObject *parts, *block, *keys, *counts, *ts, *cols;
+    long long end, seal_at;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!OO!O!OO!LL", &PyTuple_Type, &parts, &block, &PyList_Type,
+                          &keys, &PyList_Type, &counts, &ts, &PyDict_Type, &cols, &end,
+                          &seal_at))
+        return NULL;
+    if (PyTuple_GET_SIZE(parts) != 12) {
+        PyErr_SetString(PyExc_TypeError, "add_call: parts must be a 12-tuple");
         return NULL;
     }
-    npy_intp dims[1] = {k};
-    PyObject *uids = PyArray_SimpleNew(1, dims, NPY_INT64);
-    if (!uids) return NULL;
-    int64_t *u = (int64_t *)PyArray_DATA((PyArrayObject *)uids);
-    PyObject *zeros = NULL, *full = NULL, *built = NULL;
+    PyObject *users = PyTuple_GET_ITEM(parts, 0), *key_list = PyTuple_GET_ITEM(parts, 1);
+    PyObject *arrs[N_ENTRY_ARRS];
+    for (int a = 0; a < N_ENTRY_ARRS; a++) arrs[a] = PyTuple_GET_ITEM(parts, 2 + a);
+    PyObject *blocks = PyTuple_GET_ITEM(parts, 10), *tails = PyTuple_GET_ITEM(parts, 11);
+    if (!PyDict_Check(users) || !PyList_Check(key_list) || !PyList_Check(blocks) ||
+        !PyDict_Check(tails) || !PyArray_Check(ts) || PyArray_NDIM((PyArrayObject *)ts) != 1) {
+        PyErr_SetString(PyExc_TypeError, "add_call: arguments of the wrong types");
+        return NULL;
+    }
+    Py_ssize_t n_blocks = PyList_GET_SIZE(blocks);
+    if (n_blocks == 0 || PyList_GET_ITEM(blocks, n_blocks - 1) != block) {
+        PyErr_SetString(PyExc_ValueError, "add_call: the block must be the last of blocks");
+        return NULL;
+    }
+    Py_ssize_t k = PyList_GET_SIZE(keys), n = PyArray_DIM((PyArrayObject *)ts, 0);
+    if (PyList_GET_SIZE(counts) != k) {
+        PyErr_SetString(PyExc_ValueError, "add_call: keys and counts differ in length");
+        return NULL;
+    }
+    int64_t *u = NULL, *cnt = NULL;
+    PyObject *zeros = NULL, *full = NULL, *out = NULL;
+    /* the counts first: they must tile the call's rows */
+    if (!(u = PyMem_Malloc((size_t)(k ? k : 1) * sizeof(int64_t))) ||
+        !(cnt = PyMem_Malloc((size_t)(k ? k : 1) * sizeof(int64_t)))) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    int64_t rows = 0;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        cnt[i] = PyLong_AsLongLong(PyList_GET_ITEM(counts, i));
+        if (cnt[i] == -1 && PyErr_Occurred()) goto error;
+        if (cnt[i] < 0) {
+            PyErr_SetString(PyExc_ValueError, "add_call: a negative count");
+            goto error;
+        }
+        rows += cnt[i];
+    }
+    if (rows != n) {
+        PyErr_SetString(PyExc_ValueError, "add_call: counts do not sum to the call's rows");
+        goto error;
+    }
+    PyObject *fill_obj = PyObject_GetAttr(block, fill_name);
+    if (!fill_obj) goto error;
+    Py_ssize_t fill = PyLong_AsSsize_t(fill_obj);
+    Py_DECREF(fill_obj);
+    if (fill < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "add_call: negative fill");
+        goto error;
+    }
+    if (copy_in(block, ts, cols, fill, n, end) < 0) goto error;
+    /* the users: new keys get the next dense ids */
     Py_ssize_t base = PyList_GET_SIZE(key_list), added = 0;
     for (Py_ssize_t i = 0; i < k; i++) {
         PyObject *key = PyList_GET_ITEM(keys, i);
@@ -569,195 +703,65 @@ static PyObject *add_core(PyObject *users, PyObject *key_list, PyObject *keys, P
         Py_CLEAR(zeros);
     }
     if (!(zeros = zero_bytes(k))) goto error;
-    for (int a = 2; a < 6; a++)
+    for (int a = 2; a < N_ENTRY_ARRS; a++)
         if (grow(arrs[a], k, zeros) < 0) goto error;
     Py_CLEAR(zeros);
+    /* the block's new fill, before anything can fail half-way below */
+    PyObject *new_fill = PyLong_FromSsize_t(fill + n);
+    if (!new_fill) goto error;
+    int bad_fill = PyObject_SetAttr(block, fill_name, new_fill);
+    Py_DECREF(new_fill);
+    if (bad_fill < 0) goto error;
 
-    Py_buffer views[6];
-    int64_t *q[6];
-    if (q_buffers(arrs, 6, views, q) < 0) goto error;
+    Py_buffer views[N_ENTRY_ARRS];
+    int64_t *q[N_ENTRY_ARRS];
+    if (q_buffers(arrs, N_ENTRY_ARRS, views, q) < 0) goto error;
     Py_ssize_t n_users = views[0].len / 8;
     for (Py_ssize_t i = base; i < base + added && i < n_users; i++) q[1][i] = -1;
-    int64_t top = 0, start = 0;
-    int ok = 1;
-    full = PyList_New(0);
-    built = PyList_New(0);
-    if (!full || !built) ok = 0;
+    int64_t top = 0, start = fill, t_rows = 0, t_refs = 0;
+    int ok = (full = PyList_New(0)) != NULL;
+    int check_tails = PyDict_GET_SIZE(tails) > 0;
     for (Py_ssize_t i = 0; i < k && ok; i++) {
-        long long n = PyLong_AsLongLong(PyList_GET_ITEM(counts, i));
-        if ((n == -1 && PyErr_Occurred()) || u[i] < 0 || u[i] >= n_users) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_IndexError, "add_rows: user id out of range");
+        int64_t uid = u[i], c_n = cnt[i];
+        if (uid < 0 || uid >= n_users) {
+            PyErr_SetString(PyExc_IndexError, "add_call: user id out of range");
             ok = 0;
             break;
         }
-        int64_t e = e0 + i, uid = u[i];
-        q[2][e] = ci;
+        int64_t e = e0 + i;
+        q[2][e] = n_blocks - 1;
         q[3][e] = start;
-        q[4][e] = start + n;
+        q[4][e] = start + c_n;
         q[5][e] = q[1][uid];
+        q[6][e] = end;
+        q[7][e] = uid;
         q[1][uid] = e;
-        int64_t c = q[0][uid] += n;
+        int64_t c = q[0][uid] += c_n;
         if (c > top) top = c;
         if (seal_at && c >= seal_at && PyList_Append(full, PyList_GET_ITEM(keys, i)) < 0) ok = 0;
-        if (ok && PyDict_GET_SIZE(tails)) {
+        if (ok && check_tails) {
             PyObject *ukey = PyLong_FromLongLong(uid);
-            if (!ukey) {
+            PyObject *tail = ukey ? PyDict_GetItemWithError(tails, ukey) : NULL;
+            Py_XDECREF(ukey);
+            if (tail) {
+                if (extend_tail(tail, block, start, start + c_n, c) < 0) ok = 0;
+                t_rows += c_n;
+                t_refs += 1;
+            } else if (PyErr_Occurred()) {
                 ok = 0;
-                break;
             }
-            int has = PyDict_Contains(tails, ukey);
-            Py_DECREF(ukey);
-            PyObject *pos = has > 0 ? PyLong_FromSsize_t(i) : NULL;
-            if (has < 0 || (has > 0 && (!pos || PyList_Append(built, pos) < 0))) ok = 0;
-            Py_XDECREF(pos);
         }
-        start += n;
+        start += c_n;
     }
-    for (int a = 0; a < 6; a++) PyBuffer_Release(&views[a]);
+    for (int a = 0; a < N_ENTRY_ARRS; a++) PyBuffer_Release(&views[a]);
     if (!ok) goto error;
-    return Py_BuildValue("(NNLN)", uids, full, (long long)top, built);
+    out = Py_BuildValue("(OLLL)", full, (long long)top, (long long)t_rows, (long long)t_refs);
 error:
     Py_XDECREF(zeros);
     Py_XDECREF(full);
-    Py_XDECREF(built);
-    Py_DECREF(uids);
-    return NULL;
-}
-
-static PyObject *add_rows(PyObject *self, PyObject *args) {
-    PyObject *users, *key_list, *keys, *counts, *arrs[6], *tails;
-    long long ci, seal_at;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!OOOOOOLLO!", &PyDict_Type, &users, &PyList_Type,
-                          &key_list, &PyList_Type, &keys, &PyList_Type, &counts, &arrs[0],
-                          &arrs[1], &arrs[2], &arrs[3], &arrs[4], &arrs[5], &ci, &seal_at,
-                          &PyDict_Type, &tails))
-        return NULL;
-    return add_core(users, key_list, keys, counts, arrs, ci, seal_at, tails);
-}
-
-static PyObject *refs_name, *count_name, *append_name;
-
-/* Extend the built tails of `built` (positions into keys/counts) by their slice of `chunk`:
- * MemTable._add_small's `tail.refs.append((chunk, start, stop)); tail.count = c`. Adds the
- * rows and slices to *rows and *refs. */
-static int extend_built(PyObject *built, PyObject *tails, PyObject *chunk, PyObject *counts,
-                        const int64_t *u, PyObject *count, long long *rows, long long *refs) {
-    Py_ssize_t nb = PyList_GET_SIZE(built), k = PyList_GET_SIZE(counts);
-    if (!nb) return 0;
-    int64_t *stops = PyMem_Malloc((size_t)(k ? k : 1) * sizeof(int64_t));
-    if (!stops) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    int64_t at = 0;
-    for (Py_ssize_t i = 0; i < k; i++) {
-        long long n = PyLong_AsLongLong(PyList_GET_ITEM(counts, i));
-        if (n == -1 && PyErr_Occurred()) goto error;
-        stops[i] = at += n;
-    }
-    for (Py_ssize_t j = 0; j < nb; j++) {
-        Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(built, j));
-        if (i == -1 && PyErr_Occurred()) goto error;
-        int64_t start = i ? stops[i - 1] : 0, stop = stops[i];
-        PyObject *ukey = PyLong_FromLongLong(u[i]);
-        if (!ukey) goto error;
-        PyObject *tail = PyDict_GetItemWithError(tails, ukey); /* borrowed */
-        PyObject *c = tail ? PySequence_GetItem(count, (Py_ssize_t)u[i]) : NULL;
-        Py_DECREF(ukey);
-        if (!tail || !c) {
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "add_call: built tail gone");
-            Py_XDECREF(c);
-            goto error;
-        }
-        PyObject *tail_refs = PyObject_GetAttr(tail, refs_name);
-        PyObject *ref = tail_refs ? Py_BuildValue("(OLL)", chunk, (long long)start,
-                                                  (long long)stop) : NULL;
-        int bad = !ref || PyList_Append(tail_refs, ref) < 0 ||
-                  PyObject_SetAttr(tail, count_name, c) < 0;
-        Py_XDECREF(ref);
-        Py_XDECREF(tail_refs);
-        Py_DECREF(c);
-        if (bad) goto error;
-        *rows += stop - start;
-        *refs += 1;
-    }
-    PyMem_Free(stops);
-    return 0;
-error:
-    PyMem_Free(stops);
-    return -1;
-}
-
-static void untrack_one(PyObject *o) {
-    if (PyObject_IS_GC(o) && PyObject_GC_IsTracked(o)) PyObject_GC_UnTrack(o);
-}
-
-PyDoc_STRVAR(add_call_doc,
-"add_call(parts, chunk, keys, counts, end, seal_at)\n--\n\n"
-"Add one append call's chunk to the memtable (MemTable._add_compiled): add_rows' work, then\n"
-"the built tails of its users extended by their slices, the (chunk, uids, counts) entry and\n"
-"the chunk's log end `end` appended to `chunks` and `c_end`, and the chunk, counts and entry\n"
-"taken out of the cyclic collector. `parts` is MemTable._parts: (users, key_list, count,\n"
-"last, e_chunk, e_start, e_stop, e_prev, chunks, c_end, tails). Returns (full, top,\n"
-"tail_rows, tail_refs): the keys whose tail reached seal_at, the largest tail among the\n"
-"call's users, and the rows and slices the built tails grew by.");
-
-/* One C call per append instead of add_rows plus the Python around it: at calls of one event
- * that Python (a tuple, two list appends, attribute updates, untrack) cost about as much as
- * add_rows itself (docs/design/realtime.md, "One call per append"). */
-static PyObject *add_call(PyObject *self, PyObject *args) {
-    PyObject *parts, *chunk, *keys, *counts;
-    long long end, seal_at;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "O!OO!O!LL", &PyTuple_Type, &parts, &chunk, &PyList_Type, &keys,
-                          &PyList_Type, &counts, &end, &seal_at))
-        return NULL;
-    if (PyTuple_GET_SIZE(parts) != 11) {
-        PyErr_SetString(PyExc_TypeError, "add_call: parts must be an 11-tuple");
-        return NULL;
-    }
-    PyObject *users = PyTuple_GET_ITEM(parts, 0), *key_list = PyTuple_GET_ITEM(parts, 1);
-    PyObject *arrs[6];
-    for (int a = 0; a < 6; a++) arrs[a] = PyTuple_GET_ITEM(parts, 2 + a);
-    PyObject *chunks = PyTuple_GET_ITEM(parts, 8), *c_end = PyTuple_GET_ITEM(parts, 9);
-    PyObject *tails = PyTuple_GET_ITEM(parts, 10);
-    if (!PyDict_Check(users) || !PyList_Check(key_list) || !PyList_Check(chunks) ||
-        !PyDict_Check(tails)) {
-        PyErr_SetString(PyExc_TypeError, "add_call: parts of the wrong types");
-        return NULL;
-    }
-    PyObject *got = add_core(users, key_list, keys, counts, arrs, PyList_GET_SIZE(chunks),
-                             seal_at, tails);
-    if (!got) return NULL;
-    PyObject *uids = PyTuple_GET_ITEM(got, 0), *full = PyTuple_GET_ITEM(got, 1);
-    PyObject *built = PyTuple_GET_ITEM(got, 3);
-    long long top = PyLong_AsLongLong(PyTuple_GET_ITEM(got, 2)), rows = 0, refs = 0;
-    const int64_t *u = (const int64_t *)PyArray_DATA((PyArrayObject *)uids);
-    PyObject *entry = NULL, *r = NULL;
-    if (extend_built(built, tails, chunk, counts, u, arrs[0], &rows, &refs) < 0) goto error;
-    if (!(entry = PyTuple_Pack(3, chunk, uids, counts)) || PyList_Append(chunks, entry) < 0)
-        goto error;
-    PyObject *end_obj = PyLong_FromLongLong(end);
-    if (!end_obj) goto error;
-    r = PyObject_CallMethodOneArg(c_end, append_name, end_obj);
-    Py_DECREF(end_obj);
-    if (!r) goto error;
-    Py_DECREF(r);
-    /* None of the three can be in a cycle (arrays, ints, a dict of arrays): untracked, a
-     * memtable of many calls costs the collector's full passes nothing. */
-    untrack_one(chunk);
-    untrack_one(counts);
-    untrack_one(entry);
-    Py_DECREF(entry);
-    PyObject *out = Py_BuildValue("(OLLL)", full, top, rows, refs);
-    Py_DECREF(got);
+    PyMem_Free(u);
+    PyMem_Free(cnt);
     return out;
-error:
-    Py_XDECREF(entry);
-    Py_DECREF(got);
-    return NULL;
 }
 
 /* ------------------------------------------------------------------ a tail's arrays */
@@ -765,18 +769,24 @@ error:
  * slice per append call, so sealing 2,048 events gathered 2,048 numpy slices per column
  * (~2 ms per seal in Python, the largest CPU cost of 100-event appends after the kernel). */
 
-static PyObject *ts_name, *cols_name;
 
 PyDoc_STRVAR(gather_doc,
 "gather(refs, names)\n--\n\n"
 "(ts, {name: array}): the (chunk, start, stop) slices of `refs` concatenated, or None when\n"
 "an array is not a 1-D contiguous array of the first slice's dtype (Python then gathers).");
 
-/* Copy rows [a, b) of one chunk's arrays (ts, then `names` of chunk.cols) to position `pos` of
- * `out`, allocating `out` (of `total` rows) at the first slice. 1: copied; 0: an array that is
- * not 1-D contiguous of the first slice's dtype (the caller falls back); -1: an error. */
-static int copy_slice(PyObject *chunk, Py_ssize_t a, Py_ssize_t b, PyObject *names,
-                      Py_ssize_t nc, PyObject **out, int *types, npy_intp total, npy_intp pos) {
+/* The arrays of one chunk (block) a gather copies from: fetched once per run of slices from the
+ * same block (a hot user's slices sit in a few blocks, so this saves two attribute lookups and
+ * a dict lookup per column per slice). Borrowed pointers: the block holds them, and nothing
+ * runs Python code while a gather copies. */
+typedef struct {
+    PyObject *chunk;
+    PyArrayObject *arr[MAX_COLS + 1];
+} slice_src;
+
+/* 1: loaded; 0: a column that is not a numpy array (the caller falls back); -1: an error. */
+static int load_src(PyObject *chunk, PyObject *names, Py_ssize_t nc, slice_src *src) {
+    src->chunk = NULL;
     PyObject *ts = PyObject_GetAttr(chunk, ts_name);
     PyObject *cd = ts ? PyObject_GetAttr(chunk, cols_name) : NULL;
     int ok = cd && PyDict_Check(cd) ? 1 : (PyErr_Occurred() ? -1 : 0);
@@ -786,30 +796,41 @@ static int copy_slice(PyObject *chunk, Py_ssize_t a, Py_ssize_t b, PyObject *nam
             ok = PyErr_Occurred() ? -1 : 0;
             break;
         }
-        PyArrayObject *x = (PyArrayObject *)arr;
-        if (PyArray_NDIM(x) != 1 || !PyArray_IS_C_CONTIGUOUS(x) || PyArray_DIM(x, 0) < b) {
-            ok = 0;
-            break;
-        }
+        src->arr[c] = (PyArrayObject *)arr;
+    }
+    Py_XDECREF(ts);
+    Py_XDECREF(cd);
+    if (ok > 0) src->chunk = chunk;
+    return ok;
+}
+
+/* Copy rows [a, b) of one chunk's arrays (ts, then `names` of chunk.cols) to position `pos` of
+ * `out`, allocating `out` (of `total` rows) at the first slice. 1: copied; 0: an array that is
+ * not 1-D contiguous of the first slice's dtype (the caller falls back); -1: an error. */
+static int copy_slice(slice_src *src, PyObject *chunk, Py_ssize_t a, Py_ssize_t b,
+                      PyObject *names, Py_ssize_t nc, PyObject **out, int *types, npy_intp total,
+                      npy_intp pos) {
+    if (src->chunk != chunk) {
+        int got = load_src(chunk, names, nc, src);
+        if (got <= 0) return got;
+    }
+    for (Py_ssize_t c = 0; c <= nc; c++) {
+        PyArrayObject *x = src->arr[c];
+        if (PyArray_NDIM(x) != 1 || !PyArray_IS_C_CONTIGUOUS(x) || PyArray_DIM(x, 0) < b)
+            return 0;
         if (out[c] == NULL) {
             types[c] = PyArray_TYPE(x);
             npy_intp dims[1] = {total};
             out[c] = PyArray_SimpleNew(1, dims, types[c]);
-            if (!out[c]) {
-                ok = -1;
-                break;
-            }
+            if (!out[c]) return -1;
         } else if (PyArray_TYPE(x) != types[c]) {
-            ok = 0;
-            break;
+            return 0;
         }
         npy_intp item = PyArray_ITEMSIZE(x);
         memcpy((char *)PyArray_DATA((PyArrayObject *)out[c]) + pos * item,
                (char *)PyArray_DATA(x) + a * item, (size_t)((b - a) * item));
     }
-    Py_XDECREF(ts);
-    Py_XDECREF(cd);
-    return ok;
+    return 1;
 }
 
 /* (ts, {name: values}) from the gathered arrays; steals nothing, releases `out`. */
@@ -844,12 +865,14 @@ static PyObject *gather_refs(PyObject *self, PyObject *args) {
         total += b - a;
     }
     PyObject *out[MAX_COLS + 1] = {NULL};
+    slice_src src = {NULL, {NULL}};
     npy_intp pos = 0;
     for (Py_ssize_t r = 0; r < nr; r++) {
         PyObject *ref = PyList_GET_ITEM(refs, r);
         Py_ssize_t a = PyLong_AsSsize_t(PyTuple_GET_ITEM(ref, 1));
         Py_ssize_t b = PyLong_AsSsize_t(PyTuple_GET_ITEM(ref, 2));
-        int ok = copy_slice(PyTuple_GET_ITEM(ref, 0), a, b, names, nc, out, types, total, pos);
+        int ok = copy_slice(&src, PyTuple_GET_ITEM(ref, 0), a, b, names, nc, out, types, total,
+                            pos);
         if (ok <= 0) {
             for (Py_ssize_t c = 0; c <= nc; c++) Py_XDECREF(out[c]);
             if (ok < 0) return NULL;
@@ -865,59 +888,43 @@ static PyObject *gather_refs(PyObject *self, PyObject *args) {
  * first along the entry chain. A hot user's tail is one entry per append call, so the walk is
  * 2,048 steps per seal: ~1.8 ms in Python, the largest single cost of a seal. */
 
-static PyObject *end_name;
-
 PyDoc_STRVAR(chain_doc,
-"chain(chunks, e_chunk, e_start, e_stop, e_prev, e, through)\n--\n\n"
-"The slices [(chunk, start, stop), ...] of the entry chain that starts at entry `e` (newest)\n"
-"and follows e_prev, oldest first; the walk stops at the first chunk whose `end` is at or\n"
-"below `through` (that chunk and every older one were sealed).");
+"chain(blocks, e_block, e_start, e_stop, e_prev, e_end, e, through)\n--\n\n"
+"The slices [(block, start, stop), ...] of the entry chain that starts at entry `e` (newest)\n"
+"and follows e_prev, oldest first; the walk stops at the first entry whose record ends\n"
+"(e_end) at or below `through` (that entry and every older one were sealed).");
 
 static PyObject *chain_refs(PyObject *self, PyObject *args) {
-    PyObject *chunks, *arrs[4];
+    PyObject *blocks, *arrs[5];
     long long e, through;
-    if (!PyArg_ParseTuple(args, "O!OOOOLL", &PyList_Type, &chunks, &arrs[0], &arrs[1],
-                          &arrs[2], &arrs[3], &e, &through))
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!OOOOOLL", &PyList_Type, &blocks, &arrs[0], &arrs[1],
+                          &arrs[2], &arrs[3], &arrs[4], &e, &through))
         return NULL;
-    Py_buffer views[4];
-    int64_t *q[4];
-    if (q_buffers(arrs, 4, views, q) < 0) return NULL;
-    Py_ssize_t n_entries = views[0].len / 8, n_chunks = PyList_GET_SIZE(chunks);
+    Py_buffer views[5];
+    int64_t *q[5]; /* e_block, e_start, e_stop, e_prev, e_end */
+    if (q_buffers(arrs, 5, views, q) < 0) return NULL;
+    Py_ssize_t n_entries = views[0].len / 8, n_blocks = PyList_GET_SIZE(blocks);
+    for (int a = 1; a < 5; a++)
+        if (views[a].len / 8 < n_entries) n_entries = views[a].len / 8;
     PyObject *out = PyList_New(0);
     int ok = out != NULL;
     /* at most one step per entry: a broken chain cannot loop forever */
     for (Py_ssize_t steps = 0; ok && e >= 0; steps++) {
         int64_t ci;
-        if (e >= n_entries || steps >= n_entries || (ci = q[0][e]) < 0 || ci >= n_chunks) {
-            PyErr_SetString(PyExc_IndexError, "chain: entry or chunk index out of range");
+        if (e >= n_entries || steps >= n_entries || (ci = q[0][e]) < 0 || ci >= n_blocks) {
+            PyErr_SetString(PyExc_IndexError, "chain: entry or block index out of range");
             ok = 0;
             break;
         }
-        PyObject *item = PyList_GET_ITEM(chunks, ci);
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 1) {
-            PyErr_SetString(PyExc_TypeError, "chain: chunks must hold (chunk, uids, counts)");
-            ok = 0;
-            break;
-        }
-        PyObject *chunk = PyTuple_GET_ITEM(item, 0);
-        PyObject *end_obj = PyObject_GetAttr(chunk, end_name);
-        if (!end_obj) {
-            ok = 0;
-            break;
-        }
-        long long end = PyLong_AsLongLong(end_obj);
-        Py_DECREF(end_obj);
-        if (end == -1 && PyErr_Occurred()) {
-            ok = 0;
-            break;
-        }
-        if (end <= through) break;
-        PyObject *ref = Py_BuildValue("(OLL)", chunk, (long long)q[1][e], (long long)q[2][e]);
+        if (q[4][e] <= through) break;
+        PyObject *ref = Py_BuildValue("(OLL)", PyList_GET_ITEM(blocks, ci), (long long)q[1][e],
+                                      (long long)q[2][e]);
         if (!ref || PyList_Append(out, ref) < 0) ok = 0;
         Py_XDECREF(ref);
         e = q[3][e];
     }
-    for (int a = 0; a < 4; a++) PyBuffer_Release(&views[a]);
+    for (int a = 0; a < 5; a++) PyBuffer_Release(&views[a]);
     if (!ok || PyList_Reverse(out) < 0) {
         Py_XDECREF(out);
         return NULL;
@@ -926,27 +933,30 @@ static PyObject *chain_refs(PyObject *self, PyObject *args) {
 }
 
 PyDoc_STRVAR(gather_chain_doc,
-"gather_chain(chunks, c_end, e_chunk, e_start, e_stop, e_prev, e, through, names)\n--\n\n"
+"gather_chain(blocks, e_end, e_block, e_start, e_stop, e_prev, e, through, names)\n--\n\n"
 "`chain` and `gather` in one pass, without a slice object per entry: the columns of the\n"
-"entry chain from entry `e` (newest) back to the first chunk whose end (`c_end[chunk]`) is at\n"
-"or below `through`, oldest first, as new arrays (ts, {name: values}). None when the chain is\n"
+"entry chain from entry `e` (newest) back to the first entry whose record ends (e_end) at or\n"
+"below `through`, oldest first, as new arrays (ts, {name: values}). None when the chain is\n"
 "empty or an array is not 1-D contiguous of one dtype (the caller then walks in Python).");
 
 static PyObject *gather_chain(PyObject *self, PyObject *args) {
-    PyObject *chunks, *arrs[5], *names;
+    PyObject *blocks, *arrs[5], *names;
     long long e, through;
-    if (!PyArg_ParseTuple(args, "O!OOOOOLLO!", &PyList_Type, &chunks, &arrs[0], &arrs[1],
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!OOOOOLLO!", &PyList_Type, &blocks, &arrs[0], &arrs[1],
                           &arrs[2], &arrs[3], &arrs[4], &e, &through, &PyTuple_Type, &names))
         return NULL;
     Py_ssize_t nc = PyTuple_GET_SIZE(names);
     if (nc > MAX_COLS) Py_RETURN_NONE;
     Py_buffer views[5];
-    int64_t *q[5];  /* c_end, e_chunk, e_start, e_stop, e_prev */
+    int64_t *q[5];  /* e_end, e_block, e_start, e_stop, e_prev */
     if (q_buffers(arrs, 5, views, q) < 0) return NULL;
-    Py_ssize_t n_entries = views[1].len / 8, n_chunks = PyList_GET_SIZE(chunks);
-    Py_ssize_t n_ends = views[0].len / 8;
+    Py_ssize_t n_entries = views[1].len / 8, n_blocks = PyList_GET_SIZE(blocks);
+    for (int a = 0; a < 5; a++)
+        if (views[a].len / 8 < n_entries) n_entries = views[a].len / 8;
     int64_t *walk = NULL;
     PyObject *out[MAX_COLS + 1] = {NULL};
+    slice_src src = {NULL, {NULL}};
     PyObject *result = NULL;
     int types[MAX_COLS + 1];
     Py_ssize_t n = 0;
@@ -959,12 +969,12 @@ static PyObject *gather_chain(PyObject *self, PyObject *args) {
     /* the walk, newest first; at most one step per entry: a broken chain cannot loop */
     while (e >= 0) {
         int64_t ci;
-        if (e >= n_entries || n >= n_entries || (ci = q[1][e]) < 0 || ci >= n_chunks
-                || ci >= n_ends || q[2][e] < 0 || q[3][e] < q[2][e]) {
-            PyErr_SetString(PyExc_IndexError, "gather_chain: entry or chunk index out of range");
+        if (e >= n_entries || n >= n_entries || (ci = q[1][e]) < 0 || ci >= n_blocks
+                || q[2][e] < 0 || q[3][e] < q[2][e]) {
+            PyErr_SetString(PyExc_IndexError, "gather_chain: entry or block index out of range");
             goto done;
         }
-        if (q[0][ci] <= through) break;  /* this chunk and every older one were sealed */
+        if (q[0][e] <= through) break;  /* this entry and every older one were sealed */
         walk[n++] = e;
         total += q[3][e] - q[2][e];
         e = q[4][e];
@@ -977,13 +987,8 @@ static PyObject *gather_chain(PyObject *self, PyObject *args) {
     npy_intp pos = 0;
     for (Py_ssize_t i = n - 1; i >= 0 && ok > 0; i--) {
         int64_t x = walk[i];
-        PyObject *item = PyList_GET_ITEM(chunks, q[1][x]);
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 1) {
-            PyErr_SetString(PyExc_TypeError, "gather_chain: chunks must hold (chunk, uids, counts)");
-            goto done;
-        }
-        ok = copy_slice(PyTuple_GET_ITEM(item, 0), (Py_ssize_t)q[2][x], (Py_ssize_t)q[3][x],
-                        names, nc, out, types, total, pos);
+        ok = copy_slice(&src, PyList_GET_ITEM(blocks, q[1][x]), (Py_ssize_t)q[2][x],
+                        (Py_ssize_t)q[3][x], names, nc, out, types, total, pos);
         pos += q[3][x] - q[2][x];
     }
     if (ok > 0) {
@@ -1081,32 +1086,13 @@ done:
     return result;
 }
 
-PyDoc_STRVAR(untrack_doc,
-"untrack(*objs) -> None\n\n"
-"Take each object out of the cyclic collector's lists (a no-op for one it does not track).\n"
-"For the memtable's per-call objects (a chunk, its counts list, its entry tuple), which hold\n"
-"only arrays, ints and untracked containers and so can never be part of a cycle: a memtable of\n"
-"tens of thousands of calls then costs the collector's older generations nothing.");
-
-static PyObject *untrack(PyObject *self, PyObject *args) {
-    Py_ssize_t n = PyTuple_GET_SIZE(args);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *o = PyTuple_GET_ITEM(args, i);
-        if (PyObject_IS_GC(o) && PyObject_GC_IsTracked(o))
-            PyObject_GC_UnTrack(o);
-    }
-    Py_RETURN_NONE;
-}
-
 static PyMethodDef methods[] = {
     {"gather", gather_refs, METH_VARARGS, gather_doc},
     {"prepare", prepare, METH_VARARGS, prepare_doc},
-    {"add_rows", add_rows, METH_VARARGS, add_rows_doc},
     {"add_call", add_call, METH_VARARGS, add_call_doc},
     {"chain", chain_refs, METH_VARARGS, chain_doc},
     {"gather_chain", gather_chain, METH_VARARGS, gather_chain_doc},
     {"scatter", scatter, METH_VARARGS, scatter_doc},
-    {"untrack", untrack, METH_VARARGS, untrack_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1121,12 +1107,12 @@ PyMODINIT_FUNC PyInit_native_append(void) {
     frombytes_name = PyUnicode_InternFromString("frombytes");
     ts_name = PyUnicode_InternFromString("ts");
     cols_name = PyUnicode_InternFromString("cols");
-    end_name = PyUnicode_InternFromString("end");
     refs_name = PyUnicode_InternFromString("refs");
     count_name = PyUnicode_InternFromString("count");
-    append_name = PyUnicode_InternFromString("append");
-    if (!frombytes_name || !ts_name || !cols_name || !end_name || !refs_name || !count_name ||
-        !append_name)
+    fill_name = PyUnicode_InternFromString("fill");
+    ends_name = PyUnicode_InternFromString("ends");
+    if (!frombytes_name || !ts_name || !cols_name || !refs_name || !count_name || !fill_name ||
+        !ends_name)
         return NULL;
     return PyModule_Create(&module);
 }

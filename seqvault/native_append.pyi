@@ -12,27 +12,13 @@ def prepare(
     min_ts: int,
     /,
 ) -> tuple[list[Any], list[int], np.ndarray, dict[str, np.ndarray], bytes] | None: ...
-def add_rows(
-    users: dict[Any, int],
-    key_list: list[Any],
-    keys: list[Any],
-    counts: list[int],
-    count: array[int],
-    last: array[int],
-    e_chunk: array[int],
-    e_start: array[int],
-    e_stop: array[int],
-    e_prev: array[int],
-    ci: int,
-    seal_at: int,
-    tails: dict[int, Any],
-    /,
-) -> tuple[np.ndarray, list[Any], int, list[int]]: ...
 def add_call(
     parts: tuple[Any, ...],
-    chunk: Any,
+    block: Any,
     keys: list[Any],
     counts: list[int],
+    ts: np.ndarray,
+    cols: dict[str, np.ndarray],
     end: int,
     seal_at: int,
     /,
@@ -41,19 +27,20 @@ def gather(
     refs: list[tuple[Any, int, int]], names: tuple[str, ...], /
 ) -> tuple[np.ndarray, dict[str, np.ndarray]] | None: ...
 def chain(
-    chunks: list[tuple[Any, Any, Any]],
-    e_chunk: array[int],
+    blocks: list[Any],
+    e_block: array[int],
     e_start: array[int],
     e_stop: array[int],
     e_prev: array[int],
+    e_end: array[int],
     e: int,
     through: int,
     /,
 ) -> list[tuple[Any, int, int]]: ...
 def gather_chain(
-    chunks: list[tuple[Any, Any, Any]],
-    c_end: array[int],
-    e_chunk: array[int],
+    blocks: list[Any],
+    e_end: array[int],
+    e_block: array[int],
     e_start: array[int],
     e_stop: array[int],
     e_prev: array[int],
@@ -73,4 +60,3 @@ def scatter(
     plain: bool = False,
     /,
 ) -> Any: ...
-def untrack(*objs: Any) -> None: ...

@@ -2,7 +2,7 @@
 the Python reference path: it accepts only what the reference accepts, returns the same
 keys, counts and arrays, and the record payload byte for byte (so logs written by either
 replay alike); what it does not take (anything unusual, every invalid call) it hands back to
-Python, which names the problem. The memtable insert (`add_rows`) and the tail gather
+Python, which names the problem. The memtable insert (`add_call`) and the tail gather
 (`gather`) leave the memtable exactly as the Python loops do."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from seqvault import Schema, SeqVault, prepare, sample
 from seqvault import wal as walmod
 from seqvault.errors import ValidationError
-from seqvault.memtable import Chunk, MemTable
+from seqvault.memtable import BLOCK_ROWS, Block, MemTable
 from seqvault.validate import validate_append, validate_batch
 from tests.conftest import SCHEMA_DICT, native_required
 
@@ -211,28 +211,44 @@ def test_the_kernel_copies_the_callers_arrays():
 
 # ------------------------------------------------------------------ memtable insert
 def _state(mem: MemTable) -> tuple:
-    tails = {uid: ([(id(c), s, e) for c, s, e in t.refs], t.count)
+    index = {id(b): i for i, b in enumerate(mem.blocks)}
+    tails = {uid: ([(index[id(b)], s, e) for b, s, e in t.refs], t.count)
              for uid, t in mem.tails.items()}
+    blocks = [(id(b), b.fill, b.ts[:b.fill].tolist(), b.ends[:b.fill].tolist(),
+               {k: v[:b.fill].tolist() for k, v in b.cols.items()}) for b in mem.blocks]
     return (dict(mem.users), list(mem.keys), mem.max_tail, mem.events, list(mem._count),
-            list(mem._last), list(mem._e_chunk), list(mem._e_start), list(mem._e_stop),
-            list(mem._e_prev), [(id(c), list(u), list(n)) for c, u, n in mem.chunks], tails,
-            list(mem._c_end), mem.tail_rows, mem.tail_refs)
+            list(mem._last), list(mem._e_block), list(mem._e_start), list(mem._e_stop),
+            list(mem._e_prev), list(mem._e_end), list(mem._e_uid), tails, mem.tail_rows,
+            mem.tail_refs, mem.cap_rows, [b[1:] for b in blocks])
 
 
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**32), st.integers(1, 120))
-def test_add_rows_leaves_the_memtable_as_the_python_loop_does(seed, width):
+def test_add_call_leaves_the_memtable_as_the_python_loop_does(seed, width):
+    """The same calls (small ones sharing blocks, large ones keeping their own arrays, reads
+    building tails that later calls extend) through the compiled `add_call` and through the
+    Python paths leave equal memtables: users, entries, chains, record ends, block rows."""
     rng = np.random.default_rng(seed)
     mems = {"native": MemTable(), "python": MemTable()}
     for step in range(30):
         k = int(rng.integers(1, width + 1))
         keys = sorted(set(rng.integers(0, 3 * width, k).tolist()))
-        counts = rng.integers(1, 5, len(keys)).tolist()
-        chunk = Chunk(np.zeros(sum(counts), np.int64), {}, end=step)
-        full_native = mems["native"]._add_compiled(KERNEL, chunk, keys, counts, seal_at=6)
-        full_python = mems["python"]._add_small(chunk, keys, counts, seal_at=6)
-        for mem in mems.values():
-            mem.events += sum(counts)
+        big = step % 11 == 5  # a call large enough for a block of its own
+        counts = rng.integers(1, 5, len(keys)).tolist() if not big else [
+            BLOCK_ROWS // (4 * len(keys)) + 1] * len(keys)
+        n = sum(counts)
+        for name, mem in mems.items():
+            ts = np.arange(n, dtype=np.int64) + 1000 * step
+            cols = {"x": (np.arange(n) % 7).astype(np.int16)}
+            old, prepare.KERNEL = prepare.KERNEL, (KERNEL if name == "native" else None)
+            try:
+                full = mem.add_grouped(keys, counts, ts, cols, end=10 * (step + 1), seal_at=6)
+            finally:
+                prepare.KERNEL = old
+            if name == "native":
+                full_native = full
+            else:
+                full_python = full
             if step % 7 == 3:  # build some tails (as a read would): later adds extend them
                 mem.get(keys[0])
         assert full_native == full_python
@@ -241,8 +257,9 @@ def test_add_rows_leaves_the_memtable_as_the_python_loop_does(seed, width):
 
 def test_gather_concatenates_a_tails_slices():
     rng = np.random.default_rng(3)
-    chunks = [Chunk(rng.integers(0, 100, 9), {"a": rng.integers(0, 9, 9).astype(np.int8),
-                                              "b": rng.random(9)}) for _ in range(50)]
+    chunks = [Block(rng.integers(0, 100, 9), {"a": rng.integers(0, 9, 9).astype(np.int8),
+                                              "b": rng.random(9)}, np.zeros(9, np.int64), 9)
+              for _ in range(50)]
     refs = [(c, int(s), int(s) + int(n)) for c in chunks
             for s, n in [(rng.integers(0, 5), rng.integers(0, 5))]]
     ts, cols = KERNEL.gather(refs, ("a", "b"))
@@ -250,65 +267,71 @@ def test_gather_concatenates_a_tails_slices():
     for name in ("a", "b"):
         want = np.concatenate([c.cols[name][s:e] for c, s, e in refs])
         assert cols[name].dtype == want.dtype and cols[name].tolist() == want.tolist()
-    odd = Chunk(chunks[0].ts, {"a": chunks[0].cols["a"].astype(np.int64), "b": chunks[0].cols["b"]})
+    odd = Block(chunks[0].ts, {"a": chunks[0].cols["a"].astype(np.int64),
+                               "b": chunks[0].cols["b"]}, chunks[0].ends, 9)
     assert KERNEL.gather(refs + [(odd, 0, 2)], ("a", "b")) is None  # a dtype changed: Python
 
 
-def test_chain_walks_a_users_entries_and_stops_at_the_sealed_chunk():
-    """`chain` (MemTable._build in C): the user's slices oldest first, none from a chunk whose
-    `end` is at or below `through`; an empty chain is []; a chain that loops (a corrupt
-    `e_prev`) or points outside the arrays raises instead of hanging or reading out of bounds."""
+def test_chain_walks_a_users_entries_and_stops_at_the_sealed_entry():
+    """`chain` (MemTable._build in C): the user's slices oldest first, none from an entry whose
+    record ends (`e_end`) at or below `through`; an empty chain is []; a chain that loops (a
+    corrupt `e_prev`) or points outside the arrays raises instead of hanging or reading out of
+    bounds."""
     from array import array
 
-    chunks = [(Chunk(np.arange(4), {}, end=10 * (i + 1)), None, None) for i in range(3)]
-    # entries 0..3: user A's slices in chunks 0, 1, 2 (entries 0, 2, 3); entry 1 is another's
-    e_chunk, e_start = array("q", [0, 0, 1, 2]), array("q", [0, 2, 1, 0])
+    blocks = [Block(np.arange(4), {}, np.full(4, 10 * (i + 1)), 4) for i in range(3)]
+    # entries 0..3: user A's slices in blocks 0, 1, 2 (entries 0, 2, 3); entry 1 is another's
+    e_block, e_start = array("q", [0, 0, 1, 2]), array("q", [0, 2, 1, 0])
     e_stop, e_prev = array("q", [2, 4, 3, 4]), array("q", [-1, -1, 0, 2])
-    refs = KERNEL.chain(chunks, e_chunk, e_start, e_stop, e_prev, 3, -1)
-    assert [(c is chunks[i][0], s, e) for (c, s, e), i in zip(refs, (0, 1, 2))] == [
+    e_end = array("q", [10, 10, 20, 30])
+    refs = KERNEL.chain(blocks, e_block, e_start, e_stop, e_prev, e_end, 3, -1)
+    assert [(b is blocks[i], s, e) for (b, s, e), i in zip(refs, (0, 1, 2))] == [
         (True, 0, 2), (True, 1, 3), (True, 0, 4)]
-    assert [(s, e) for _c, s, e in KERNEL.chain(chunks, e_chunk, e_start, e_stop, e_prev,
-                                                3, 20)] == [(0, 4)]  # chunks ending <= 20 sealed
-    assert KERNEL.chain(chunks, e_chunk, e_start, e_stop, e_prev, -1, -1) == []
+    assert [(s, e) for _b, s, e in KERNEL.chain(blocks, e_block, e_start, e_stop, e_prev, e_end,
+                                                3, 20)] == [(0, 4)]  # records ending <= 20 sealed
+    assert KERNEL.chain(blocks, e_block, e_start, e_stop, e_prev, e_end, -1, -1) == []
     with pytest.raises(IndexError):
-        KERNEL.chain(chunks, e_chunk, e_start, e_stop, array("q", [0, -1, 0, 2]), 3, -1)
+        KERNEL.chain(blocks, e_block, e_start, e_stop, array("q", [0, -1, 0, 2]), e_end, 3, -1)
     with pytest.raises(IndexError):
-        KERNEL.chain(chunks, e_chunk, e_start, e_stop, e_prev, 9, -1)
+        KERNEL.chain(blocks, e_block, e_start, e_stop, e_prev, e_end, 9, -1)
+    with pytest.raises(IndexError):  # an end array shorter than the entries
+        KERNEL.chain(blocks, e_block, e_start, e_stop, e_prev, array("q", [10]), 3, -1)
     with pytest.raises(TypeError):
-        KERNEL.chain(chunks, [0, 0, 1, 2], e_start, e_stop, e_prev, 3, -1)
+        KERNEL.chain(blocks, [0, 0, 1, 2], e_start, e_stop, e_prev, e_end, 3, -1)
 
 
-def test_gather_chain_copies_a_users_columns_oldest_first_and_stops_at_the_sealed_chunk():
+def test_gather_chain_copies_a_users_columns_oldest_first_and_stops_at_the_sealed_entry():
     """`gather_chain` (the seal's walk and gather in one C pass): the columns of the user's
-    entries oldest first, nothing from a chunk whose end (`c_end`) is at or below `through`;
-    None for an empty chain or an array it cannot copy; a looping or out-of-range chain raises."""
+    entries oldest first, nothing from an entry whose record ends (`e_end`) at or below
+    `through`; None for an empty chain or an array it cannot copy; a looping or out-of-range
+    chain raises."""
     from array import array
 
-    chunks = [(Chunk(np.arange(4, dtype=np.int64) + 10 * i,
-                     {"x": np.arange(4, dtype=np.int32) + 100 * i}, end=10 * (i + 1)), None, None)
+    blocks = [Block(np.arange(4, dtype=np.int64) + 10 * i,
+                    {"x": np.arange(4, dtype=np.int32) + 100 * i}, np.full(4, 10 * (i + 1)), 4)
               for i in range(3)]
-    c_end = array("q", [10, 20, 30])
-    e_chunk, e_start = array("q", [0, 0, 1, 2]), array("q", [0, 2, 1, 0])
+    e_end = array("q", [10, 10, 20, 30])
+    e_block, e_start = array("q", [0, 0, 1, 2]), array("q", [0, 2, 1, 0])
     e_stop, e_prev = array("q", [2, 4, 3, 4]), array("q", [-1, -1, 0, 2])
-    args = (e_chunk, e_start, e_stop, e_prev)
-    ts, cols = KERNEL.gather_chain(chunks, c_end, *args, 3, -1, ("x",))
+    args = (e_block, e_start, e_stop, e_prev)
+    ts, cols = KERNEL.gather_chain(blocks, e_end, *args, 3, -1, ("x",))
     assert ts.tolist() == [0, 1, 11, 12, 20, 21, 22, 23]
     assert cols["x"].dtype == np.int32
     assert cols["x"].tolist() == [100 * (t // 10) + t % 10 for t in ts.tolist()]
-    ts, cols = KERNEL.gather_chain(chunks, c_end, *args, 3, 20, ("x",))
-    assert ts.tolist() == [20, 21, 22, 23]  # chunks ending <= 20 were sealed
-    assert KERNEL.gather_chain(chunks, c_end, *args, 3, 30, ("x",)) is None
-    assert KERNEL.gather_chain(chunks, c_end, *args, -1, -1, ("x",)) is None
-    odd = [(Chunk(c.ts, {"x": c.cols["x"].astype(np.int64)}, end=c.end), u, n)
-           if i == 1 else (c, u, n) for i, (c, u, n) in enumerate(chunks)]
-    assert KERNEL.gather_chain(odd, c_end, *args, 3, -1, ("x",)) is None  # dtypes differ
+    ts, cols = KERNEL.gather_chain(blocks, e_end, *args, 3, 20, ("x",))
+    assert ts.tolist() == [20, 21, 22, 23]  # records ending <= 20 were sealed
+    assert KERNEL.gather_chain(blocks, e_end, *args, 3, 30, ("x",)) is None
+    assert KERNEL.gather_chain(blocks, e_end, *args, -1, -1, ("x",)) is None
+    odd = [Block(b.ts, {"x": b.cols["x"].astype(np.int64)}, b.ends, 4) if i == 1 else b
+           for i, b in enumerate(blocks)]
+    assert KERNEL.gather_chain(odd, e_end, *args, 3, -1, ("x",)) is None  # dtypes differ
     with pytest.raises(IndexError):
-        KERNEL.gather_chain(chunks, c_end, e_chunk, e_start, e_stop, array("q", [0, -1, 0, 2]),
+        KERNEL.gather_chain(blocks, e_end, e_block, e_start, e_stop, array("q", [0, -1, 0, 2]),
                             3, -1, ("x",))
     with pytest.raises(IndexError):
-        KERNEL.gather_chain(chunks, c_end, *args, 9, -1, ("x",))
+        KERNEL.gather_chain(blocks, e_end, *args, 9, -1, ("x",))
     with pytest.raises(IndexError):
-        KERNEL.gather_chain(chunks, array("q", [10]), *args, 3, -1, ("x",))
+        KERNEL.gather_chain(blocks, array("q", [10]), *args, 3, -1, ("x",))
 
 
 def test_scatter_writes_byte_planes_and_plain_bytes_and_refuses_bad_positions():
@@ -408,30 +431,31 @@ def test_appends_read_back_and_replay_on_either_path(tmp_path, append_kernel):
         v.close()
 
 
-def test_the_memtables_per_call_objects_leave_the_collector(monkeypatch):
-    # A memtable of one-event appends holds ~3 objects a call; tracked, every full collection
-    # walks them all (300k one-event calls: 1.17 s of collections, 0.03 s untracked). They
-    # hold only arrays, ints and a dict of arrays, so untracking them can leak no cycle.
+def test_small_calls_share_blocks_and_leave_no_object_per_call(monkeypatch):
+    """A memtable of small calls holds its rows in blocks of BLOCK_ROWS rows, not an object
+    per call: the objects the collector tracks do not grow with the calls (one-event calls
+    held ~1,600 bytes and three tracked objects each). A large call's arrays become a block of
+    their own, and the small calls after it start a new block."""
     import gc
 
     monkeypatch.setattr(prepare, "KERNEL", KERNEL)
     m = MemTable()
-    for i in range(50):
-        m.add_grouped([i % 7, 100 + i], [1, 2], np.arange(3, dtype=np.int64) + i,
+    m.add_grouped([1], [1], np.arange(1, dtype=np.int64), {"x": np.arange(1, dtype=np.int32)})
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(2_000):
+        m.add_grouped([i % 7, 100 + i % 50], [1, 2], np.arange(3, dtype=np.int64) + i,
                       {"x": np.arange(3, dtype=np.int32)}, end=i + 1)
-    for entry in m.chunks:
-        chunk, _uids, counts = entry
-        assert not gc.is_tracked(entry) and not gc.is_tracked(chunk)
-        assert not gc.is_tracked(counts)
-    assert m.get(3) is not None and m.get(3).count == sum(1 for i in range(50) if i % 7 == 3)
-
-
-def test_untrack_takes_objects_out_of_the_collector_and_ignores_untracked_ones():
-    import gc
-
-    xs, t, n = [1, 2], (np.zeros(2),), 5
-    assert gc.is_tracked(xs)
-    KERNEL.untrack(xs, t, n, "s")
-    assert not gc.is_tracked(xs) and not gc.is_tracked(t) and not gc.is_tracked(n)
-    KERNEL.untrack(xs)  # twice: a no-op
-    assert xs == [1, 2]
+    gc.collect()
+    assert len(gc.get_objects()) - before < 200  # users' keys only: no object per call
+    assert len(m.blocks) == -(-(1 + 6_000) // BLOCK_ROWS)
+    assert m.rows == 6_001 and m.cap_rows == len(m.blocks) * BLOCK_ROWS
+    ts = np.arange(5_000, dtype=np.int64)
+    m.add_grouped([5], [5_000], ts, {"x": np.zeros(5_000, np.int32)}, end=9_999)
+    assert m.blocks[-1].ts is ts and m.blocks[-1].fill == 5_000  # its own arrays, no copy
+    m.add_grouped([6], [1], np.arange(1, dtype=np.int64), {"x": np.arange(1, dtype=np.int32)},
+                  end=10_000)
+    assert m.blocks[-1].ts.size == BLOCK_ROWS and m.blocks[-1].fill == 1
+    tail = m.get(3)
+    assert tail is not None and tail.count == sum(1 for i in range(2_000) if i % 7 == 3)
+    assert tail.arrays()[0].tolist() == [i for i in range(2_000) if i % 7 == 3]
