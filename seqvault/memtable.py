@@ -55,8 +55,10 @@ class Block:
 
     @classmethod
     def holding(cls, ts: np.ndarray, cols: dict[str, np.ndarray], end: int) -> Block:
-        """A block that is a large call's own arrays (the add then finds its rows in place)."""
-        return cls(ts, cols, np.full(ts.size, end, dtype=np.int64))
+        """A block that is a large call's own arrays (the add then finds its rows in place).
+        Every row has the same record end: a read-only view of one int64, no array per row
+        (a many-user load's memtable holds ~8 bytes an event less)."""
+        return cls(ts, cols, np.broadcast_to(np.int64(end), ts.shape))
 
     def copy_in(self, ts: np.ndarray, cols: dict[str, np.ndarray], end: int) -> int:
         """Write a call's rows past `fill` (nothing to write when the block is the call's own
@@ -279,7 +281,7 @@ class MemTable:
     # entry, key and counters; and, for a tail built by a read or a seal, a slice reference and
     # a sorted copy per event.
     BLOCK_BYTES = 1_500
-    ENTRY_BYTES = 56
+    ENTRY_BYTES = 48
     USER_BYTES = 200
     # a built tail: its object, its list and its sorted copy's arrays (room for 64 rows at
     # least); per slice, the (block, start, stop) tuple and its two ints; per event, the copy's
@@ -307,7 +309,7 @@ class MemTable:
         self.tails: dict[int, UserTail] = {}  # built tails, by uid
         self.events = 0
         self.rows = 0  # events in `blocks`: partial seals leave theirs there until the flush
-        self.cap_rows = 0  # rows the blocks have room for: what they hold in memory
+        self.block_bytes = 0  # what the blocks' arrays hold in memory, room included
         self.row_bytes = 0  # column bytes of one event, ts included (from the first call)
         self.tail_rows = 0  # events of the built tails (`tails`)
         self.tail_refs = 0  # their slices
@@ -333,10 +335,10 @@ class MemTable:
 
     def nbytes(self) -> int:
         """An estimate of the memory this memtable holds, in O(1): what `memtable_bytes` caps.
-        Counts the blocks at their capacity (a partial seal's events stay there until the
+        Counts the blocks with their room (a partial seal's events stay there until the
         flush, so `events` alone does not bound memory), the per-block, per-entry and per-user
         bookkeeping, and the built tails' slice references and sorted copies."""
-        return (self.cap_rows * (self.row_bytes + 8) + len(self.blocks) * self.BLOCK_BYTES
+        return (self.block_bytes + len(self.blocks) * self.BLOCK_BYTES
                 + len(self._e_block) * self.ENTRY_BYTES + len(self.keys) * self.USER_BYTES
                 + len(self.tails) * self.TAIL_BYTES
                 + self.tail_rows * (self.row_bytes + self.TAIL_ROW_BYTES)
@@ -373,7 +375,10 @@ class MemTable:
         block = (Block.holding(ts, cols, end) if n >= OWN_BLOCK_ROWS
                  else Block.like(ts, cols, BLOCK_ROWS))
         blocks.append(block)
-        self.cap_rows += int(block.ts.size)
+        # a shared block: its room for BLOCK_ROWS rows and their record ends; a call's own
+        # arrays: its rows (their ends are one shared int64)
+        self.block_bytes += (BLOCK_ROWS * (self.row_bytes + 8) if n < OWN_BLOCK_ROWS
+                             else n * self.row_bytes)
         return block
 
     def add_grouped(self, keys: Sequence[Any], counts: Sequence[int], ts: np.ndarray,

@@ -219,7 +219,7 @@ def _state(mem: MemTable) -> tuple:
     return (dict(mem.users), list(mem.keys), mem.max_tail, mem.events, list(mem._count),
             list(mem._last), list(mem._e_block), list(mem._e_start), list(mem._e_stop),
             list(mem._e_prev), list(mem._e_end), list(mem._e_uid), tails, mem.tail_rows,
-            mem.tail_refs, mem.cap_rows, [b[1:] for b in blocks])
+            mem.tail_refs, mem.block_bytes, [b[1:] for b in blocks])
 
 
 @settings(max_examples=40, deadline=None)
@@ -449,10 +449,12 @@ def test_small_calls_share_blocks_and_leave_no_object_per_call(monkeypatch):
     gc.collect()
     assert len(gc.get_objects()) - before < 200  # users' keys only: no object per call
     assert len(m.blocks) == -(-(1 + 6_000) // BLOCK_ROWS)
-    assert m.rows == 6_001 and m.cap_rows == len(m.blocks) * BLOCK_ROWS
+    assert m.rows == 6_001 and m.block_bytes == len(m.blocks) * BLOCK_ROWS * (m.row_bytes + 8)
     ts = np.arange(5_000, dtype=np.int64)
     m.add_grouped([5], [5_000], ts, {"x": np.zeros(5_000, np.int32)}, end=9_999)
     assert m.blocks[-1].ts is ts and m.blocks[-1].fill == 5_000  # its own arrays, no copy
+    assert m.blocks[-1].ends.tolist() == [9_999] * 5_000  # one shared end, no array per row
+    assert m.blocks[-1].ends.base is not None and m.blocks[-1].ends.strides == (0,)
     m.add_grouped([6], [1], np.arange(1, dtype=np.int64), {"x": np.arange(1, dtype=np.int32)},
                   end=10_000)
     assert m.blocks[-1].ts.size == BLOCK_ROWS and m.blocks[-1].fill == 1
