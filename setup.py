@@ -45,11 +45,12 @@ setup(
             extra_compile_args=["-O3", "-std=c11"],
             optional=not required,
         ),
-        # The append kernel (seqvault/native_append.c): NumPy's headers only.
+        # The append kernel (seqvault/native_append.c): NumPy's headers, and zlib for the record crc.
         Extension(
             "seqvault.native_append",
             ["seqvault/native_append.c"],
             include_dirs=[numpy.get_include()],
+            libraries=["z"],
             extra_compile_args=["-O3", "-std=c11"],
             optional=not required,
         ),

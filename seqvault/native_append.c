@@ -22,8 +22,11 @@
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
 #include <Python.h>
 #include <numpy/arrayobject.h>
+#include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
+#include <zlib.h>
 
 #define MAX_ROWS 1024 /* stack buffers of the grouping: ~40 KiB */
 #define MAX_COLS 256
@@ -252,223 +255,250 @@ PyDoc_STRVAR(prepare_doc,
 "spec: (version, time_name, max_ts, ((name, typenum, allow_nan), ...)); key: the user of\n"
 "every row when users is None; users: an int64 array or list of ints otherwise.");
 
+static PyObject *prepare_impl(PyObject *spec, PyObject *key, PyObject *users, PyObject *columns,
+                              long long min_ts);
+
 static PyObject *prepare(PyObject *self, PyObject *args) {
     PyObject *spec, *key, *users, *columns;
     long long min_ts;
+    (void)self;
     if (!PyArg_ParseTuple(args, "O!OOO!L", &PyTuple_Type, &spec, &key, &users, &PyDict_Type,
                           &columns, &min_ts))
         return NULL;
-    if (!LITTLE_HOST) Py_RETURN_NONE;
+    return prepare_impl(spec, key, users, columns, min_ts);
+}
+
+/* One call's columns, checked against the spec and grouped by user, before any output exists:
+ * what `prepare` and `append_call` share. */
+typedef struct {
     long long version, max_ts;
-    PyObject *time_name, *cols_spec;
-    if (!PyArg_ParseTuple(spec, "LOLO!", &version, &time_name, &max_ts, &PyTuple_Type,
-                          &cols_spec))
-        return NULL;
-    Py_ssize_t ncols = PyTuple_GET_SIZE(cols_spec);
-    if (ncols > MAX_COLS) Py_RETURN_NONE;
-    /* exactly the schema's columns (the user column too, for a batch): no more, no fewer */
-    if (PyDict_GET_SIZE(columns) != ncols + 1 + (users != Py_None)) Py_RETURN_NONE;
-
-    Py_ssize_t n = -1;
-    src_t ts_src, srcs[MAX_COLS], user_src;
-    PyObject *tv = PyDict_GetItemWithError(columns, time_name);
-    if (!tv) {
-        if (PyErr_Occurred()) return NULL;
-        Py_RETURN_NONE;
-    }
-    if (!open_src(tv, NPY_INT64, &n, &ts_src)) Py_RETURN_NONE;
-    if (n <= 0 || n > MAX_ROWS) Py_RETURN_NONE;
+    PyObject *cols_spec; /* borrowed from spec */
+    Py_ssize_t n, ncols, nk;
+    int batch; /* users given: nk users in ukeys/counts; else every row is the one key's */
+    src_t ts_src, srcs[MAX_COLS];
     int allow_nan[MAX_COLS];
-    for (Py_ssize_t c = 0; c < ncols; c++) {
-        PyObject *cs = PyTuple_GET_ITEM(cols_spec, c);
-        PyObject *name = PyTuple_GET_ITEM(cs, 0);
-        int typenum = (int)PyLong_AsLong(PyTuple_GET_ITEM(cs, 1));
-        if (typenum == -1 && PyErr_Occurred()) return NULL;
-        allow_nan[c] = PyObject_IsTrue(PyTuple_GET_ITEM(cs, 2));
-        PyObject *v = PyDict_GetItemWithError(columns, name);
-        if (!v) {
-            if (PyErr_Occurred()) return NULL;
-            Py_RETURN_NONE;
-        }
-        if (!open_src(v, typenum, &n, &srcs[c])) Py_RETURN_NONE;
-    }
-
-    /* rows grouped by user, each user's rows in call order, users in ascending key order (a
-     * stable sort, as validate_batch's np.argsort(kind="stable")) */
-    Py_ssize_t order_buf[MAX_ROWS];
+    Py_ssize_t order[MAX_ROWS];
     int64_t ukeys[MAX_ROWS];
     Py_ssize_t counts[MAX_ROWS];
-    Py_ssize_t nk = 0;
-    for (Py_ssize_t i = 0; i < n; i++) order_buf[i] = i;
-    if (users != Py_None) {
-        if (!open_src(users, NPY_INT64, &n, &user_src)) Py_RETURN_NONE;
-        int64_t uv[MAX_ROWS];
-        for (Py_ssize_t i = 0; i < n; i++) {
-            int r = user_src.data ? (memcpy(&uv[i], user_src.data + i * user_src.stride, 8), 1)
-                                  : list_value(&user_src, i, (uint8_t *)&uv[i]);
-            if (r < 0) return NULL;
-            if (r == 0) Py_RETURN_NONE;
-        }
-        int sorted = 1;
-        for (Py_ssize_t i = 1; i < n && sorted; i++) sorted = uv[i - 1] <= uv[i];
-        if (!sorted) {
-            /* stable merge sort of row numbers by user */
-            Py_ssize_t tmp[MAX_ROWS];
-            Py_ssize_t *a = order_buf, *t = tmp;
-            for (Py_ssize_t w = 1; w < n; w *= 2) {
-                for (Py_ssize_t lo = 0; lo < n; lo += 2 * w) {
-                    Py_ssize_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
-                    Py_ssize_t i = lo, j = mid, k = lo;
-                    while (i < mid && j < hi) t[k++] = uv[a[j]] < uv[a[i]] ? a[j++] : a[i++];
-                    while (i < mid) t[k++] = a[i++];
-                    while (j < hi) t[k++] = a[j++];
-                }
-                Py_ssize_t *s = a;
-                a = t;
-                t = s;
+} call_t;
+
+/* Fill `c` from the call's arguments. 1: a plain case so far; 0: not one; -1: error set. */
+static int open_call(call_t *c, PyObject *spec, PyObject *users, PyObject *columns) {
+    if (!LITTLE_HOST) return 0;
+    PyObject *time_name;
+    if (!PyArg_ParseTuple(spec, "LOLO!", &c->version, &time_name, &c->max_ts, &PyTuple_Type,
+                          &c->cols_spec))
+        return -1;
+    Py_ssize_t ncols = c->ncols = PyTuple_GET_SIZE(c->cols_spec);
+    c->batch = users != Py_None;
+    if (ncols > MAX_COLS) return 0;
+    /* exactly the schema's columns (the user column too, for a batch): no more, no fewer */
+    if (PyDict_GET_SIZE(columns) != ncols + 1 + c->batch) return 0;
+    Py_ssize_t n = -1;
+    PyObject *tv = PyDict_GetItemWithError(columns, time_name);
+    if (!tv) return PyErr_Occurred() ? -1 : 0;
+    if (!open_src(tv, NPY_INT64, &n, &c->ts_src)) return 0;
+    if (n <= 0 || n > MAX_ROWS) return 0;
+    for (Py_ssize_t i = 0; i < ncols; i++) {
+        PyObject *cs = PyTuple_GET_ITEM(c->cols_spec, i);
+        PyObject *name = PyTuple_GET_ITEM(cs, 0);
+        int typenum = (int)PyLong_AsLong(PyTuple_GET_ITEM(cs, 1));
+        if (typenum == -1 && PyErr_Occurred()) return -1;
+        c->allow_nan[i] = PyObject_IsTrue(PyTuple_GET_ITEM(cs, 2));
+        PyObject *v = PyDict_GetItemWithError(columns, name);
+        if (!v) return PyErr_Occurred() ? -1 : 0;
+        if (!open_src(v, typenum, &n, &c->srcs[i])) return 0;
+    }
+    c->n = n;
+    /* rows grouped by user, each user's rows in call order, users in ascending key order (a
+     * stable sort, as validate_batch's np.argsort(kind="stable")) */
+    Py_ssize_t *order = c->order;
+    for (Py_ssize_t i = 0; i < n; i++) order[i] = i;
+    c->nk = 0;
+    if (!c->batch) return 1;
+    src_t user_src;
+    if (!open_src(users, NPY_INT64, &n, &user_src)) return 0;
+    int64_t uv[MAX_ROWS];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int r = user_src.data ? (memcpy(&uv[i], user_src.data + i * user_src.stride, 8), 1)
+                              : list_value(&user_src, i, (uint8_t *)&uv[i]);
+        if (r <= 0) return r;
+    }
+    int sorted = 1;
+    for (Py_ssize_t i = 1; i < n && sorted; i++) sorted = uv[i - 1] <= uv[i];
+    if (!sorted) {
+        /* stable merge sort of row numbers by user */
+        Py_ssize_t tmp[MAX_ROWS];
+        Py_ssize_t *a = order, *t = tmp;
+        for (Py_ssize_t w = 1; w < n; w *= 2) {
+            for (Py_ssize_t lo = 0; lo < n; lo += 2 * w) {
+                Py_ssize_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
+                Py_ssize_t i = lo, j = mid, k = lo;
+                while (i < mid && j < hi) t[k++] = uv[a[j]] < uv[a[i]] ? a[j++] : a[i++];
+                while (i < mid) t[k++] = a[i++];
+                while (j < hi) t[k++] = a[j++];
             }
-            if (a != order_buf) memcpy(order_buf, a, (size_t)n * sizeof(Py_ssize_t));
+            Py_ssize_t *s = a;
+            a = t;
+            t = s;
         }
-        for (Py_ssize_t j = 0; j < n; j++) {
-            int64_t u = uv[order_buf[j]];
-            if (nk && ukeys[nk - 1] == u) {
-                counts[nk - 1]++;
-            } else {
-                ukeys[nk] = u;
-                counts[nk++] = 1;
-            }
+        if (a != order) memcpy(order, a, (size_t)n * sizeof(Py_ssize_t));
+    }
+    for (Py_ssize_t j = 0; j < n; j++) {
+        int64_t u = uv[order[j]];
+        if (c->nk && c->ukeys[c->nk - 1] == u) {
+            c->counts[c->nk - 1]++;
+        } else {
+            c->ukeys[c->nk] = u;
+            c->counts[c->nk++] = 1;
         }
     }
+    return 1;
+}
 
-    PyObject *owned[MAX_COLS + 4] = {NULL};
+/* The timestamps in group order into tsd: in 0..max_ts and not below min_ts (implausible or
+ * past retention). As list_value: 1, 0 (not plain), -1 (error set). */
+static int fill_ts(const call_t *c, int64_t *tsd, long long min_ts) {
+    int r = gather(&c->ts_src, c->order, c->n, (uint8_t *)tsd);
+    if (r <= 0) return r;
+    for (Py_ssize_t i = 0; i < c->n; i++)
+        if (tsd[i] < 0 || tsd[i] > c->max_ts || tsd[i] < min_ts) return 0;
+    return 1;
+}
+
+/* Numeric column `i` in group order into d: canonical bools, no NaN where the schema refuses
+ * them. As list_value. */
+static int fill_col(const call_t *c, Py_ssize_t i, uint8_t *d) {
+    const src_t *s = &c->srcs[i];
+    int r = gather(s, c->order, c->n, d);
+    if (r <= 0) return r;
+    int t = s->typenum;
+    if (t == NPY_BOOL) {
+        for (Py_ssize_t j = 0; j < c->n; j++)
+            if (d[j] > 1) return 0; /* not a canonical bool */
+    } else if (!c->allow_nan[i] && (t == NPY_FLOAT32 || t == NPY_FLOAT64)) {
+        for (Py_ssize_t j = 0; j < c->n; j++) {
+            double x = t == NPY_FLOAT32 ? (double)((float *)d)[j] : ((double *)d)[j];
+            if (x != x) return 0;
+        }
+    }
+    return 1;
+}
+
+/* The record's payload (docs/format/wal.md, "Append record") appended to b: the keys (`key`
+ * for a one-user call, else c->ukeys), the counts, tsd, and each column's rows (data[i]; a
+ * string column's are str objects). 1, 0 (a key or string Python's path must judge), -1. */
+static int write_payload(buf_t *b, const call_t *c, PyObject *key, const int64_t *tsd,
+                         void *const *data) {
+    Py_ssize_t nkeys = c->batch ? c->nk : 1, n = c->n;
+    if (w_head(b, 0x85, 0, 0) < 0 || w_str(b, "v", 1) < 0 || w_int(b, c->version) < 0 ||
+        w_str(b, "k", 1) < 0 || w_container(b, (size_t)nkeys, 0x90, 0xdc, 0xdd) < 0)
+        return -1;
+    if (c->batch) {
+        for (Py_ssize_t k = 0; k < nkeys; k++)
+            if (w_int(b, c->ukeys[k]) < 0) return -1;
+    } else if (PyLong_CheckExact(key)) {
+        long long v = PyLong_AsLongLong(key);
+        if ((v == -1 && PyErr_Occurred()) || w_int(b, v) < 0) return -1;
+    } else if (PyUnicode_CheckExact(key)) {
+        if (w_pystr(b, key) < 0) return -1;
+    } else {
+        return 0;
+    }
+    if (w_str(b, "n", 1) < 0 || w_container(b, (size_t)nkeys, 0x90, 0xdc, 0xdd) < 0) return -1;
+    for (Py_ssize_t k = 0; k < nkeys; k++)
+        if (w_int(b, c->batch ? c->counts[k] : n) < 0) return -1;
+    if (w_str(b, "t", 1) < 0 || w_bin_head(b, (size_t)n * 8) < 0 ||
+        w_raw(b, tsd, (size_t)n * 8) < 0 || w_str(b, "c", 1) < 0 ||
+        w_container(b, (size_t)c->ncols, 0x80, 0xde, 0xdf) < 0)
+        return -1;
+    for (Py_ssize_t i = 0; i < c->ncols; i++) {
+        PyObject *name = PyTuple_GET_ITEM(PyTuple_GET_ITEM(c->cols_spec, i), 0);
+        if (c->srcs[i].typenum == NPY_OBJECT) { /* a list of str, as msgpack packs arr.tolist() */
+            if (w_pystr(b, name) < 0 || w_container(b, (size_t)n, 0x90, 0xdc, 0xdd) < 0)
+                return -1;
+            PyObject *const *o = (PyObject *const *)data[i];
+            for (Py_ssize_t j = 0; j < n; j++) {
+                if (w_pystr(b, o[j]) < 0) {
+                    if (!PyErr_ExceptionMatches(PyExc_UnicodeError)) return -1;
+                    PyErr_Clear(); /* a lone surrogate: Python's path says what is wrong */
+                    return 0;
+                }
+            }
+            continue;
+        }
+        size_t nb = (size_t)n * (size_t)c->srcs[i].size;
+        if (w_pystr(b, name) < 0 || w_bin_head(b, nb) < 0 || w_raw(b, data[i], nb) < 0)
+            return -1;
+    }
+    return 1;
+}
+
+/* prepare's work; spec a tuple and columns a dict (checked by the callers). */
+static PyObject *prepare_impl(PyObject *spec, PyObject *key, PyObject *users, PyObject *columns,
+                              long long min_ts) {
+    call_t c;
+    int r = open_call(&c, spec, users, columns);
+    if (r <= 0) return r < 0 ? NULL : (Py_INCREF(Py_None), Py_None);
+    Py_ssize_t n = c.n, ncols = c.ncols;
+    PyObject *owned[4] = {NULL};
     int n_owned = 0;
     buf_t b = {NULL, 0, 0};
     npy_intp dims[1] = {n};
 
-    /* timestamps: in 0..max_ts and not below min_ts (implausible or past retention) */
     PyObject *ts = PyArray_SimpleNew(1, dims, NPY_INT64);
     if (!ts) return fail(owned, n_owned, &b);
     owned[n_owned++] = ts;
     int64_t *tsd = (int64_t *)PyArray_DATA((PyArrayObject *)ts);
-    int r = gather(&ts_src, order_buf, n, (uint8_t *)tsd);
-    if (r < 0) return fail(owned, n_owned, &b);
-    if (r == 0) return fallback(owned, n_owned, &b);
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (tsd[i] < 0 || tsd[i] > max_ts || tsd[i] < min_ts) return fallback(owned, n_owned, &b);
+    if ((r = fill_ts(&c, tsd, min_ts)) <= 0)
+        return r < 0 ? fail(owned, n_owned, &b) : fallback(owned, n_owned, &b);
 
     PyObject *cols = PyDict_New();
     if (!cols) return fail(owned, n_owned, &b);
     owned[n_owned++] = cols;
-    PyObject *arrays[MAX_COLS];
-    for (Py_ssize_t c = 0; c < ncols; c++) {
-        PyObject *cs = PyTuple_GET_ITEM(cols_spec, c);
-        PyObject *arr = PyArray_SimpleNew(1, dims, srcs[c].typenum);
+    void *data[MAX_COLS];
+    for (Py_ssize_t i = 0; i < ncols; i++) {
+        PyObject *cs = PyTuple_GET_ITEM(c.cols_spec, i);
+        PyObject *arr = PyArray_SimpleNew(1, dims, c.srcs[i].typenum);
         if (!arr) return fail(owned, n_owned, &b);
         int set = PyDict_SetItem(cols, PyTuple_GET_ITEM(cs, 0), arr);
         Py_DECREF(arr); /* the dict holds it */
         if (set < 0) return fail(owned, n_owned, &b);
-        arrays[c] = arr;
-        uint8_t *d = PyArray_DATA((PyArrayObject *)arr);
-        if (srcs[c].typenum == NPY_OBJECT) { /* a string column: exact str objects only */
+        uint8_t *d = data[i] = PyArray_DATA((PyArrayObject *)arr);
+        if (c.srcs[i].typenum == NPY_OBJECT) { /* a string column: exact str objects only */
             PyObject **o = (PyObject **)d;
             for (Py_ssize_t j = 0; j < n; j++) {
-                Py_ssize_t i = order_buf[j];
-                PyObject *x = srcs[c].list ? PyList_GET_ITEM(srcs[c].list, i)
-                                           : *(PyObject **)(srcs[c].data + i * srcs[c].stride);
+                Py_ssize_t k = c.order[j];
+                PyObject *x = c.srcs[i].list ? PyList_GET_ITEM(c.srcs[i].list, k)
+                                             : *(PyObject **)(c.srcs[i].data + k * c.srcs[i].stride);
                 if (!x || !PyUnicode_CheckExact(x)) return fallback(owned, n_owned, &b);
                 Py_INCREF(x);
                 Py_XSETREF(o[j], x);
             }
             continue;
         }
-        r = gather(&srcs[c], order_buf, n, d);
-        if (r < 0) return fail(owned, n_owned, &b);
-        if (r == 0) return fallback(owned, n_owned, &b);
-        int t = srcs[c].typenum;
-        if (t == NPY_BOOL) {
-            for (Py_ssize_t i = 0; i < n; i++)
-                if (d[i] > 1) return fallback(owned, n_owned, &b); /* not a canonical bool */
-        } else if (!allow_nan[c] && (t == NPY_FLOAT32 || t == NPY_FLOAT64)) {
-            for (Py_ssize_t i = 0; i < n; i++) {
-                double x = t == NPY_FLOAT32 ? (double)((float *)d)[i] : ((double *)d)[i];
-                if (x != x) return fallback(owned, n_owned, &b);
-            }
-        }
+        if ((r = fill_col(&c, i, d)) <= 0)
+            return r < 0 ? fail(owned, n_owned, &b) : fallback(owned, n_owned, &b);
     }
 
     /* keys and counts as Python lists, as validate_batch returns them */
-    PyObject *keys = PyList_New(users != Py_None ? nk : 1);
+    Py_ssize_t nkeys = c.batch ? c.nk : 1;
+    PyObject *keys = PyList_New(nkeys);
     if (!keys) return fail(owned, n_owned, &b);
     owned[n_owned++] = keys;
-    PyObject *cnts = PyList_New(users != Py_None ? nk : 1);
+    PyObject *cnts = PyList_New(nkeys);
     if (!cnts) return fail(owned, n_owned, &b);
     owned[n_owned++] = cnts;
-    if (users == Py_None) {
-        Py_INCREF(key);
-        PyList_SET_ITEM(keys, 0, key);
-        PyObject *c = PyLong_FromSsize_t(n);
-        if (!c) return fail(owned, n_owned, &b);
-        PyList_SET_ITEM(cnts, 0, c);
-    } else {
-        for (Py_ssize_t k = 0; k < nk; k++) {
-            PyObject *kk = PyLong_FromLongLong(ukeys[k]);
-            if (!kk) return fail(owned, n_owned, &b);
-            PyList_SET_ITEM(keys, k, kk);
-            PyObject *c = PyLong_FromSsize_t(counts[k]);
-            if (!c) return fail(owned, n_owned, &b);
-            PyList_SET_ITEM(cnts, k, c);
-        }
-    }
-
-    /* the payload */
-    Py_ssize_t nkeys = PyList_GET_SIZE(keys);
-    if (w_head(&b, 0x85, 0, 0) < 0 || w_str(&b, "v", 1) < 0 || w_int(&b, version) < 0 ||
-        w_str(&b, "k", 1) < 0 || w_container(&b, (size_t)nkeys, 0x90, 0xdc, 0xdd) < 0)
-        return fail(owned, n_owned, &b);
     for (Py_ssize_t k = 0; k < nkeys; k++) {
-        PyObject *kk = PyList_GET_ITEM(keys, k);
-        int rr;
-        if (PyLong_CheckExact(kk)) {
-            long long v = PyLong_AsLongLong(kk);
-            if (v == -1 && PyErr_Occurred()) return fail(owned, n_owned, &b);
-            rr = w_int(&b, v);
-        } else if (PyUnicode_CheckExact(kk)) {
-            rr = w_pystr(&b, kk);
-        } else {
-            return fallback(owned, n_owned, &b);
-        }
-        if (rr < 0) return fail(owned, n_owned, &b);
+        PyObject *kk = c.batch ? PyLong_FromLongLong(c.ukeys[k]) : (Py_INCREF(key), key);
+        if (!kk) return fail(owned, n_owned, &b);
+        PyList_SET_ITEM(keys, k, kk);
+        PyObject *cc = PyLong_FromSsize_t(c.batch ? c.counts[k] : n);
+        if (!cc) return fail(owned, n_owned, &b);
+        PyList_SET_ITEM(cnts, k, cc);
     }
-    if (w_str(&b, "n", 1) < 0 || w_container(&b, (size_t)nkeys, 0x90, 0xdc, 0xdd) < 0)
-        return fail(owned, n_owned, &b);
-    for (Py_ssize_t k = 0; k < nkeys; k++)
-        if (w_int(&b, PyLong_AsLongLong(PyList_GET_ITEM(cnts, k))) < 0)
-            return fail(owned, n_owned, &b);
-    if (w_str(&b, "t", 1) < 0 || w_bin_head(&b, (size_t)n * 8) < 0 ||
-        w_raw(&b, tsd, (size_t)n * 8) < 0 || w_str(&b, "c", 1) < 0 ||
-        w_container(&b, (size_t)ncols, 0x80, 0xde, 0xdf) < 0)
-        return fail(owned, n_owned, &b);
-    for (Py_ssize_t c = 0; c < ncols; c++) {
-        PyObject *cs = PyTuple_GET_ITEM(cols_spec, c);
-        if (srcs[c].typenum == NPY_OBJECT) { /* a list of str, as msgpack packs arr.tolist() */
-            if (w_pystr(&b, PyTuple_GET_ITEM(cs, 0)) < 0 ||
-                w_container(&b, (size_t)n, 0x90, 0xdc, 0xdd) < 0)
-                return fail(owned, n_owned, &b);
-            PyObject **o = (PyObject **)PyArray_DATA((PyArrayObject *)arrays[c]);
-            for (Py_ssize_t j = 0; j < n; j++) {
-                if (w_pystr(&b, o[j]) < 0) {
-                    if (!PyErr_ExceptionMatches(PyExc_UnicodeError)) return fail(owned, n_owned, &b);
-                    PyErr_Clear(); /* a lone surrogate: Python's path says what is wrong */
-                    return fallback(owned, n_owned, &b);
-                }
-            }
-            continue;
-        }
-        size_t nb = (size_t)n * (size_t)srcs[c].size;
-        if (w_pystr(&b, PyTuple_GET_ITEM(cs, 0)) < 0 || w_bin_head(&b, nb) < 0 ||
-            w_raw(&b, PyArray_DATA((PyArrayObject *)arrays[c]), nb) < 0)
-            return fail(owned, n_owned, &b);
-    }
+    if ((r = write_payload(&b, &c, key, tsd, data)) <= 0)
+        return r < 0 ? fail(owned, n_owned, &b) : fallback(owned, n_owned, &b);
     PyObject *payload = PyBytes_FromStringAndSize((const char *)b.p, (Py_ssize_t)b.len);
     PyMem_Free(b.p);
     if (!payload) {
@@ -477,7 +507,6 @@ static PyObject *prepare(PyObject *self, PyObject *args) {
     }
     return Py_BuildValue("(NNNNN)", keys, cnts, ts, cols, payload);
 }
-
 
 /* ------------------------------------------------------------------ memtable insert */
 /* MemTable._add_small's loop (seqvault/memtable.py), for one call's users: about 1 us of
@@ -614,6 +643,10 @@ PyDoc_STRVAR(add_call_doc,
 
 /* One C call per append, with no object per call: the rows go into a block many calls share
  * (docs/design/realtime.md, "Many calls' rows in one block"). */
+static PyObject *add_call_impl(PyObject *parts, PyObject *block, PyObject *keys,
+                               PyObject *counts, PyObject *ts, PyObject *cols, long long end,
+                               long long seal_at);
+
 static PyObject *add_call(PyObject *self, PyObject *args) {
     PyObject *parts, *block, *keys, *counts, *ts, *cols;
     long long end, seal_at;
@@ -622,22 +655,143 @@ static PyObject *add_call(PyObject *self, PyObject *args) {
                           &keys, &PyList_Type, &counts, &ts, &PyDict_Type, &cols, &end,
                           &seal_at))
         return NULL;
-    if (PyTuple_GET_SIZE(parts) != 12) {
+    return add_call_impl(parts, block, keys, counts, ts, cols, end, seal_at);
+}
+
+/* The memtable's parts an add needs (MemTable._parts), checked. 0, or -1 with an error set. */
+typedef struct {
+    PyObject *users, *key_list, *blocks, *tails, *arrs[N_ENTRY_ARRS];
+    Py_ssize_t n_blocks;
+} parts_t;
+
+static int open_parts(parts_t *p, PyObject *parts, PyObject *block) {
+    if (!PyTuple_Check(parts) || PyTuple_GET_SIZE(parts) != 12) {
         PyErr_SetString(PyExc_TypeError, "add_call: parts must be a 12-tuple");
-        return NULL;
+        return -1;
     }
-    PyObject *users = PyTuple_GET_ITEM(parts, 0), *key_list = PyTuple_GET_ITEM(parts, 1);
-    PyObject *arrs[N_ENTRY_ARRS];
-    for (int a = 0; a < N_ENTRY_ARRS; a++) arrs[a] = PyTuple_GET_ITEM(parts, 2 + a);
-    PyObject *blocks = PyTuple_GET_ITEM(parts, 10), *tails = PyTuple_GET_ITEM(parts, 11);
-    if (!PyDict_Check(users) || !PyList_Check(key_list) || !PyList_Check(blocks) ||
-        !PyDict_Check(tails) || !PyArray_Check(ts) || PyArray_NDIM((PyArrayObject *)ts) != 1) {
+    p->users = PyTuple_GET_ITEM(parts, 0);
+    p->key_list = PyTuple_GET_ITEM(parts, 1);
+    for (int a = 0; a < N_ENTRY_ARRS; a++) p->arrs[a] = PyTuple_GET_ITEM(parts, 2 + a);
+    p->blocks = PyTuple_GET_ITEM(parts, 10);
+    p->tails = PyTuple_GET_ITEM(parts, 11);
+    if (!PyDict_Check(p->users) || !PyList_Check(p->key_list) || !PyList_Check(p->blocks) ||
+        !PyDict_Check(p->tails)) {
         PyErr_SetString(PyExc_TypeError, "add_call: arguments of the wrong types");
-        return NULL;
+        return -1;
     }
-    Py_ssize_t n_blocks = PyList_GET_SIZE(blocks);
-    if (n_blocks == 0 || PyList_GET_ITEM(blocks, n_blocks - 1) != block) {
+    p->n_blocks = PyList_GET_SIZE(p->blocks);
+    if (p->n_blocks == 0 || PyList_GET_ITEM(p->blocks, p->n_blocks - 1) != block) {
         PyErr_SetString(PyExc_ValueError, "add_call: the block must be the last of blocks");
+        return -1;
+    }
+    return 0;
+}
+
+/* After the call's n rows are in `block` from row `fill`: its new fill, an entry per user
+ * (keyv[i] with cnt[i] rows, in order) chained from the user's last, new users given the next
+ * dense ids, and the built tails extended. (full, top, tail_rows, tail_refs), or NULL. */
+static PyObject *add_entries(const parts_t *p, PyObject *block, PyObject *const *keyv,
+                             const int64_t *cnt, Py_ssize_t k, Py_ssize_t fill, Py_ssize_t n,
+                             long long end, long long seal_at) {
+    PyObject *zeros = NULL, *full = NULL, *out = NULL;
+    int64_t ubuf[64], *u = k <= 64 ? ubuf : PyMem_Malloc((size_t)k * sizeof(int64_t));
+    if (!u) return PyErr_NoMemory();
+    /* the users: new keys get the next dense ids */
+    Py_ssize_t base = PyList_GET_SIZE(p->key_list), added = 0;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        PyObject *key = keyv[i];
+        PyObject *uid = PyDict_GetItemWithError(p->users, key);
+        if (uid) {
+            u[i] = PyLong_AsLongLong(uid);
+            if (u[i] == -1 && PyErr_Occurred()) goto error;
+            continue;
+        }
+        if (PyErr_Occurred()) goto error;
+        u[i] = base + added++;
+        uid = PyLong_FromLongLong(u[i]);
+        if (!uid) goto error;
+        int bad = PyDict_SetItem(p->users, key, uid) < 0 || PyList_Append(p->key_list, key) < 0;
+        Py_DECREF(uid);
+        if (bad) goto error;
+    }
+    PyObject *const *arrs = p->arrs;
+    Py_ssize_t e0 = PyObject_Length(arrs[2]);
+    if (e0 < 0) goto error;
+    if (added) {
+        if (!(zeros = zero_bytes(added)) || grow(arrs[0], added, zeros) < 0 ||
+            grow(arrs[1], added, zeros) < 0)
+            goto error;
+        Py_CLEAR(zeros);
+    }
+    if (!(zeros = zero_bytes(k))) goto error;
+    for (int a = 2; a < N_ENTRY_ARRS; a++)
+        if (grow(arrs[a], k, zeros) < 0) goto error;
+    Py_CLEAR(zeros);
+    /* the block's new fill, before anything can fail half-way below */
+    PyObject *new_fill = PyLong_FromSsize_t(fill + n);
+    if (!new_fill) goto error;
+    int bad_fill = PyObject_SetAttr(block, fill_name, new_fill);
+    Py_DECREF(new_fill);
+    if (bad_fill < 0) goto error;
+
+    Py_buffer views[N_ENTRY_ARRS];
+    int64_t *q[N_ENTRY_ARRS];
+    if (q_buffers((PyObject **)arrs, N_ENTRY_ARRS, views, q) < 0) goto error;
+    Py_ssize_t n_users = views[0].len / 8;
+    for (Py_ssize_t i = base; i < base + added && i < n_users; i++) q[1][i] = -1;
+    int64_t top = 0, start = fill, t_rows = 0, t_refs = 0;
+    int ok = (full = PyList_New(0)) != NULL;
+    int check_tails = PyDict_GET_SIZE(p->tails) > 0;
+    for (Py_ssize_t i = 0; i < k && ok; i++) {
+        int64_t uid = u[i], c_n = cnt[i];
+        if (uid < 0 || uid >= n_users) {
+            PyErr_SetString(PyExc_IndexError, "add_call: user id out of range");
+            ok = 0;
+            break;
+        }
+        int64_t e = e0 + i;
+        q[2][e] = p->n_blocks - 1;
+        q[3][e] = start;
+        q[4][e] = start + c_n;
+        q[5][e] = q[1][uid];
+        q[6][e] = end;
+        q[7][e] = uid;
+        q[1][uid] = e;
+        int64_t c = q[0][uid] += c_n;
+        if (c > top) top = c;
+        if (seal_at && c >= seal_at && PyList_Append(full, keyv[i]) < 0) ok = 0;
+        if (ok && check_tails) {
+            PyObject *ukey = PyLong_FromLongLong(uid);
+            PyObject *tail = ukey ? PyDict_GetItemWithError(p->tails, ukey) : NULL;
+            Py_XDECREF(ukey);
+            if (tail) {
+                if (extend_tail(tail, block, start, start + c_n, c) < 0) ok = 0;
+                t_rows += c_n;
+                t_refs += 1;
+            } else if (PyErr_Occurred()) {
+                ok = 0;
+            }
+        }
+        start += c_n;
+    }
+    for (int a = 0; a < N_ENTRY_ARRS; a++) PyBuffer_Release(&views[a]);
+    if (!ok) goto error;
+    out = Py_BuildValue("(OLLL)", full, (long long)top, (long long)t_rows, (long long)t_refs);
+error:
+    Py_XDECREF(zeros);
+    Py_XDECREF(full);
+    if (u != ubuf) PyMem_Free(u);
+    return out;
+}
+
+/* add_call's work; keys and counts lists, cols a dict (checked by the callers). */
+static PyObject *add_call_impl(PyObject *parts, PyObject *block, PyObject *keys,
+                               PyObject *counts, PyObject *ts, PyObject *cols, long long end,
+                               long long seal_at) {
+    parts_t p;
+    if (open_parts(&p, parts, block) < 0) return NULL;
+    if (!PyArray_Check(ts) || PyArray_NDIM((PyArrayObject *)ts) != 1) {
+        PyErr_SetString(PyExc_TypeError, "add_call: arguments of the wrong types");
         return NULL;
     }
     Py_ssize_t k = PyList_GET_SIZE(keys), n = PyArray_DIM((PyArrayObject *)ts, 0);
@@ -645,14 +799,10 @@ static PyObject *add_call(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "add_call: keys and counts differ in length");
         return NULL;
     }
-    int64_t *u = NULL, *cnt = NULL;
-    PyObject *zeros = NULL, *full = NULL, *out = NULL;
+    PyObject *out = NULL;
+    int64_t *cnt = PyMem_Malloc((size_t)(k ? k : 1) * sizeof(int64_t));
+    if (!cnt) return PyErr_NoMemory();
     /* the counts first: they must tile the call's rows */
-    if (!(u = PyMem_Malloc((size_t)(k ? k : 1) * sizeof(int64_t))) ||
-        !(cnt = PyMem_Malloc((size_t)(k ? k : 1) * sizeof(int64_t)))) {
-        PyErr_NoMemory();
-        goto error;
-    }
     int64_t rows = 0;
     for (Py_ssize_t i = 0; i < k; i++) {
         cnt[i] = PyLong_AsLongLong(PyList_GET_ITEM(counts, i));
@@ -676,91 +826,193 @@ static PyObject *add_call(PyObject *self, PyObject *args) {
         goto error;
     }
     if (copy_in(block, ts, cols, fill, n, end) < 0) goto error;
-    /* the users: new keys get the next dense ids */
-    Py_ssize_t base = PyList_GET_SIZE(key_list), added = 0;
-    for (Py_ssize_t i = 0; i < k; i++) {
-        PyObject *key = PyList_GET_ITEM(keys, i);
-        PyObject *uid = PyDict_GetItemWithError(users, key);
-        if (uid) {
-            u[i] = PyLong_AsLongLong(uid);
-            if (u[i] == -1 && PyErr_Occurred()) goto error;
-            continue;
-        }
-        if (PyErr_Occurred()) goto error;
-        u[i] = base + added++;
-        uid = PyLong_FromLongLong(u[i]);
-        if (!uid) goto error;
-        int bad = PyDict_SetItem(users, key, uid) < 0 || PyList_Append(key_list, key) < 0;
-        Py_DECREF(uid);
-        if (bad) goto error;
-    }
-    Py_ssize_t e0 = PyObject_Length(arrs[2]);
-    if (e0 < 0) goto error;
-    if (added) {
-        if (!(zeros = zero_bytes(added)) || grow(arrs[0], added, zeros) < 0 ||
-            grow(arrs[1], added, zeros) < 0)
-            goto error;
-        Py_CLEAR(zeros);
-    }
-    if (!(zeros = zero_bytes(k))) goto error;
-    for (int a = 2; a < N_ENTRY_ARRS; a++)
-        if (grow(arrs[a], k, zeros) < 0) goto error;
-    Py_CLEAR(zeros);
-    /* the block's new fill, before anything can fail half-way below */
-    PyObject *new_fill = PyLong_FromSsize_t(fill + n);
-    if (!new_fill) goto error;
-    int bad_fill = PyObject_SetAttr(block, fill_name, new_fill);
-    Py_DECREF(new_fill);
-    if (bad_fill < 0) goto error;
-
-    Py_buffer views[N_ENTRY_ARRS];
-    int64_t *q[N_ENTRY_ARRS];
-    if (q_buffers(arrs, N_ENTRY_ARRS, views, q) < 0) goto error;
-    Py_ssize_t n_users = views[0].len / 8;
-    for (Py_ssize_t i = base; i < base + added && i < n_users; i++) q[1][i] = -1;
-    int64_t top = 0, start = fill, t_rows = 0, t_refs = 0;
-    int ok = (full = PyList_New(0)) != NULL;
-    int check_tails = PyDict_GET_SIZE(tails) > 0;
-    for (Py_ssize_t i = 0; i < k && ok; i++) {
-        int64_t uid = u[i], c_n = cnt[i];
-        if (uid < 0 || uid >= n_users) {
-            PyErr_SetString(PyExc_IndexError, "add_call: user id out of range");
-            ok = 0;
-            break;
-        }
-        int64_t e = e0 + i;
-        q[2][e] = n_blocks - 1;
-        q[3][e] = start;
-        q[4][e] = start + c_n;
-        q[5][e] = q[1][uid];
-        q[6][e] = end;
-        q[7][e] = uid;
-        q[1][uid] = e;
-        int64_t c = q[0][uid] += c_n;
-        if (c > top) top = c;
-        if (seal_at && c >= seal_at && PyList_Append(full, PyList_GET_ITEM(keys, i)) < 0) ok = 0;
-        if (ok && check_tails) {
-            PyObject *ukey = PyLong_FromLongLong(uid);
-            PyObject *tail = ukey ? PyDict_GetItemWithError(tails, ukey) : NULL;
-            Py_XDECREF(ukey);
-            if (tail) {
-                if (extend_tail(tail, block, start, start + c_n, c) < 0) ok = 0;
-                t_rows += c_n;
-                t_refs += 1;
-            } else if (PyErr_Occurred()) {
-                ok = 0;
-            }
-        }
-        start += c_n;
-    }
-    for (int a = 0; a < N_ENTRY_ARRS; a++) PyBuffer_Release(&views[a]);
-    if (!ok) goto error;
-    out = Py_BuildValue("(OLLL)", full, (long long)top, (long long)t_rows, (long long)t_refs);
+    out = add_entries(&p, block, PySequence_Fast_ITEMS(keys), cnt, k, fill, n, end, seal_at);
 error:
-    Py_XDECREF(zeros);
-    Py_XDECREF(full);
-    PyMem_Free(u);
     PyMem_Free(cnt);
+    return out;
+}
+
+/* ------------------------------------------------------------------ the whole append */
+/* One append call in one C call: `prepare`, the log record, its pwrite and `add_call`. The
+ * steps are the ones the Python path calls one by one (Vault._append_grouped); here the Python
+ * between them (five frames, the record's bytes, attribute lookups) goes, ~2-3 us of the
+ * ~7 us a one-event append took (docs/design/realtime.md, "One C call for an append"). */
+
+PyDoc_STRVAR(append_call_doc,
+"append_call(spec, key, users, columns, min_ts, parts, block, seal_at, log)\n--\n\n"
+"prepare(spec, key, users, columns, min_ts), then the call's log record (docs/format/wal.md,\n"
+"\"Record\", type 1) written at the log's end, then add_call(parts, block, ...) with the\n"
+"record's end. log: (fd, end, seq, events_before, room_end) of WalWriter. Returns None, having\n"
+"done nothing, when the call is not a plain case, the record would pass room_end or the block\n"
+"has no room for the rows (the Python path then runs); raises OSError, having added nothing,\n"
+"when the write fails; else (end, events, full, top, tail_rows, tail_refs), end the offset\n"
+"after the record, or (end, events, exception) when the record was written but adding the\n"
+"rows to the memtable failed.");
+
+#define REC_HEAD 29
+#define REC_APPEND 1
+
+static void put_le(uint8_t *o, uint64_t v, int n) {
+    for (int i = 0; i < n; i++) o[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* The block's destination for the call's rows, past its fill: the arrays of each column, of
+ * the spec's dtypes (or an equivalent type number: uint64 may be numpy's ulong or ulonglong,
+ * depending on how the block's first call built it), contiguous, with room. 1: found; 0: not (the Python path picks a block);
+ * -1: error set. */
+typedef struct {
+    Py_ssize_t fill;
+    int64_t *ts, *ends;
+    void *data[MAX_COLS];
+} dest_t;
+
+static int open_dest(dest_t *d, PyObject *block, const call_t *c) {
+    PyObject *fill_obj = PyObject_GetAttr(block, fill_name);
+    PyObject *bts = fill_obj ? PyObject_GetAttr(block, ts_name) : NULL;
+    PyObject *bcols = bts ? PyObject_GetAttr(block, cols_name) : NULL;
+    PyObject *bends = bcols ? PyObject_GetAttr(block, ends_name) : NULL;
+    int rc = -1;
+    if (!bends) goto done;
+    d->fill = PyLong_AsSsize_t(fill_obj);
+    if (d->fill == -1 && PyErr_Occurred()) goto done;
+    rc = 0;
+    Py_ssize_t need = d->fill + c->n;
+    PyObject *arrs[2] = {bts, bends};
+    for (int i = 0; i < 2; i++) {
+        PyArrayObject *a = (PyArrayObject *)arrs[i];
+        if (!PyArray_CheckExact(arrs[i]) || PyArray_NDIM(a) != 1 || PyArray_DIM(a, 0) < need ||
+            !PyArray_EquivTypenums(PyArray_TYPE(a), NPY_INT64) || !PyArray_IS_C_CONTIGUOUS(a) ||
+            !PyArray_ISWRITEABLE(a))
+            goto done;
+    }
+    if (d->fill < 0 || !PyDict_CheckExact(bcols) || PyDict_GET_SIZE(bcols) != c->ncols) goto done;
+    d->ts = (int64_t *)PyArray_DATA((PyArrayObject *)bts) + d->fill;
+    d->ends = (int64_t *)PyArray_DATA((PyArrayObject *)bends) + d->fill;
+    for (Py_ssize_t i = 0; i < c->ncols; i++) {
+        PyObject *name = PyTuple_GET_ITEM(PyTuple_GET_ITEM(c->cols_spec, i), 0);
+        PyObject *v = PyDict_GetItemWithError(bcols, name);
+        if (!v) {
+            rc = PyErr_Occurred() ? -1 : 0;
+            goto done;
+        }
+        PyArrayObject *a = (PyArrayObject *)v;
+        if (!PyArray_CheckExact(v) || PyArray_NDIM(a) != 1 || PyArray_DIM(a, 0) < need ||
+            !PyArray_EquivTypenums(PyArray_TYPE(a), c->srcs[i].typenum) ||
+            !PyArray_IS_C_CONTIGUOUS(a) ||
+            !PyArray_ISWRITEABLE(a))
+            goto done;
+        d->data[i] = (char *)PyArray_DATA(a) + d->fill * PyArray_ITEMSIZE(a);
+    }
+    rc = 1;
+done:
+    Py_XDECREF(fill_obj);
+    Py_XDECREF(bts);
+    Py_XDECREF(bcols);
+    Py_XDECREF(bends);
+    return rc;
+}
+
+static PyObject *append_call(PyObject *self, PyObject *args) {
+    PyObject *spec, *key, *users, *columns, *parts, *block;
+    long long min_ts, seal_at, end, seq, before, room;
+    int fd;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!OOO!LO!OL(iLLLL)", &PyTuple_Type, &spec, &key, &users,
+                          &PyDict_Type, &columns, &min_ts, &PyTuple_Type, &parts, &block,
+                          &seal_at, &fd, &end, &seq, &before, &room))
+        return NULL;
+    if (block == Py_None || end < 0 || seq < 0 || before < 0) Py_RETURN_NONE;
+    call_t c;
+    int r = open_call(&c, spec, users, columns);
+    if (r <= 0) return r < 0 ? NULL : (Py_INCREF(Py_None), Py_None);
+    for (Py_ssize_t i = 0; i < c.ncols; i++)
+        if (c.srcs[i].typenum == NPY_OBJECT) Py_RETURN_NONE; /* string columns: dictionaries */
+    parts_t p;
+    if (open_parts(&p, parts, block) < 0) return NULL;
+    dest_t d;
+    if ((r = open_dest(&d, block, &c)) <= 0) return r < 0 ? NULL : (Py_INCREF(Py_None), Py_None);
+    /* The rows go straight into the block past its fill: no reader looks there before the
+     * fill grows below, and a call found not plain here leaves rows the next call overwrites. */
+    Py_ssize_t n = c.n;
+    if ((r = fill_ts(&c, d.ts, min_ts)) <= 0) return r < 0 ? NULL : (Py_INCREF(Py_None), Py_None);
+    for (Py_ssize_t i = 0; i < c.ncols; i++)
+        if ((r = fill_col(&c, i, d.data[i])) <= 0)
+            return r < 0 ? NULL : (Py_INCREF(Py_None), Py_None);
+    /* the record: its header, then the payload written after it in the same buffer */
+    buf_t b = {NULL, 0, 0};
+    PyObject *out = NULL, *keyobjs[MAX_ROWS];
+    Py_ssize_t k = 0;
+    if (reserve(&b, REC_HEAD) < 0) return NULL;
+    b.len = REC_HEAD;
+    if ((r = write_payload(&b, &c, key, d.ts, d.data)) <= 0) {
+        if (r == 0) out = (Py_INCREF(Py_None), Py_None);
+        goto done;
+    }
+    Py_ssize_t len = (Py_ssize_t)b.len, plen = len - REC_HEAD;
+    if (plen > 0xFFFFFFFFLL || end + len > room) { /* the log grows first: Python's path */
+        out = (Py_INCREF(Py_None), Py_None);
+        goto done;
+    }
+    uint8_t *rec = b.p;
+    put_le(rec + 4, (uint64_t)plen, 4);
+    rec[8] = REC_APPEND;
+    put_le(rec + 9, (uint64_t)seq, 8);
+    put_le(rec + 17, (uint64_t)before, 8);
+    put_le(rec + 25, (uint64_t)n, 4);
+    put_le(rec, crc32_z(0L, rec + 4, (size_t)(len - 4)), 4);
+    ssize_t w;
+    int err;
+    /* the GIL goes for the system call, as os.pwrite's does: a write can stall on writeback */
+    Py_BEGIN_ALLOW_THREADS
+    do {
+        w = pwrite(fd, rec, (size_t)len, (off_t)end);
+    } while (w < 0 && errno == EINTR);
+    err = errno;
+    Py_END_ALLOW_THREADS
+    if (w < 0) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto done;
+    }
+    if (w != len) {
+        PyErr_Format(PyExc_OSError, "short write to the log: %zd of %zd bytes", w, len);
+        goto done;
+    }
+    long long new_end = end + len;
+    for (Py_ssize_t i = 0; i < n; i++) d.ends[i] = new_end;
+    /* the call's users as the keys the memtable's dict holds */
+    int64_t cnt[MAX_ROWS];
+    PyObject *added = NULL;
+    if (!c.batch) {
+        keyobjs[k] = key;
+        Py_INCREF(key);
+        cnt[k++] = n;
+    } else {
+        for (; k < c.nk; k++) {
+            if (!(keyobjs[k] = PyLong_FromLongLong(c.ukeys[k]))) break;
+            cnt[k] = c.counts[k];
+        }
+    }
+    if (k == (c.batch ? c.nk : 1))
+        added = add_entries(&p, block, keyobjs, cnt, k, d.fill, n, new_end, seal_at);
+    if (!added) { /* the record is in the log: the caller must know it */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb && value) PyException_SetTraceback(value, tb);
+        out = Py_BuildValue("(LnO)", new_end, n, value ? value : Py_None);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        goto done;
+    }
+    out = Py_BuildValue("(LnOOOO)", new_end, n, PyTuple_GET_ITEM(added, 0),
+                        PyTuple_GET_ITEM(added, 1), PyTuple_GET_ITEM(added, 2),
+                        PyTuple_GET_ITEM(added, 3));
+    Py_DECREF(added);
+done:
+    for (Py_ssize_t i = 0; i < k; i++) Py_DECREF(keyobjs[i]);
+    PyMem_Free(b.p);
     return out;
 }
 
@@ -1090,6 +1342,7 @@ static PyMethodDef methods[] = {
     {"gather", gather_refs, METH_VARARGS, gather_doc},
     {"prepare", prepare, METH_VARARGS, prepare_doc},
     {"add_call", add_call, METH_VARARGS, add_call_doc},
+    {"append_call", append_call, METH_VARARGS, append_call_doc},
     {"chain", chain_refs, METH_VARARGS, chain_doc},
     {"gather_chain", gather_chain, METH_VARARGS, gather_chain_doc},
     {"scatter", scatter, METH_VARARGS, scatter_doc},

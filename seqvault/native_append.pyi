@@ -23,6 +23,20 @@ def add_call(
     seal_at: int,
     /,
 ) -> tuple[list[Any], int, int, int]: ...
+def append_call(
+    spec: tuple[int, str, int, tuple[tuple[str, int, bool], ...]],
+    key: Any,
+    users: Any,
+    columns: dict[str, Any],
+    min_ts: int,
+    parts: tuple[Any, ...],
+    block: Any,
+    seal_at: int,
+    log: tuple[int, int, int, int, int],
+    /,
+) -> (
+    tuple[int, int, list[Any], int, int, int] | tuple[int, int, BaseException] | None
+): ...
 def gather(
     refs: list[tuple[Any, int, int]], names: tuple[str, ...], /
 ) -> tuple[np.ndarray, dict[str, np.ndarray]] | None: ...

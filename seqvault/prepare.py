@@ -56,6 +56,20 @@ def _new_spec(schema: Schema) -> tuple[Schema, tuple[Any, ...], int, bool]:
     return got
 
 
+def call_spec(schema: Schema) -> tuple[tuple[Any, ...], int]:
+    """(spec, min_ts) for the kernel's `prepare` and `append_call`: the schema's columns, and
+    the lowest timestamp it takes now (the plausible floor, or retention's cutoff when later)."""
+    got = _SPECS.get(id(schema))
+    if got is None or got[0] is not schema:
+        got = _new_spec(schema)
+    min_ts = got[2]
+    if got[3]:  # retention: older events are refused, and Python's path says so
+        cutoff = retention_cutoff(schema)
+        if cutoff is not None and cutoff > min_ts:
+            min_ts = cutoff
+    return got[1], min_ts
+
+
 def prepare(schema: Schema, key: Any, users: Any, columns: Any) -> Prepared | None:
     """(keys, counts, ts, cols, payload) of an append call — `key`'s events when `users` is
     None, else a batch with `users` as its user column — or None (not a plain case, or no
@@ -63,15 +77,8 @@ def prepare(schema: Schema, key: Any, users: Any, columns: Any) -> Prepared | No
     kernel = KERNEL
     if kernel is None or type(columns) is not dict:
         return None
-    got = _SPECS.get(id(schema))
-    if got is None or got[0] is not schema:
-        got = _new_spec(schema)
     if users is not None and schema.user_type == "string":
         return None
-    min_ts = got[2]
-    if got[3]:  # retention: older events are refused, and Python's path says so
-        cutoff = retention_cutoff(schema)
-        if cutoff is not None and cutoff > min_ts:
-            min_ts = cutoff
-    out: Prepared | None = kernel.prepare(got[1], key, users, columns, min_ts)
+    spec, min_ts = call_spec(schema)
+    out: Prepared | None = kernel.prepare(spec, key, users, columns, min_ts)
     return out

@@ -521,6 +521,34 @@ class WalWriter:
             self._wake.set()  # Event.set takes a lock and notifies: skip it when already set
         return end
 
+    def append_call(self, call: Any, *args: Any) -> tuple[Any, ...] | None:
+        """`call(*args, log)` under the write lock, `log` being (fd, end, seq, events before,
+        the last offset a record may end at): the compiled `append_call`, which writes one
+        append record at `end` itself (native_append.c). Returns what it returns, after
+        taking its record into the log's state, or None, with nothing written: the call was
+        not a plain case, the log must grow first, or a test armed the log's writes (faults),
+        so the caller takes the Python path, whose `append` does each of these."""
+        with self._write_lock:
+            if self.failed is not None:
+                self.check()
+            if iofaults.pwrite is not os.pwrite:
+                return None
+            log = (self._fd, self._end, self._seq, self._events, self._size - self.chunk // 2)
+            try:
+                got: tuple[Any, ...] | None = call(*args, log)
+            except OSError as exc:
+                self.failed = exc
+                raise WriterFailed(f"{self.path}: writing the log failed ({exc}); nothing more "
+                                   "is acknowledged: reopen the store") from exc
+            if got is None:
+                return None
+            self._end = got[0]
+            self._seq += 1
+            self._events += got[1]
+        if self.durability == "batch" and not self._wake.is_set():
+            self._wake.set()
+        return got
+
     def _extend(self, end: int) -> None:
         """Grow the file so at least half a chunk of zeros follows `end` (rule L2), and a few
         chunks more so that the next appends need not grow it again, durable before any record

@@ -23,40 +23,69 @@ from seqvault import Schema, SeqVault
 # Not the bundled schema: "call" numbers each append so the check can tell which survived.
 SCHEMA = Schema.from_dict({"columns": [{"name": "call", "type": "int64", "default": 0},
                                        {"name": "act", "type": "string", "default": "v"}]})
+# No string column: each append is the compiled `append_call` (check, record, write, insert in
+# one C call; tests/storage/test_append_call.py), which the child asserts.
+NUMERIC = Schema.from_dict({"columns": [{"name": "call", "type": "int64", "default": 0}]})
 USERS = 7
+BASE_TS = 1_700_000_000_000  # the NUMERIC child's times start here (as in CHILD)
 
 CHILD = textwrap.dedent("""
     import sys
     from seqvault import SeqVault
     path, start, durability = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    from seqvault import prepare
     v = SeqVault.open(path, durability=durability, memtable_events=300, tail_events=120,
                       checkpoint_deltas=5)
+    strings = "act" in v.schema.column_names
+    BASE_TS = 1_700_000_000_000  # the kernel takes plausible times only (ms since 2023)
+    taken = [0]
+    if not strings and prepare.KERNEL is not None:
+        kernel, call = prepare.KERNEL, prepare.KERNEL.append_call
+        names = {k: getattr(kernel, k) for k in dir(kernel) if not k.startswith("_")}
+
+        def counted(*args):
+            got = call(*args)
+            taken[0] += got is not None
+            return got
+
+        prepare.KERNEL = type(kernel)("counted")
+        prepare.KERNEL.__dict__.update(names, append_call=counted)
     i = start
     while True:
         n = 1 + i % 5
         # timestamps collide across calls (i // 3) so tie order is exercised too
-        v.append(i % 7, {"ts": [(i // 3) % 50 + j % 2 for j in range(n)], "call": [i] * n,
-                         "act": [f"a{i % 11}"] * n})
+        base = 0 if strings else BASE_TS
+        ev = {"ts": [base + (i // 3) % 50 + j % 2 for j in range(n)], "call": [i] * n}
+        if strings:
+            ev["act"] = [f"a{i % 11}"] * n
+        v.append(i % 7, ev)
+        if i == start + 1 and prepare.KERNEL is not None and not strings:
+            assert taken[0] >= 1, "the appends did not go through append_call"
         sys.stdout.write(f"{i}\\n")
         sys.stdout.flush()
         i += 1
 """)
 
 
-def expected_rows(calls: list[int]) -> dict[int, list[tuple[int, int, str]]]:
+def expected_rows(calls: list[int], strings: bool = True
+                  ) -> dict[int, list[tuple[int, int, str]]]:
     """Model of what the store must return per user for the given (arrival-ordered) calls."""
     per_user: dict[int, list[tuple[int, int, str]]] = {}
     for i in calls:
         n = 1 + i % 5
         for j in range(n):
-            per_user.setdefault(i % 7, []).append(((i // 3) % 50 + j % 2, i, f"a{i % 11}"))
+            per_user.setdefault(i % 7, []).append(
+                ((0 if strings else BASE_TS) + (i // 3) % 50 + j % 2, i,
+                 f"a{i % 11}" if strings else ""))
     return {u: sorted(rows, key=lambda r: r[0]) for u, rows in per_user.items()}
 
 
-def run_kills(tmp_path: Path, kills: int, seed: int, durability: str = "sync") -> None:
+def run_kills(tmp_path: Path, kills: int, seed: int, durability: str = "sync",
+              schema: Schema = SCHEMA) -> None:
     rng = random.Random(seed)
     store = tmp_path / "s"
-    SeqVault.open(store, schema=SCHEMA).close()
+    SeqVault.open(store, schema=schema).close()
+    strings = "act" in schema.column_names
     acked: list[int] = []
     present_calls: list[int] = []
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
@@ -72,22 +101,25 @@ def run_kills(tmp_path: Path, kills: int, seed: int, durability: str = "sync") -
         first = proc.stdout.readline()
         assert first, errlog.read_text()
         time.sleep(rng.uniform(0.0, 0.3))
+        assert proc.poll() is None, errlog.read_text()  # killed while appending, not dead already
         proc.send_signal(signal.SIGKILL)
         rest = proc.stdout.read()
         proc.wait()
         new_acks = [int(x) for x in (first + rest).split()]
         acked.extend(new_acks)
         with SeqVault.open(store) as v:
-            rows = {u: list(zip(v.read(u)["ts"].tolist(), v.read(u)["call"].tolist(),
-                                v.read(u)["act"].tolist())) for u in range(USERS)}
+            got = {u: v.read(u) for u in range(USERS)}
+        rows = {u: list(zip(r["ts"].tolist(), r["call"].tolist(),
+                            r["act"].tolist() if strings else [""] * r["ts"].size))
+                for u, r in got.items()}
         calls = sorted({c for r in rows.values() for _, c, _ in r})
         missing = set(acked) - set(calls)
         assert not missing, f"acknowledged appends lost: {sorted(missing)[:10]}"
         extra = set(calls) - set(acked)
         # Only the append in flight at the kill may be there unacknowledged.
         assert extra <= {max(acked) + 1}, f"unexpected calls {sorted(extra)}"
-        assert rows == {u: r for u, r in expected_rows(calls).items()} | {
-            u: [] for u in range(USERS) if u not in expected_rows(calls)}
+        want = expected_rows(calls, strings)
+        assert rows == want | {u: [] for u in range(USERS) if u not in want}
         present_calls = calls
         acked = calls  # an in-flight append that survived is durable from now on
 
@@ -100,6 +132,13 @@ def test_sigkill_during_batch_appends_loses_nothing(tmp_path):
     """`batch` acknowledges a record once it is written to the log (in the page cache, its
     fsync up to `batch_interval` later): a killed process loses none of them."""
     run_kills(tmp_path, kills=8, seed=3, durability="batch")
+
+
+@pytest.mark.parametrize("durability", ["sync", "batch"])
+def test_sigkill_during_compiled_appends_loses_nothing(tmp_path, durability):
+    """The same, on a store without string columns, where every append after a memtable's
+    first is one compiled call that writes the record itself (native_append.append_call)."""
+    run_kills(tmp_path, kills=8, seed=4, durability=durability, schema=NUMERIC)
 
 
 @pytest.mark.slow
