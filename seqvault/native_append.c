@@ -398,7 +398,9 @@ static int write_payload(buf_t *b, const call_t *c, PyObject *key, const int64_t
         for (Py_ssize_t k = 0; k < nkeys; k++)
             if (w_int(b, c->ukeys[k]) < 0) return -1;
     } else if (PyLong_CheckExact(key)) {
-        long long v = PyLong_AsLongLong(key);
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(key, &overflow);
+        if (overflow) return 0; /* past int64: Python's coerce_user names it */
         if ((v == -1 && PyErr_Occurred()) || w_int(b, v) < 0) return -1;
     } else if (PyUnicode_CheckExact(key)) {
         if (w_pystr(b, key) < 0) return -1;
@@ -635,7 +637,8 @@ PyDoc_STRVAR(add_call_doc,
 "previous entry, the record's end `end`, the user) chained from the user's last; new users\n"
 "given the next dense ids; and the built tails of the call's users extended by their slices.\n"
 "`parts` is MemTable._parts: (users, key_list, count, last, e_block, e_start, e_stop, e_prev,\n"
-"e_end, e_uid, blocks, tails). Returns (full, top, tail_rows, tail_refs): the keys whose tail\n"
+"e_end, e_uid, blocks, tails, sizes), sizes[0] the entries in use (the arrays have room past\n"
+"it, and past len(key_list) users; they grow by an eighth at least when short). Returns (full, top, tail_rows, tail_refs): the keys whose tail\n"
 "reached seal_at (none when 0), the largest tail among the call's users, and the rows and\n"
 "slices the built tails grew by.");
 
@@ -660,15 +663,16 @@ static PyObject *add_call(PyObject *self, PyObject *args) {
 
 /* The memtable's parts an add needs (MemTable._parts), checked. 0, or -1 with an error set. */
 typedef struct {
-    PyObject *users, *key_list, *blocks, *tails, *arrs[N_ENTRY_ARRS];
+    PyObject *users, *key_list, *blocks, *tails, *sizes, *arrs[N_ENTRY_ARRS];
     Py_ssize_t n_blocks;
 } parts_t;
 
 static int open_parts(parts_t *p, PyObject *parts, PyObject *block) {
-    if (!PyTuple_Check(parts) || PyTuple_GET_SIZE(parts) != 12) {
-        PyErr_SetString(PyExc_TypeError, "add_call: parts must be a 12-tuple");
+    if (!PyTuple_Check(parts) || PyTuple_GET_SIZE(parts) != 13) {
+        PyErr_SetString(PyExc_TypeError, "add_call: parts must be a 13-tuple");
         return -1;
     }
+    p->sizes = PyTuple_GET_ITEM(parts, 12);
     p->users = PyTuple_GET_ITEM(parts, 0);
     p->key_list = PyTuple_GET_ITEM(parts, 1);
     for (int a = 0; a < N_ENTRY_ARRS; a++) p->arrs[a] = PyTuple_GET_ITEM(parts, 2 + a);
@@ -715,18 +719,35 @@ static PyObject *add_entries(const parts_t *p, PyObject *block, PyObject *const 
         if (bad) goto error;
     }
     PyObject *const *arrs = p->arrs;
-    Py_ssize_t e0 = PyObject_Length(arrs[2]);
-    if (e0 < 0) goto error;
-    if (added) {
-        if (!(zeros = zero_bytes(added)) || grow(arrs[0], added, zeros) < 0 ||
-            grow(arrs[1], added, zeros) < 0)
+    /* entries in use: `sizes[0]`; the arrays have room past it (MemTable._room) */
+    Py_buffer sview;
+    int64_t *sizes = q_buffer(p->sizes, &sview);
+    if (!sizes) goto error;
+    Py_ssize_t e0 = sizes[0];
+    PyBuffer_Release(&sview);
+    Py_ssize_t have_u = PyObject_Length(arrs[0]), have_e = PyObject_Length(arrs[2]);
+    if (e0 < 0 || have_u < 0 || have_e < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "add_call: bad sizes");
+        goto error;
+    }
+    if (have_u < base + added) { /* by an eighth at least: a grow is rare */
+        Py_ssize_t more = base + added - have_u;
+        if (more < have_u / 8) more = have_u / 8;
+        if (more < 256) more = 256;
+        if (!(zeros = zero_bytes(more)) || grow(arrs[0], more, zeros) < 0 ||
+            grow(arrs[1], more, zeros) < 0)
             goto error;
         Py_CLEAR(zeros);
     }
-    if (!(zeros = zero_bytes(k))) goto error;
-    for (int a = 2; a < N_ENTRY_ARRS; a++)
-        if (grow(arrs[a], k, zeros) < 0) goto error;
-    Py_CLEAR(zeros);
+    if (have_e < e0 + k) {
+        Py_ssize_t more = e0 + k - have_e;
+        if (more < have_e / 8) more = have_e / 8;
+        if (more < 256) more = 256;
+        if (!(zeros = zero_bytes(more))) goto error;
+        for (int a = 2; a < N_ENTRY_ARRS; a++)
+            if (grow(arrs[a], more, zeros) < 0) goto error;
+        Py_CLEAR(zeros);
+    }
     /* the block's new fill, before anything can fail half-way below */
     PyObject *new_fill = PyLong_FromSsize_t(fill + n);
     if (!new_fill) goto error;
@@ -738,7 +759,10 @@ static PyObject *add_entries(const parts_t *p, PyObject *block, PyObject *const 
     int64_t *q[N_ENTRY_ARRS];
     if (q_buffers((PyObject **)arrs, N_ENTRY_ARRS, views, q) < 0) goto error;
     Py_ssize_t n_users = views[0].len / 8;
-    for (Py_ssize_t i = base; i < base + added && i < n_users; i++) q[1][i] = -1;
+    for (Py_ssize_t i = base; i < base + added && i < n_users; i++) {
+        q[0][i] = 0;
+        q[1][i] = -1;
+    }
     int64_t top = 0, start = fill, t_rows = 0, t_refs = 0;
     int ok = (full = PyList_New(0)) != NULL;
     int check_tails = PyDict_GET_SIZE(p->tails) > 0;
@@ -776,6 +800,9 @@ static PyObject *add_entries(const parts_t *p, PyObject *block, PyObject *const 
     }
     for (int a = 0; a < N_ENTRY_ARRS; a++) PyBuffer_Release(&views[a]);
     if (!ok) goto error;
+    if (!(sizes = q_buffer(p->sizes, &sview))) goto error;
+    sizes[0] = e0 + k;
+    PyBuffer_Release(&sview);
     out = Py_BuildValue("(OLLL)", full, (long long)top, (long long)t_rows, (long long)t_refs);
 error:
     Py_XDECREF(zeros);

@@ -216,10 +216,12 @@ def _state(mem: MemTable) -> tuple:
              for uid, t in mem.tails.items()}
     blocks = [(id(b), b.fill, b.ts[:b.fill].tolist(), b.ends[:b.fill].tolist(),
                {k: v[:b.fill].tolist() for k, v in b.cols.items()}) for b in mem.blocks]
-    return (dict(mem.users), list(mem.keys), mem.max_tail, mem.events, list(mem._count),
-            list(mem._last), list(mem._e_block), list(mem._e_start), list(mem._e_stop),
-            list(mem._e_prev), list(mem._e_end), list(mem._e_uid), tails, mem.tail_rows,
-            mem.tail_refs, mem.block_bytes, [b[1:] for b in blocks])
+    nu, ne = len(mem.keys), mem.entries  # the arrays' room past these is not state
+    return (dict(mem.users), list(mem.keys), mem.max_tail, mem.events, list(mem._count[:nu]),
+            list(mem._last[:nu]), list(mem._e_block[:ne]), list(mem._e_start[:ne]),
+            list(mem._e_stop[:ne]), list(mem._e_prev[:ne]), list(mem._e_end[:ne]),
+            list(mem._e_uid[:ne]), tails, mem.tail_rows, mem.tail_refs, mem.block_bytes,
+            [b[1:] for b in blocks])
 
 
 @settings(max_examples=40, deadline=None)
