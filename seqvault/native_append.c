@@ -866,15 +866,19 @@ error:
  * ~7 us a one-event append took (docs/design/realtime.md, "One C call for an append"). */
 
 PyDoc_STRVAR(append_call_doc,
-"append_call(spec, key, users, columns, min_ts, parts, block, seal_at, log)\n--\n\n"
-"prepare(spec, key, users, columns, min_ts), then the call's log record (docs/format/wal.md,\n"
-"\"Record\", type 1) written at the log's end, then add_call(parts, block, ...) with the\n"
-"record's end. log: (fd, end, seq, events_before, room_end) of WalWriter. Returns None, having\n"
-"done nothing, when the call is not a plain case, the record would pass room_end or the block\n"
-"has no room for the rows (the Python path then runs); raises OSError, having added nothing,\n"
-"when the write fails; else (end, events, full, top, tail_rows, tail_refs), end the offset\n"
-"after the record, or (end, events, exception) when the record was written but adding the\n"
-"rows to the memtable failed.");
+"append_call(spec, key, users, columns, min_ts, parts, block, seal_at, dicts, max_strings, log)\n"
+"--\n\n"
+"prepare(spec, key, users, columns, min_ts)'s checks, then the call's log record\n"
+"(docs/format/wal.md, \"Record\", type 1) written at the log's end, then add_call(parts, block,\n"
+"...)'s insert with the record's end, the rows copied into the block straight from the\n"
+"caller's columns. String columns are coded with their StringDict in `dicts` (name ->\n"
+"StringDict: `codes`, `values`), its new strings added once the record is written.\n"
+"log: (fd, end, seq, events_before, room_end) of WalWriter. Returns None, having done\n"
+"nothing, when the call is not a plain case, a string column could reach max_strings, the\n"
+"record would pass room_end or the block has no room (the Python path then runs); raises\n"
+"OSError, having added nothing, when the write fails; else (end, events, full, top,\n"
+"tail_rows, tail_refs), end the offset after the record, or (end, events, exception) when\n"
+"the record was written but adding the rows to the memtable failed.");
 
 #define REC_HEAD 29
 #define REC_APPEND 1
@@ -924,7 +928,8 @@ static int open_dest(dest_t *d, PyObject *block, const call_t *c) {
         }
         PyArrayObject *a = (PyArrayObject *)v;
         if (!PyArray_CheckExact(v) || PyArray_NDIM(a) != 1 || PyArray_DIM(a, 0) < need ||
-            !PyArray_EquivTypenums(PyArray_TYPE(a), c->srcs[i].typenum) ||
+            !PyArray_EquivTypenums(PyArray_TYPE(a), c->srcs[i].typenum == NPY_OBJECT
+                                                        ? NPY_UINT32 : c->srcs[i].typenum) ||
             !PyArray_IS_C_CONTIGUOUS(a) ||
             !PyArray_ISWRITEABLE(a))
             goto done;
@@ -939,46 +944,119 @@ done:
     return rc;
 }
 
+/* A string column's rows as dictionary codes (StringDict.encode, seqvault/memtable.py): each
+ * row's str, in group order, into objs (for the payload) and its code into out, a string not
+ * in `codes` taking the next code after those of `values` and of the call's earlier new
+ * strings (`*pending`, made on first need: str -> code, in order of first sight, as encode
+ * assigns them). Nothing is added to the dictionary here: the caller adds `pending` once the
+ * record is written. As list_value: 1, 0 (a value that is not an exact str), -1. */
+static int code_strings(const call_t *c, Py_ssize_t i, PyObject *codes, Py_ssize_t n_values,
+                        PyObject **objs, uint32_t *out, PyObject **pending) {
+    const src_t *s = &c->srcs[i];
+    for (Py_ssize_t j = 0; j < c->n; j++) {
+        Py_ssize_t k = c->order[j];
+        PyObject *x = s->list ? PyList_GET_ITEM(s->list, k)
+                              : *(PyObject **)(s->data + k * s->stride);
+        if (!x || !PyUnicode_CheckExact(x)) return 0;
+        objs[j] = x;
+        PyObject *code = PyDict_GetItemWithError(codes, x);
+        if (!code && PyErr_Occurred()) return -1;
+        if (!code && *pending) {
+            code = PyDict_GetItemWithError(*pending, x);
+            if (!code && PyErr_Occurred()) return -1;
+        }
+        if (code) {
+            long v = PyLong_AsLong(code);
+            if (v == -1 && PyErr_Occurred()) return -1;
+            out[j] = (uint32_t)v;
+            continue;
+        }
+        if (!*pending && !(*pending = PyDict_New())) return -1;
+        Py_ssize_t next = n_values + PyDict_GET_SIZE(*pending);
+        PyObject *v = PyLong_FromSsize_t(next);
+        if (!v) return -1;
+        int bad = PyDict_SetItem(*pending, x, v);
+        Py_DECREF(v);
+        if (bad < 0) return -1;
+        out[j] = (uint32_t)next;
+    }
+    return 1;
+}
+
+static PyObject *codes_name, *values_name;
+
 static PyObject *append_call(PyObject *self, PyObject *args) {
-    PyObject *spec, *key, *users, *columns, *parts, *block;
-    long long min_ts, seal_at, end, seq, before, room;
+    PyObject *spec, *key, *users, *columns, *parts, *block, *dicts;
+    long long min_ts, seal_at, max_strings, end, seq, before, room;
     int fd;
     (void)self;
-    if (!PyArg_ParseTuple(args, "O!OOO!LO!OL(iLLLL)", &PyTuple_Type, &spec, &key, &users,
+    if (!PyArg_ParseTuple(args, "O!OOO!LO!OLOL(iLLLL)", &PyTuple_Type, &spec, &key, &users,
                           &PyDict_Type, &columns, &min_ts, &PyTuple_Type, &parts, &block,
-                          &seal_at, &fd, &end, &seq, &before, &room))
+                          &seal_at, &dicts, &max_strings, &fd, &end, &seq, &before, &room))
         return NULL;
     if (block == Py_None || end < 0 || seq < 0 || before < 0) Py_RETURN_NONE;
     call_t c;
     int r = open_call(&c, spec, users, columns);
     if (r <= 0) return r < 0 ? NULL : (Py_INCREF(Py_None), Py_None);
-    for (Py_ssize_t i = 0; i < c.ncols; i++)
-        if (c.srcs[i].typenum == NPY_OBJECT) Py_RETURN_NONE; /* string columns: dictionaries */
     parts_t p;
     if (open_parts(&p, parts, block) < 0) return NULL;
     dest_t d;
+    d.fill = 0; /* set by open_dest; said here for the compiler's flow analysis */
+    d.ts = d.ends = NULL;
     if ((r = open_dest(&d, block, &c)) <= 0) return r < 0 ? NULL : (Py_INCREF(Py_None), Py_None);
-    /* The rows go straight into the block past its fill: no reader looks there before the
-     * fill grows below, and a call found not plain here leaves rows the next call overwrites. */
-    Py_ssize_t n = c.n;
-    if ((r = fill_ts(&c, d.ts, min_ts)) <= 0) return r < 0 ? NULL : (Py_INCREF(Py_None), Py_None);
-    for (Py_ssize_t i = 0; i < c.ncols; i++)
-        if ((r = fill_col(&c, i, d.data[i])) <= 0)
-            return r < 0 ? NULL : (Py_INCREF(Py_None), Py_None);
-    /* the record: its header, then the payload written after it in the same buffer */
-    buf_t b = {NULL, 0, 0};
+    Py_ssize_t n = c.n, k = 0, n_str = 0;
     PyObject *out = NULL, *keyobjs[MAX_ROWS];
-    Py_ssize_t k = 0;
-    if (reserve(&b, REC_HEAD) < 0) return NULL;
-    b.len = REC_HEAD;
-    if ((r = write_payload(&b, &c, key, d.ts, d.data)) <= 0) {
-        if (r == 0) out = (Py_INCREF(Py_None), Py_None);
+    /* string columns: their dictionary (codes, values), the call's new strings (pending),
+     * and the rows' str objects in group order (what the payload writes) */
+    PyObject *sd_codes[MAX_COLS], *sd_values[MAX_COLS], *pending[MAX_COLS];
+    PyObject **objs = NULL;
+    void *data[MAX_COLS];
+    buf_t b = {NULL, 0, 0};
+    for (Py_ssize_t i = 0; i < c.ncols; i++) n_str += c.srcs[i].typenum == NPY_OBJECT;
+    Py_ssize_t held = 0; /* string columns whose refs below are held */
+    if (n_str && !(objs = PyMem_Malloc((size_t)(n * n_str) * sizeof(PyObject *)))) {
+        PyErr_NoMemory();
         goto done;
     }
+    /* The rows go straight into the block past its fill: no reader looks there before the
+     * fill grows below, and a call found not plain here leaves rows the next call overwrites. */
+    if ((r = fill_ts(&c, d.ts, min_ts)) <= 0) goto declined;
+    for (Py_ssize_t i = 0, si = 0; i < c.ncols; i++) {
+        data[i] = d.data[i];
+        if (c.srcs[i].typenum != NPY_OBJECT) {
+            if ((r = fill_col(&c, i, d.data[i])) <= 0) goto declined;
+            continue;
+        }
+        PyObject *name = PyTuple_GET_ITEM(PyTuple_GET_ITEM(c.cols_spec, i), 0);
+        PyObject *sd = PyDict_Check(dicts) ? PyDict_GetItemWithError(dicts, name) : NULL;
+        if (!sd) {
+            r = PyErr_Occurred() ? -1 : 0;
+            goto declined;
+        }
+        sd_codes[si] = PyObject_GetAttr(sd, codes_name);
+        sd_values[si] = sd_codes[si] ? PyObject_GetAttr(sd, values_name) : NULL;
+        pending[si] = NULL;
+        held = ++si;
+        if (!sd_values[si - 1]) goto done;
+        if (!PyDict_CheckExact(sd_codes[si - 1]) || !PyList_CheckExact(sd_values[si - 1]) ||
+            PyList_GET_SIZE(sd_values[si - 1]) + n > max_strings) {
+            r = 0; /* near the cardinality limit: StringDict.check_room decides */
+            goto declined;
+        }
+        PyObject **o = objs + (si - 1) * n;
+        r = code_strings(&c, i, sd_codes[si - 1], PyList_GET_SIZE(sd_values[si - 1]), o,
+                         (uint32_t *)d.data[i], &pending[si - 1]);
+        if (r <= 0) goto declined;
+        data[i] = o;
+    }
+    /* the record: its header, then the payload written after it in the same buffer */
+    if (reserve(&b, REC_HEAD) < 0) goto done;
+    b.len = REC_HEAD;
+    if ((r = write_payload(&b, &c, key, d.ts, data)) <= 0) goto declined;
     Py_ssize_t len = (Py_ssize_t)b.len, plen = len - REC_HEAD;
     if (plen > 0xFFFFFFFFLL || end + len > room) { /* the log grows first: Python's path */
-        out = (Py_INCREF(Py_None), Py_None);
-        goto done;
+        r = 0;
+        goto declined;
     }
     uint8_t *rec = b.p;
     put_le(rec + 4, (uint64_t)plen, 4);
@@ -1007,21 +1085,33 @@ static PyObject *append_call(PyObject *self, PyObject *args) {
     }
     long long new_end = end + len;
     for (Py_ssize_t i = 0; i < n; i++) d.ends[i] = new_end;
+    /* the record is written: the call's new strings join their dictionaries, in log order */
+    int ok = 1;
+    for (Py_ssize_t si = 0; si < held && ok; si++) {
+        if (!pending[si]) continue;
+        Py_ssize_t pos = 0;
+        PyObject *s, *code;
+        while (ok && PyDict_Next(pending[si], &pos, &s, &code))
+            ok = PyList_Append(sd_values[si], s) == 0 &&
+                 PyDict_SetItem(sd_codes[si], s, code) == 0;
+    }
     /* the call's users as the keys the memtable's dict holds */
     int64_t cnt[MAX_ROWS];
     PyObject *added = NULL;
-    if (!c.batch) {
-        keyobjs[k] = key;
-        Py_INCREF(key);
-        cnt[k++] = n;
-    } else {
-        for (; k < c.nk; k++) {
-            if (!(keyobjs[k] = PyLong_FromLongLong(c.ukeys[k]))) break;
-            cnt[k] = c.counts[k];
+    if (ok) {
+        if (!c.batch) {
+            keyobjs[k] = key;
+            Py_INCREF(key);
+            cnt[k++] = n;
+        } else {
+            for (; k < c.nk; k++) {
+                if (!(keyobjs[k] = PyLong_FromLongLong(c.ukeys[k]))) break;
+                cnt[k] = c.counts[k];
+            }
         }
+        if (k == (c.batch ? c.nk : 1))
+            added = add_entries(&p, block, keyobjs, cnt, k, d.fill, n, new_end, seal_at);
     }
-    if (k == (c.batch ? c.nk : 1))
-        added = add_entries(&p, block, keyobjs, cnt, k, d.fill, n, new_end, seal_at);
     if (!added) { /* the record is in the log: the caller must know it */
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
@@ -1037,8 +1127,20 @@ static PyObject *append_call(PyObject *self, PyObject *args) {
                         PyTuple_GET_ITEM(added, 1), PyTuple_GET_ITEM(added, 2),
                         PyTuple_GET_ITEM(added, 3));
     Py_DECREF(added);
+    goto done;
+declined: /* r: 0, nothing written (Python's path runs), or -1 with an error set */
+    if (r == 0) {
+        out = Py_None;
+        Py_INCREF(out);
+    }
 done:
     for (Py_ssize_t i = 0; i < k; i++) Py_DECREF(keyobjs[i]);
+    for (Py_ssize_t si = 0; si < held; si++) {
+        Py_XDECREF(sd_codes[si]);
+        Py_XDECREF(sd_values[si]);
+        Py_XDECREF(pending[si]);
+    }
+    PyMem_Free(objs);
     PyMem_Free(b.p);
     return out;
 }
@@ -1391,6 +1493,9 @@ PyMODINIT_FUNC PyInit_native_append(void) {
     count_name = PyUnicode_InternFromString("count");
     fill_name = PyUnicode_InternFromString("fill");
     ends_name = PyUnicode_InternFromString("ends");
+    codes_name = PyUnicode_InternFromString("codes");
+    values_name = PyUnicode_InternFromString("values");
+    if (!codes_name || !values_name) return NULL;
     if (!frombytes_name || !ts_name || !cols_name || !refs_name || !count_name || !fill_name ||
         !ends_name)
         return NULL;

@@ -32,6 +32,8 @@ def append_call(
     parts: tuple[Any, ...],
     block: Any,
     seal_at: int,
+    dicts: dict[str, Any],
+    max_strings: int,
     log: tuple[int, int, int, int, int],
     /,
 ) -> (

@@ -65,7 +65,7 @@ from .recovery import (
     take_lock,
 )
 from .retained import Retained, retained_counts
-from .schema import Schema, retention_cutoff
+from .schema import MAX_STRING_CARDINALITY, Schema, retention_cutoff
 from .segcache import SegmentCache
 from .segment import (
     TIME_COLUMN_ID,
@@ -440,25 +440,24 @@ class SeqVault:
         record, its write and the memtable insert (native_append.c, `append_call`; ~2-3 us less
         than the steps one by one, docs/design/realtime.md, "One C call for an append").
         None, with nothing written, when the call needs the Python path: not a plain case,
-        string columns (their dictionaries code them), a new block, a log that must grow."""
+        a string column near its cardinality limit, a new block, a log that must grow."""
         kernel = prepare_mod.KERNEL
         assert kernel is not None
-        if self.manifest.dicts:  # string columns (checked again under the lock)
-            return None
         spec, min_ts = call_spec(schema)
         with self.lock:
             self.check_writable()
             m = self.manifest
             mem = self.mem
             blocks = mem.blocks
-            if m.dicts or not blocks:
+            if not blocks:
                 return None
             s = m.settings
             wal = self.wal
             assert wal is not None
             try:
                 got = wal.append_call(kernel.append_call, spec, key, users, columns, min_ts,
-                                      mem._parts, blocks[-1], int(s["tail_events"]))
+                                      mem._parts, blocks[-1], int(s["tail_events"]), m.dicts,
+                                      MAX_STRING_CARDINALITY)
             except WriterFailed:
                 self._settle_jobs()
                 raise

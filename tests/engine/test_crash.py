@@ -23,23 +23,24 @@ from seqvault import Schema, SeqVault
 # Not the bundled schema: "call" numbers each append so the check can tell which survived.
 SCHEMA = Schema.from_dict({"columns": [{"name": "call", "type": "int64", "default": 0},
                                        {"name": "act", "type": "string", "default": "v"}]})
-# No string column: each append is the compiled `append_call` (check, record, write, insert in
-# one C call; tests/storage/test_append_call.py), which the child asserts.
+# No string column: the other schema of the compiled appends below.
 NUMERIC = Schema.from_dict({"columns": [{"name": "call", "type": "int64", "default": 0}]})
 USERS = 7
-BASE_TS = 1_700_000_000_000  # the NUMERIC child's times start here (as in CHILD)
+# Plausible times (ms since 2023): each append is then the compiled `append_call` (check,
+# record, write, insert and string coding in one C call; tests/storage/test_append_call.py),
+# which the child asserts. Times near 0 are left to the Python path.
+BASE_TS = 1_700_000_000_000
 
 CHILD = textwrap.dedent("""
     import sys
     from seqvault import SeqVault
-    path, start, durability = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    path, start, durability, base = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     from seqvault import prepare
     v = SeqVault.open(path, durability=durability, memtable_events=300, tail_events=120,
                       checkpoint_deltas=5)
     strings = "act" in v.schema.column_names
-    BASE_TS = 1_700_000_000_000  # the kernel takes plausible times only (ms since 2023)
     taken = [0]
-    if not strings and prepare.KERNEL is not None:
+    if base and prepare.KERNEL is not None:
         kernel, call = prepare.KERNEL, prepare.KERNEL.append_call
         names = {k: getattr(kernel, k) for k in dir(kernel) if not k.startswith("_")}
 
@@ -54,12 +55,11 @@ CHILD = textwrap.dedent("""
     while True:
         n = 1 + i % 5
         # timestamps collide across calls (i // 3) so tie order is exercised too
-        base = 0 if strings else BASE_TS
         ev = {"ts": [base + (i // 3) % 50 + j % 2 for j in range(n)], "call": [i] * n}
         if strings:
             ev["act"] = [f"a{i % 11}"] * n
         v.append(i % 7, ev)
-        if i == start + 1 and prepare.KERNEL is not None and not strings:
+        if i == start + 1 and prepare.KERNEL is not None and base:
             assert taken[0] >= 1, "the appends did not go through append_call"
         sys.stdout.write(f"{i}\\n")
         sys.stdout.flush()
@@ -67,7 +67,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def expected_rows(calls: list[int], strings: bool = True
+def expected_rows(calls: list[int], strings: bool = True, base: int = 0
                   ) -> dict[int, list[tuple[int, int, str]]]:
     """Model of what the store must return per user for the given (arrival-ordered) calls."""
     per_user: dict[int, list[tuple[int, int, str]]] = {}
@@ -75,13 +75,13 @@ def expected_rows(calls: list[int], strings: bool = True
         n = 1 + i % 5
         for j in range(n):
             per_user.setdefault(i % 7, []).append(
-                ((0 if strings else BASE_TS) + (i // 3) % 50 + j % 2, i,
+                (base + (i // 3) % 50 + j % 2, i,
                  f"a{i % 11}" if strings else ""))
     return {u: sorted(rows, key=lambda r: r[0]) for u, rows in per_user.items()}
 
 
 def run_kills(tmp_path: Path, kills: int, seed: int, durability: str = "sync",
-              schema: Schema = SCHEMA) -> None:
+              schema: Schema = SCHEMA, base: int = 0) -> None:
     rng = random.Random(seed)
     store = tmp_path / "s"
     SeqVault.open(store, schema=schema).close()
@@ -94,7 +94,7 @@ def run_kills(tmp_path: Path, kills: int, seed: int, durability: str = "sync",
         errlog = tmp_path / "child.err"
         with open(errlog, "wb") as err:
             proc = subprocess.Popen([sys.executable, "-c", CHILD, str(store), str(start),
-                                     durability],
+                                     durability, str(base)],
                                     stdout=subprocess.PIPE, stderr=err, env=env)
         # Wait until it has acknowledged something, then kill at a random later moment.
         # (Read through the same buffered reader: communicate() would skip its buffer.)
@@ -118,7 +118,7 @@ def run_kills(tmp_path: Path, kills: int, seed: int, durability: str = "sync",
         extra = set(calls) - set(acked)
         # Only the append in flight at the kill may be there unacknowledged.
         assert extra <= {max(acked) + 1}, f"unexpected calls {sorted(extra)}"
-        want = expected_rows(calls, strings)
+        want = expected_rows(calls, strings, base)
         assert rows == want | {u: [] for u in range(USERS) if u not in want}
         present_calls = calls
         acked = calls  # an in-flight append that survived is durable from now on
@@ -135,10 +135,12 @@ def test_sigkill_during_batch_appends_loses_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("durability", ["sync", "batch"])
-def test_sigkill_during_compiled_appends_loses_nothing(tmp_path, durability):
-    """The same, on a store without string columns, where every append after a memtable's
-    first is one compiled call that writes the record itself (native_append.append_call)."""
-    run_kills(tmp_path, kills=8, seed=4, durability=durability, schema=NUMERIC)
+@pytest.mark.parametrize("schema", [SCHEMA, NUMERIC], ids=["strings", "numeric"])
+def test_sigkill_during_compiled_appends_loses_nothing(tmp_path, durability, schema):
+    """The same with plausible times, where every append after a memtable's first is one
+    compiled call that writes the record itself and codes the strings
+    (native_append.append_call)."""
+    run_kills(tmp_path, kills=6, seed=4, durability=durability, schema=schema, base=BASE_TS)
 
 
 @pytest.mark.slow

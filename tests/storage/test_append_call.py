@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from seqvault import Schema, SeqVault, prepare
 from seqvault import wal as walmod
 from seqvault.errors import ValidationError, WriterFailed
-from seqvault.memtable import BLOCK_ROWS, MemTable
+from seqvault.memtable import BLOCK_ROWS, MemTable, StringDict, add_events
+from seqvault.schema import MAX_STRING_CARDINALITY
 from seqvault.validate import validate_append, validate_batch
 from tests.conftest import native_required
 from tests.storage.test_native_append import _state
@@ -39,6 +40,13 @@ NUMERIC = Schema.from_dict({
     "user": {"column": "user_id", "type": "int64"},
     "time": {"column": "ts", "unit": "ms"},
     "columns": [{"name": n, "type": t, "default": DEFAULTS.get(t, 0)} for n, t in COLUMNS]})
+# a string column too: its rows are coded with the store's StringDict in the same call
+STRINGS = Schema.from_dict({
+    "user": {"column": "user_id", "type": "int64"},
+    "time": {"column": "ts", "unit": "ms"},
+    "columns": [{"name": n, "type": t, "default": DEFAULTS.get(t, 0)} for n, t in COLUMNS]
+    + [{"name": "tag", "type": "string", "default": ""}]})
+TAGS = ["", "a", "b", "é" * 40, "x" * 300, "click", "view"]
 STRING_USERS = Schema.from_dict({
     "user": {"column": "user", "type": "string"},
     "time": {"column": "ts", "unit": "ms"},
@@ -46,7 +54,8 @@ STRING_USERS = Schema.from_dict({
 ROOM = 1 << 20  # the log "file" below: records may end up to here
 
 
-def events(rng: np.random.Generator, n: int, as_lists: bool = False) -> dict[str, Any]:
+def events(rng: np.random.Generator, n: int, as_lists: bool = False, tags: bool = False
+           ) -> dict[str, Any]:
     cols: dict[str, Any] = {"ts": NOW_MS - rng.integers(0, 10**6, n)}
     for name, t in COLUMNS:
         if t == "bool":
@@ -56,6 +65,11 @@ def events(rng: np.random.Generator, n: int, as_lists: bool = False) -> dict[str
         else:
             info = np.iinfo(t)
             cols[name] = rng.integers(info.min, info.max, n, dtype=t, endpoint=True)
+    if tags:  # new strings keep coming (a per-call one), old ones repeat
+        pool = TAGS + [f"t{rng.integers(0, 10**6)}"]
+        cols["tag"] = [pool[i] for i in rng.integers(0, len(pool), n)]
+        if not as_lists:
+            cols["tag"] = np.array(cols["tag"], dtype=object)
     if as_lists:
         for name in ("ts", "i8", "u16", "i32", "u64"):
             cols[name] = cols[name].tolist()
@@ -90,8 +104,13 @@ class Log:
         os.close(self.fd)
 
 
+def dicts_of(schema: Schema) -> dict[str, StringDict]:
+    return {c.name: StringDict(c.name) for c in schema.columns if c.is_string}
+
+
 def python_steps(schema: Schema, mem: MemTable, log: Log, key: Any, users: Any,
-                 cols: dict[str, Any], seal_at: int) -> list[Any]:
+                 cols: dict[str, Any], seal_at: int,
+                 dicts: dict[str, StringDict] | None = None) -> list[Any]:
     """What the store did before append_call, one step at a time, all in Python."""
     if users is None:
         ts, c = validate_append(schema, cols)
@@ -99,24 +118,34 @@ def python_steps(schema: Schema, mem: MemTable, log: Log, key: Any, users: Any,
     else:
         keys, counts, ts, c = validate_batch(schema, {**cols, schema.user_column: users})
     payload = walmod.encode_append(schema, keys, counts, ts, c)
+    for name, d in (dicts or {}).items():
+        d.check_room(c[name])
     end = log.write(payload, int(ts.size))
     old, prepare.KERNEL = prepare.KERNEL, None
     try:
-        return mem.add_grouped(keys, counts, ts, c, end, seal_at)
+        return add_events(mem, dicts or {}, keys, counts, ts, c, end=end, seal_at=seal_at)
     finally:
         prepare.KERNEL = old
 
 
-def compiled_call(schema: Schema, mem: MemTable, log: Log, key: Any, users: Any,
-                  cols: dict[str, Any], seal_at: int) -> tuple[list[Any], bool]:
-    """The store's way now: append_call, or the Python steps when it declines."""
+def call(schema: Schema, key: Any, users: Any, columns: dict[str, Any], mem: MemTable,
+         block: Any, seal_at: int, log: tuple[int, int, int, int, int],
+         dicts: dict[str, StringDict] | None = None,
+         max_strings: int = MAX_STRING_CARDINALITY) -> Any:
     spec, min_ts = prepare.call_spec(schema)
+    return KERNEL.append_call(spec, key, users, columns, min_ts, mem._parts, block, seal_at,
+                              dicts or {}, max_strings, log)
+
+
+def compiled_call(schema: Schema, mem: MemTable, log: Log, key: Any, users: Any,
+                  cols: dict[str, Any], seal_at: int,
+                  dicts: dict[str, StringDict] | None = None) -> tuple[list[Any], bool]:
+    """The store's way now: append_call, or the Python steps when it declines."""
     columns = cols if users is None else {**cols, schema.user_column: users}
     block = mem.blocks[-1] if mem.blocks else None
-    got = KERNEL.append_call(spec, key, users, columns, min_ts, mem._parts, block, seal_at,
-                             log.position())
+    got = call(schema, key, users, columns, mem, block, seal_at, log.position(), dicts)
     if got is None:
-        return python_steps(schema, mem, log, key, users, cols, seal_at), False
+        return python_steps(schema, mem, log, key, users, cols, seal_at, dicts), False
     assert len(got) == 6
     end, n, full, top, rows, refs = got
     log.took(end, n)
@@ -129,22 +158,25 @@ def compiled_call(schema: Schema, mem: MemTable, log: Log, key: Any, users: Any,
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(0, 2**32), st.integers(1, 40), st.booleans())
+@given(st.integers(0, 2**32), st.integers(1, 40), st.booleans(), st.booleans())
 def test_append_call_writes_and_adds_what_the_python_steps_do(tmp_path_factory, seed, width,
-                                                              as_lists):
+                                                              as_lists, tags):
     """Calls of one user and batches of several (unsorted, repeated users), shared blocks
     filling up (a new block is the Python path's: the call is declined, then done there),
-    tails built by reads and extended by later calls, users reaching seal_at: the log's bytes
-    and the memtable are the same both ways, and so are the users each call reports full."""
+    tails built by reads and extended by later calls, users reaching seal_at, a string
+    column's new and known strings: the log's bytes, the memtable and the dictionary are the
+    same both ways, and so are the users each call reports full."""
     tmp = tmp_path_factory.mktemp("append_call")
     rng = np.random.default_rng(seed)
+    schema = STRINGS if tags else NUMERIC
     logs = {"compiled": Log(tmp / "compiled"), "python": Log(tmp / "python")}
     mems = {"compiled": MemTable(), "python": MemTable()}
+    dicts = {"compiled": dicts_of(schema), "python": dicts_of(schema)}
     taken = 0
     try:
         for step in range(60):
             n = int(rng.integers(1, 3 * width + 1))
-            cols = events(rng, n, as_lists)
+            cols = events(rng, n, as_lists, tags)
             if step % 3:
                 key, users = int(rng.integers(-(1 << 63), 1 << 63)) if step % 5 == 1 else \
                     int(rng.integers(0, width)), None
@@ -152,11 +184,11 @@ def test_append_call_writes_and_adds_what_the_python_steps_do(tmp_path_factory, 
                 key, users = None, rng.integers(0, width, n)
                 if as_lists:
                     users = users.tolist()
-            full_c, took = compiled_call(NUMERIC, mems["compiled"], logs["compiled"], key,
-                                         users, cols, seal_at=50)
+            full_c, took = compiled_call(schema, mems["compiled"], logs["compiled"], key,
+                                         users, cols, 50, dicts["compiled"])
             taken += took
-            full_p = python_steps(NUMERIC, mems["python"], logs["python"], key, users, cols,
-                                  seal_at=50)
+            full_p = python_steps(schema, mems["python"], logs["python"], key, users, cols,
+                                  50, dicts["python"])
             assert full_c == full_p
             if step % 9 == 4:  # a read builds a tail that later calls extend
                 user = int(rng.integers(0, width))
@@ -167,6 +199,9 @@ def test_append_call_writes_and_adds_what_the_python_steps_do(tmp_path_factory, 
         assert (logs["compiled"].end, logs["compiled"].seq, logs["compiled"].events) == (
             logs["python"].end, logs["python"].seq, logs["python"].events)
         assert _state(mems["compiled"]) == _state(mems["python"])
+        for name, d in dicts["python"].items():
+            assert dicts["compiled"][name].values == d.values and len(d.values) > 7
+            assert dicts["compiled"][name].codes == d.codes
     finally:
         for log in logs.values():
             log.close()
@@ -217,10 +252,8 @@ def test_a_call_it_does_not_take_writes_nothing_and_adds_nothing(tmp_path, case)
     mem, log, cols = _started(tmp_path)
     try:
         before, state = log.bytes(), _state(mem)
-        spec, min_ts = prepare.call_spec(NUMERIC)
         bad = DECLINED[case](cols)
-        assert KERNEL.append_call(spec, 7, None, bad, min_ts, mem._parts, mem.blocks[-1], 0,
-                                  log.position()) is None
+        assert call(NUMERIC, 7, None, bad, mem, mem.blocks[-1], 0, log.position()) is None
         assert log.bytes() == before and _state(mem) == state
         if case in PYTHON_TAKES:
             validate_append(NUMERIC, bad)
@@ -234,42 +267,87 @@ def test_a_call_it_does_not_take_writes_nothing_and_adds_nothing(tmp_path, case)
 def test_no_room_in_the_block_or_the_log_writes_nothing(tmp_path):
     mem, log, cols = _started(tmp_path)
     try:
-        spec, min_ts = prepare.call_spec(NUMERIC)
         before, state = log.bytes(), _state(mem)
         block = mem.blocks[-1]
         # the log: a record must end at or before room_end (WalWriter keeps half a chunk free)
-        assert KERNEL.append_call(spec, 7, None, cols, min_ts, mem._parts, block, 0,
-                                  log.position(room=log.end + 40)) is None
+        assert call(NUMERIC, 7, None, cols, mem, block, 0,
+                    log.position(room=log.end + 40)) is None
         # the block: its rows past fill must fit (the Python path starts a new block)
         block.fill = BLOCK_ROWS - 2
-        assert KERNEL.append_call(spec, 7, None, cols, min_ts, mem._parts, block, 0,
-                                  log.position()) is None
+        assert call(NUMERIC, 7, None, cols, mem, block, 0, log.position()) is None
         block.fill = 2
         assert log.bytes() == before and _state(mem) == state
         # a block that is not the memtable's last is refused outright
         with pytest.raises(ValueError, match="last of blocks"):
-            KERNEL.append_call(spec, 7, None, cols, min_ts, mem._parts, MemTable().blocks or
-                               types.SimpleNamespace(), 0, log.position())
-        got = KERNEL.append_call(spec, 7, None, cols, min_ts, mem._parts, block, 0,
-                                 log.position())
+            call(NUMERIC, 7, None, cols, mem, types.SimpleNamespace(), 0, log.position())
+        got = call(NUMERIC, 7, None, cols, mem, block, 0, log.position())
         assert got is not None and got[1] == 3 and mem.blocks[-1].fill == 5
     finally:
         log.close()
 
 
+def _started_strings(tmp_path: Path) -> tuple[MemTable, Log, dict[str, StringDict], dict]:
+    mem, log, dicts = MemTable(), Log(tmp_path / "log"), dicts_of(STRINGS)
+    rng = np.random.default_rng(0)
+    python_steps(STRINGS, mem, log, 1, None, {**events(rng, 2), "tag": ["a", "b"]}, 0, dicts)
+    return mem, log, dicts, {**events(rng, 3), "tag": ["new", "a", "new"]}
+
+
 def test_a_failed_write_raises_and_adds_nothing(tmp_path):
-    mem, log, cols = _started(tmp_path)
+    """Nothing in the memtable, and no new string in the dictionary (codes follow the log)."""
+    mem, log, dicts, cols = _started_strings(tmp_path)
     try:
-        state = _state(mem)
-        spec, min_ts = prepare.call_spec(NUMERIC)
+        state, values = _state(mem), list(dicts["tag"].values)
         ro = os.open(log.path, os.O_RDONLY)
         try:
             with pytest.raises(OSError):
-                KERNEL.append_call(spec, 7, None, cols, min_ts, mem._parts, mem.blocks[-1], 0,
-                                   (ro, log.end, log.seq, log.events, ROOM))
+                call(STRINGS, 7, None, cols, mem, mem.blocks[-1], 0,
+                     (ro, log.end, log.seq, log.events, ROOM), dicts)
         finally:
             os.close(ro)
         assert _state(mem) == state
+        assert dicts["tag"].values == values and "new" not in dicts["tag"].codes
+        got = call(STRINGS, 7, None, cols, mem, mem.blocks[-1], 0, log.position(), dicts)
+        assert got is not None and dicts["tag"].values[len(values):] == ["new"]
+        assert mem.blocks[-1].cols["tag"][2:5].tolist() == [
+            len(values), dicts["tag"].codes["a"], len(values)]
+    finally:
+        log.close()
+
+
+STRINGS_DECLINED = {
+    "None in a string list": ["x", None, "y"],
+    "an int in a string list": ["x", 3, "y"],
+    "a lone surrogate": ["x", "\ud800", "y"],
+    "a numpy unicode array": np.array(["x", "y", "z"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STRINGS_DECLINED))
+def test_a_string_column_it_does_not_take_leaves_the_dictionary(tmp_path, case):
+    mem, log, dicts, cols = _started_strings(tmp_path)
+    try:
+        before, state, values = log.bytes(), _state(mem), list(dicts["tag"].values)
+        bad = {**cols, "tag": STRINGS_DECLINED[case]}
+        assert call(STRINGS, 7, None, bad, mem, mem.blocks[-1], 0, log.position(),
+                    dicts) is None
+        assert log.bytes() == before and _state(mem) == state
+        assert dicts["tag"].values == values and "x" not in dicts["tag"].codes
+    finally:
+        log.close()
+
+
+def test_near_the_cardinality_limit_the_python_path_decides(tmp_path):
+    """Room for every row's string to be new, or None: StringDict.check_room then counts the
+    new ones exactly and names the column when the limit would pass."""
+    mem, log, dicts, cols = _started_strings(tmp_path)
+    try:
+        before, have = log.bytes(), len(dicts["tag"].values)
+        assert call(STRINGS, 7, None, cols, mem, mem.blocks[-1], 0, log.position(), dicts,
+                    max_strings=have + 2) is None
+        assert log.bytes() == before and len(dicts["tag"].values) == have
+        assert call(STRINGS, 7, None, cols, mem, mem.blocks[-1], 0, log.position(), dicts,
+                    max_strings=have + 3) is not None
     finally:
         log.close()
 
@@ -289,21 +367,24 @@ def counting_kernel() -> tuple[types.SimpleNamespace, list[int]]:
 
 
 @pytest.mark.parametrize("durability", ["sync", "batch", "none"])
+@pytest.mark.parametrize("schema", [NUMERIC, STRINGS], ids=["numeric", "strings"])
 def test_the_store_writes_the_same_log_and_reads_the_same_either_way(tmp_path, monkeypatch,
-                                                                     durability):
+                                                                     durability, schema):
     rng = np.random.default_rng(12)
+    tags = schema is STRINGS
     plan = []
     for i in range(300):
         if i % 4:
-            plan.append((int(rng.integers(0, 9)), events(rng, int(rng.integers(1, 4)), i % 2)))
+            plan.append((int(rng.integers(0, 9)),
+                         events(rng, int(rng.integers(1, 4)), bool(i % 2), tags)))
         else:
-            cols = events(rng, 25)
+            cols = events(rng, 25, tags=tags)
             plan.append((None, {**cols, "user_id": rng.integers(0, 9, 25)}))
     payloads, reads = {}, {}
     for way in ("compiled", "python"):
         counted, calls = counting_kernel()
         monkeypatch.setattr(prepare, "KERNEL", counted if way == "compiled" else None)
-        v = SeqVault.open(tmp_path / way, schema=NUMERIC, durability=durability,
+        v = SeqVault.open(tmp_path / way, schema=schema, durability=durability,
                           tail_events=64, memtable_events=2_000)
         for key, data in plan:
             v.append(key, data) if key is not None else v.append_batch(data)
