@@ -338,6 +338,11 @@ class MemTable:
                        self.blocks, self.tails, self._sizes)
 
     @property
+    def parts(self) -> tuple[Any, ...]:
+        """What the compiled `add_call` / `append_call` update (`_parts`)."""
+        return self._parts
+
+    @property
     def entries(self) -> int:
         """Entries in use (one per user per append call since the last flush)."""
         return self._sizes[0]

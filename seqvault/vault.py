@@ -456,7 +456,7 @@ class SeqVault:
             assert wal is not None
             try:
                 got = wal.append_call(kernel.append_call, spec, key, users, columns, min_ts,
-                                      mem._parts, blocks[-1], int(s["tail_events"]), m.dicts,
+                                      mem.parts, blocks[-1], int(s["tail_events"]), m.dicts,
                                       MAX_STRING_CARDINALITY)
             except WriterFailed:
                 self._settle_jobs()
