@@ -415,3 +415,68 @@ def test_the_compiled_record_builder_refuses_fields_out_of_range():
     with pytest.raises((ValueError, OverflowError)):
         kernel.record(b"x", 1, -1, 0, 1)
 
+
+
+def _header_mark(path):
+    return struct.unpack_from("<QQQ", open(path, "rb").read(64), 32)
+
+
+def test_W3_the_mark_claims_only_what_an_earlier_fsync_covered(tmp_path, monkeypatch):
+    """Every fsync of `sync` appends finds the header claiming at most what the fsync before it
+    covered, never the record it is about to sync; with MARK_INTERVAL 0 it is rewritten
+    before every fsync (the mark then lags exactly one fsync); a clean close claims all."""
+    path = tmp_path / walmod.wal_name(1)
+    walmod.create_wal(path, 1)
+    monkeypatch.setattr(walmod, "MARK_INTERVAL", 0.0)
+    w = walmod.WalWriter(path, "sync")
+    seen = []
+    real = walmod.iofaults.fdatasync
+
+    def fdatasync(fd):
+        seen.append((_header_mark(path), w._end, w.synced))
+        real(fd)
+
+    monkeypatch.setattr(walmod.iofaults, "fdatasync", fdatasync)
+    for i in range(6):
+        w.commit(w.append(b"x" * (10 + i), events=i + 1))
+    assert len(seen) == 6
+    for k, (mark, end, synced_before) in enumerate(seen):
+        assert mark[0] < end  # never the record this fsync is for
+        if k:  # rewritten every time: exactly what the previous fsync covered
+            assert mark == (synced_before.end, synced_before.next_seq - 1, synced_before.events)
+    w.close()
+    assert _header_mark(path) == (w.synced.end, 6, sum(range(1, 7)))
+
+
+def test_W3_the_mark_is_rewritten_at_most_every_mark_interval(tmp_path, monkeypatch):
+    """With fsyncs faster than MARK_INTERVAL, the header (a second page to write) is rewritten
+    only when the last rewrite is MARK_INTERVAL old, and then says what the previous fsync
+    covered; the fsyncs between leave it as it was."""
+    path = tmp_path / walmod.wal_name(1)
+    walmod.create_wal(path, 1)
+    clock = [100.0]
+    monkeypatch.setattr(walmod, "_now", lambda: clock[0])
+    w = walmod.WalWriter(path, "sync")
+    writes = []
+    real_pwrite = walmod.iofaults.pwrite
+
+    def pwrite(fd, data, offset):
+        if offset == 0:
+            writes.append(walmod._MARK.unpack_from(data, walmod._MARK_AT))
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(walmod.iofaults, "pwrite", pwrite)
+    w.commit(w.append(b"a", events=1))  # nothing synced before: no claim to write
+    first = w.synced
+    w.commit(w.append(b"b", events=1))  # due: claims the first fsync's records
+    assert writes == [(first.end, 1, 1)]
+    for k in range(5):  # the clock stands still: five fsyncs, no header write
+        w.commit(w.append(b"c", events=1))
+    assert len(writes) == 1 and _header_mark(path) == (first.end, 1, 1)
+    before = w.synced
+    clock[0] += walmod.MARK_INTERVAL
+    w.commit(w.append(b"d", events=1))  # due again: what the fsync before this one covered
+    assert writes[-1] == (before.end, before.next_seq - 1, before.events) == _header_mark(path)
+    assert w.synced.end > before.end
+    w.close()
+    assert _header_mark(path) == (w.synced.end, 8, 8)
