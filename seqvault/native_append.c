@@ -873,7 +873,10 @@ PyDoc_STRVAR(append_call_doc,
 "...)'s insert with the record's end, the rows copied into the block straight from the\n"
 "caller's columns. String columns are coded with their StringDict in `dicts` (name ->\n"
 "StringDict: `codes`, `values`), its new strings added once the record is written.\n"
-"log: (fd, end, seq, events_before, room_end) of WalWriter. Returns None, having done\n"
+"log: (fd, end, seq, events_before, room_end, ring, ring_size, ring_room) of WalWriter:\n"
+"ring the mapping of the log's staging ring (the record is stored there, header first, if it\n"
+"is at most RING_RECORD_MAX bytes and ends by ring_room, else declined) or None (pwrite).\n"
+"Returns None, having done\n"
 "nothing, when the call is not a plain case, a string column could reach max_strings, the\n"
 "record would pass room_end or the block has no room (the Python path then runs); raises\n"
 "OSError, having added nothing, when the write fails; else (end, events, full, top,\n"
@@ -882,6 +885,20 @@ PyDoc_STRVAR(append_call_doc,
 
 #define REC_HEAD 29
 #define REC_APPEND 1
+/* the staging ring (seqvault/ring.py, docs/format/ring.md): its header's size, and the
+ * largest record staged in it (ring.HEADER_SIZE, ring.RECORD_MAX: exported as RING_HEADER and
+ * RING_RECORD_MAX, and a test holds them equal) */
+#define RING_HEADER 4096
+#define RING_RECORD_MAX 65536
+
+/* n bytes of log offset `at` into the ring's body of `size` bytes, wrapping at its end */
+static void ring_put(uint8_t *body, long long size, long long at, const uint8_t *src,
+                     Py_ssize_t n) {
+    long long pos = at % size;
+    Py_ssize_t first = n < size - pos ? n : (Py_ssize_t)(size - pos);
+    memcpy(body + pos, src, (size_t)first);
+    if (first < n) memcpy(body, src + first, (size_t)(n - first));
+}
 
 static void put_le(uint8_t *o, uint64_t v, int n) {
     for (int i = 0; i < n; i++) o[i] = (uint8_t)(v >> (8 * i));
@@ -986,13 +1003,14 @@ static int code_strings(const call_t *c, Py_ssize_t i, PyObject *codes, Py_ssize
 static PyObject *codes_name, *values_name;
 
 static PyObject *append_call(PyObject *self, PyObject *args) {
-    PyObject *spec, *key, *users, *columns, *parts, *block, *dicts;
-    long long min_ts, seal_at, max_strings, end, seq, before, room;
+    PyObject *spec, *key, *users, *columns, *parts, *block, *dicts, *ring;
+    long long min_ts, seal_at, max_strings, end, seq, before, room, ring_size, ring_room;
     int fd;
     (void)self;
-    if (!PyArg_ParseTuple(args, "O!OOO!LO!OLOL(iLLLL)", &PyTuple_Type, &spec, &key, &users,
+    if (!PyArg_ParseTuple(args, "O!OOO!LO!OLOL(iLLLLOLL)", &PyTuple_Type, &spec, &key, &users,
                           &PyDict_Type, &columns, &min_ts, &PyTuple_Type, &parts, &block,
-                          &seal_at, &dicts, &max_strings, &fd, &end, &seq, &before, &room))
+                          &seal_at, &dicts, &max_strings, &fd, &end, &seq, &before, &room,
+                          &ring, &ring_size, &ring_room))
         return NULL;
     if (block == Py_None || end < 0 || seq < 0 || before < 0) Py_RETURN_NONE;
     call_t c;
@@ -1058,6 +1076,12 @@ static PyObject *append_call(PyObject *self, PyObject *args) {
         r = 0;
         goto declined;
     }
+    /* staged in the ring only within RING_RECORD_MAX and without passing the bytes not yet
+     * copied out (rule G2); else Python's path copies them out and writes this one itself */
+    if (ring != Py_None && (len > RING_RECORD_MAX || end + len > ring_room || ring_size <= 0)) {
+        r = 0;
+        goto declined;
+    }
     uint8_t *rec = b.p;
     put_le(rec + 4, (uint64_t)plen, 4);
     rec[8] = REC_APPEND;
@@ -1065,23 +1089,42 @@ static PyObject *append_call(PyObject *self, PyObject *args) {
     put_le(rec + 17, (uint64_t)before, 8);
     put_le(rec + 25, (uint64_t)n, 4);
     put_le(rec, crc32_z(0L, rec + 4, (size_t)(len - 4)), 4);
-    ssize_t w;
-    int err;
-    /* the GIL goes for the system call, as os.pwrite's does: a write can stall on writeback */
-    Py_BEGIN_ALLOW_THREADS
-    do {
-        w = pwrite(fd, rec, (size_t)len, (off_t)end);
-    } while (w < 0 && errno == EINTR);
-    err = errno;
-    Py_END_ALLOW_THREADS
-    if (w < 0) {
-        errno = err;
-        PyErr_SetFromErrno(PyExc_OSError);
-        goto done;
-    }
-    if (w != len) {
-        PyErr_Format(PyExc_OSError, "short write to the log: %zd of %zd bytes", w, len);
-        goto done;
+    if (ring != Py_None) {
+        /* staged in the ring (seqvault/ring.py): stores into a shared mapping, no system call */
+        Py_buffer view;
+        if (PyObject_GetBuffer(ring, &view, PyBUF_WRITABLE) < 0) goto done;
+        if (view.len != RING_HEADER + ring_size) {
+            PyBuffer_Release(&view);
+            PyErr_SetString(PyExc_ValueError, "the ring's mapping is not of its size");
+            goto done;
+        }
+        uint8_t *body = (uint8_t *)view.buf + RING_HEADER;
+        ring_put(body, ring_size, end, rec, REC_HEAD);
+        /* the header's bytes before any of the payload's (rule G1): what a crash leaves is a
+         * header cut short or a whole header and part of its payload, never the reverse */
+        __atomic_thread_fence(__ATOMIC_RELEASE);
+        ring_put(body, ring_size, end + REC_HEAD, rec + REC_HEAD, plen);
+        PyBuffer_Release(&view);
+    } else {
+        ssize_t w;
+        int err;
+        /* the GIL goes for the system call, as os.pwrite's does: a write can stall on
+         * writeback */
+        Py_BEGIN_ALLOW_THREADS
+        do {
+            w = pwrite(fd, rec, (size_t)len, (off_t)end);
+        } while (w < 0 && errno == EINTR);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        if (w < 0) {
+            errno = err;
+            PyErr_SetFromErrno(PyExc_OSError);
+            goto done;
+        }
+        if (w != len) {
+            PyErr_Format(PyExc_OSError, "short write to the log: %zd of %zd bytes", w, len);
+            goto done;
+        }
     }
     long long new_end = end + len;
     for (Py_ssize_t i = 0; i < n; i++) d.ends[i] = new_end;
@@ -1499,5 +1542,11 @@ PyMODINIT_FUNC PyInit_native_append(void) {
     if (!frombytes_name || !ts_name || !cols_name || !refs_name || !count_name || !fill_name ||
         !ends_name)
         return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m && (PyModule_AddIntConstant(m, "RING_HEADER", RING_HEADER) < 0 ||
+              PyModule_AddIntConstant(m, "RING_RECORD_MAX", RING_RECORD_MAX) < 0)) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

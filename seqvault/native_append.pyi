@@ -34,7 +34,7 @@ def append_call(
     seal_at: int,
     dicts: dict[str, Any],
     max_strings: int,
-    log: tuple[int, int, int, int, int],
+    log: tuple[int, int, int, int, int, Any, int, int],
     /,
 ) -> (
     tuple[int, int, list[Any], int, int, int] | tuple[int, int, BaseException] | None
@@ -76,3 +76,6 @@ def scatter(
     plain: bool = False,
     /,
 ) -> Any: ...
+
+RING_HEADER: int
+RING_RECORD_MAX: int

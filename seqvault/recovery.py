@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import iofaults
+from . import ring as ring_mod
 from . import wal as wal_mod
 from .errors import CorruptionError, StoreLocked
 from .files import file_name, parse_file_name
@@ -54,7 +55,8 @@ def repair(root: Path, manifest: Manifest) -> None:
     """Writer open, lock held: undo what a crashed writer left unpublished.
 
     Extent files: cut tails past the published size, delete files no commit refers to.
-    Logs other than the current one (a flush that crashed before or after its commit), spill
+    Logs other than the current one (a flush that crashed before or after its commit) and
+    their staging rings, spill
     directories of a dead ingest, checkpoint files no commit refers to: deleted.
     """
     data = root / "data"
@@ -80,8 +82,9 @@ def repair(root: Path, manifest: Manifest) -> None:
     for tmp in root.glob(f"{SPILL_PREFIX}*"):
         shutil.rmtree(tmp, ignore_errors=True)
     current = wal_mod.wal_name(manifest.wal_id)
+    keep = (current, ring_mod.ring_path(Path(current)).name)  # and its ring (ring.md, G5)
     for p in (root / "wal").iterdir():
-        if p.name != current and p.name.startswith("wal-"):
+        if p.name not in keep and p.name.startswith("wal-"):
             p.unlink()
     manifest.remove_stale_checkpoints()
 
@@ -170,32 +173,86 @@ def recover_log(root: Path, wal_id: int, schema: Schema, mem: MemTable,
             raise iofaults.named(exc, path) from exc
         finally:
             os.close(fd)
+    if result.version == wal_mod.FORMAT_VERSION and not result.problems:
+        # Records a killed `batch` writer had staged but not yet copied into the log: into
+        # the log now, durably, before anything is applied or appended (ring.md, G4).
+        found = wal_mod.staged(path, wal_id, wal_mod.LogPosition(result.end, result.next_seq,
+                                                                 result.events))
+        if found:
+            write_staged(path, result, found)
+            wal_mod.take_staged(result, found)
     events = _apply(result, schema, mem, dicts, sealed, flushed)
     return Recovered(wal_mod.LogPosition(result.end, result.next_seq, result.events), events,
                      torn, result.version, result.problems, len(result.records))
 
 
+def write_staged(path: Path, result: wal_mod.ScanResult,
+                 found: list[tuple[wal_mod.Record, bytes]]) -> None:
+    """Write staged records into the log at the end of its good records and fsync, growing
+    the file first where rule W2 asks (the writer grew it before staging, so only a log cut
+    meanwhile would need it)."""
+    data = b"".join(raw for _rec, raw in found)
+    end = result.end + len(data)
+    try:
+        fd = iofaults.open_fd(path, os.O_RDWR)
+        try:
+            size = os.fstat(fd).st_size
+            if end + result.chunk // 2 > size:
+                wal_mod.grow(fd, size, wal_mod.chunks_for(end, result.chunk))
+            iofaults.pwrite(fd, data, result.end)
+            iofaults.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise iofaults.named(exc, path) from exc
+
+
 def replay_log(root: Path, wal_id: int, start: int, schema: Schema, mem: MemTable,
                dicts: dict[str, StringDict], sealed: dict[tuple[int, int | None], int], *,
-               flushed: int = -1, synced: tuple[int, int, int] | None = None
-               ) -> tuple[int, list[wal_mod.LogProblem]]:
-    """Read-only opens: apply the log's whole records from `start` (0: the whole log); returns
-    the new position and the acknowledged records found missing or damaged (the good records
-    around them are applied: a damaged log does not hide what is intact).
+               flushed: int = -1, synced: tuple[int, int, int] | None = None,
+               at: wal_mod.LogPosition | None = None
+               ) -> tuple[int, list[wal_mod.LogProblem], wal_mod.LogPosition | None]:
+    """Read-only opens: apply the log's whole records from `start` (0: the whole log), then
+    the records a `batch` writer staged in its ring after them (ring.md, G4); returns the new
+    position, the acknowledged records found missing or damaged (the good records around
+    them are applied: a damaged log does not hide what is intact), and the position with its
+    next seq and events when known (`at`: the one returned last time, if it ends at `start`).
     FileNotFoundError: the writer rotated the log (the caller takes a new snapshot)."""
     path = root / "wal" / wal_mod.wal_name(wal_id)
+    known = at if at is not None and at.end == start else None
+    ring_there = ring_mod.ring_path(path).exists()
     if start > 0 and wal_mod.nothing_after(path, start):
-        return start, []  # the common refresh: no new record (cheaper than reading the slack)
-    result = wal_mod.scan(path, start, expect_id=wal_id, synced=synced)
-    for _again in range(3):
-        # A writer may be writing while we read: a record half-copied into our buffer can
-        # look like damage followed by a good record. Real damage is still there on a reread.
-        if not result.problems:
-            break
-        time.sleep(0.01)
+        if known is None or not ring_there:
+            return start, [], known  # the common refresh: no new record (cheaper than a scan)
+        result = wal_mod.ScanResult([], start, False, 0, next_seq=known.next_seq,
+                                    events=known.events)
+    else:
         result = wal_mod.scan(path, start, expect_id=wal_id, synced=synced)
+        for _again in range(3):
+            # A writer may be writing while we read: a record half-copied into our buffer can
+            # look like damage followed by a good record. Real damage is still there on a
+            # reread.
+            if not result.problems:
+                break
+            time.sleep(0.01)
+            result = wal_mod.scan(path, start, expect_id=wal_id, synced=synced)
+    pos = None
+    if not result.problems and result.version == wal_mod.FORMAT_VERSION:
+        if result.records or start <= wal_mod.FILE_HEADER_SIZE:
+            pos = wal_mod.LogPosition(result.end, result.next_seq, result.events)
+        elif known is not None:
+            pos = known
+        elif ring_there:  # a rebuild from a mark with nothing after it: count from the start
+            whole = wal_mod.scan(path, 0, expect_id=wal_id, synced=synced)
+            if not whole.problems and whole.end == result.end:
+                pos = wal_mod.LogPosition(whole.end, whole.next_seq, whole.events)
+        if pos is not None and ring_there:
+            found = wal_mod.staged(path, wal_id, pos)
+            if found:
+                wal_mod.take_staged(result, found)
+                pos = wal_mod.LogPosition(result.end, result.next_seq, result.events)
     _apply(result, schema, mem, dicts, sealed, flushed)
-    return result.end, result.problems
+    return result.end, result.problems, pos
 
 
 def _apply(result: wal_mod.ScanResult, schema: Schema, mem: MemTable,

@@ -65,6 +65,7 @@ from .recovery import (
     take_lock,
 )
 from .retained import Retained, retained_counts
+from .ring import ring_path
 from .schema import MAX_STRING_CARDINALITY, Schema, retention_cutoff
 from .segcache import SegmentCache
 from .segment import (
@@ -138,6 +139,9 @@ class SeqVault:
         self.writers: dict[str, SegmentWriter] = {}
         self.wal: wal_mod.WalWriter | None = None
         self.wal_pos = 0  # read-only opens: how far the log was replayed (0: not yet)
+        # and there, the next record's seq and the events before it, when known: what a
+        # record staged in the writer's ring must continue (docs/format/ring.md, G4)
+        self._wal_at: wal_mod.LogPosition | None = None
         # Acknowledged log records found missing or damaged (read-only opens serve the rest;
         # docs/format/wal.md, "Recovery"), as dicts for stats() and the command line.
         self.log_damage: list[dict[str, Any]] = []
@@ -273,15 +277,16 @@ class SeqVault:
         FileNotFoundError: the writer rotated the log (take a new snapshot). holds: lock."""
         m = self.manifest
         try:
-            self.wal_pos, problems = replay_log(self.path, m.wal_id, start, m.schema, self.mem,
-                                                m.dicts, m.sealed, flushed=m.flushed,
-                                                synced=m.synced_of(m.wal_id))
+            self.wal_pos, problems, self._wal_at = replay_log(
+                self.path, m.wal_id, start, m.schema, self.mem, m.dicts, m.sealed,
+                flushed=m.flushed, synced=m.synced_of(m.wal_id),
+                at=None if fresh else self._wal_at)
         except FileNotFoundError:
             with m.meta.begin() as txn:
                 if int(m.meta.get_meta(txn, "wal_id")) != m.wal_id:
                     raise  # rotated since our snapshot
             # Still the current log, and gone: serve the sealed data and say what is missing.
-            self.wal_pos = 0
+            self.wal_pos, self._wal_at = 0, None
             problems = [missing_log(self.path, m.wal_id, m.synced_of(m.wal_id))]
         if problems or start == 0 or fresh:
             self.log_damage = [p.to_dict() for p in problems]
@@ -815,6 +820,7 @@ class SeqVault:
                                                 batch_interval=self.settings["batch_interval"])
                 except BaseException:
                     new_path.unlink(missing_ok=True)
+                    ring_path(new_path).unlink(missing_ok=True)
                     raise
             try:
                 seq = m.commit(edit)
@@ -832,6 +838,7 @@ class SeqVault:
                         self.wal.path.unlink(missing_ok=True)
                 elif new_path is not None:
                     new_path.unlink(missing_ok=True)
+                    ring_path(new_path).unlink(missing_ok=True)
                 raise
             for w in writers:
                 w.published_now()
@@ -840,6 +847,7 @@ class SeqVault:
                 if old is not None:  # every record in it is sealed by this commit
                     old.close(sync=False)
                     old.path.unlink(missing_ok=True)
+                    ring_path(old.path).unlink(missing_ok=True)
         except BaseException as exc:
             self.fail_stop(exc)
             raise

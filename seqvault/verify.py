@@ -103,6 +103,10 @@ def verify_store(root: Path, manifest: Manifest, update: Progress | None = None
                 time.sleep(0.01)
                 scanned = wal_mod.scan(wal_path, expect_id=manifest.wal_id, synced=synced)
             wal_records = len(scanned.records)
+            if not scanned.problems and scanned.version == wal_mod.FORMAT_VERSION:
+                # records a live (or killed) `batch` writer staged in its ring (ring.md, G4)
+                wal_records += len(wal_mod.staged(wal_path, manifest.wal_id, wal_mod.LogPosition(
+                    scanned.end, scanned.next_seq, scanned.events)))
             problems.extend(p.to_dict() for p in scanned.problems)
         else:
             problems.append({"path": str(wal_path), "kind": "missing",

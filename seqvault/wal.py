@@ -37,6 +37,7 @@ import msgpack
 import numpy as np
 
 from . import crc_many, iofaults
+from . import ring as ring_mod
 from .errors import CorruptionError, FormatVersionError, WriterFailed
 from .schema import Schema
 from .settings import DURABILITY_MODES
@@ -117,7 +118,7 @@ def create_wal(path: Path, wal_id: int, chunk: int = CHUNK) -> None:
     try:
         fd = iofaults.open_fd(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            _grow(fd, 0, chunks_for(FILE_HEADER_SIZE, chunk))
+            grow(fd, 0, chunks_for(FILE_HEADER_SIZE, chunk))
             iofaults.pwrite(fd, file_header(wal_id, chunk, time.time_ns(), (0, 0, 0)), 0)
             iofaults.fsync(fd)
         finally:
@@ -132,7 +133,7 @@ def create_wal(path: Path, wal_id: int, chunk: int = CHUNK) -> None:
 _ZEROS = bytes(1 << 20)
 
 
-def _grow(fd: int, size: int, new_size: int) -> None:
+def grow(fd: int, size: int, new_size: int) -> None:
     """Extend the file to `new_size` with written zeros (not a hole, not an unwritten extent:
     fdatasync of a later record then has no block allocation to persist). The size changes in
     one ftruncate first, so a crash mid-way still leaves a size that is a multiple of the
@@ -439,6 +440,24 @@ def _torn_shape(data: bytes, i: int, expect: int | None, nonzero: int) -> bool:
     return nonzero <= i + RECORD_HEADER_SIZE + length
 
 
+def staged(path: Path, wal_id: int, at: LogPosition) -> list[tuple[Record, bytes]]:
+    """The records a `batch` writer staged in the log's ring past `at` (the end of the
+    log's good records, with the next seq and the events before it), with each record's
+    bytes: rule G4 of docs/format/ring.md. Only for a log whose scan found no problem."""
+    found = ring_mod.continuation(path, wal_id, at.end, at.next_seq, at.events, RECORD_TYPES)
+    return [(Record(off, rtype, payload, end), raw)
+            for off, rtype, payload, end, _n, raw in found]
+
+
+def take_staged(result: ScanResult, found: list[tuple[Record, bytes]]) -> None:
+    """Add staged records to a scan's result, as if the log held them."""
+    for rec, raw in found:
+        result.records.append(rec)
+        result.events += _REC_HEAD.unpack_from(raw, 0)[5]
+        result.next_seq += 1
+        result.end = rec.end
+
+
 def iter_payloads(result: ScanResult) -> Iterator[bytes]:
     for rec in result.records:
         if rec.rtype == REC_APPEND:
@@ -457,6 +476,24 @@ class LogPosition:
 
 
 _now = time.monotonic  # the mark's clock (a test may replace it)
+
+
+def _open_ring(path: Path, wal_id: int) -> ring_mod.Ring | None:
+    """A fresh ring for the log (recovery has copied any earlier one's records into the
+    log), or None where it cannot be made (a full disk): records then go by pwrite."""
+    where = ring_mod.ring_path(path)
+    try:
+        ring_mod.create(where, wal_id)
+        return ring_mod.Ring(where, wal_id)
+    except (OSError, ValueError):
+        where.unlink(missing_ok=True)
+        return None
+
+
+def _armed() -> bool:
+    """A test armed the log's writes (seqvault.faults): records then go by `iofaults.pwrite`,
+    whose failures the fault tests inject, never through the ring or the compiled call."""
+    return iofaults.pwrite is not os.pwrite
 
 
 class WalWriter:
@@ -492,6 +529,12 @@ class WalWriter:
         self.fsyncs = 0
         self.extensions = 0
         self.failed: OSError | None = None  # fail-stop: set by the first failed write/fsync
+        # `batch` stages records in a ring (seqvault/ring.py, docs/format/ring.md): the log
+        # file holds the records up to `_copied`, the ring those from there to `_end`.
+        self._copied = self._end
+        self.ring: ring_mod.Ring | None = None
+        if durability == "batch" and ring_mod.wanted(path):
+            self.ring = _open_ring(path, self._wal_id)
         if durability == "batch":
             self._flusher = threading.Thread(target=self._batch_loop, name="seqvault-wal-sync",
                                              daemon=True)
@@ -516,10 +559,18 @@ class WalWriter:
             end = self._end + len(rec)
             try:
                 if end + self.chunk // 2 > self._size:
-                    self._extend(end)
-                written = iofaults.pwrite(self._fd, rec, self._end)
-                if written != len(rec):
-                    raise OSError(f"short write to {self.path}: {written} of {len(rec)} bytes")
+                    self._extend(end)  # also for a staged record: G3 copies it out later
+                ring = self.ring
+                if (ring is not None and len(rec) <= ring_mod.RECORD_MAX
+                        and end - self._copied <= ring.size and not _armed()):
+                    ring.store(self._end, rec)  # rule G1/G2
+                else:
+                    self._copy_out()  # the log stays a prefix of the records (G3)
+                    written = iofaults.pwrite(self._fd, rec, self._end)
+                    if written != len(rec):
+                        raise OSError(f"short write to {self.path}: {written} of {len(rec)} "
+                                      "bytes")
+                    self._copied = end
             except OSError as exc:
                 self.failed = exc
                 raise WriterFailed(f"{self.path}: writing the log failed ({exc}); nothing more "
@@ -541,9 +592,12 @@ class WalWriter:
         with self._write_lock:
             if self.failed is not None:
                 self.check()
-            if iofaults.pwrite is not os.pwrite:
+            if _armed():
                 return None
-            log = (self._fd, self._end, self._seq, self._events, self._size - self.chunk // 2)
+            ring = self.ring
+            log = (self._fd, self._end, self._seq, self._events, self._size - self.chunk // 2,
+                   None if ring is None else ring.map, 0 if ring is None else ring.size,
+                   self._copied + (0 if ring is None else ring.size))
             try:
                 got: tuple[Any, ...] | None = call(*args, log)
             except OSError as exc:
@@ -553,11 +607,25 @@ class WalWriter:
             if got is None:
                 return None
             self._end = got[0]
+            if ring is None:
+                self._copied = self._end
             self._seq += 1
             self._events += got[1]
         if self.durability == "batch" and not self._wake.is_set():
             self._wake.set()
         return got
+
+    def _copy_out(self) -> None:
+        """Write the staged records [_copied, _end) into the log in one pwrite (rule G3): the
+        flusher's round before its fdatasync, and any record that cannot be staged before it
+        is written itself. holds: the write lock."""
+        if self.ring is None or self._copied >= self._end:
+            return
+        data = self.ring.read(self._copied, self._end)
+        written = iofaults.pwrite(self._fd, data, self._copied)
+        if written != len(data):
+            raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")
+        self._copied = self._end
 
     def _extend(self, end: int) -> None:
         """Grow the file so at least half a chunk of zeros follows `end` (rule L2), and a few
@@ -567,7 +635,7 @@ class WalWriter:
             if end + self.chunk // 2 <= self._size:
                 return  # the flusher grew it meanwhile
             new_size = chunks_for(end + (AHEAD_CHUNKS - 1) * self.chunk, self.chunk)
-            _grow(self._fd, self._size, new_size)
+            grow(self._fd, self._size, new_size)
             iofaults.fsync(self._fd)  # the new size too, not only the data
             self._size = new_size
             self.extensions += 1
@@ -584,7 +652,7 @@ class WalWriter:
                 return
             new_size = chunks_for(self._end + ahead, self.chunk)
             try:
-                _grow(self._fd, self._size, new_size)
+                grow(self._fd, self._size, new_size)
                 iofaults.fsync(self._fd)
             except OSError as exc:
                 self.failed = exc
@@ -604,9 +672,10 @@ class WalWriter:
             if self._synced.end >= end:
                 return
             self.check()
-            with self._write_lock:
-                target = LogPosition(self._end, self._seq, self._events)
             try:
+                with self._write_lock:
+                    self._copy_out()
+                    target = LogPosition(self._end, self._seq, self._events)
                 # The header mark says what the *previous* fsync covered: written before this
                 # fsync, it must not claim records this fsync may not have made durable yet.
                 # Rewritten only every MARK_INTERVAL: a second page for each fsync to write.
@@ -691,6 +760,11 @@ class WalWriter:
             if self._flusher is not None:
                 self._flusher.join(timeout=2)
             os.close(self._fd)
+            if self.ring is not None:
+                self.ring.close()
+                if sync and self.failed is None and self._copied == self._end:
+                    # every record is in the log and synced: a clean store has no ring (G5)
+                    self.ring.path.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------- the append record

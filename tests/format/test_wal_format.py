@@ -470,7 +470,7 @@ def test_W3_the_mark_is_rewritten_at_most_every_mark_interval(tmp_path, monkeypa
     first = w.synced
     w.commit(w.append(b"b", events=1))  # due: claims the first fsync's records
     assert writes == [(first.end, 1, 1)]
-    for k in range(5):  # the clock stands still: five fsyncs, no header write
+    for _k in range(5):  # the clock stands still: five fsyncs, no header write
         w.commit(w.append(b"c", events=1))
     assert len(writes) == 1 and _header_mark(path) == (first.end, 1, 1)
     before = w.synced

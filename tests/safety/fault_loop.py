@@ -360,7 +360,10 @@ def leftovers(store: Path) -> list[str]:
     for p in (store / "meta").iterdir():
         if p.suffix == ".tmp" or (p.suffix == ".ckpt" and (ckpt is None or p.name != ckpt["name"])):
             out.append(f"meta/{p.name}")
-    out += [f"wal/{p.name}" for p in (store / "wal").iterdir() if p.name != wal_name(wal_id)]
+    # the current log, and its staging ring (docs/format/ring.md, G5: a writer that stopped
+    # keeps it, as it may hold acknowledged records the next open copies into the log)
+    current = (wal_name(wal_id), wal_name(wal_id)[:-len(".log")] + ".ring")
+    out += [f"wal/{p.name}" for p in (store / "wal").iterdir() if p.name not in current]
     for p in (store / "data").iterdir():
         parsed = parse_file_name(p.name)
         rec = catalog.get(parsed[1]) if parsed else None

@@ -8,6 +8,7 @@ failed write must raise and add nothing."""
 
 from __future__ import annotations
 
+import mmap
 import os
 import time
 import types
@@ -20,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqvault import Schema, SeqVault, prepare
+from seqvault import ring as ringmod
 from seqvault import wal as walmod
 from seqvault.errors import ValidationError, WriterFailed
 from seqvault.memtable import BLOCK_ROWS, MemTable, StringDict, add_events
@@ -52,6 +54,7 @@ STRING_USERS = Schema.from_dict({
     "time": {"column": "ts", "unit": "ms"},
     "columns": [{"name": n, "type": t, "default": DEFAULTS.get(t, 0)} for n, t in COLUMNS]})
 ROOM = 1 << 20  # the log "file" below: records may end up to here
+RING = 80 << 10  # the staging ring's body in these tests (the store's: ring.SIZE)
 
 
 def events(rng: np.random.Generator, n: int, as_lists: bool = False, tags: bool = False
@@ -79,14 +82,33 @@ def events(rng: np.random.Generator, n: int, as_lists: bool = False, tags: bool 
 class Log:
     """A log file's records region and the writer's position in it (WalWriter's fields)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, ring: bool = False) -> None:
         self.path = path
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         os.pwrite(self.fd, bytes(ROOM), 0)
         self.end = self.seq = self.events = 0
+        # WalWriter's staging ring (seqvault/ring.py), small here so that records wrap
+        self.ring = None
+        if ring:
+            rfd = os.open(path.with_suffix(".ring"), os.O_RDWR | os.O_CREAT, 0o644)
+            os.pwrite(rfd, bytes(ringmod.HEADER_SIZE + RING), 0)
+            self.ring = mmap.mmap(rfd, ringmod.HEADER_SIZE + RING)
+            os.close(rfd)
 
-    def position(self, room: int = ROOM) -> tuple[int, int, int, int, int]:
-        return (self.fd, self.end, self.seq, self.events, room)
+    def position(self, room: int = ROOM) -> tuple[int, int, int, int, int, Any, int, int]:
+        if self.ring is None:
+            return (self.fd, self.end, self.seq, self.events, room, None, 0, 0)
+        # every staged record is copied out at once (below), so all of the ring is room
+        return (self.fd, self.end, self.seq, self.events, room, self.ring, RING, self.end + RING)
+
+    def copy_out(self, start: int, end: int) -> None:
+        """What the flusher does (WalWriter._copy_out): the staged bytes into the file."""
+        assert self.ring is not None
+        pos, n = ringmod.HEADER_SIZE + start % RING, end - start
+        first = min(n, ringmod.HEADER_SIZE + RING - pos)
+        data = self.ring[pos:pos + first] + self.ring[ringmod.HEADER_SIZE:
+                                                      ringmod.HEADER_SIZE + n - first]
+        os.pwrite(self.fd, data, start)
 
     def write(self, payload: bytes, n: int) -> int:
         rec = walmod.record(payload, walmod.REC_APPEND, self.seq, self.events, n)
@@ -101,6 +123,8 @@ class Log:
         return os.pread(self.fd, ROOM, 0)
 
     def close(self) -> None:
+        if self.ring is not None:
+            self.ring.close()
         os.close(self.fd)
 
 
@@ -129,7 +153,7 @@ def python_steps(schema: Schema, mem: MemTable, log: Log, key: Any, users: Any,
 
 
 def call(schema: Schema, key: Any, users: Any, columns: dict[str, Any], mem: MemTable,
-         block: Any, seal_at: int, log: tuple[int, int, int, int, int],
+         block: Any, seal_at: int, log: tuple[int, int, int, int, int, Any, int, int],
          dicts: dict[str, StringDict] | None = None,
          max_strings: int = MAX_STRING_CARDINALITY) -> Any:
     spec, min_ts = prepare.call_spec(schema)
@@ -148,6 +172,8 @@ def compiled_call(schema: Schema, mem: MemTable, log: Log, key: Any, users: Any,
         return python_steps(schema, mem, log, key, users, cols, seal_at, dicts), False
     assert len(got) == 6
     end, n, full, top, rows, refs = got
+    if log.ring is not None:
+        log.copy_out(log.end, end)
     log.took(end, n)
     mem.events += n
     mem.rows += n
@@ -158,19 +184,20 @@ def compiled_call(schema: Schema, mem: MemTable, log: Log, key: Any, users: Any,
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(0, 2**32), st.integers(1, 40), st.booleans(), st.booleans())
+@given(st.integers(0, 2**32), st.integers(1, 40), st.booleans(), st.booleans(), st.booleans())
 def test_append_call_writes_and_adds_what_the_python_steps_do(tmp_path_factory, seed, width,
-                                                              as_lists, tags):
+                                                              as_lists, tags, ring):
     """Calls of one user and batches of several (unsorted, repeated users), shared blocks
     filling up (a new block is the Python path's: the call is declined, then done there),
     large calls in blocks of their own,
     tails built by reads and extended by later calls, users reaching seal_at, a string
     column's new and known strings: the log's bytes, the memtable and the dictionary are the
-    same both ways, and so are the users each call reports full."""
+    same both ways, and so are the users each call reports full. `ring`: the compiled call
+    stages its records in a (small, wrapping) ring, copied into the log after each call."""
     tmp = tmp_path_factory.mktemp("append_call")
     rng = np.random.default_rng(seed)
     schema = STRINGS if tags else NUMERIC
-    logs = {"compiled": Log(tmp / "compiled"), "python": Log(tmp / "python")}
+    logs = {"compiled": Log(tmp / "compiled", ring), "python": Log(tmp / "python")}
     mems = {"compiled": MemTable(), "python": MemTable()}
     dicts = {"compiled": dicts_of(schema), "python": dicts_of(schema)}
     taken = 0
@@ -305,7 +332,7 @@ def test_a_failed_write_raises_and_adds_nothing(tmp_path):
         try:
             with pytest.raises(OSError):
                 call(STRINGS, 7, None, cols, mem, mem.blocks[-1], 0,
-                     (ro, log.end, log.seq, log.events, ROOM), dicts)
+                     (ro, log.end, log.seq, log.events, ROOM, None, 0, 0), dicts)
         finally:
             os.close(ro)
         assert _state(mem) == state
@@ -404,10 +431,13 @@ def test_the_store_writes_the_same_log_and_reads_the_same_either_way(tmp_path, m
     assert reads["compiled"] == reads["python"]
 
 
-def test_a_write_that_fails_in_the_compiled_call_stops_the_writer(tmp_path):
+def test_a_write_that_fails_in_the_compiled_call_stops_the_writer(tmp_path, monkeypatch):
     """The log's write fails under append_call (its fd read-only here): the append raises
-    WriterFailed, every later write is refused, and a reopen has each acknowledged append."""
+    WriterFailed, every later write is refused, and a reopen has each acknowledged append.
+    (Without the staging ring: a store into it has no error to return.)"""
+    monkeypatch.setenv("SEQVAULT_LOG_RING", "off")
     v = SeqVault.open(tmp_path / "s", schema=NUMERIC, durability="batch")
+    assert v.wal is not None and v.wal.ring is None
     rng = np.random.default_rng(2)
     first = events(rng, 4)
     v.append(1, first)
