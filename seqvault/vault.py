@@ -450,19 +450,21 @@ class SeqVault:
         assert kernel is not None
         spec, min_ts = call_spec(schema)
         with self.lock:
-            self.check_writable()
+            wal = self.wal
+            if self._closed or self.read_only or self._failed is not None or wal is None \
+                    or wal.failed is not None:
+                self.check_writable()  # says which
+            assert wal is not None
             m = self.manifest
             mem = self.mem
             blocks = mem.blocks
             if not blocks:
                 return None
             s = m.settings
-            wal = self.wal
-            assert wal is not None
             try:
-                got = wal.append_call(kernel.append_call, spec, key, users, columns, min_ts,
-                                      mem.parts, blocks[-1], int(s["tail_events"]), m.dicts,
-                                      MAX_STRING_CARDINALITY)
+                got = wal.append_call(kernel.append_call, (spec, key, users, columns, min_ts,
+                                      mem.parts, blocks[-1], s["tail_events"], m.dicts,
+                                      MAX_STRING_CARDINALITY))
             except WriterFailed:
                 self._settle_jobs()
                 raise
